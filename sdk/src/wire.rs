@@ -1,0 +1,756 @@
+//! The wire protocol: frame types and the length-prefixed framing around them.
+//!
+//! Every frame on a TCP connection is
+//!
+//! ```text
+//! length: varint u32 (LEB128, 1..=5 bytes)   number of bytes that follow
+//! tag:    u8                                  which frame (see [`tag`])
+//! body:   postcard encoding of the frame's struct
+//! ```
+//!
+//! The tag is the postcard varint of the frame enum's variant index; every tag is below
+//! `0x80`, so it is always one byte. Tags are append-only: a tag once given never changes
+//! meaning. `0x10..=0x1f` are reserved for the token handshake and encrypted records,
+//! `0x20..=0x2f` for consumer groups. `sdk/PROTOCOL.md` documents every frame byte by byte.
+//!
+//! [`decode`] is pure: it borrows from the input, tells "need more bytes" from "broken
+//! frame", and checks the length against the caller's limit before anything else.
+
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this crate.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Oldest protocol version this crate can speak.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// First bytes of every [`Hello`]: tells a mote broker from anything else on the port.
+pub const MAGIC: [u8; 4] = *b"mote";
+/// Default TCP port of the broker.
+pub const DEFAULT_PORT: u16 = 7270;
+/// Largest possible length prefix, in bytes.
+pub const MAX_LENGTH_PREFIX: usize = 5;
+/// Longest message key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Frame tags: the first byte after the length prefix.
+pub mod tag {
+    /// [`Hello`](super::Hello), client → broker, first frame of a connection.
+    pub const HELLO: u8 = 0x00;
+    /// [`Welcome`](super::Welcome), broker → client, answer to `Hello`.
+    pub const WELCOME: u8 = 0x01;
+    /// [`Ping`](super::Ping), either direction.
+    pub const PING: u8 = 0x02;
+    /// [`Ping`](super::Ping) echoed back, either direction.
+    pub const PONG: u8 = 0x03;
+    /// [`ErrorFrame`](super::ErrorFrame), broker → client.
+    pub const ERROR: u8 = 0x04;
+    /// [`Publish`](super::Publish), client → broker.
+    pub const PUBLISH: u8 = 0x05;
+    /// [`Published`](super::Published), broker → client, confirms a publish.
+    pub const PUBLISHED: u8 = 0x06;
+    /// [`Subscribe`](super::Subscribe), client → broker.
+    pub const SUBSCRIBE: u8 = 0x07;
+    /// [`Subscribed`](super::Subscribed), broker → client.
+    pub const SUBSCRIBED: u8 = 0x08;
+    /// [`Unsubscribe`](super::Unsubscribe), client → broker.
+    pub const UNSUBSCRIBE: u8 = 0x09;
+    /// [`Unsubscribe`](super::Unsubscribe) confirmed, broker → client.
+    pub const UNSUBSCRIBED: u8 = 0x0a;
+    /// [`Message`](super::Message), broker → client, one delivered message.
+    pub const MESSAGE: u8 = 0x0b;
+    /// [`Lag`](super::Lag), broker → client, messages a subscriber missed.
+    pub const LAG: u8 = 0x0c;
+    /// First tag reserved for the token handshake and encrypted records.
+    pub const RESERVED_SECURITY: core::ops::RangeInclusive<u8> = 0x10..=0x1f;
+    /// Tags reserved for consumer groups (ack, nack, credit).
+    pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
+}
+
+/// First frame from a client: who it is and which protocol versions it speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello<'a> {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Oldest protocol version the client speaks.
+    pub min_version: u16,
+    /// Newest protocol version the client speaks.
+    pub max_version: u16,
+    /// Free-form client name for logs and stats, at most 64 bytes.
+    pub client: &'a str,
+}
+
+/// The broker's answer to [`Hello`]: the chosen version and the rules of this connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome<'a> {
+    /// Protocol version used from now on.
+    pub version: u16,
+    /// The client must send something (a `Ping` will do) at least this often; the broker
+    /// closes a connection that stays silent for three times this long.
+    pub keepalive_ms: u32,
+    /// Largest frame (after the length prefix) the broker accepts.
+    pub max_frame: u32,
+    /// Largest payload the broker accepts.
+    pub max_payload: u32,
+    /// Most subscriptions one connection may hold.
+    pub max_subscriptions: u32,
+    /// Random per broker process. A client that sees it change knows the broker restarted
+    /// (and, without persistence, that every offset started again at 0).
+    pub broker_id: u64,
+    /// Broker software and version, such as `mote 0.1.0`.
+    pub broker: &'a str,
+}
+
+/// Liveness probe; the peer answers with a `Pong` carrying the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Opaque value echoed back.
+    pub nonce: u64,
+}
+
+/// Machine-readable error code carried by [`ErrorFrame`]. Unknown codes are kept as
+/// numbers, so a newer broker's codes never break an older client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ErrorCode(pub u16);
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $n:expr, $text:expr;)*) => {
+        impl ErrorCode {
+            $($(#[$doc])* pub const $name: ErrorCode = ErrorCode($n);)*
+            /// Short snake_case name of the code, or `"unknown"`.
+            pub fn name(self) -> &'static str {
+                match self.0 { $($n => $text,)* _ => "unknown" }
+            }
+        }
+    };
+}
+
+codes! {
+    /// A frame could not be decoded, or came when it was not allowed (connection closed).
+    PROTOCOL = 1, "protocol";
+    /// No protocol version in common (connection closed).
+    UNSUPPORTED_VERSION = 2, "unsupported_version";
+    /// A length prefix above the broker's frame limit (connection closed).
+    FRAME_TOO_LARGE = 3, "frame_too_large";
+    /// A payload above the broker's payload limit.
+    PAYLOAD_TOO_LARGE = 4, "payload_too_large";
+    /// An invalid publish topic.
+    BAD_TOPIC = 5, "bad_topic";
+    /// An invalid subscription filter.
+    BAD_FILTER = 6, "bad_filter";
+    /// The broker holds as many topics as it may.
+    TOPIC_LIMIT = 7, "topic_limit";
+    /// The connection holds as many subscriptions as it may.
+    SUBSCRIPTION_LIMIT = 8, "subscription_limit";
+    /// The broker holds as many connections as it may (connection closed).
+    CONNECTION_LIMIT = 9, "connection_limit";
+    /// The connection was silent for three keepalive periods (connection closed).
+    KEEPALIVE_TIMEOUT = 10, "keepalive_timeout";
+    /// No `Hello` within the handshake deadline (connection closed).
+    HANDSHAKE_TIMEOUT = 11, "handshake_timeout";
+    /// The broker is shutting down (connection closed).
+    SHUTTING_DOWN = 12, "shutting_down";
+    /// `Unsubscribe` named a subscription id this connection does not hold.
+    UNKNOWN_SUBSCRIPTION = 13, "unknown_subscription";
+    /// `Subscribe` reused a subscription id this connection already holds.
+    DUPLICATE_SUBSCRIPTION = 14, "duplicate_subscription";
+    /// Missing or wrong token (reserved for the security layer).
+    UNAUTHORIZED = 15, "unauthorized";
+    /// The token's access rules refuse this topic (reserved for the security layer).
+    FORBIDDEN = 16, "forbidden";
+}
+
+impl ErrorCode {
+    /// Codes after which the broker closes the connection.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::PROTOCOL
+                | ErrorCode::UNSUPPORTED_VERSION
+                | ErrorCode::FRAME_TOO_LARGE
+                | ErrorCode::CONNECTION_LIMIT
+                | ErrorCode::KEEPALIVE_TIMEOUT
+                | ErrorCode::HANDSHAKE_TIMEOUT
+                | ErrorCode::SHUTTING_DOWN
+                | ErrorCode::UNAUTHORIZED
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+/// An error from the broker. `req` names the request it answers: the `req` of a
+/// [`Publish`], the `sub` of a [`Subscribe`] or [`Unsubscribe`], or 0 for none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame<'a> {
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
+    /// The request this answers, or 0.
+    pub req: u32,
+    /// What went wrong, for people: lowercase, says what to do.
+    pub message: &'a str,
+}
+
+/// Publish one message. With `req == 0` it is fire-and-forget; otherwise the broker
+/// answers with [`Published`] (or an [`ErrorFrame`]) carrying the same `req`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish<'a> {
+    /// Request id for the confirmation, 0 for none.
+    pub req: u32,
+    /// Topic to publish to (no wildcards).
+    pub topic: &'a str,
+    /// Optional key, opaque to the broker (empty is the same as none).
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The message body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Confirms a [`Publish`] with `req != 0`: the message is stored at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The `req` of the publish.
+    pub req: u32,
+    /// Offset the broker gave the message in its topic.
+    pub offset: u64,
+}
+
+/// Where a new subscription starts in each topic its filter matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum From {
+    /// Only messages published from now on.
+    #[default]
+    Latest,
+    /// Everything the ring still holds.
+    Earliest,
+    /// From this offset on (clamped to what the ring holds; older ones are reported as lag).
+    Offset(u64),
+    /// The last N messages of each topic, then everything new.
+    Last(u64),
+    /// Every message the broker stored after the broker-wide sequence number given in
+    /// [`Subscribed::seq`]. Used to resume a `Latest` subscription without a gap.
+    AfterSeq(u64),
+}
+
+/// A topic the subscription resumes at a known offset, overriding `from` for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Offset of the first message wanted (one past the last one seen).
+    pub next: u64,
+}
+
+/// Subscribe to every topic matching `filter`, now and in future.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe<'a> {
+    /// Client-chosen id, unique on this connection; deliveries carry it.
+    pub sub: u32,
+    /// Topic filter, with `+` and `#` wildcards.
+    pub filter: &'a str,
+    /// Where to start in each matching topic.
+    pub from: From,
+    /// Per-topic start offsets that override `from` (used when resuming).
+    #[serde(borrow)]
+    pub resume: Vec<Resume<'a>>,
+}
+
+/// Confirms a [`Subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The subscription id.
+    pub sub: u32,
+    /// Broker-wide sequence number of the last message stored before this subscription
+    /// started; [`From::AfterSeq`] with it resumes a `Latest` subscription.
+    pub seq: u64,
+}
+
+/// Ends a subscription; also the broker's confirmation of it (tag `UNSUBSCRIBED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    /// The subscription id.
+    pub sub: u32,
+}
+
+/// One delivered message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message<'a> {
+    /// Subscription this delivery belongs to.
+    pub sub: u32,
+    /// Topic the message was published to.
+    pub topic: &'a str,
+    /// Offset of the message in its topic.
+    pub offset: u64,
+    /// When the broker stored it, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The publisher's key, if any.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The message body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// The subscriber fell behind the ring and skipped `missed` messages of `topic`;
+/// delivery continues at offset `next`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lag<'a> {
+    /// Subscription that lagged.
+    pub sub: u32,
+    /// Topic whose messages were missed.
+    pub topic: &'a str,
+    /// How many messages were skipped.
+    pub missed: u64,
+    /// Offset delivery continues at.
+    pub next: u64,
+}
+
+/// Every frame of protocol version 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame<'a> {
+    /// See [`Hello`].
+    Hello(Hello<'a>),
+    /// See [`Welcome`].
+    Welcome(Welcome<'a>),
+    /// See [`Ping`].
+    Ping(Ping),
+    /// A [`Ping`] answered.
+    Pong(Ping),
+    /// See [`ErrorFrame`].
+    Error(ErrorFrame<'a>),
+    /// See [`Publish`].
+    Publish(Publish<'a>),
+    /// See [`Published`].
+    Published(Published),
+    /// See [`Subscribe`].
+    Subscribe(Subscribe<'a>),
+    /// See [`Subscribed`].
+    Subscribed(Subscribed),
+    /// See [`Unsubscribe`].
+    Unsubscribe(Unsubscribe),
+    /// An [`Unsubscribe`] confirmed.
+    Unsubscribed(Unsubscribe),
+    /// See [`Message`].
+    Message(Message<'a>),
+    /// See [`Lag`].
+    Lag(Lag<'a>),
+}
+
+/// Why bytes could not be decoded into a frame. Any of these ends the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The length prefix is not a valid varint u32.
+    BadLength,
+    /// The length prefix exceeds the limit; refused before reading (or allocating) more.
+    TooLarge {
+        /// Declared length.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A frame of length 0 (no tag).
+    Empty,
+    /// A tag this version does not know.
+    UnknownTag(u8),
+    /// The body does not decode as the tag's frame.
+    Malformed {
+        /// Tag of the frame.
+        tag: u8,
+    },
+    /// The body decoded but bytes were left over.
+    Trailing {
+        /// Tag of the frame.
+        tag: u8,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadLength => f.write_str("invalid frame length prefix"),
+            DecodeError::TooLarge { len, max } => {
+                write!(f, "frame is {len} bytes, the limit is {max}")
+            }
+            DecodeError::Empty => f.write_str("empty frame"),
+            DecodeError::UnknownTag(t) => write!(f, "unknown frame tag 0x{t:02x}"),
+            DecodeError::Malformed { tag } => write!(f, "malformed frame (tag 0x{tag:02x})"),
+            DecodeError::Trailing { tag } => {
+                write!(f, "frame has trailing bytes (tag 0x{tag:02x})")
+            }
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Result of [`decode`] when the bytes are not broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A whole frame, and how many bytes of input it used (prefix included).
+    Frame(Frame<'a>, usize),
+    /// More bytes are needed; `total` is the whole frame's size once the prefix is known.
+    Incomplete {
+        /// Bytes the complete frame occupies, prefix included, when already known.
+        total: Option<usize>,
+    },
+}
+
+/// Reads a varint u32 length prefix: `Ok(None)` if `buf` ends inside it.
+pub fn read_length(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
+    let mut value: u32 = 0;
+    for (i, &b) in buf.iter().enumerate().take(MAX_LENGTH_PREFIX) {
+        let bits = u32::from(b & 0x7f);
+        if i == MAX_LENGTH_PREFIX - 1 && b > 0x0f {
+            return Err(DecodeError::BadLength);
+        }
+        value |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    if buf.len() >= MAX_LENGTH_PREFIX {
+        return Err(DecodeError::BadLength);
+    }
+    Ok(None)
+}
+
+/// Writes `v` as a varint into `out`, returning how many bytes it took.
+pub fn write_varint(mut v: u32, out: &mut [u8; MAX_LENGTH_PREFIX]) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out[i] = byte;
+            return i + 1;
+        }
+        out[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+/// Decodes the first frame in `buf`, refusing frames longer than `max_frame` bytes
+/// before looking at their body.
+pub fn decode(buf: &[u8], max_frame: usize) -> Result<Decoded<'_>, DecodeError> {
+    let Some((len, prefix)) = read_length(buf)? else {
+        return Ok(Decoded::Incomplete { total: None });
+    };
+    let len = len as usize;
+    if len > max_frame {
+        return Err(DecodeError::TooLarge {
+            len: len as u64,
+            max: max_frame,
+        });
+    }
+    if len == 0 {
+        return Err(DecodeError::Empty);
+    }
+    let total = prefix + len;
+    let Some(body) = buf.get(prefix..total) else {
+        return Ok(Decoded::Incomplete { total: Some(total) });
+    };
+    Ok(Decoded::Frame(Frame::decode_body(body)?, total))
+}
+
+fn exact<'a, T: Deserialize<'a>>(tag: u8, rest: &'a [u8]) -> Result<T, DecodeError> {
+    let (v, tail) = postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed { tag })?;
+    if tail.is_empty() {
+        Ok(v)
+    } else {
+        Err(DecodeError::Trailing { tag })
+    }
+}
+
+/// postcard output flavor that appends to a borrowed `Vec`.
+struct Append<'v>(&'v mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends one length-prefixed frame with `tag` and `body` to `out`.
+fn encode_with<T: Serialize + ?Sized>(tag: u8, body: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    // One byte of prefix fits bodies under 128 bytes; longer ones shift once below.
+    out.push(0);
+    out.push(tag);
+    // Serializing our own frame structs into a Vec cannot fail: there are no maps of
+    // unknown length and the flavor never refuses a byte.
+    if postcard::serialize_with_flavor(body, Append(out)).is_err() {
+        debug_assert!(false, "serializing a frame failed");
+        out.truncate(start);
+        return;
+    }
+    let len = out.len() - start - 1;
+    if len < 0x80 {
+        out[start] = len as u8;
+    } else {
+        let mut prefix = [0u8; MAX_LENGTH_PREFIX];
+        let n = write_varint(len as u32, &mut prefix);
+        out.splice(start..start + 1, prefix[..n].iter().copied());
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// The frame's tag byte.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => tag::HELLO,
+            Frame::Welcome(_) => tag::WELCOME,
+            Frame::Ping(_) => tag::PING,
+            Frame::Pong(_) => tag::PONG,
+            Frame::Error(_) => tag::ERROR,
+            Frame::Publish(_) => tag::PUBLISH,
+            Frame::Published(_) => tag::PUBLISHED,
+            Frame::Subscribe(_) => tag::SUBSCRIBE,
+            Frame::Subscribed(_) => tag::SUBSCRIBED,
+            Frame::Unsubscribe(_) => tag::UNSUBSCRIBE,
+            Frame::Unsubscribed(_) => tag::UNSUBSCRIBED,
+            Frame::Message(_) => tag::MESSAGE,
+            Frame::Lag(_) => tag::LAG,
+        }
+    }
+
+    /// Appends this frame, length prefix included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let t = self.tag();
+        match self {
+            Frame::Hello(b) => encode_with(t, b, out),
+            Frame::Welcome(b) => encode_with(t, b, out),
+            Frame::Ping(b) | Frame::Pong(b) => encode_with(t, b, out),
+            Frame::Error(b) => encode_with(t, b, out),
+            Frame::Publish(b) => encode_with(t, b, out),
+            Frame::Published(b) => encode_with(t, b, out),
+            Frame::Subscribe(b) => encode_with(t, b, out),
+            Frame::Subscribed(b) => encode_with(t, b, out),
+            Frame::Unsubscribe(b) | Frame::Unsubscribed(b) => encode_with(t, b, out),
+            Frame::Message(b) => encode_with(t, b, out),
+            Frame::Lag(b) => encode_with(t, b, out),
+        }
+    }
+
+    /// This frame as a new byte vector, length prefix included.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decodes a frame body (tag and postcard bytes, without the length prefix).
+    pub fn decode_body(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let (&t, rest) = body.split_first().ok_or(DecodeError::Empty)?;
+        Ok(match t {
+            tag::HELLO => Frame::Hello(exact(t, rest)?),
+            tag::WELCOME => Frame::Welcome(exact(t, rest)?),
+            tag::PING => Frame::Ping(exact(t, rest)?),
+            tag::PONG => Frame::Pong(exact(t, rest)?),
+            tag::ERROR => Frame::Error(exact(t, rest)?),
+            tag::PUBLISH => Frame::Publish(exact(t, rest)?),
+            tag::PUBLISHED => Frame::Published(exact(t, rest)?),
+            tag::SUBSCRIBE => Frame::Subscribe(exact(t, rest)?),
+            tag::SUBSCRIBED => Frame::Subscribed(exact(t, rest)?),
+            tag::UNSUBSCRIBE => Frame::Unsubscribe(exact(t, rest)?),
+            tag::UNSUBSCRIBED => Frame::Unsubscribed(exact(t, rest)?),
+            tag::MESSAGE => Frame::Message(exact(t, rest)?),
+            tag::LAG => Frame::Lag(exact(t, rest)?),
+            other => return Err(DecodeError::UnknownTag(other)),
+        })
+    }
+}
+
+impl Hello<'_> {
+    /// A `Hello` offering every version this crate speaks.
+    pub fn new(client: &str) -> Hello<'_> {
+        Hello {
+            magic: MAGIC,
+            min_version: MIN_PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            client,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn roundtrip(f: Frame<'_>) {
+        let bytes = f.to_vec();
+        match decode(&bytes, 1 << 20) {
+            Ok(Decoded::Frame(g, n)) => {
+                assert_eq!(g, f);
+                assert_eq!(n, bytes.len());
+            }
+            other => panic!("{f:?} decoded as {other:?}"),
+        }
+        // Every strict prefix is incomplete, never an error.
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    decode(&bytes[..cut], 1 << 20),
+                    Ok(Decoded::Incomplete { .. })
+                ),
+                "{f:?} cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_frame_roundtrips() {
+        let big = vec![7u8; 300];
+        let frames = [
+            Frame::Hello(Hello::new("t")),
+            Frame::Welcome(Welcome {
+                version: 1,
+                keepalive_ms: 30_000,
+                max_frame: 1 << 20,
+                max_payload: 1 << 20,
+                max_subscriptions: 64,
+                broker_id: u64::MAX,
+                broker: "mote 0.1.0",
+            }),
+            Frame::Ping(Ping { nonce: 1 }),
+            Frame::Pong(Ping { nonce: u64::MAX }),
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::BAD_TOPIC,
+                req: 3,
+                message: "bad",
+            }),
+            Frame::Publish(Publish {
+                req: 0,
+                topic: "a/b",
+                key: Some(b"k"),
+                payload: &big,
+            }),
+            Frame::Published(Published {
+                req: 9,
+                offset: 1 << 40,
+            }),
+            Frame::Subscribe(Subscribe {
+                sub: 1,
+                filter: "a/#",
+                from: From::Last(5),
+                resume: vec![Resume {
+                    topic: "a/b",
+                    next: 3,
+                }],
+            }),
+            Frame::Subscribed(Subscribed { sub: 1, seq: 77 }),
+            Frame::Unsubscribe(Unsubscribe { sub: 1 }),
+            Frame::Unsubscribed(Unsubscribe { sub: 1 }),
+            Frame::Message(Message {
+                sub: 1,
+                topic: "a/b",
+                offset: 2,
+                time_ms: 1_700_000_000_000,
+                key: None,
+                payload: b"hello",
+            }),
+            Frame::Lag(Lag {
+                sub: 1,
+                topic: "a/b",
+                missed: 10,
+                next: 12,
+            }),
+        ];
+        for f in frames {
+            roundtrip(f);
+        }
+    }
+
+    #[test]
+    fn length_prefix_limits() {
+        assert_eq!(read_length(&[0x80, 0x80]), Ok(None));
+        assert_eq!(read_length(&[0x05]), Ok(Some((5, 1))));
+        assert_eq!(read_length(&[0xff, 0x01]), Ok(Some((255, 2))));
+        assert_eq!(
+            read_length(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Ok(Some((u32::MAX, 5)))
+        );
+        assert_eq!(
+            read_length(&[0xff, 0xff, 0xff, 0xff, 0x10]),
+            Err(DecodeError::BadLength)
+        );
+        assert_eq!(
+            read_length(&[0x80, 0x80, 0x80, 0x80, 0x80]),
+            Err(DecodeError::BadLength)
+        );
+        // The limit is checked from the prefix alone, before the body has arrived.
+        assert_eq!(
+            decode(&[0x81, 0x08], 1000),
+            Err(DecodeError::TooLarge {
+                len: 1025,
+                max: 1000
+            })
+        );
+        assert_eq!(decode(&[0x00], 1000), Err(DecodeError::Empty));
+        assert_eq!(
+            decode(&[0x01, 0x7f], 1000),
+            Err(DecodeError::UnknownTag(0x7f))
+        );
+        assert_eq!(
+            decode(&[0x02, tag::PING, 0x80], 1000),
+            Err(DecodeError::Malformed { tag: tag::PING })
+        );
+        assert_eq!(
+            decode(&[0x03, tag::PING, 0x01, 0x00], 1000),
+            Err(DecodeError::Trailing { tag: tag::PING })
+        );
+    }
+
+    #[test]
+    fn unknown_error_codes_survive() {
+        let f = Frame::Error(ErrorFrame {
+            code: ErrorCode(999),
+            req: 0,
+            message: "",
+        });
+        roundtrip(f);
+        assert_eq!(ErrorCode(999).name(), "unknown");
+        assert_eq!(ErrorCode::BAD_TOPIC.to_string(), "bad_topic (5)");
+    }
+
+    #[test]
+    fn tags_are_unique_and_below_reserved() {
+        let tags = [
+            tag::HELLO,
+            tag::WELCOME,
+            tag::PING,
+            tag::PONG,
+            tag::ERROR,
+            tag::PUBLISH,
+            tag::PUBLISHED,
+            tag::SUBSCRIBE,
+            tag::SUBSCRIBED,
+            tag::UNSUBSCRIBE,
+            tag::UNSUBSCRIBED,
+            tag::MESSAGE,
+            tag::LAG,
+        ];
+        for (i, t) in tags.iter().enumerate() {
+            assert_eq!(usize::from(*t), i, "tags are dense from 0");
+            assert!(!tag::RESERVED_SECURITY.contains(t));
+        }
+    }
+}

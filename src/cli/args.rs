@@ -1,0 +1,381 @@
+//! Command-line options: a table per command, parsed with lexopt, each option optionally
+//! mirrored by a `MOTE_*` environment variable. `--help` is generated from the table and
+//! shows every default and variable.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::time::Duration;
+
+/// One option of a command.
+pub(crate) struct Opt {
+    pub(crate) long: &'static str,
+    pub(crate) short: Option<char>,
+    /// Placeholder of the value, or `None` for a switch.
+    pub(crate) value: Option<&'static str>,
+    pub(crate) env: Option<&'static str>,
+    pub(crate) default: Option<&'static str>,
+    pub(crate) help: &'static str,
+}
+
+/// What a command accepts.
+pub(crate) struct Spec {
+    pub(crate) name: &'static str,
+    pub(crate) about: &'static str,
+    pub(crate) opts: &'static [Opt],
+    /// Extra text after the options (examples).
+    pub(crate) after: &'static str,
+}
+
+/// A command line that cannot be used, with a message saying why.
+#[derive(Debug)]
+pub(crate) struct CliError(pub(crate) String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// The result of parsing: values in command-line order.
+pub(crate) struct Parsed {
+    spec: &'static Spec,
+    values: Vec<(&'static str, String)>,
+    switches: Vec<&'static str>,
+}
+
+/// Parsing ended with `--help`: print this and exit 0.
+pub(crate) enum Outcome {
+    Run(Parsed),
+    Help(String),
+}
+
+pub(crate) fn parse(
+    spec: &'static Spec,
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Outcome, CliError> {
+    use lexopt::Arg;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut out = Parsed {
+        spec,
+        values: Vec::new(),
+        switches: Vec::new(),
+    };
+    while let Some(arg) = p.next()? {
+        let opt = match &arg {
+            Arg::Long("help") => return Ok(Outcome::Help(help(spec))),
+            Arg::Long(l) => spec.opts.iter().find(|o| o.long == *l),
+            Arg::Short(c) => spec.opts.iter().find(|o| o.short == Some(*c)),
+            Arg::Value(v) => {
+                return Err(CliError(format!(
+                    "unexpected argument {:?} (see mote {} --help)",
+                    v.to_string_lossy(),
+                    spec.name
+                )));
+            }
+        };
+        let Some(opt) = opt else {
+            let shown = match arg {
+                Arg::Long(l) => format!("--{l}"),
+                Arg::Short(c) => format!("-{c}"),
+                Arg::Value(_) => String::new(),
+            };
+            return Err(CliError(format!(
+                "unknown option {shown} (see mote {} --help)",
+                spec.name
+            )));
+        };
+        if opt.value.is_some() {
+            let v = p.value().map_err(|_| {
+                CliError(format!(
+                    "--{} needs a value ({})",
+                    opt.long,
+                    opt.value.unwrap_or("")
+                ))
+            })?;
+            let v = v
+                .into_string()
+                .map_err(|_| CliError(format!("--{} must be valid UTF-8", opt.long)))?;
+            out.values.push((opt.long, v));
+        } else {
+            out.switches.push(opt.long);
+        }
+    }
+    Ok(Outcome::Run(out))
+}
+
+impl Parsed {
+    fn opt(&self, long: &str) -> &'static Opt {
+        self.spec
+            .opts
+            .iter()
+            .find(|o| o.long == long)
+            .unwrap_or_else(|| panic!("option --{long} is not in the table of {}", self.spec.name))
+    }
+
+    /// The value of `--long`: the last one given, else its variable, else its default.
+    pub(crate) fn get(&self, long: &str) -> Option<String> {
+        let opt = self.opt(long);
+        if let Some((_, v)) = self.values.iter().rev().find(|(l, _)| *l == long) {
+            return Some(v.clone());
+        }
+        if let Some(v) = opt.env.and_then(|e| std::env::var(e).ok()) {
+            return Some(v);
+        }
+        opt.default.map(str::to_owned)
+    }
+
+    /// Every value given for a repeatable `--long`, or its variable's or default if none.
+    pub(crate) fn all(&self, long: &str) -> Vec<String> {
+        let v: Vec<String> = self
+            .values
+            .iter()
+            .filter(|(l, _)| *l == long)
+            .map(|(_, v)| v.clone())
+            .collect();
+        if v.is_empty() {
+            self.get(long).into_iter().collect()
+        } else {
+            v
+        }
+    }
+
+    /// Whether the switch `--long` is on (given, or its variable is `1`/`true`/`yes`).
+    pub(crate) fn on(&self, long: &str) -> bool {
+        let opt = self.opt(long);
+        self.switches.contains(&long)
+            || opt
+                .env
+                .and_then(|e| std::env::var(e).ok())
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"))
+    }
+
+    /// Parses the value of `--long` with `f`, naming the option (and where the value came
+    /// from) when it is invalid.
+    pub(crate) fn parse_with<T>(
+        &self,
+        long: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, CliError> {
+        let Some(v) = self.get(long) else {
+            return Ok(None);
+        };
+        f(&v).map(Some).map_err(|e| {
+            let opt = self.opt(long);
+            let from_env = !self.values.iter().any(|(l, _)| *l == long)
+                && opt.env.is_some_and(|e| std::env::var(e).is_ok());
+            let src = match (from_env, opt.env) {
+                (true, Some(env)) => format!("{env} (--{long})"),
+                _ => format!("--{long}"),
+            };
+            CliError(format!("invalid value {v:?} for {src}: {e}"))
+        })
+    }
+}
+
+/// Help text generated from the table.
+pub(crate) fn help(spec: &Spec) -> String {
+    let mut s = format!(
+        "{}\n\nUsage: mote {} [OPTIONS]\n\nOptions:\n",
+        spec.about, spec.name
+    );
+    let left = |o: &Opt| {
+        let short = o.short.map_or("    ".to_string(), |c| format!("-{c}, "));
+        match o.value {
+            Some(v) => format!("{short}--{} {v}", o.long),
+            None => format!("{short}--{}", o.long),
+        }
+    };
+    let width = spec
+        .opts
+        .iter()
+        .map(|o| left(o).len())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    for o in spec.opts {
+        let mut extra = Vec::new();
+        if let Some(d) = o.default {
+            extra.push(format!("default: {d}"));
+        }
+        if let Some(e) = o.env {
+            extra.push(format!("env: {e}"));
+        }
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", extra.join(", "))
+        };
+        s.push_str(&format!("  {:width$}  {}{extra}\n", left(o), o.help));
+    }
+    s.push_str(&format!("      {:width$}  print this help\n", "--help"));
+    if !spec.after.is_empty() {
+        s.push('\n');
+        s.push_str(spec.after);
+        if !spec.after.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Parses a byte size: `1048576`, `64K`, `1M`, `1MiB`, `2G` (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 65536, 64K, 8M or 1G".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| "size is too large".to_string())
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "expected a duration such as 500ms, 30s or 5m".to_string())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err("duration is out of range".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a plain count.
+pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected a whole number".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12X").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    static SPEC: Spec = Spec {
+        name: "t",
+        about: "test",
+        opts: &[
+            Opt {
+                long: "topic",
+                short: Some('t'),
+                value: Some("TOPIC"),
+                env: None,
+                default: None,
+                help: "a topic",
+            },
+            Opt {
+                long: "verbose",
+                short: Some('v'),
+                value: None,
+                env: None,
+                default: None,
+                help: "more",
+            },
+            Opt {
+                long: "port",
+                short: Some('p'),
+                value: Some("PORT"),
+                env: None,
+                default: Some("7270"),
+                help: "port",
+            },
+        ],
+        after: "",
+    };
+
+    fn run(args: &[&str]) -> Result<Parsed, CliError> {
+        match parse(&SPEC, args.iter().map(OsString::from))? {
+            Outcome::Run(p) => Ok(p),
+            Outcome::Help(_) => Err(CliError("help".into())),
+        }
+    }
+
+    #[test]
+    fn options_repeat_and_default() {
+        let p = run(&["-t", "a", "--topic", "b", "-v"]).unwrap();
+        assert_eq!(p.all("topic"), vec!["a", "b"]);
+        assert_eq!(p.get("topic").as_deref(), Some("b"));
+        assert!(p.on("verbose"));
+        assert_eq!(p.get("port").as_deref(), Some("7270"));
+        assert_eq!(
+            p.parse_with("port", |s| parse_count(s)).unwrap(),
+            Some(7270)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        assert_eq!(
+            run(&["--nope"]).err().unwrap().0,
+            "unknown option --nope (see mote t --help)"
+        );
+        assert!(
+            run(&["-t"])
+                .err()
+                .unwrap()
+                .0
+                .contains("--topic needs a value")
+        );
+        let p = run(&["-p", "x"]).unwrap();
+        let e = p.parse_with("port", |s| parse_count(s)).err().unwrap();
+        assert_eq!(
+            e.0,
+            "invalid value \"x\" for --port: expected a whole number"
+        );
+        let h = help(&SPEC);
+        assert!(h.contains("-p, --port PORT"), "{h}");
+        assert!(h.contains("[default: 7270]"), "{h}");
+    }
+}

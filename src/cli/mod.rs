@@ -1,0 +1,61 @@
+//! The `mote` command line: one binary, several commands.
+
+pub(crate) mod args;
+pub(crate) mod bench;
+pub(crate) mod serve;
+
+use std::ffi::OsString;
+
+const USAGE: &str = "\
+mote: a tiny message broker for the edge
+
+Usage: mote <COMMAND> [OPTIONS]
+
+Commands:
+  serve   run the broker
+  pub     publish messages (like mosquitto_pub)
+  sub     subscribe and print messages (like mosquitto_sub)
+  bench   measure throughput, latency, CPU and memory
+
+Run `mote <COMMAND> --help` for a command's options.
+";
+
+/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise.
+pub(crate) fn init_logging(default: &str) {
+    let env = env_logger::Env::default().default_filter_or(default);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Runs the command line; returns the process exit code.
+pub(crate) fn main() -> i32 {
+    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if argv.is_empty() {
+        eprint!("{USAGE}");
+        return 2;
+    }
+    let cmd = argv.remove(0);
+    let result = match cmd.to_str().unwrap_or("") {
+        "serve" => serve::main(argv),
+        "bench" => bench::main(argv),
+        "--version" | "-V" | "version" => {
+            println!("{}", mote::session::BROKER_NAME);
+            Ok(())
+        }
+        "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(args::CliError(format!(
+            "unknown command {other:?} (try mote --help)"
+        ))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mote: {e}");
+            2
+        }
+    }
+}

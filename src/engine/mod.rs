@@ -1,0 +1,285 @@
+//! The ring-buffer topic engine: topics, rings, subscriptions and their cursors.
+//!
+//! The engine does no IO. Inputs arrive through `handle_*` methods that take the time as
+//! an argument; outputs are return values, [`Engine::poll_deliveries`] (what a connection
+//! should send next) and [`Engine::take_wakeups`] (which connections have something to
+//! send). Tests drive it on a virtual clock without sockets.
+//!
+//! A subscription holds one cursor per topic its filter matches. Publishing stores the
+//! message once in its topic's ring and queues the cursors watching that topic on their
+//! connection; delivery then reads from the ring at each cursor. A cursor that falls
+//! behind the ring's oldest message skips ahead and reports how many it missed, so a slow
+//! subscriber never blocks a publisher and never makes the broker hold more.
+
+mod publish;
+mod ring;
+mod stats;
+mod subscribe;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use mote_sdk::ErrorCode;
+use slab::Slab;
+
+use crate::limits::Limits;
+pub use ring::ENTRY_OVERHEAD;
+use ring::Ring;
+pub use stats::{ConnInfo, Stats, TopicInfo};
+pub use subscribe::Delivery;
+
+/// A connection known to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u32);
+
+impl ConnId {
+    /// Small dense number, reused after the connection ends.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TopicId(u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubId(u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CursorId(u32);
+
+/// An operation the engine refused; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Code for the error frame.
+    pub code: ErrorCode,
+    /// Message for people: what was wrong and what to do.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: String) -> Refusal {
+        Refusal { code, message }
+    }
+}
+
+struct TopicState {
+    name: Box<str>,
+    ring: Ring,
+    /// Cursors of subscriptions whose filter matches this topic.
+    watchers: Vec<CursorId>,
+    /// Broker sequence number when the topic was created.
+    created_seq: u64,
+    published: u64,
+    delivered: u64,
+    lag_missed: u64,
+    evicted: u64,
+}
+
+struct ConnState {
+    peer: Option<SocketAddr>,
+    client: Box<str>,
+    connected_ms: u64,
+    last_rx_ms: u64,
+    open: bool,
+    close: Option<ErrorCode>,
+    subs: Vec<SubId>,
+    /// Cursors with something to deliver, served round-robin.
+    ready: VecDeque<CursorId>,
+    /// The topic this connection published to last: skips the name lookup.
+    last_topic: Option<TopicId>,
+    msgs_in: u64,
+    msgs_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    lag_missed: u64,
+}
+
+/// The broker's state. One owner, one thread; see the module docs.
+pub struct Engine {
+    limits: Limits,
+    broker_id: u64,
+    topics: Vec<TopicState>,
+    by_name: HashMap<Box<str>, TopicId>,
+    conns: Slab<ConnState>,
+    subs: Slab<subscribe::SubState>,
+    cursors: Slab<subscribe::Cursor>,
+    /// Every stored message in publish order, for evicting the oldest first when the
+    /// memory budget is exceeded. Entries of messages a ring already evicted are skipped
+    /// when they reach the front, and compacted away when they pile up.
+    budget_queue: VecDeque<(TopicId, u64)>,
+    used_bytes: usize,
+    stored: usize,
+    /// Broker-wide sequence number of the last stored message.
+    seq: u64,
+    wakeups: Vec<ConnId>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// A new engine. `broker_id` is this process's random id (see `Welcome`).
+    pub fn new(limits: Limits, broker_id: u64) -> Engine {
+        Engine {
+            limits,
+            broker_id,
+            topics: Vec::new(),
+            by_name: HashMap::new(),
+            conns: Slab::new(),
+            subs: Slab::new(),
+            cursors: Slab::new(),
+            budget_queue: VecDeque::new(),
+            used_bytes: 0,
+            stored: 0,
+            seq: 0,
+            wakeups: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// This broker process's random id.
+    pub fn broker_id(&self) -> u64 {
+        self.broker_id
+    }
+
+    /// Whether another connection may be accepted; counts a refusal if not.
+    pub fn admit(&mut self) -> bool {
+        if self.conns.len() < self.limits.max_connections {
+            true
+        } else {
+            self.stats.connections_refused += 1;
+            self.stats.count_error(ErrorCode::CONNECTION_LIMIT);
+            false
+        }
+    }
+
+    /// A new connection, not yet through the handshake. `now_ms` is monotonic time.
+    pub fn handle_connect(&mut self, now_ms: u64, peer: Option<SocketAddr>) -> ConnId {
+        self.stats.connections_accepted += 1;
+        let key = self.conns.insert(ConnState {
+            peer,
+            client: Box::from(""),
+            connected_ms: now_ms,
+            last_rx_ms: now_ms,
+            open: false,
+            close: None,
+            subs: Vec::new(),
+            ready: VecDeque::new(),
+            last_topic: None,
+            msgs_in: 0,
+            msgs_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            lag_missed: 0,
+        });
+        ConnId(key as u32)
+    }
+
+    /// The connection finished its handshake as `client`.
+    pub fn handle_open(&mut self, conn: ConnId, client: &str) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.open = true;
+            c.client = client.into();
+        }
+    }
+
+    /// Bytes arrived on the connection at monotonic time `now_ms`.
+    pub fn handle_received(&mut self, conn: ConnId, now_ms: u64, bytes: usize) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.last_rx_ms = now_ms;
+            c.bytes_in += bytes as u64;
+        }
+    }
+
+    /// Bytes were written to the connection.
+    pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.bytes_out += bytes as u64;
+        }
+    }
+
+    /// The connection is gone: drop its subscriptions and cursors.
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.try_remove(conn.index()) else {
+            return;
+        };
+        for sub in c.subs {
+            self.remove_sub(sub);
+        }
+        self.stats.connections_closed += 1;
+    }
+
+    /// Asks for the connection to be closed with `code`; its task sees it in
+    /// [`Engine::close_reason`] after the wakeup.
+    pub fn close(&mut self, conn: ConnId, code: ErrorCode) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            if c.close.is_none() {
+                c.close = Some(code);
+                self.stats.count_error(code);
+                self.wakeups.push(conn);
+            }
+        }
+    }
+
+    /// Why the connection must close, if it must.
+    pub fn close_reason(&self, conn: ConnId) -> Option<ErrorCode> {
+        self.conns.get(conn.index()).and_then(|c| c.close)
+    }
+
+    /// Counts an error frame the session sent on its own (decode errors and the like).
+    pub fn count_error(&mut self, code: ErrorCode) {
+        self.stats.count_error(code);
+    }
+
+    /// Closes connections past the handshake deadline or silent for three keepalives.
+    /// `now_ms` is monotonic. Returns how many were closed.
+    pub fn handle_timeouts(&mut self, now_ms: u64) -> usize {
+        let handshake = self.limits.handshake_ms;
+        let silence = self.limits.keepalive_ms.saturating_mul(3);
+        let expired: Vec<(ConnId, ErrorCode)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.close.is_none())
+            .filter_map(|(k, c)| {
+                let id = ConnId(k as u32);
+                if !c.open && now_ms.saturating_sub(c.connected_ms) >= handshake {
+                    Some((id, ErrorCode::HANDSHAKE_TIMEOUT))
+                } else if c.open && now_ms.saturating_sub(c.last_rx_ms) >= silence {
+                    Some((id, ErrorCode::KEEPALIVE_TIMEOUT))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for &(id, code) in &expired {
+            self.close(id, code);
+        }
+        expired.len()
+    }
+
+    /// Closes every connection with `SHUTTING_DOWN`.
+    pub fn handle_shutdown(&mut self) {
+        let all: Vec<ConnId> = self.conns.iter().map(|(k, _)| ConnId(k as u32)).collect();
+        for id in all {
+            self.close(id, ErrorCode::SHUTTING_DOWN);
+        }
+    }
+
+    /// Moves the connections that have something new to send into `into` (cleared first).
+    pub fn take_wakeups(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        std::mem::swap(into, &mut self.wakeups);
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

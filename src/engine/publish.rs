@@ -1,0 +1,174 @@
+//! Publishing: topic lookup and creation, storing in the ring, the memory budget.
+
+use mote_sdk::wire::MAX_KEY_LEN;
+use mote_sdk::{ErrorCode, Topic};
+
+use super::ring::Entry;
+use super::{ConnId, Engine, Refusal, TopicId, TopicState};
+
+impl Engine {
+    /// Stores a message published by `conn` at wall-clock `time_ms` and returns its offset.
+    ///
+    /// On the steady-state path (a topic the connection published to before) this does one
+    /// allocation, for the stored key and payload.
+    pub fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        time_ms: u64,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<u64, Refusal> {
+        let refused = |e: &mut Engine, r: Refusal| {
+            e.stats.publish_refused += 1;
+            e.stats.count_error(r.code);
+            Err(r)
+        };
+        if payload.len() > self.limits.max_payload {
+            let r = Refusal::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "payload is {} bytes, the limit is {} (--max-payload)",
+                    payload.len(),
+                    self.limits.max_payload
+                ),
+            );
+            return refused(self, r);
+        }
+        let key = key.unwrap_or_default();
+        if key.len() > MAX_KEY_LEN {
+            let r = Refusal::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!("key is {} bytes, the limit is {MAX_KEY_LEN}", key.len()),
+            );
+            return refused(self, r);
+        }
+        let tid = match self.topic_for_publish(conn, topic) {
+            Ok(t) => t,
+            Err(r) => return refused(self, r),
+        };
+        self.seq += 1;
+        let entry = Entry::new(self.seq, time_ms, key, payload);
+        let cost = entry.cost();
+        let t = &mut self.topics[tid.0 as usize];
+        let offset = t.ring.push(entry);
+        t.published += 1;
+        self.used_bytes += cost;
+        self.stored += 1;
+        self.budget_queue.push_back((tid, offset));
+
+        let (max_n, max_b) = (self.limits.ring_messages, self.limits.ring_bytes);
+        while t.ring.len() > max_n || t.ring.bytes() > max_b {
+            let Some(c) = t.ring.evict() else { break };
+            t.evicted += 1;
+            self.used_bytes -= c;
+            self.stored -= 1;
+            self.stats.evicted_ring += 1;
+        }
+        if self.used_bytes > self.limits.memory {
+            self.evict_for_memory();
+        }
+        if self.budget_queue.len() > 2 * self.stored + 1024 {
+            let topics = &self.topics;
+            self.budget_queue
+                .retain(|&(t, o)| o >= topics[t.0 as usize].ring.first());
+        }
+
+        let t = &self.topics[tid.0 as usize];
+        for &ck in &t.watchers {
+            let cur = &mut self.cursors[ck.0 as usize];
+            if !cur.queued {
+                cur.queued = true;
+                let c = &mut self.conns[cur.conn.index()];
+                if c.ready.is_empty() {
+                    self.wakeups.push(cur.conn);
+                }
+                c.ready.push_back(ck);
+            }
+        }
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.msgs_in += 1;
+        }
+        self.stats.published += 1;
+        self.stats.bytes_published += payload.len() as u64;
+        Ok(offset)
+    }
+
+    /// Drops the oldest messages across all topics until the budget holds.
+    fn evict_for_memory(&mut self) {
+        while self.used_bytes > self.limits.memory {
+            let Some((tid, offset)) = self.budget_queue.pop_front() else {
+                break;
+            };
+            let t = &mut self.topics[tid.0 as usize];
+            if t.ring.first() == offset {
+                if let Some(c) = t.ring.evict() {
+                    t.evicted += 1;
+                    self.used_bytes -= c;
+                    self.stored -= 1;
+                    self.stats.evicted_memory += 1;
+                }
+            }
+        }
+    }
+
+    fn topic_for_publish(&mut self, conn: ConnId, name: &str) -> Result<TopicId, Refusal> {
+        let last = self.conns.get(conn.index()).and_then(|c| c.last_topic);
+        if let Some(t) = last {
+            if *self.topics[t.0 as usize].name == *name {
+                return Ok(t);
+            }
+        }
+        let tid = match self.by_name.get(name) {
+            Some(&t) => t,
+            None => {
+                let topic = Topic::new(name).map_err(|e| {
+                    Refusal::new(ErrorCode::BAD_TOPIC, format!("bad topic {name:?}: {e}"))
+                })?;
+                self.create_topic(topic)?
+            }
+        };
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.last_topic = Some(tid);
+        }
+        Ok(tid)
+    }
+
+    /// Creates a topic and attaches every subscription whose filter matches it, starting
+    /// at offset 0: all of a new topic's messages are new to existing subscribers.
+    fn create_topic(&mut self, topic: Topic<'_>) -> Result<TopicId, Refusal> {
+        let name = topic.as_str();
+        if self.topics.len() >= self.limits.max_topics {
+            return Err(Refusal::new(
+                ErrorCode::TOPIC_LIMIT,
+                format!(
+                    "cannot create topic {name:?}: the broker holds {} topics, the limit is {} (--max-topics)",
+                    self.topics.len(),
+                    self.limits.max_topics
+                ),
+            ));
+        }
+        let tid = TopicId(self.topics.len() as u32);
+        self.topics.push(TopicState {
+            name: name.into(),
+            ring: Default::default(),
+            watchers: Vec::new(),
+            created_seq: self.seq,
+            published: 0,
+            delivered: 0,
+            lag_missed: 0,
+            evicted: 0,
+        });
+        self.by_name.insert(name.into(), tid);
+        let matching: Vec<_> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.filter.matches(name))
+            .map(|(k, _)| super::SubId(k as u32))
+            .collect();
+        for sub in matching {
+            self.attach(sub, tid, 0, 0);
+        }
+        Ok(tid)
+    }
+}

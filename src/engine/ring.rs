@@ -1,0 +1,170 @@
+//! The ring of one topic: its most recent messages, in offset order.
+//!
+//! Offsets are dense: the entry at index `i` has offset `first + i`. The ring itself does
+//! not decide when to evict; the engine does, because evictions also settle the global
+//! memory budget.
+
+use std::collections::VecDeque;
+
+/// Memory an entry costs beyond its key and payload bytes: the entry itself, the
+/// allocator's header for the payload, and its slot in the budget queue.
+pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + 16;
+
+/// One stored message. Key and payload share one allocation: `data[..key_len]` is the
+/// key, the rest the payload.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Broker-wide sequence number (see [`mote_sdk::From::AfterSeq`]).
+    pub(crate) seq: u64,
+    /// Milliseconds since the Unix epoch when the broker stored it.
+    pub(crate) time_ms: u64,
+    data: Box<[u8]>,
+    key_len: u32,
+}
+
+impl Entry {
+    pub(crate) fn new(seq: u64, time_ms: u64, key: &[u8], payload: &[u8]) -> Entry {
+        let mut data = Vec::with_capacity(key.len() + payload.len());
+        data.extend_from_slice(key);
+        data.extend_from_slice(payload);
+        Entry {
+            seq,
+            time_ms,
+            data: data.into_boxed_slice(),
+            key_len: key.len() as u32,
+        }
+    }
+
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let k = &self.data[..self.key_len as usize];
+        (!k.is_empty()).then_some(k)
+    }
+
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+
+    /// Bytes this entry counts against ring and memory limits.
+    pub(crate) fn cost(&self) -> usize {
+        self.data.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The stored messages of one topic.
+#[derive(Debug, Default)]
+pub(crate) struct Ring {
+    entries: VecDeque<Entry>,
+    first: u64,
+    bytes: usize,
+    /// Sequence number of the most recently evicted entry (0 if none).
+    evicted_seq: u64,
+}
+
+impl Ring {
+    /// Offset of the oldest stored message (equal to `next` when empty).
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Offset the next message will get.
+    pub(crate) fn next(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes held, as counted by [`Entry::cost`].
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Stores `e` and returns its offset.
+    pub(crate) fn push(&mut self, e: Entry) -> u64 {
+        let offset = self.next();
+        self.bytes += e.cost();
+        self.entries.push_back(e);
+        offset
+    }
+
+    /// Drops the oldest entry, returning its cost.
+    pub(crate) fn evict(&mut self) -> Option<usize> {
+        let e = self.entries.pop_front()?;
+        self.first += 1;
+        self.bytes -= e.cost();
+        self.evicted_seq = e.seq;
+        Some(e.cost())
+    }
+
+    pub(crate) fn get(&self, offset: u64) -> Option<&Entry> {
+        let i = offset.checked_sub(self.first)?;
+        self.entries.get(usize::try_from(i).ok()?)
+    }
+
+    /// Where a cursor resuming "after broker sequence `seq`" starts, and how many
+    /// messages it provably missed (those evicted with a later sequence number).
+    ///
+    /// Exact when the ring still holds a message stored at or before `seq`, or when the
+    /// last evicted one was. Otherwise some messages after `seq` fell out and their number
+    /// is unknown; the result then counts only the last one evicted, a lower bound.
+    pub(crate) fn after_seq(&self, seq: u64) -> (u64, u64) {
+        let i = self.entries.partition_point(|e| e.seq <= seq);
+        let start = self.first + i as u64;
+        let missed = u64::from(i == 0 && self.first > 0 && self.evicted_seq > seq);
+        (start, missed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_with(n: u64) -> Ring {
+        let mut r = Ring::default();
+        for i in 0..n {
+            r.push(Entry::new(10 + i, i, b"", &[i as u8]));
+        }
+        r
+    }
+
+    #[test]
+    fn offsets_are_dense_and_survive_eviction() {
+        let mut r = ring_with(5);
+        assert_eq!((r.first(), r.next(), r.len()), (0, 5, 5));
+        assert_eq!(r.evict(), Some(1 + ENTRY_OVERHEAD));
+        assert_eq!((r.first(), r.next()), (1, 5));
+        assert!(r.get(0).is_none());
+        assert_eq!(r.get(1).map(Entry::payload), Some(&[1u8][..]));
+        assert!(r.get(5).is_none());
+        assert_eq!(r.push(Entry::new(99, 0, b"", b"x")), 5);
+        while r.evict().is_some() {}
+        assert_eq!((r.first(), r.next(), r.bytes()), (6, 6, 0));
+    }
+
+    #[test]
+    fn key_and_payload_share_one_allocation() {
+        let e = Entry::new(1, 2, b"key", b"payload");
+        assert_eq!(e.key(), Some(&b"key"[..]));
+        assert_eq!(e.payload(), b"payload");
+        assert_eq!(Entry::new(1, 2, b"", b"p").key(), None);
+        assert_eq!(e.cost(), 10 + ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn after_seq_finds_the_first_newer_message() {
+        let mut r = ring_with(5); // seqs 10..=14 at offsets 0..=4
+        assert_eq!(r.after_seq(9), (0, 0));
+        assert_eq!(r.after_seq(12), (3, 0));
+        assert_eq!(r.after_seq(14), (5, 0));
+        r.evict();
+        r.evict(); // seqs 10, 11 gone
+        assert_eq!(r.after_seq(11), (2, 0), "the last evicted was not after 11");
+        assert_eq!(
+            r.after_seq(10),
+            (2, 1),
+            "seq 11 fell out: at least one missed"
+        );
+        assert_eq!(r.after_seq(13), (4, 0));
+    }
+}

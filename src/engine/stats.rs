@@ -1,0 +1,207 @@
+//! Counters and snapshots: what the engine did, for logs, `/api/stats` and `/metrics`.
+
+use std::net::SocketAddr;
+
+use mote_sdk::ErrorCode;
+
+use super::{ConnId, Engine};
+
+/// Error codes are counted in a fixed table; codes at or above this share the last slot.
+const CODE_SLOTS: usize = 32;
+
+/// Broker-wide counters. Every refusal, drop and skip has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at the cap.
+    pub connections_refused: u64,
+    /// Connections ended, for any reason.
+    pub connections_closed: u64,
+    /// Messages stored.
+    pub published: u64,
+    /// Payload bytes stored.
+    pub bytes_published: u64,
+    /// Publishes refused (bad topic, too large, topic limit).
+    pub publish_refused: u64,
+    /// Subscribes refused (bad filter, limits, duplicate id).
+    pub subscribe_refused: u64,
+    /// Messages handed to subscribers.
+    pub delivered: u64,
+    /// Payload bytes handed to subscribers.
+    pub bytes_delivered: u64,
+    /// Times a subscriber fell behind the ring and skipped ahead.
+    pub lag_events: u64,
+    /// Messages subscribers skipped that way.
+    pub lag_missed: u64,
+    /// Messages dropped because their ring was full (count or bytes).
+    pub evicted_ring: u64,
+    /// Messages dropped to keep all rings within the memory budget.
+    pub evicted_memory: u64,
+    errors: [u64; CODE_SLOTS],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            connections_accepted: 0,
+            connections_refused: 0,
+            connections_closed: 0,
+            published: 0,
+            bytes_published: 0,
+            publish_refused: 0,
+            subscribe_refused: 0,
+            delivered: 0,
+            bytes_delivered: 0,
+            lag_events: 0,
+            lag_missed: 0,
+            evicted_ring: 0,
+            evicted_memory: 0,
+            errors: [0; CODE_SLOTS],
+        }
+    }
+}
+
+impl Stats {
+    pub(crate) fn count_error(&mut self, code: ErrorCode) {
+        let i = usize::from(code.0).min(CODE_SLOTS - 1);
+        self.errors[i] += 1;
+    }
+
+    /// How many error frames (or closes) with `code` the broker produced.
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        self.errors[usize::from(code.0).min(CODE_SLOTS - 1)]
+    }
+
+    /// Every code with a non-zero count.
+    pub fn error_counts(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
+        self.errors
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(i, &n)| (ErrorCode(i as u16), n))
+    }
+}
+
+/// A snapshot of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Oldest offset still stored.
+    pub first: u64,
+    /// Offset the next message gets.
+    pub next: u64,
+    /// Messages stored now.
+    pub stored: usize,
+    /// Bytes stored now (as counted against the limits).
+    pub bytes: usize,
+    /// Messages ever published.
+    pub published: u64,
+    /// Deliveries ever made.
+    pub delivered: u64,
+    /// Messages subscribers skipped after falling behind.
+    pub lag_missed: u64,
+    /// Messages evicted (ring full or memory budget).
+    pub evicted: u64,
+    /// Cursors watching it.
+    pub subscribers: usize,
+}
+
+/// A snapshot of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Its id.
+    pub id: ConnId,
+    /// Remote address.
+    pub peer: Option<SocketAddr>,
+    /// Name from its `Hello`.
+    pub client: String,
+    /// Subscription filters it holds.
+    pub subscriptions: Vec<String>,
+    /// Messages it published.
+    pub msgs_in: u64,
+    /// Messages delivered to it.
+    pub msgs_out: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+    /// Messages it missed by falling behind.
+    pub lag_missed: u64,
+    /// Messages stored but not yet delivered to it, over all its cursors.
+    pub pending: u64,
+}
+
+impl Engine {
+    /// The broker-wide counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes all rings hold, as counted against `--memory`.
+    pub fn memory_used(&self) -> usize {
+        self.used_bytes
+    }
+
+    /// Messages all rings hold.
+    pub fn stored_messages(&self) -> usize {
+        self.stored
+    }
+
+    /// Number of topics.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// A snapshot of every topic, in creation order.
+    pub fn topic_infos(&self) -> Vec<TopicInfo> {
+        self.topics
+            .iter()
+            .map(|t| TopicInfo {
+                name: t.name.to_string(),
+                first: t.ring.first(),
+                next: t.ring.next(),
+                stored: t.ring.len(),
+                bytes: t.ring.bytes(),
+                published: t.published,
+                delivered: t.delivered,
+                lag_missed: t.lag_missed,
+                evicted: t.evicted,
+                subscribers: t.watchers.len(),
+            })
+            .collect()
+    }
+
+    /// A snapshot of every connection.
+    pub fn conn_infos(&self) -> Vec<ConnInfo> {
+        self.conns
+            .iter()
+            .map(|(k, c)| {
+                let mut pending = 0;
+                let mut subscriptions = Vec::new();
+                for s in &c.subs {
+                    let s = &self.subs[s.0 as usize];
+                    subscriptions.push(s.filter.to_string());
+                    for ck in &s.cursors {
+                        let cur = &self.cursors[ck.0 as usize];
+                        let next = self.topics[cur.topic.0 as usize].ring.next();
+                        pending += next.saturating_sub(cur.next);
+                    }
+                }
+                ConnInfo {
+                    id: ConnId(k as u32),
+                    peer: c.peer,
+                    client: c.client.to_string(),
+                    subscriptions,
+                    msgs_in: c.msgs_in,
+                    msgs_out: c.msgs_out,
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                    lag_missed: c.lag_missed,
+                    pending,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,297 @@
+//! Subscriptions, their cursors, and delivery from the rings.
+
+use mote_sdk::wire::Resume;
+use mote_sdk::{ErrorCode, Filter, From};
+
+use super::{ConnId, CursorId, Engine, Refusal, SubId, TopicId};
+
+/// Messages one cursor delivers before the next ready cursor gets a turn.
+const FAIR_SHARE: u32 = 64;
+
+pub(super) struct SubState {
+    pub(super) conn: ConnId,
+    pub(super) id: u32,
+    pub(super) filter: Filter,
+    pub(super) cursors: Vec<CursorId>,
+}
+
+/// A subscription's position in one topic.
+pub(super) struct Cursor {
+    pub(super) conn: ConnId,
+    pub(super) sub_id: u32,
+    pub(super) topic: TopicId,
+    /// Offset of the next message to deliver.
+    pub(super) next: u64,
+    /// Messages known missed and not yet reported.
+    pub(super) lag: u64,
+    /// Whether the cursor is in its connection's ready queue.
+    pub(super) queued: bool,
+}
+
+/// Something to send to a subscriber, borrowed from the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// One message.
+    Message {
+        /// The connection's subscription id.
+        sub: u32,
+        /// Topic of the message.
+        topic: &'a str,
+        /// Its offset.
+        offset: u64,
+        /// When it was stored (ms since the Unix epoch).
+        time_ms: u64,
+        /// Its key, if any.
+        key: Option<&'a [u8]>,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// The subscriber missed `missed` messages; delivery goes on at `next`.
+    Lag {
+        /// The connection's subscription id.
+        sub: u32,
+        /// Topic of the missed messages.
+        topic: &'a str,
+        /// How many.
+        missed: u64,
+        /// Next offset delivered.
+        next: u64,
+    },
+}
+
+impl Engine {
+    /// Subscribes `conn` to `filter` under its id `sub`. Returns the broker sequence number
+    /// at this moment (for resuming with [`From::AfterSeq`]).
+    pub fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        from: From,
+        resume: &[Resume<'_>],
+    ) -> Result<u64, Refusal> {
+        let r = self.try_subscribe(conn, sub, filter, from, resume);
+        if let Err(e) = &r {
+            self.stats.subscribe_refused += 1;
+            self.stats.count_error(e.code);
+        }
+        r
+    }
+
+    fn try_subscribe(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        from: From,
+        resume: &[Resume<'_>],
+    ) -> Result<u64, Refusal> {
+        let Some(c) = self.conns.get(conn.index()) else {
+            return Err(Refusal::new(
+                ErrorCode::PROTOCOL,
+                "unknown connection".into(),
+            ));
+        };
+        if c.subs.iter().any(|s| self.subs[s.0 as usize].id == sub) {
+            return Err(Refusal::new(
+                ErrorCode::DUPLICATE_SUBSCRIPTION,
+                format!("subscription id {sub} is already in use on this connection"),
+            ));
+        }
+        if c.subs.len() >= self.limits.max_subscriptions {
+            return Err(Refusal::new(
+                ErrorCode::SUBSCRIPTION_LIMIT,
+                format!(
+                    "this connection holds {} subscriptions, the limit is {} (--max-subscriptions)",
+                    c.subs.len(),
+                    self.limits.max_subscriptions
+                ),
+            ));
+        }
+        let filter = Filter::new(filter).map_err(|e| {
+            Refusal::new(ErrorCode::BAD_FILTER, format!("bad filter {filter:?}: {e}"))
+        })?;
+        let matched: Vec<TopicId> = if filter.is_exact() {
+            self.by_name
+                .get(filter.as_str())
+                .copied()
+                .into_iter()
+                .collect()
+        } else {
+            (0..self.topics.len())
+                .filter(|&i| filter.matches(&self.topics[i].name))
+                .map(|i| TopicId(i as u32))
+                .collect()
+        };
+        let key = SubId(self.subs.insert(SubState {
+            conn,
+            id: sub,
+            filter,
+            cursors: Vec::with_capacity(matched.len()),
+        }) as u32);
+        self.conns[conn.index()].subs.push(key);
+        for tid in matched {
+            let t = &self.topics[tid.0 as usize];
+            let ring = &t.ring;
+            let (start, lag) = match resume.iter().find(|r| *r.topic == *t.name) {
+                Some(r) => (r.next.min(ring.next()), 0),
+                None => match from {
+                    From::Latest => (ring.next(), 0),
+                    From::Earliest => (ring.first(), 0),
+                    From::Offset(n) => (n.min(ring.next()), 0),
+                    From::Last(n) => (ring.next().saturating_sub(n).max(ring.first()), 0),
+                    From::AfterSeq(s) if t.created_seq >= s => (0, 0),
+                    From::AfterSeq(s) => ring.after_seq(s),
+                },
+            };
+            self.attach(key, tid, start, lag);
+        }
+        Ok(self.seq)
+    }
+
+    /// Gives subscription `sub` a cursor on topic `tid` starting at offset `start`.
+    pub(super) fn attach(&mut self, sub: SubId, tid: TopicId, start: u64, lag: u64) {
+        let s = &mut self.subs[sub.0 as usize];
+        let ck = CursorId(self.cursors.insert(Cursor {
+            conn: s.conn,
+            sub_id: s.id,
+            topic: tid,
+            next: start,
+            lag,
+            queued: false,
+        }) as u32);
+        s.cursors.push(ck);
+        let t = &mut self.topics[tid.0 as usize];
+        t.watchers.push(ck);
+        if start < t.ring.next() || lag > 0 {
+            let cur = &mut self.cursors[ck.0 as usize];
+            cur.queued = true;
+            let c = &mut self.conns[cur.conn.index()];
+            if c.ready.is_empty() {
+                self.wakeups.push(cur.conn);
+            }
+            c.ready.push_back(ck);
+        }
+    }
+
+    /// Ends subscription `sub` of `conn`.
+    pub fn handle_unsubscribe(&mut self, conn: ConnId, sub: u32) -> Result<(), Refusal> {
+        let found = self.conns.get(conn.index()).and_then(|c| {
+            c.subs
+                .iter()
+                .copied()
+                .find(|s| self.subs[s.0 as usize].id == sub)
+        });
+        match found {
+            Some(key) => {
+                self.remove_sub(key);
+                Ok(())
+            }
+            None => {
+                self.stats.count_error(ErrorCode::UNKNOWN_SUBSCRIPTION);
+                Err(Refusal::new(
+                    ErrorCode::UNKNOWN_SUBSCRIPTION,
+                    format!("no subscription with id {sub} on this connection"),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn remove_sub(&mut self, key: SubId) {
+        let s = self.subs.remove(key.0 as usize);
+        let conn = self.conns.get_mut(s.conn.index());
+        let mut ready = conn.map(|c| {
+            c.subs.retain(|&k| k != key);
+            &mut c.ready
+        });
+        for ck in s.cursors {
+            let cur = self.cursors.remove(ck.0 as usize);
+            let w = &mut self.topics[cur.topic.0 as usize].watchers;
+            if let Some(i) = w.iter().position(|&k| k == ck) {
+                w.swap_remove(i);
+            }
+            if cur.queued {
+                if let Some(r) = ready.as_mut() {
+                    r.retain(|&k| k != ck);
+                }
+            }
+        }
+    }
+
+    /// Hands what `conn` should receive next to `sink`, oldest first per topic and
+    /// round-robin across topics, until `sink` returns `false` (its buffer is full) or
+    /// nothing is left. Returns whether more is ready.
+    pub fn poll_deliveries(
+        &mut self,
+        conn: ConnId,
+        mut sink: impl FnMut(Delivery<'_>) -> bool,
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(conn.index()) else {
+            return false;
+        };
+        let (mut msgs, mut bytes) = (0u64, 0u64);
+        let more = 'cursors: loop {
+            let Some(&ck) = c.ready.front() else {
+                break false;
+            };
+            let cur = &mut self.cursors[ck.0 as usize];
+            let t = &mut self.topics[cur.topic.0 as usize];
+            let first = t.ring.first();
+            if cur.next < first {
+                cur.lag += first - cur.next;
+                cur.next = first;
+            }
+            if cur.lag > 0 {
+                let missed = std::mem::take(&mut cur.lag);
+                t.lag_missed += missed;
+                c.lag_missed += missed;
+                self.stats.lag_events += 1;
+                self.stats.lag_missed += missed;
+                let d = Delivery::Lag {
+                    sub: cur.sub_id,
+                    topic: &t.name,
+                    missed,
+                    next: cur.next,
+                };
+                if !sink(d) {
+                    break true;
+                }
+            }
+            let mut n = 0u32;
+            while let Some(e) = t.ring.get(cur.next) {
+                let payload = e.payload();
+                let d = Delivery::Message {
+                    sub: cur.sub_id,
+                    topic: &t.name,
+                    offset: cur.next,
+                    time_ms: e.time_ms,
+                    key: e.key(),
+                    payload,
+                };
+                cur.next += 1;
+                n += 1;
+                bytes += payload.len() as u64;
+                let room = sink(d);
+                if !room {
+                    t.delivered += u64::from(n);
+                    msgs += u64::from(n);
+                    break 'cursors true;
+                }
+                if n == FAIR_SHARE && c.ready.len() > 1 {
+                    c.ready.rotate_left(1);
+                    t.delivered += u64::from(n);
+                    msgs += u64::from(n);
+                    continue 'cursors;
+                }
+            }
+            t.delivered += u64::from(n);
+            msgs += u64::from(n);
+            cur.queued = false;
+            c.ready.pop_front();
+        };
+        c.msgs_out += msgs;
+        self.stats.delivered += msgs;
+        self.stats.bytes_delivered += bytes;
+        more
+    }
+}

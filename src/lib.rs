@@ -1,0 +1,11 @@
+//! mote: a tiny message broker for the edge.
+//!
+//! - [`engine`]: the ring-buffer topic engine (sans-IO).
+//! - [`session`]: one connection's protocol on top of the engine (sans-IO).
+//! - [`server`]: the TCP transport on a single-threaded smol executor.
+//! - [`limits`]: every bound the broker enforces.
+
+pub mod engine;
+pub mod limits;
+pub mod server;
+pub mod session;

@@ -1,0 +1,141 @@
+//! Every bound the broker enforces, in one place, with its documented default.
+
+use std::fmt;
+
+/// Bytes a frame may carry beyond its payload: topic, key, and field overhead.
+pub const FRAME_OVERHEAD: usize = 64 * 1024;
+
+/// The broker's bounds. Each one has a `mote serve` flag and a `MOTE_*` variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most TCP connections at once (`--max-connections`, default 1024).
+    pub max_connections: usize,
+    /// Most topics the broker keeps (`--max-topics`, default 10,000).
+    pub max_topics: usize,
+    /// Most subscriptions per connection (`--max-subscriptions`, default 64).
+    pub max_subscriptions: usize,
+    /// Largest payload in bytes (`--max-payload`, default 1 MiB).
+    pub max_payload: usize,
+    /// Most messages one topic's ring keeps (`--ring-messages`, default 10,000).
+    pub ring_messages: usize,
+    /// Most bytes one topic's ring keeps (`--ring-bytes`, default 8 MiB).
+    pub ring_bytes: usize,
+    /// Bytes all rings together may keep; the oldest messages go first (`--memory`,
+    /// default 64 MiB).
+    pub memory: usize,
+    /// Keepalive the broker dictates; silence for 3× closes (`--keepalive`, default 30 s).
+    pub keepalive_ms: u64,
+    /// Time a new connection has to send `Hello` (`--handshake-timeout`, default 5 s).
+    pub handshake_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_topics: 10_000,
+            max_subscriptions: 64,
+            max_payload: 1024 * 1024,
+            ring_messages: 10_000,
+            ring_bytes: 8 * 1024 * 1024,
+            memory: 64 * 1024 * 1024,
+            keepalive_ms: 30_000,
+            handshake_ms: 5_000,
+        }
+    }
+}
+
+/// A set of limits that cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsError(String);
+
+impl fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LimitsError {}
+
+impl Limits {
+    /// Largest frame the broker accepts after the length prefix.
+    pub fn max_frame(&self) -> usize {
+        self.max_payload + FRAME_OVERHEAD
+    }
+
+    /// Checks the limits make sense together.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let err = |m: String| Err(LimitsError(m));
+        let nonzero = [
+            ("--max-connections", self.max_connections),
+            ("--max-topics", self.max_topics),
+            ("--max-subscriptions", self.max_subscriptions),
+            ("--max-payload", self.max_payload),
+            ("--ring-messages", self.ring_messages),
+            ("--ring-bytes", self.ring_bytes),
+            ("--memory", self.memory),
+        ];
+        for (flag, v) in nonzero {
+            if v == 0 {
+                return err(format!("{flag} must be greater than 0"));
+            }
+        }
+        if self.max_payload > u32::MAX as usize - FRAME_OVERHEAD {
+            return err("--max-payload must be below 4 GiB".into());
+        }
+        if self.max_payload + super::engine::ENTRY_OVERHEAD > self.ring_bytes {
+            return err(format!(
+                "--max-payload ({}) must fit in --ring-bytes ({})",
+                self.max_payload, self.ring_bytes
+            ));
+        }
+        if self.ring_bytes > self.memory {
+            return err(format!(
+                "--ring-bytes ({}) must not exceed --memory ({})",
+                self.ring_bytes, self.memory
+            ));
+        }
+        if self.keepalive_ms == 0 || self.keepalive_ms > u64::from(u32::MAX) {
+            return err("--keepalive must be between 1 ms and 49 days".into());
+        }
+        if self.handshake_ms == 0 {
+            return err("--handshake-timeout must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn contradictions_are_named() {
+        let l = Limits {
+            max_payload: 9 << 20,
+            ..Limits::default()
+        };
+        assert_eq!(
+            l.validate().unwrap_err().to_string(),
+            "--max-payload (9437184) must fit in --ring-bytes (8388608)"
+        );
+        let l = Limits {
+            memory: 1 << 20,
+            ..Limits::default()
+        };
+        assert!(l.validate().unwrap_err().to_string().contains("--memory"));
+        let l = Limits {
+            max_topics: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            l.validate().unwrap_err().to_string(),
+            "--max-topics must be greater than 0"
+        );
+    }
+}

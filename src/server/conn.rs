@@ -1,0 +1,261 @@
+//! One connection's IO: move bytes between the socket and its [`Session`].
+//!
+//! Reads go into the broker's one shared read buffer and writes are assembled in its one
+//! shared write buffer, so an idle connection holds no buffers at all: only a partial
+//! frame (`inbuf`) or bytes the socket would not take yet (`pending`) are kept per
+//! connection, and those are freed once empty.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use futures_lite::{AsyncReadExt, FutureExt, future};
+use mote_sdk::ErrorCode;
+
+use super::Shared;
+use crate::engine::ConnId;
+use crate::session::{Session, encode_error};
+
+/// Bytes read per `read` call, at least (the shared buffer grows for larger frames).
+pub(crate) const READ_CHUNK: usize = 128 * 1024;
+/// Stop adding deliveries to a write once it holds this many bytes.
+const WRITE_HIGH: usize = 128 * 1024;
+/// Stop reading while this many bytes wait for the socket to take them.
+const PENDING_HIGH: usize = 256 * 1024;
+/// Read/write rounds before a busy connection yields to the others.
+const ROUNDS: u32 = 16;
+/// How long a closing connection drains what the peer still sends, so that its last
+/// error frame is not lost to a reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+struct ConnIo {
+    session: Session,
+    /// An incomplete frame carried over to the next read.
+    inbuf: Vec<u8>,
+    /// Size of that frame when known.
+    need: Option<usize>,
+    /// Encoded bytes the socket has not taken yet.
+    pending: Vec<u8>,
+    closing: Option<ErrorCode>,
+}
+
+enum End {
+    /// The peer went away or the socket failed.
+    Gone,
+    /// We close after telling the peer why.
+    Close,
+}
+
+pub(crate) async fn run(shared: Rc<Shared>, stream: Async<TcpStream>, id: ConnId) {
+    let max_frame = shared.engine.borrow().limits().max_frame();
+    let mut io = ConnIo {
+        session: Session::new(id, max_frame),
+        inbuf: Vec::new(),
+        need: None,
+        pending: Vec::new(),
+        closing: None,
+    };
+    let end = future::poll_fn(|cx| io.poll(cx, &shared, &stream)).await;
+    shared.forget_waker(id);
+    shared.engine.borrow_mut().handle_disconnect(id);
+    drop(io);
+    if let End::Close = end {
+        linger(&stream).await;
+    }
+}
+
+/// Half-closes and reads until the peer closes too (or `LINGER` passes), so the kernel
+/// does not answer unread bytes with a reset that could swallow our last frame.
+pub(crate) async fn linger(stream: &Async<TcpStream>) {
+    let _ = stream.get_ref().shutdown(Shutdown::Write);
+    let drain = async {
+        let mut buf = vec![0u8; 4096];
+        let mut s = stream;
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(LINGER).await;
+        })
+        .await;
+}
+
+impl ConnIo {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Shared,
+        stream: &Async<TcpStream>,
+    ) -> Poll<End> {
+        let id = self.session.conn();
+        shared.set_waker(id, cx.waker());
+        let mut scratch = shared.scratch.borrow_mut();
+        let scratch = &mut *scratch;
+        let out = &mut scratch.write;
+        out.clear();
+        out.extend_from_slice(&self.pending);
+        self.pending.clear();
+
+        let result = self.pump(cx, shared, stream, &mut scratch.read, out);
+
+        // Keep what the socket did not take; free per-connection memory when idle.
+        if out.is_empty() {
+            if self.pending.capacity() > 0 {
+                self.pending = Vec::new();
+            }
+        } else {
+            self.pending.extend_from_slice(out);
+        }
+        if scratch.read.len() > READ_CHUNK {
+            scratch.read.truncate(READ_CHUNK);
+            scratch.read.shrink_to_fit();
+        }
+        result
+    }
+
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Shared,
+        stream: &Async<TcpStream>,
+        rbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Poll<End> {
+        let id = self.session.conn();
+        for _ in 0..ROUNDS {
+            let mut progress = false;
+            if self.closing.is_none() {
+                if let Some(code) = shared.engine.borrow().close_reason(id) {
+                    let msg = close_message(code);
+                    encode_error(out, code, 0, msg);
+                    self.closing = Some(code);
+                }
+            }
+
+            // Read while there is room to queue replies.
+            if self.closing.is_none() && out.len() < PENDING_HIGH {
+                match self.read(cx, shared, stream, rbuf, out) {
+                    Poll::Ready(Ok(true)) => progress = true,
+                    Poll::Ready(Ok(false)) => return Poll::Ready(End::Gone),
+                    Poll::Ready(Err(())) => {}
+                    Poll::Pending => {}
+                }
+            }
+
+            // Write replies, then deliveries, until the socket pushes back.
+            loop {
+                if out.is_empty() && self.closing.is_none() {
+                    let mut engine = shared.engine.borrow_mut();
+                    self.session.poll_output(&mut engine, out, WRITE_HIGH);
+                }
+                if out.is_empty() {
+                    break;
+                }
+                match stream.get_ref().write(out) {
+                    Ok(n) => {
+                        shared.engine.borrow_mut().handle_sent(id, n);
+                        out.drain(..n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match stream.poll_writable(cx) {
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
+                            Poll::Pending => break,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Poll::Ready(End::Gone),
+                }
+            }
+
+            if self.closing.is_some() {
+                // Best effort: what the socket would not take of the last words is dropped.
+                return Poll::Ready(End::Close);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let the other connections run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One read into the shared buffer and the handling of every whole frame in it.
+    /// `Ok(true)`: progress; `Ok(false)`: the peer closed or failed; `Err(())`: the
+    /// session asked to close (its error frame is in `out`); `Pending`: nothing to read.
+    fn read(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Shared,
+        stream: &Async<TcpStream>,
+        rbuf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Poll<Result<bool, ()>> {
+        let id = self.session.conn();
+        let left = self.inbuf.len();
+        let want = (left + READ_CHUNK).max(self.need.unwrap_or(0));
+        if rbuf.len() < want {
+            rbuf.resize(want, 0);
+        }
+        rbuf[..left].copy_from_slice(&self.inbuf);
+        let n = loop {
+            match stream.get_ref().read(&mut rbuf[left..]) {
+                Ok(0) => return Poll::Ready(Ok(false)),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match stream.poll_readable(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Poll::Ready(Ok(false)),
+            }
+        };
+        let data = &rbuf[..left + n];
+        let (mono, wall) = (shared.mono_ms(), shared.wall_ms());
+        let mut engine = shared.engine.borrow_mut();
+        engine.handle_received(id, mono, n);
+        let r = self.session.handle_input(&mut engine, wall, data, out);
+        shared.wake_others(&mut engine, Some(id));
+        drop(engine);
+        match r {
+            Ok(p) => {
+                self.inbuf.clear();
+                self.inbuf.extend_from_slice(&data[p.consumed..]);
+                if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+                    self.inbuf = Vec::new();
+                }
+                self.need = p.need;
+                Poll::Ready(Ok(true))
+            }
+            Err(code) => {
+                self.closing = Some(code);
+                Poll::Ready(Err(()))
+            }
+        }
+    }
+}
+
+/// What a connection closed by the broker is told.
+pub(crate) fn close_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::KEEPALIVE_TIMEOUT => {
+            "no data for three keepalive periods; send a ping at least every keepalive"
+        }
+        ErrorCode::HANDSHAKE_TIMEOUT => "no hello within the handshake deadline",
+        ErrorCode::SHUTTING_DOWN => "the broker is shutting down",
+        ErrorCode::CONNECTION_LIMIT => {
+            "the broker holds as many connections as it may (--max-connections); try later"
+        }
+        _ => "connection closed by the broker",
+    }
+}

@@ -1,0 +1,234 @@
+//! The TCP transport: one smol executor thread hosting the accept loop, a task per
+//! connection, and a timer sweep for handshake deadlines and keepalives.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let (stop, stopped) = async_channel::bounded::<()>(1);
+//! std::thread::spawn(move || mote::server::serve(listener, Default::default(), async move {
+//!     let _ = stopped.recv().await;
+//! }));
+//! // ... talk to the broker ...
+//! drop(stop); // closing the channel shuts the broker down
+//! # Ok(()) }
+//! ```
+
+mod conn;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_io::{Async, Timer};
+use futures_lite::FutureExt;
+use mote_sdk::ErrorCode;
+use smol::LocalExecutor;
+
+use crate::engine::{ConnId, Engine, Stats};
+use crate::limits::Limits;
+use crate::session::encode_error;
+
+/// The shared read and write buffers of the executor thread.
+pub(crate) struct Scratch {
+    pub(crate) read: Vec<u8>,
+    pub(crate) write: Vec<u8>,
+}
+
+/// State shared by the tasks of one broker (all on one thread).
+pub(crate) struct Shared {
+    pub(crate) engine: RefCell<Engine>,
+    pub(crate) scratch: RefCell<Scratch>,
+    wakers: RefCell<Vec<Option<Waker>>>,
+    wake_list: RefCell<Vec<ConnId>>,
+    /// Refused connections still being told why.
+    lingering: Cell<usize>,
+    epoch: Instant,
+}
+
+/// Refused connections told why at once; past this many they are just closed.
+const MAX_LINGERING_REFUSALS: usize = 64;
+
+impl Shared {
+    pub(crate) fn mono_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn wall_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    pub(crate) fn set_waker(&self, id: ConnId, waker: &Waker) {
+        let mut w = self.wakers.borrow_mut();
+        let i = id.index();
+        if w.len() <= i {
+            w.resize(i + 1, None);
+        }
+        match &w[i] {
+            Some(old) if old.will_wake(waker) => {}
+            _ => w[i] = Some(waker.clone()),
+        }
+    }
+
+    pub(crate) fn forget_waker(&self, id: ConnId) {
+        if let Some(w) = self.wakers.borrow_mut().get_mut(id.index()) {
+            *w = None;
+        }
+    }
+
+    /// Wakes the connections the engine has news for, except `me` (already running).
+    pub(crate) fn wake_others(&self, engine: &mut Engine, me: Option<ConnId>) {
+        let mut list = self.wake_list.borrow_mut();
+        engine.take_wakeups(&mut list);
+        if list.is_empty() {
+            return;
+        }
+        let wakers = self.wakers.borrow();
+        for &id in list.iter() {
+            if Some(id) != me {
+                if let Some(Some(w)) = wakers.get(id.index()) {
+                    w.wake_by_ref();
+                }
+            }
+        }
+    }
+}
+
+/// A random id for this broker process, from the OS's hash seed and the clock.
+fn broker_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Runs a broker on `listener` until `shutdown` completes, on the calling thread.
+/// Returns the final counters.
+pub fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    let ex = LocalExecutor::new();
+    futures_lite::future::block_on(ex.run(run(&ex, listener, limits, shutdown)))
+}
+
+/// The broker's main task; `ex` is the executor connection tasks are spawned on.
+pub async fn run(
+    ex: &LocalExecutor<'_>,
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    limits
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let listener = Async::new(listener)?;
+    let sweep = sweep_interval(&limits);
+    let shared = Rc::new(Shared {
+        engine: RefCell::new(Engine::new(limits, broker_id())),
+        scratch: RefCell::new(Scratch {
+            read: vec![0; conn::READ_CHUNK],
+            write: Vec::with_capacity(conn::READ_CHUNK),
+        }),
+        wakers: RefCell::new(Vec::new()),
+        wake_list: RefCell::new(Vec::new()),
+        lingering: Cell::new(0),
+        epoch: Instant::now(),
+    });
+
+    let sweeper = {
+        let shared = shared.clone();
+        ex.spawn(async move {
+            loop {
+                Timer::after(sweep).await;
+                let mut engine = shared.engine.borrow_mut();
+                if engine.handle_timeouts(shared.mono_ms()) > 0 {
+                    log::debug!("closed connections past their deadlines");
+                }
+                shared.wake_others(&mut engine, None);
+            }
+        })
+    };
+
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let mut engine = shared.engine.borrow_mut();
+                    if !engine.admit() {
+                        drop(engine);
+                        log::warn!("refused {peer}: connection limit reached");
+                        if shared.lingering.get() < MAX_LINGERING_REFUSALS {
+                            shared.lingering.set(shared.lingering.get() + 1);
+                            let shared = shared.clone();
+                            ex.spawn(async move {
+                                refuse(&stream);
+                                conn::linger(&stream).await;
+                                shared.lingering.set(shared.lingering.get() - 1);
+                            })
+                            .detach();
+                        } else {
+                            refuse(&stream);
+                        }
+                        continue;
+                    }
+                    let _ = stream.get_ref().set_nodelay(true);
+                    let id = engine.handle_connect(shared.mono_ms(), Some(peer));
+                    drop(engine);
+                    log::debug!("conn {}: accepted {peer}", id.index());
+                    ex.spawn(conn::run(shared.clone(), stream, id)).detach();
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    accept.or(shutdown).await;
+
+    log::info!("shutting down");
+    drop(listener);
+    {
+        let mut engine = shared.engine.borrow_mut();
+        engine.handle_shutdown();
+        shared.wake_others(&mut engine, None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while shared.engine.borrow().connection_count() > 0 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(5)).await;
+    }
+    drop(sweeper);
+    let stats = shared.engine.borrow().stats().clone();
+    Ok(stats)
+}
+
+/// How often deadlines are checked: a quarter of the shortest one, within 5 ms..=1 s.
+fn sweep_interval(l: &Limits) -> Duration {
+    let ms = l.keepalive_ms.min(l.handshake_ms) / 4;
+    Duration::from_millis(ms.clamp(5, 1000))
+}
+
+/// Tells a connection over the cap why it is closed, without waiting for it.
+fn refuse(stream: &Async<std::net::TcpStream>) {
+    let mut buf = Vec::new();
+    encode_error(
+        &mut buf,
+        ErrorCode::CONNECTION_LIMIT,
+        0,
+        conn::close_message(ErrorCode::CONNECTION_LIMIT),
+    );
+    let _ = stream.get_ref().write(&buf);
+}
