@@ -83,10 +83,14 @@ impl Limits {
         if self.max_payload > u32::MAX as usize - FRAME_OVERHEAD {
             return err("--max-payload must be below 4 GiB".into());
         }
+        // A message with a key can still exceed a ring sized this tightly; the engine
+        // refuses that one message with a clear error rather than evicting the ring.
         if self.max_payload + super::engine::ENTRY_OVERHEAD > self.ring_bytes {
             return err(format!(
-                "--max-payload ({}) must fit in --ring-bytes ({})",
-                self.max_payload, self.ring_bytes
+                "--max-payload ({}) must fit in --ring-bytes ({}) with {} bytes of overhead",
+                self.max_payload,
+                self.ring_bytes,
+                super::engine::ENTRY_OVERHEAD
             ));
         }
         if self.ring_bytes > self.memory {
@@ -122,7 +126,10 @@ mod tests {
         };
         assert_eq!(
             l.validate().unwrap_err().to_string(),
-            "--max-payload (9437184) must fit in --ring-bytes (8388608)"
+            format!(
+                "--max-payload (9437184) must fit in --ring-bytes (8388608) with {} bytes of overhead",
+                crate::engine::ENTRY_OVERHEAD
+            )
         );
         let l = Limits {
             memory: 1 << 20,

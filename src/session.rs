@@ -9,6 +9,9 @@ use mote_sdk::wire::{
 
 use crate::engine::{ConnId, Delivery, Engine};
 
+/// Largest frame accepted before the handshake: a `Hello` is a few dozen bytes.
+const MAX_HELLO: usize = 512;
+
 /// Software name and version sent in `Welcome`.
 pub const BROKER_NAME: &str = concat!("mote ", env!("CARGO_PKG_VERSION"));
 
@@ -62,7 +65,11 @@ impl Session {
         let mut pos = 0;
         loop {
             let rest = input.get(pos..).unwrap_or_default();
-            match wire::decode(rest, self.max_frame) {
+            if !self.open {
+                self.sniff_hello(engine, rest, out)?;
+            }
+            let max = if self.open { self.max_frame } else { MAX_HELLO };
+            match wire::decode(rest, max) {
                 Ok(Decoded::Frame(frame, used)) => {
                     pos += used;
                     self.handle_frame(engine, time_ms, frame, out)?;
@@ -88,6 +95,27 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Refuses a peer that is not speaking mote as soon as its first bytes show it,
+    /// instead of waiting for a frame that never completes.
+    fn sniff_hello(
+        &mut self,
+        engine: &mut Engine,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ErrorCode> {
+        let Ok(Some((_, prefix))) = wire::read_length(input) else {
+            return Ok(());
+        };
+        let body = input.get(prefix..).unwrap_or_default();
+        let tag_ok = body.first().is_none_or(|&t| t == wire::tag::HELLO);
+        let magic = body.get(1..5);
+        if !tag_ok || magic.is_some_and(|m| m != wire::MAGIC) {
+            let msg = "not a mote client: the first frame must be hello";
+            return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
+        }
+        Ok(())
     }
 
     fn fail(
@@ -157,7 +185,8 @@ impl Session {
             return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
         };
         if h.magic != wire::MAGIC {
-            return Err(self.fail(engine, out, ErrorCode::PROTOCOL, "not a mote client"));
+            let msg = "not a mote client: the first frame must be hello";
+            return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
         }
         let version = h.max_version.min(PROTOCOL_VERSION);
         if version < h.min_version || version < wire::MIN_PROTOCOL_VERSION {
@@ -252,7 +281,8 @@ mod tests {
     fn setup() -> (Engine, Session) {
         let mut e = Engine::new(Limits::default(), 42);
         let c = e.handle_connect(0, None);
-        (e, Session::new(c, e.limits().max_frame()))
+        let max = e.limits().max_frame();
+        (e, Session::new(c, max))
     }
 
     fn frames(bytes: &[u8]) -> Vec<Frame<'_>> {
@@ -295,7 +325,7 @@ mod tests {
             Err(ErrorCode::PROTOCOL)
         );
         assert!(
-            matches!(&frames(&out)[0], Frame::Error(x) if x.message == "the first frame must be hello")
+            matches!(&frames(&out)[0], Frame::Error(x) if x.message == "not a mote client: the first frame must be hello")
         );
     }
 
@@ -327,10 +357,23 @@ mod tests {
         assert!(out.is_empty());
         s.handle_input(&mut e, 0, &hello, &mut out).unwrap();
         out.clear();
-        // A length prefix of 16 MiB is refused from the prefix alone.
+        // Before the handshake only a hello-sized frame is accepted.
+        let (mut e2, mut s2) = setup();
+        let r = s2.handle_input(&mut e2, 0, &[0x80, 0x08, tag_hello()], &mut Vec::new());
+        assert_eq!(r, Err(ErrorCode::FRAME_TOO_LARGE));
+        // An HTTP request is refused from its first bytes.
+        let r = setup()
+            .1
+            .handle_input(&mut e2, 0, b"GET / HTTP/1.1\r\n", &mut Vec::new());
+        assert_eq!(r, Err(ErrorCode::PROTOCOL));
+        // After it, a length prefix of 16 MiB is refused from the prefix alone.
         let r = s.handle_input(&mut e, 0, &[0x80, 0x80, 0x80, 0x08], &mut out);
         assert_eq!(r, Err(ErrorCode::FRAME_TOO_LARGE));
         assert_eq!(e.stats().errors(ErrorCode::FRAME_TOO_LARGE), 1);
+    }
+
+    fn tag_hello() -> u8 {
+        wire::tag::HELLO
     }
 
     #[test]

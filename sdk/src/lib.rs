@@ -1,14 +1,30 @@
-//! Client SDK and wire protocol for the [mote](https://github.com/mote-broker/mote) edge
-//! message broker.
+//! Client SDK and wire protocol for the mote edge message broker.
 //!
+//! - [`Client`]: async client with automatic reconnect that resumes every subscription
+//!   after the last offset it delivered; [`blocking`] for plain threads.
 //! - [`wire`]: the one definition of the TCP protocol (frames, framing, error codes),
-//!   shared with the broker.
+//!   shared with the broker. `PROTOCOL.md` documents it byte by byte.
 //! - [`topic`]: topic and filter validation and matching.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mote_sdk::Error> {
+//! use mote_sdk::{Client, Options};
+//! let client = Client::connect(Options::new("127.0.0.1:7270")).await?;
+//! let offset = client.publish_confirmed("home/kitchen/temp", "21.5").await?;
+//! println!("stored at offset {offset}");
+//! # Ok(()) }
+//! ```
 
 extern crate alloc;
 
+pub mod blocking;
+mod client;
+mod driver;
+mod error;
 pub mod topic;
 pub mod wire;
 
+pub use client::{Client, Confirmation, Event, Message, Options, Subscription};
+pub use error::Error;
 pub use topic::{Filter, Topic, TopicError};
 pub use wire::{ErrorCode, From};

@@ -2,6 +2,7 @@
 
 pub(crate) mod args;
 pub(crate) mod bench;
+pub(crate) mod client;
 pub(crate) mod serve;
 
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ Commands:
   serve   run the broker
   pub     publish messages (like mosquitto_pub)
   sub     subscribe and print messages (like mosquitto_sub)
+  ping    check that a broker answers (exit 0) or not (exit 1)
   bench   measure throughput, latency, CPU and memory
 
 Run `mote <COMMAND> --help` for a command's options.
@@ -36,9 +38,31 @@ pub(crate) fn main() -> i32 {
         return 2;
     }
     let cmd = argv.remove(0);
+    let client = |r: Result<(), client::Exit>, name: &str| match r {
+        Ok(()) => 0,
+        Err(client::Exit::Usage(e)) => {
+            eprintln!("mote {name}: {e}");
+            2
+        }
+        Err(client::Exit::Failed(client::Failure(m))) => {
+            if !m.is_empty() {
+                eprintln!("mote {name}: {m}");
+            }
+            1
+        }
+    };
     let result = match cmd.to_str().unwrap_or("") {
         "serve" => serve::main(argv),
         "bench" => bench::main(argv),
+        "pub" => {
+            init_logging("warn");
+            return client(client::publish(argv), "pub");
+        }
+        "sub" => {
+            init_logging("warn");
+            return client(client::subscribe(argv), "sub");
+        }
+        "ping" => return client(client::ping(argv), "ping"),
         "--version" | "-V" | "version" => {
             println!("{}", mote::session::BROKER_NAME);
             Ok(())

@@ -43,13 +43,26 @@ impl Engine {
             );
             return refused(self, r);
         }
+        // Limits::validate keeps this from happening with a key of any allowed size; an
+        // engine built with other limits still never stores what its ring cannot hold.
+        let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
+        let room = self.limits.ring_bytes.min(self.limits.memory);
+        if cost > room {
+            let r = Refusal::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "message with its key needs {cost} bytes, a ring holds at most {room} (--ring-bytes, --memory)"
+                ),
+            );
+            return refused(self, r);
+        }
         let tid = match self.topic_for_publish(conn, topic) {
             Ok(t) => t,
             Err(r) => return refused(self, r),
         };
         self.seq += 1;
         let entry = Entry::new(self.seq, time_ms, key, payload);
-        let cost = entry.cost();
+        debug_assert_eq!(cost, entry.cost());
         let t = &mut self.topics[tid.0 as usize];
         let offset = t.ring.push(entry);
         t.published += 1;

@@ -1,0 +1,121 @@
+//! The client for plain threads: the same [`crate::Client`], each call blocking.
+//!
+//! ```no_run
+//! use mote_sdk::blocking::Client;
+//! use mote_sdk::{Event, From, Options};
+//! let client = Client::connect(Options::new("127.0.0.1:7270"))?;
+//! let sub = client.subscribe("sensors/#", From::Earliest)?;
+//! client.publish("sensors/a", "1")?;
+//! for event in sub {
+//!     if let Event::Message(m) = event {
+//!         println!("{} {}", m.topic, String::from_utf8_lossy(&m.payload));
+//!     }
+//! }
+//! # Ok::<(), mote_sdk::Error>(())
+//! ```
+
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+
+use crate::{Error, Event, From, Options};
+
+/// A blocking handle on a [`crate::Client`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: crate::Client,
+}
+
+fn wait<T>(f: impl std::future::Future<Output = T>) -> T {
+    async_io::block_on(f)
+}
+
+impl Client {
+    /// Connects; fails if the first connection fails.
+    pub fn connect(opts: Options) -> Result<Client, Error> {
+        wait(crate::Client::connect(opts)).map(|inner| Client { inner })
+    }
+
+    /// The async client underneath.
+    pub fn as_async(&self) -> &crate::Client {
+        &self.inner
+    }
+
+    /// See [`crate::Client::publish`].
+    pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+        wait(self.inner.publish(topic, payload))
+    }
+
+    /// See [`crate::Client::publish_with_key`].
+    pub fn publish_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
+        wait(self.inner.publish_with_key(topic, key, payload))
+    }
+
+    /// See [`crate::Client::publish_confirmed`].
+    pub fn publish_confirmed(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<u64, Error> {
+        wait(self.inner.publish_confirmed(topic, payload))
+    }
+
+    /// See [`crate::Client::publish_confirmed_with_key`].
+    pub fn publish_confirmed_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<u64, Error> {
+        wait(self.inner.publish_confirmed_with_key(topic, key, payload))
+    }
+
+    /// See [`crate::Client::flush`].
+    pub fn flush(&self) -> Result<(), Error> {
+        wait(self.inner.flush())
+    }
+
+    /// See [`crate::Client::subscribe`].
+    pub fn subscribe(&self, filter: &str, from: From) -> Result<Subscription, Error> {
+        wait(self.inner.subscribe(filter, from)).map(|inner| Subscription { inner })
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// See [`crate::Client::close`].
+    pub fn close(self) -> Result<(), Error> {
+        wait(self.inner.close())
+    }
+}
+
+/// A blocking subscription; also an iterator of events.
+#[derive(Debug)]
+pub struct Subscription {
+    inner: crate::Subscription,
+}
+
+impl Subscription {
+    /// The next event; `None` once the client is closed.
+    pub fn recv(&mut self) -> Option<Event> {
+        wait(self.inner.next())
+    }
+
+    /// The next event, waiting at most `timeout`: `Err(Error::Timeout)` if none came.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Event>, Error> {
+        wait(async { Ok(self.inner.next().await) }.or(async {
+            async_io::Timer::after(timeout).await;
+            Err(Error::Timeout)
+        }))
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}

@@ -1,0 +1,565 @@
+//! The async client: publish, publish with confirmation, subscribe.
+//!
+//! A [`Client`] owns one background thread that keeps the connection: it reconnects with
+//! backoff and re-subscribes every subscription after the last offset it delivered. The
+//! async methods can be awaited from any executor (they only take a lock and wait on
+//! events), and [`crate::blocking`] wraps them for plain threads.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mote_sdk::Error> {
+//! use mote_sdk::{Client, Options, From};
+//! let client = Client::connect(Options::new("127.0.0.1:7270")).await?;
+//! let mut sub = client.subscribe("home/+/temp", From::Latest).await?;
+//! client.publish("home/kitchen/temp", "21.5").await?;
+//! let offset = client.publish_confirmed("home/kitchen/temp", "21.6").await?;
+//! while let Some(event) = sub.next().await {
+//!     if let mote_sdk::Event::Message(m) = event {
+//!         println!("{} {} (offset {})", m.topic, String::from_utf8_lossy(&m.payload), m.offset);
+//!     }
+//! }
+//! # let _ = offset; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use event_listener::Event as Notify;
+
+use crate::error::Error;
+use crate::wire::{self, Frame, Ping, Publish, Subscribe, Unsubscribe};
+use crate::{Filter, From, Topic};
+
+/// How to reach the broker and how the client behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `HOST:PORT` of the broker.
+    pub addr: String,
+    /// Name the broker shows for this client.
+    pub name: String,
+    /// Bytes of outgoing frames kept while disconnected (and the batch size while
+    /// connected). Publishing into a full queue fails while disconnected and waits while
+    /// connected.
+    pub max_queue_bytes: usize,
+    /// Events buffered per subscription before the client stops reading from the socket.
+    pub subscription_buffer: usize,
+    /// Time allowed to connect and finish the handshake.
+    pub connect_timeout: Duration,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+impl Options {
+    /// Options for the broker at `addr` (`HOST:PORT`, or `HOST` for the default port).
+    pub fn new(addr: impl Into<String>) -> Options {
+        let mut addr = addr.into();
+        if let Some(rest) = addr.strip_prefix("mote://") {
+            addr = rest.trim_end_matches('/').to_string();
+        }
+        if !addr.contains(':') || addr.ends_with(']') {
+            addr = format!("{addr}:{}", wire::DEFAULT_PORT);
+        }
+        Options {
+            addr,
+            name: "mote-sdk".into(),
+            max_queue_bytes: 1 << 20,
+            subscription_buffer: 1024,
+            connect_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets the client name.
+    pub fn name(mut self, name: impl Into<String>) -> Options {
+        self.name = name.into();
+        self
+    }
+}
+
+/// A delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: Arc<str>,
+    /// Its offset in the topic.
+    pub offset: u64,
+    /// When the broker stored it (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// The publisher's key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The body.
+    pub payload: Vec<u8>,
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message.
+    Message(Message),
+    /// The subscription fell behind the broker's ring: `missed` messages of `topic` were
+    /// skipped and delivery continues at offset `next`.
+    Lag {
+        /// The topic.
+        topic: Arc<str>,
+        /// How many were skipped.
+        missed: u64,
+        /// Next offset delivered.
+        next: u64,
+    },
+}
+
+pub(crate) struct Pending {
+    pub(crate) tx: async_channel::Sender<Result<u64, Error>>,
+    /// The frame has left the queue (it may be on the wire).
+    pub(crate) sent: bool,
+}
+
+pub(crate) struct SubShared {
+    pub(crate) filter: String,
+    pub(crate) from: From,
+    pub(crate) tx: async_channel::Sender<Event>,
+    /// Resolved when the broker confirms or refuses the subscription.
+    pub(crate) ack: Option<async_channel::Sender<Result<(), Error>>>,
+}
+
+/// What the connection told us about the broker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BrokerInfo {
+    pub(crate) max_payload: usize,
+    pub(crate) keepalive: Duration,
+    pub(crate) max_frame: usize,
+}
+
+pub(crate) struct State {
+    /// Encoded frames waiting for the writer.
+    pub(crate) buf: Vec<u8>,
+    /// Confirmed publishes (and pings) whose frames are in `buf`.
+    pub(crate) buf_reqs: Vec<u32>,
+    pub(crate) connected: bool,
+    pub(crate) closed: bool,
+    /// Request ids, subscription ids and ping nonces share one counter so an error
+    /// frame's `req` is never ambiguous.
+    pub(crate) next_id: u32,
+    pub(crate) pending: HashMap<u32, Pending>,
+    pub(crate) subs: HashMap<u32, SubShared>,
+    pub(crate) subs_gen: u64,
+    pub(crate) broker: Option<BrokerInfo>,
+    /// Refusals of fire-and-forget publishes since the last [`Client::flush`].
+    pub(crate) refused: Vec<Error>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) opts: Options,
+    pub(crate) state: Mutex<State>,
+    /// The writer waits on this: frames were queued or the client closed.
+    pub(crate) queued: Notify,
+    /// Publishers wait on this: the queue has room, or the connection state changed.
+    pub(crate) room: Notify,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    pub(crate) fn take_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+}
+
+/// Closes the client when the last [`Client`] handle is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.queued.notify(usize::MAX);
+        self.shared.room.notify(usize::MAX);
+    }
+}
+
+/// A connection to a broker that survives disconnects. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.handle.shared.opts.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the broker; fails if the first connection or handshake fails.
+    /// Later disconnects are healed in the background.
+    pub async fn connect(opts: Options) -> Result<Client, Error> {
+        let shared = Arc::new(Shared {
+            opts,
+            state: Mutex::new(State {
+                buf: Vec::new(),
+                buf_reqs: Vec::new(),
+                connected: false,
+                closed: false,
+                next_id: 0,
+                pending: HashMap::new(),
+                subs: HashMap::new(),
+                subs_gen: 0,
+                broker: None,
+                refused: Vec::new(),
+            }),
+            queued: Notify::new(),
+            room: Notify::new(),
+        });
+        let (tx, rx) = async_channel::bounded(1);
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("mote-client".into())
+            .spawn(move || async_io::block_on(crate::driver::run(s, tx)))
+            .map_err(|e| Error::Connect {
+                addr: shared.opts.addr.clone(),
+                source: e,
+            })?;
+        match rx.recv().await {
+            Ok(Ok(())) => Ok(Client {
+                handle: Arc::new(Handle { shared }),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared().lock().connected
+    }
+
+    /// The largest payload the broker accepts.
+    pub fn max_payload(&self) -> Option<usize> {
+        self.shared().lock().broker.map(|b| b.max_payload)
+    }
+
+    /// Queues a frame that `encode` appends to the queue, waiting for room while
+    /// connected. `encode` runs once, under the lock; a returned [`Pending`] is registered
+    /// under the id `encode` took last.
+    async fn enqueue(
+        &self,
+        mut encode: impl FnMut(&mut State) -> Option<Pending>,
+    ) -> Result<(), Error> {
+        let shared = self.shared();
+        loop {
+            let listener;
+            {
+                let mut st = shared.lock();
+                if st.closed {
+                    return Err(Error::Closed);
+                }
+                let limit = shared.opts.max_queue_bytes;
+                // A frame larger than the whole queue still goes alone into an empty one.
+                if st.buf.is_empty() || st.buf.len() < limit {
+                    let was_empty = st.buf.is_empty();
+                    if let Some(p) = encode(&mut st) {
+                        let id = st.next_id;
+                        st.buf_reqs.push(id);
+                        st.pending.insert(id, p);
+                    }
+                    drop(st);
+                    if was_empty {
+                        shared.queued.notify(1);
+                    }
+                    return Ok(());
+                }
+                if !st.connected {
+                    return Err(Error::QueueFull { limit });
+                }
+                listener = shared.room.listen();
+            }
+            listener.await;
+        }
+    }
+
+    fn check(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        Topic::new(topic).map_err(|source| Error::Topic {
+            name: topic.to_string(),
+            source,
+        })?;
+        if let Some(max) = self.max_payload() {
+            if payload.len() > max {
+                return Err(Error::PayloadTooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes without waiting for the broker (fire and forget). Returns once queued;
+    /// refusals by the broker are reported by the next [`Client::flush`].
+    pub async fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.publish_with_key(topic, None, payload).await
+    }
+
+    /// [`Client::publish`] with a message key.
+    pub async fn publish_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<(), Error> {
+        let payload = payload.as_ref();
+        self.check(topic, payload)?;
+        self.enqueue(|st| {
+            Frame::Publish(Publish {
+                req: 0,
+                topic,
+                key,
+                payload,
+            })
+            .encode(&mut st.buf);
+            None
+        })
+        .await
+    }
+
+    /// Publishes and waits until the broker stored the message; returns its offset.
+    ///
+    /// Stored means in the broker's memory (its ring), not on disk. If the connection
+    /// drops after the message was sent, the result is [`Error::ConnectionLost`]: the
+    /// message may or may not have been stored.
+    pub async fn publish_confirmed(
+        &self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<u64, Error> {
+        self.publish_confirmed_with_key(topic, None, payload).await
+    }
+
+    /// [`Client::publish_confirmed`] with a message key.
+    pub async fn publish_confirmed_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<u64, Error> {
+        self.publish_pipelined(topic, key, payload).await?.await
+    }
+
+    /// Queues a confirmed publish and returns at once with a [`Confirmation`] to await
+    /// later, so many publishes can be in flight (their confirmations arrive in order).
+    pub async fn publish_pipelined(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Confirmation, Error> {
+        let payload = payload.as_ref();
+        self.check(topic, payload)?;
+        let (tx, rx) = async_channel::bounded(1);
+        self.enqueue(|st| {
+            let req = st.take_id();
+            Frame::Publish(Publish {
+                req,
+                topic,
+                key,
+                payload,
+            })
+            .encode(&mut st.buf);
+            Some(Pending {
+                tx: tx.clone(),
+                sent: false,
+            })
+        })
+        .await?;
+        Ok(Confirmation { rx: Box::pin(rx) })
+    }
+
+    /// Waits until everything queued so far reached the broker and was handled, then
+    /// reports the first fire-and-forget publish the broker refused since the last flush.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.enqueue(|st| {
+            let nonce = st.take_id();
+            Frame::Ping(Ping {
+                nonce: u64::from(nonce),
+            })
+            .encode(&mut st.buf);
+            Some(Pending {
+                tx: tx.clone(),
+                sent: false,
+            })
+        })
+        .await?;
+        rx.recv().await.unwrap_or(Err(Error::Closed))?;
+        let mut st = self.shared().lock();
+        if st.refused.is_empty() {
+            Ok(())
+        } else {
+            let first = st.refused.remove(0);
+            st.refused.clear();
+            Err(first)
+        }
+    }
+
+    /// Subscribes to `filter` starting at `from`; returns once the broker confirmed.
+    /// While disconnected it waits for the connection to come back.
+    pub async fn subscribe(&self, filter: &str, from: From) -> Result<Subscription, Error> {
+        Filter::new(filter).map_err(|source| Error::Topic {
+            name: filter.to_string(),
+            source,
+        })?;
+        let shared = self.shared();
+        let (tx, rx) = async_channel::bounded(shared.opts.subscription_buffer.max(1));
+        let (ack_tx, ack_rx) = async_channel::bounded(1);
+        let id;
+        {
+            let mut st = shared.lock();
+            if st.closed {
+                return Err(Error::Closed);
+            }
+            id = st.take_id();
+            st.subs.insert(
+                id,
+                SubShared {
+                    filter: filter.to_string(),
+                    from,
+                    tx,
+                    ack: Some(ack_tx),
+                },
+            );
+            st.subs_gen += 1;
+            // While disconnected the reconnect re-sends every subscription; no frame now.
+            if st.connected {
+                let was_empty = st.buf.is_empty();
+                Frame::Subscribe(Subscribe {
+                    sub: id,
+                    filter,
+                    from,
+                    resume: Vec::new(),
+                })
+                .encode(&mut st.buf);
+                if was_empty {
+                    shared.queued.notify(1);
+                }
+            }
+        }
+        let sub = Subscription {
+            id,
+            rx: Box::pin(rx),
+            shared: shared.clone(),
+        };
+        match ack_rx.recv().await {
+            Ok(Ok(())) => Ok(sub),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Flushes, then closes the connection. Other handles see [`Error::Closed`].
+    pub async fn close(self) -> Result<(), Error> {
+        let r = self.flush().await;
+        let shared = self.shared().clone();
+        shared.lock().closed = true;
+        shared.queued.notify(usize::MAX);
+        shared.room.notify(usize::MAX);
+        r
+    }
+}
+
+/// The broker's answer to a publish queued with [`Client::publish_pipelined`]: the
+/// offset it stored the message at.
+#[derive(Debug)]
+#[must_use = "a confirmation does nothing unless awaited"]
+pub struct Confirmation {
+    rx: std::pin::Pin<Box<async_channel::Receiver<Result<u64, Error>>>>,
+}
+
+impl std::future::Future for Confirmation {
+    type Output = Result<u64, Error>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use futures_lite::Stream;
+        match self.rx.as_mut().poll_next(cx) {
+            std::task::Poll::Ready(Some(r)) => std::task::Poll::Ready(r),
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(Err(Error::Closed)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// A live subscription: a stream of [`Event`]s. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u32,
+    // Boxed: the receiver is not `Unpin`, and `Stream` needs to pin it.
+    rx: std::pin::Pin<Box<async_channel::Receiver<Event>>>,
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The next event, or `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await.ok()
+    }
+
+    /// The next event if one is already buffered.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// This subscription's id on the connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl futures_lite::Stream for Subscription {
+    type Item = Event;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.subs.remove(&self.id).is_some() {
+            st.subs_gen += 1;
+            if st.connected && !st.closed {
+                let was_empty = st.buf.is_empty();
+                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
+                if was_empty {
+                    self.shared.queued.notify(1);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("addr", &self.opts.addr)
+            .finish_non_exhaustive()
+    }
+}

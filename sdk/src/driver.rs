@@ -1,0 +1,579 @@
+//! The client's background connection: connect, handshake, re-subscribe, then read and
+//! write until the connection ends; reconnect with backoff until the client is closed.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use async_net::TcpStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+
+use crate::From;
+use crate::client::{BrokerInfo, Event, Message, Shared, State};
+use crate::error::Error;
+use crate::wire::{self, Decoded, Frame, Hello, Ping, Resume, Subscribe};
+
+/// Read buffer size; grows for frames that do not fit.
+const READ_BUF: usize = 64 * 1024;
+/// Most fire-and-forget refusals remembered until the next flush.
+const MAX_REFUSED: usize = 16;
+
+/// What the client remembers of a subscription across connections.
+struct LocalSub {
+    tx: async_channel::Sender<Event>,
+    /// Where to start topics never delivered: the original `from`, or `Earliest` once
+    /// the broker restarted (everything it holds since is new to us).
+    from: From,
+    /// `Subscribed.seq` of the first confirmation on this broker.
+    seq: Option<u64>,
+    /// Next offset per topic delivered so far.
+    positions: HashMap<Arc<str>, u64>,
+    /// The topic delivered last and its next offset, not yet in `positions` (saves a
+    /// hash per message).
+    current: Option<(Arc<str>, u64)>,
+}
+
+impl LocalSub {
+    fn settle(&mut self) {
+        if let Some((t, next)) = self.current.take() {
+            self.positions.insert(t, next);
+        }
+    }
+
+    fn advance(&mut self, topic: &str, next: u64) -> Arc<str> {
+        match &mut self.current {
+            Some((t, n)) if **t == *topic => {
+                *n = next;
+                t.clone()
+            }
+            _ => {
+                self.settle();
+                let t: Arc<str> = match self.positions.get_key_value(topic) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(topic),
+                };
+                self.current = Some((t.clone(), next));
+                t
+            }
+        }
+    }
+
+    /// `from` and `resume` for re-subscribing after a reconnect.
+    fn resume_point(&mut self) -> (From, Vec<(Arc<str>, u64)>) {
+        self.settle();
+        let Some(seq) = self.seq else {
+            return (self.from, Vec::new());
+        };
+        let from = match self.from {
+            From::Latest | From::Last(_) => From::AfterSeq(seq),
+            other => other,
+        };
+        let resume = self
+            .positions
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        (from, resume)
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result<(), Error>>) {
+    let mut subs: HashMap<u32, LocalSub> = HashMap::new();
+    let mut broker_id = None;
+    let mut first = Some(first);
+    let mut delay = shared.opts.reconnect_min;
+    loop {
+        if shared.lock().closed {
+            break;
+        }
+        match connect(&shared).await {
+            Ok((stream, info, id, leftover)) => {
+                if let Some(tx) = first.take() {
+                    let _ = tx.try_send(Ok(()));
+                }
+                delay = shared.opts.reconnect_min;
+                if broker_id.is_some_and(|b| b != id) {
+                    log::info!(
+                        "the broker restarted; resuming subscriptions from its earliest messages"
+                    );
+                    for s in subs.values_mut() {
+                        s.positions.clear();
+                        s.current = None;
+                        s.seq = None;
+                        s.from = From::Earliest;
+                    }
+                }
+                broker_id = Some(id);
+                let r = session(&shared, &stream, info, &mut subs, leftover).await;
+                disconnected(&shared);
+                match r {
+                    Ok(()) => {}
+                    Err(e) => log::info!("connection to {} lost: {e}", shared.opts.addr),
+                }
+            }
+            Err(e) => {
+                if let Some(tx) = first.take() {
+                    let _ = tx.try_send(Err(e));
+                    return;
+                }
+                log::debug!("reconnect failed: {e}");
+            }
+        }
+        if shared.lock().closed {
+            break;
+        }
+        let jitter = Duration::from_nanos(jitter_nanos() % (delay.as_nanos() as u64 / 4 + 1));
+        let listener = shared.queued.listen();
+        if !shared.lock().closed {
+            async {
+                Timer::after(delay + jitter).await;
+            }
+            .or(async {
+                listener.await;
+                // Woken by a publish: keep sleeping unless the client closed.
+                while !shared.lock().closed {
+                    Timer::after(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+        delay = (delay * 2).min(shared.opts.reconnect_max);
+    }
+    let mut st = shared.lock();
+    for (_, p) in st.pending.drain() {
+        let _ = p.tx.try_send(Err(Error::Closed));
+    }
+    for (_, s) in st.subs.drain() {
+        if let Some(ack) = s.ack {
+            let _ = ack.try_send(Err(Error::Closed));
+        }
+    }
+}
+
+/// Cheap randomness for backoff jitter, so clients of a restarted broker spread out.
+fn jitter_nanos() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(t ^ std::process::id().rotate_left(16))
+}
+
+/// Connects and handshakes; returns the stream, what the broker told us, its id, and
+/// any bytes read past the `Welcome`.
+async fn connect(shared: &Shared) -> Result<(TcpStream, BrokerInfo, u64, Vec<u8>), Error> {
+    let addr = shared.opts.addr.clone();
+    let handshake = async {
+        let stream = TcpStream::connect(addr.as_str())
+            .await
+            .map_err(|source| Error::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let fail = |reason: String| Error::Handshake {
+            addr: addr.clone(),
+            reason,
+        };
+        let mut s = stream.clone();
+        s.write_all(&Frame::Hello(Hello::new(&shared.opts.name)).to_vec())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut buf = vec![0u8; 4096];
+        let mut end = 0;
+        loop {
+            match wire::decode(&buf[..end], buf.len()) {
+                Ok(Decoded::Frame(Frame::Welcome(w), used)) => {
+                    let info = BrokerInfo {
+                        max_payload: w.max_payload as usize,
+                        keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(20))),
+                        max_frame: w.max_frame as usize,
+                    };
+                    let id = w.broker_id;
+                    let rest = buf[used..end].to_vec();
+                    return Ok((stream, info, id, rest));
+                }
+                Ok(Decoded::Frame(Frame::Error(e), _)) => {
+                    return Err(Error::Broker {
+                        code: e.code,
+                        message: e.message.to_string(),
+                    });
+                }
+                Ok(Decoded::Frame(f, _)) => {
+                    return Err(fail(format!(
+                        "unexpected frame 0x{:02x} before welcome",
+                        f.tag()
+                    )));
+                }
+                Ok(Decoded::Incomplete { .. }) => {}
+                Err(e) => return Err(fail(format!("not a mote broker ({e})"))),
+            }
+            if end == buf.len() {
+                return Err(fail("welcome frame too large".into()));
+            }
+            let n = s
+                .read(&mut buf[end..])
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                return Err(fail("the broker closed the connection".into()));
+            }
+            end += n;
+        }
+    };
+    let timeout = shared.opts.connect_timeout;
+    handshake
+        .or(async {
+            Timer::after(timeout).await;
+            Err(Error::Connect {
+                addr: shared.opts.addr.clone(),
+                source: io::ErrorKind::TimedOut.into(),
+            })
+        })
+        .await
+}
+
+/// Makes the local subscription table match the shared one.
+fn sync_subs(st: &State, subs: &mut HashMap<u32, LocalSub>) {
+    subs.retain(|id, _| st.subs.contains_key(id));
+    for (id, s) in &st.subs {
+        subs.entry(*id).or_insert_with(|| LocalSub {
+            tx: s.tx.clone(),
+            from: s.from,
+            seq: None,
+            positions: HashMap::new(),
+            current: None,
+        });
+    }
+}
+
+/// The queue without subscribe and unsubscribe frames: on reconnect every live
+/// subscription is sent again first, with its resume point.
+fn without_subscription_frames(buf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len());
+    let mut pos = 0;
+    while let Ok(Decoded::Frame(f, used)) = wire::decode(&buf[pos..], usize::MAX) {
+        if !matches!(f, Frame::Subscribe(_) | Frame::Unsubscribe(_)) {
+            out.extend_from_slice(&buf[pos..pos + used]);
+        }
+        pos += used;
+    }
+    out
+}
+
+async fn session(
+    shared: &Shared,
+    stream: &TcpStream,
+    info: BrokerInfo,
+    subs: &mut HashMap<u32, LocalSub>,
+    leftover: Vec<u8>,
+) -> io::Result<()> {
+    {
+        let mut st = shared.lock();
+        sync_subs(&st, subs);
+        let mut head = Vec::new();
+        let mut ids: Vec<u32> = st.subs.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let (Some(sh), Some(local)) = (st.subs.get(&id), subs.get_mut(&id)) else {
+                continue;
+            };
+            let (from, resume) = local.resume_point();
+            Frame::Subscribe(Subscribe {
+                sub: id,
+                filter: &sh.filter,
+                from,
+                resume: resume
+                    .iter()
+                    .map(|(t, n)| Resume { topic: t, next: *n })
+                    .collect(),
+            })
+            .encode(&mut head);
+        }
+        head.extend_from_slice(&without_subscription_frames(&st.buf));
+        st.buf = head;
+        st.connected = true;
+        st.broker = Some(info);
+    }
+    shared.queued.notify(1);
+    shared.room.notify(usize::MAX);
+    let last_rx = Cell::new(Instant::now());
+    reader(shared, stream, info, subs, &last_rx, leftover)
+        .or(writer(shared, stream, info, &last_rx))
+        .await
+}
+
+fn disconnected(shared: &Shared) {
+    let mut st = shared.lock();
+    st.connected = false;
+    let lost: Vec<u32> = st
+        .pending
+        .iter()
+        .filter(|(_, p)| p.sent)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in lost {
+        if let Some(p) = st.pending.remove(&id) {
+            let _ = p.tx.try_send(Err(Error::ConnectionLost));
+        }
+    }
+    drop(st);
+    shared.room.notify(usize::MAX);
+}
+
+async fn writer(
+    shared: &Shared,
+    stream: &TcpStream,
+    info: BrokerInfo,
+    last_rx: &Cell<Instant>,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    let ping_every = info.keepalive / 2;
+    let mut last_tx = Instant::now();
+    let mut s = stream.clone();
+    loop {
+        let listener = {
+            let mut st = shared.lock();
+            if !st.buf.is_empty() {
+                std::mem::swap(&mut out, &mut st.buf);
+                let State {
+                    buf_reqs, pending, ..
+                } = &mut *st;
+                for req in buf_reqs.drain(..) {
+                    if let Some(p) = pending.get_mut(&req) {
+                        p.sent = true;
+                    }
+                }
+                None
+            } else if st.closed {
+                return Ok(());
+            } else {
+                Some(shared.queued.listen())
+            }
+        };
+        match listener {
+            None => {
+                shared.room.notify(usize::MAX);
+                s.write_all(&out).await?;
+                out.clear();
+                if out.capacity() > 4 * shared.opts.max_queue_bytes {
+                    out = Vec::new();
+                }
+                last_tx = Instant::now();
+            }
+            Some(l) => {
+                let deadline = last_tx + ping_every;
+                async {
+                    l.await;
+                }
+                .or(async {
+                    Timer::at(deadline).await;
+                })
+                .await;
+                let now = Instant::now();
+                if now.duration_since(last_rx.get()) > info.keepalive * 3 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the broker has been silent for three keepalive periods",
+                    ));
+                }
+                if now >= deadline {
+                    s.write_all(&Frame::Ping(Ping { nonce: 0 }).to_vec())
+                        .await?;
+                    last_tx = now;
+                }
+            }
+        }
+    }
+}
+
+async fn reader(
+    shared: &Shared,
+    stream: &TcpStream,
+    info: BrokerInfo,
+    subs: &mut HashMap<u32, LocalSub>,
+    last_rx: &Cell<Instant>,
+    leftover: Vec<u8>,
+) -> io::Result<()> {
+    let mut buf = leftover;
+    let mut end = buf.len();
+    buf.resize(READ_BUF.max(end), 0);
+    let mut s = stream.clone();
+    loop {
+        let mut pos = 0;
+        loop {
+            match wire::decode(&buf[pos..end], info.max_frame) {
+                Ok(Decoded::Frame(f, used)) => {
+                    pos += used;
+                    handle(shared, subs, f).await?;
+                }
+                Ok(Decoded::Incomplete { total }) => {
+                    if let Some(t) = total {
+                        if t > buf.len() {
+                            buf.resize(t, 0);
+                        }
+                    }
+                    break;
+                }
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+        buf.copy_within(pos..end, 0);
+        end -= pos;
+        if end == 0 && buf.len() > READ_BUF {
+            buf.truncate(READ_BUF);
+            buf.shrink_to_fit();
+        }
+        let n = s.read(&mut buf[end..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        last_rx.set(Instant::now());
+        end += n;
+    }
+}
+
+/// The local subscription `id`, syncing with the shared table if it is new to us.
+fn local<'a>(
+    shared: &Shared,
+    subs: &'a mut HashMap<u32, LocalSub>,
+    id: u32,
+) -> Option<&'a mut LocalSub> {
+    if !subs.contains_key(&id) {
+        sync_subs(&shared.lock(), subs);
+    }
+    subs.get_mut(&id)
+}
+
+async fn deliver(tx: &async_channel::Sender<Event>, ev: Event) {
+    match tx.try_send(ev) {
+        Ok(()) => {}
+        // The application is behind: stop reading (the broker will skip ahead if it must).
+        Err(async_channel::TrySendError::Full(ev)) => {
+            let _ = tx.send(ev).await;
+        }
+        // The subscription was dropped; its unsubscribe is on the way.
+        Err(async_channel::TrySendError::Closed(_)) => {}
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    subs: &mut HashMap<u32, LocalSub>,
+    frame: Frame<'_>,
+) -> io::Result<()> {
+    match frame {
+        Frame::Message(m) => {
+            if let Some(ls) = local(shared, subs, m.sub) {
+                let topic = ls.advance(m.topic, m.offset + 1);
+                let ev = Event::Message(Message {
+                    topic,
+                    offset: m.offset,
+                    time_ms: m.time_ms,
+                    key: m.key.map(<[u8]>::to_vec),
+                    payload: m.payload.to_vec(),
+                });
+                let tx = ls.tx.clone();
+                deliver(&tx, ev).await;
+            }
+        }
+        Frame::Lag(l) => {
+            if let Some(ls) = local(shared, subs, l.sub) {
+                let topic = ls.advance(l.topic, l.next);
+                log::warn!(
+                    "subscription {} missed {} messages of {}",
+                    l.sub,
+                    l.missed,
+                    l.topic
+                );
+                let tx = ls.tx.clone();
+                deliver(
+                    &tx,
+                    Event::Lag {
+                        topic,
+                        missed: l.missed,
+                        next: l.next,
+                    },
+                )
+                .await;
+            }
+        }
+        Frame::Published(p) => {
+            if let Some(pending) = shared.lock().pending.remove(&p.req) {
+                let _ = pending.tx.try_send(Ok(p.offset));
+            }
+        }
+        Frame::Pong(p) => {
+            let id = u32::try_from(p.nonce).unwrap_or(0);
+            if id != 0 {
+                if let Some(pending) = shared.lock().pending.remove(&id) {
+                    let _ = pending.tx.try_send(Ok(0));
+                }
+            }
+        }
+        Frame::Ping(p) => {
+            let mut st = shared.lock();
+            let was_empty = st.buf.is_empty();
+            Frame::Pong(p).encode(&mut st.buf);
+            drop(st);
+            if was_empty {
+                shared.queued.notify(1);
+            }
+        }
+        Frame::Subscribed(s) => {
+            if let Some(ls) = local(shared, subs, s.sub) {
+                ls.seq.get_or_insert(s.seq);
+            }
+            if let Some(sh) = shared.lock().subs.get_mut(&s.sub) {
+                if let Some(ack) = sh.ack.take() {
+                    let _ = ack.try_send(Ok(()));
+                }
+            }
+        }
+        Frame::Unsubscribed(_) => {}
+        Frame::Error(e) => {
+            let err = || Error::Broker {
+                code: e.code,
+                message: e.message.to_string(),
+            };
+            let mut st = shared.lock();
+            if e.req != 0 {
+                if let Some(p) = st.pending.remove(&e.req) {
+                    let _ = p.tx.try_send(Err(err()));
+                    return Ok(());
+                }
+                if st.subs.get(&e.req).is_some_and(|s| s.ack.is_some()) {
+                    // A refused subscription: forget it before telling the caller, so
+                    // dropping its handle sends no unsubscribe.
+                    if let Some(s) = st.subs.remove(&e.req) {
+                        st.subs_gen += 1;
+                        subs.remove(&e.req);
+                        if let Some(ack) = s.ack {
+                            let _ = ack.try_send(Err(err()));
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+            if e.code.closes_connection() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    err().to_string(),
+                ));
+            }
+            log::warn!("the broker refused a request: {}", err());
+            if st.refused.len() < MAX_REFUSED {
+                st.refused.push(err());
+            }
+        }
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected frame 0x{:02x} from the broker", other.tag()),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The SDK's error type.
+
+use std::fmt;
+use std::io;
+
+use crate::TopicError;
+use crate::wire::ErrorCode;
+
+/// Everything a client operation can fail with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker could not be reached.
+    Connect {
+        /// Address tried.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The broker answered, but not as a mote broker would, or refused the handshake.
+    Handshake {
+        /// Address tried.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The broker refused an operation.
+    Broker {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// The broker's message.
+        message: String,
+    },
+    /// A topic or filter is invalid (checked before anything is sent).
+    Topic {
+        /// The topic or filter.
+        name: String,
+        /// What is wrong with it.
+        source: TopicError,
+    },
+    /// A payload exceeds the broker's limit (checked before anything is sent).
+    PayloadTooLarge {
+        /// Its size.
+        len: usize,
+        /// The broker's limit.
+        max: usize,
+    },
+    /// Not connected, and the outgoing queue is full.
+    QueueFull {
+        /// The queue's size limit in bytes.
+        limit: usize,
+    },
+    /// The connection dropped after the request was sent and before the broker answered:
+    /// the operation may or may not have taken effect.
+    ConnectionLost,
+    /// The client was closed.
+    Closed,
+    /// An address that cannot be used.
+    Address(String),
+    /// No answer in time.
+    Timeout,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            Error::Handshake { addr, reason } => write!(f, "handshake with {addr} failed: {reason}"),
+            Error::Broker { code, message } => write!(f, "{message} ({})", code.name()),
+            Error::Topic { name, source } => write!(f, "bad topic {name:?}: {source}"),
+            Error::PayloadTooLarge { len, max } => {
+                write!(f, "payload is {len} bytes, the broker's limit is {max}")
+            }
+            Error::QueueFull { limit } => write!(
+                f,
+                "not connected to the broker and the outgoing queue is full ({limit} bytes)"
+            ),
+            Error::ConnectionLost => f.write_str(
+                "the connection was lost before the broker answered; the operation may or may not have taken effect",
+            ),
+            Error::Closed => f.write_str("the client is closed"),
+            Error::Address(a) => write!(f, "bad broker address {a:?}: expected HOST:PORT"),
+            Error::Timeout => f.write_str("timed out"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect { source, .. } => Some(source),
+            Error::Topic { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// The broker's error code, if the broker refused the operation.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

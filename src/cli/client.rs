@@ -1,0 +1,572 @@
+//! `mote pub`, `mote sub` and `mote ping`: command-line clients in the manner of
+//! mosquitto_pub and mosquitto_sub (`-h` is the host; `--help` is help).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{self, BufRead, Read, Write};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_lite::FutureExt;
+use mote_sdk::From as Start;
+use mote_sdk::{Client, Event, Options};
+
+use super::args::{self, CliError, Opt, Outcome, Parsed, Spec};
+
+const HOST: Opt = Opt {
+    long: "host",
+    short: Some('h'),
+    value: Some("HOST"),
+    env: Some("MOTE_HOST"),
+    default: Some("127.0.0.1"),
+    help: "broker host",
+};
+const PORT: Opt = Opt {
+    long: "port",
+    short: Some('p'),
+    value: Some("PORT"),
+    env: Some("MOTE_PORT"),
+    default: Some("7270"),
+    help: "broker port",
+};
+const ID: Opt = Opt {
+    long: "id",
+    short: Some('i'),
+    value: Some("NAME"),
+    env: None,
+    default: None,
+    help: "client name shown by the broker",
+};
+
+const fn switch(long: &'static str, short: Option<char>, help: &'static str) -> Opt {
+    Opt {
+        long,
+        short,
+        value: None,
+        env: None,
+        default: None,
+        help,
+    }
+}
+
+const fn value(
+    long: &'static str,
+    short: Option<char>,
+    value: &'static str,
+    help: &'static str,
+) -> Opt {
+    Opt {
+        long,
+        short,
+        value: Some(value),
+        env: None,
+        default: None,
+        help,
+    }
+}
+
+pub(crate) static PUB: Spec = Spec {
+    name: "pub",
+    about: "Publish messages to a mote broker.",
+    opts: &[
+        HOST,
+        PORT,
+        ID,
+        value(
+            "topic",
+            Some('t'),
+            "TOPIC",
+            "topic to publish to (required)",
+        ),
+        value("message", Some('m'), "MSG", "publish MSG"),
+        value(
+            "file",
+            Some('f'),
+            "FILE",
+            "publish the contents of FILE as one message",
+        ),
+        switch(
+            "stdin-line",
+            Some('l'),
+            "publish each line of stdin as a message",
+        ),
+        switch(
+            "stdin-file",
+            Some('s'),
+            "publish all of stdin as one message",
+        ),
+        switch("null-message", Some('n'), "publish an empty message"),
+        value("key", Some('k'), "KEY", "attach KEY to every message"),
+        switch(
+            "confirm",
+            None,
+            "wait for the broker to store each message; print its offset",
+        ),
+    ],
+    after: "Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l",
+};
+
+pub(crate) static SUB: Spec = Spec {
+    name: "sub",
+    about: "Subscribe to a mote broker and print messages as they arrive.",
+    opts: &[
+        HOST,
+        PORT,
+        ID,
+        value(
+            "topic",
+            Some('t'),
+            "FILTER",
+            "topic filter, + and # wildcards (repeatable, required)",
+        ),
+        value("count", Some('C'), "N", "exit after N messages"),
+        switch("verbose", Some('v'), "print the topic before each payload"),
+        value(
+            "timeout",
+            Some('W'),
+            "SECONDS",
+            "exit after SECONDS (error if -C was not reached)",
+        ),
+        Opt {
+            long: "from",
+            short: None,
+            value: Some("WHERE"),
+            env: None,
+            default: Some("latest"),
+            help: "latest, earliest, an offset, or last:N",
+        },
+        switch(
+            "json",
+            None,
+            "print one JSON object per message: topic, offset, time, key, payload",
+        ),
+    ],
+    after: "Binary payloads are printed raw (base64 with --json, marked \"encoding\":\"base64\").\n\
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json",
+};
+
+pub(crate) static PING: Spec = Spec {
+    name: "ping",
+    about: "Check that a broker answers: handshake and one ping. Exit 0 if it does, 1 if not.",
+    opts: &[
+        HOST,
+        PORT,
+        ID,
+        value(
+            "timeout",
+            Some('W'),
+            "SECONDS",
+            "give up after SECONDS (default 5)",
+        ),
+        switch("quiet", Some('q'), "print nothing, only set the exit code"),
+    ],
+    after: "Used as the docker HEALTHCHECK.",
+};
+
+fn parse(spec: &'static Spec, argv: Vec<OsString>) -> Result<Option<Parsed>, CliError> {
+    match args::parse(spec, argv)? {
+        Outcome::Run(p) => Ok(Some(p)),
+        Outcome::Help(h) => {
+            print!("{h}");
+            Ok(None)
+        }
+    }
+}
+
+/// What went wrong once the command line was fine: printed, exit code 1.
+pub(crate) struct Failure(pub(crate) String);
+
+impl From<mote_sdk::Error> for Failure {
+    fn from(e: mote_sdk::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Result of a client command: usage errors exit 2, failures exit 1.
+pub(crate) enum Exit {
+    Usage(CliError),
+    Failed(Failure),
+}
+
+impl From<CliError> for Exit {
+    fn from(e: CliError) -> Self {
+        Exit::Usage(e)
+    }
+}
+
+impl From<Failure> for Exit {
+    fn from(e: Failure) -> Self {
+        Exit::Failed(e)
+    }
+}
+
+impl From<mote_sdk::Error> for Exit {
+    fn from(e: mote_sdk::Error) -> Self {
+        Exit::Failed(e.into())
+    }
+}
+
+impl From<io::Error> for Exit {
+    fn from(e: io::Error) -> Self {
+        Exit::Failed(e.into())
+    }
+}
+
+fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
+    let host = p.get("host").unwrap_or_else(|| "127.0.0.1".into());
+    let port = p
+        .parse_with("port", |s| {
+            s.parse::<u16>()
+                .map_err(|_| "expected a port number".into())
+        })?
+        .unwrap_or(mote_sdk::wire::DEFAULT_PORT);
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let mut o = Options::new(format!("{host}:{port}"));
+    o.name = p.get("id").unwrap_or_else(|| default_name.to_string());
+    Ok(o)
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    async_io::block_on(f)
+}
+
+pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
+    let Some(p) = parse(&PUB, argv)? else {
+        return Ok(());
+    };
+    let topic = p
+        .get("topic")
+        .ok_or_else(|| CliError("give a topic with -t TOPIC".into()))?;
+    let sources = [
+        p.get("message").is_some(),
+        p.get("file").is_some(),
+        p.on("stdin-line"),
+        p.on("stdin-file"),
+        p.on("null-message"),
+    ];
+    match sources.iter().filter(|&&b| b).count() {
+        1 => {}
+        0 => {
+            return Err(
+                CliError("give the message with one of -m, -f, -l, -s or -n".into()).into(),
+            );
+        }
+        _ => return Err(CliError("give only one of -m, -f, -l, -s and -n".into()).into()),
+    }
+    mote_sdk::Topic::new(&topic).map_err(|e| CliError(format!("bad topic {topic:?}: {e}")))?;
+    let key = p.get("key");
+    let key = key.as_deref().map(str::as_bytes);
+    let confirm = p.on("confirm");
+    let opts = options(&p, "mote-pub")?;
+    block_on(async {
+        let client = Client::connect(opts).await?;
+        let mut pubr = Publisher {
+            client: &client,
+            topic: &topic,
+            key,
+            confirm,
+            inflight: VecDeque::new(),
+            out: io::stdout().lock(),
+        };
+        if let Some(m) = p.get("message") {
+            pubr.send(m.as_bytes()).await?;
+        } else if let Some(f) = p.get("file") {
+            let data = std::fs::read(&f).map_err(|e| Failure(format!("cannot read {f}: {e}")))?;
+            pubr.send(&data).await?;
+        } else if p.on("stdin-file") {
+            let mut data = Vec::new();
+            io::stdin().lock().read_to_end(&mut data)?;
+            pubr.send(&data).await?;
+        } else if p.on("null-message") {
+            pubr.send(b"").await?;
+        } else {
+            let mut line = Vec::new();
+            let mut stdin = io::stdin().lock();
+            loop {
+                line.clear();
+                if stdin.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                let l = line.strip_suffix(b"\n").unwrap_or(&line);
+                let l = l.strip_suffix(b"\r").unwrap_or(l);
+                pubr.send(l).await?;
+            }
+        }
+        pubr.finish().await?;
+        // Fire-and-forget refusals (a bad topic, a full broker) come back by the flush.
+        client.close().await?;
+        Ok(())
+    })
+}
+
+/// Publishes one message after another, keeping confirmations in flight.
+struct Publisher<'a> {
+    client: &'a Client,
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    confirm: bool,
+    inflight: VecDeque<mote_sdk::Confirmation>,
+    out: io::StdoutLock<'static>,
+}
+
+impl Publisher<'_> {
+    async fn send(&mut self, payload: &[u8]) -> Result<(), Failure> {
+        if !self.confirm {
+            return Ok(self
+                .client
+                .publish_with_key(self.topic, self.key, payload)
+                .await?);
+        }
+        let c = self
+            .client
+            .publish_pipelined(self.topic, self.key, payload)
+            .await?;
+        self.inflight.push_back(c);
+        // Many in flight; offsets are printed in order as they come back.
+        while self.inflight.len() > 1024 {
+            if let Some(c) = self.inflight.pop_front() {
+                writeln!(self.out, "{}", c.await?)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), Failure> {
+        while let Some(c) = self.inflight.pop_front() {
+            writeln!(self.out, "{}", c.await?)?;
+        }
+        Ok(self.out.flush()?)
+    }
+}
+
+/// Where `--from` starts.
+fn parse_from(s: &str) -> Result<Start, String> {
+    match s {
+        "latest" => Ok(Start::Latest),
+        "earliest" => Ok(Start::Earliest),
+        _ => {
+            if let Some(n) = s.strip_prefix("last:") {
+                n.parse()
+                    .map(Start::Last)
+                    .map_err(|_| "expected last:N".into())
+            } else {
+                s.parse()
+                    .map(Start::Offset)
+                    .map_err(|_| "expected latest, earliest, an offset, or last:N".into())
+            }
+        }
+    }
+}
+
+/// One message as a JSON line.
+fn json_line(m: &mote_sdk::Message) -> String {
+    let text = |b: &[u8]| match std::str::from_utf8(b) {
+        Ok(s) => (serde_json::Value::from(s), None),
+        Err(_) => (
+            serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(b)),
+            Some("base64"),
+        ),
+    };
+    let mut o = serde_json::Map::new();
+    o.insert("topic".into(), (*m.topic).into());
+    o.insert("offset".into(), m.offset.into());
+    o.insert("time".into(), m.time_ms.into());
+    if let Some(k) = &m.key {
+        let (v, enc) = text(k);
+        o.insert("key".into(), v);
+        if let Some(e) = enc {
+            o.insert("key_encoding".into(), e.into());
+        }
+    }
+    let (v, enc) = text(&m.payload);
+    o.insert("payload".into(), v);
+    if let Some(e) = enc {
+        o.insert("encoding".into(), e.into());
+    }
+    serde_json::Value::Object(o).to_string()
+}
+
+pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
+    let Some(p) = parse(&SUB, argv)? else {
+        return Ok(());
+    };
+    let filters = p.all("topic");
+    if filters.is_empty() {
+        return Err(CliError("give at least one filter with -t FILTER".into()).into());
+    }
+    for f in &filters {
+        mote_sdk::Filter::new(f).map_err(|e| CliError(format!("bad filter {f:?}: {e}")))?;
+    }
+    let count = p.parse_with("count", args::parse_count)?;
+    let timeout = p.parse_with("timeout", args::parse_duration)?;
+    let from = p.parse_with("from", parse_from)?.unwrap_or_default();
+    let (verbose, json) = (p.on("verbose"), p.on("json"));
+    let opts = options(&p, "mote-sub")?;
+    let run = async {
+        let client = Client::connect(opts).await?;
+        let mut subs = Vec::new();
+        for f in &filters {
+            subs.push(client.subscribe(f, from).await?);
+        }
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        let mut seen = 0usize;
+        while count.is_none_or(|c| seen < c) {
+            // Wait for any subscription, then print everything already buffered.
+            let next = futures_lite::future::poll_fn(|cx| {
+                for s in subs.iter_mut() {
+                    if let std::task::Poll::Ready(e) = futures_lite::StreamExt::poll_next(s, cx) {
+                        return std::task::Poll::Ready(e);
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            let Some(ev) = next else {
+                return Err(Failure("the client closed".into()));
+            };
+            let mut batch = vec![ev];
+            for s in subs.iter_mut() {
+                while let Some(e) = s.try_next() {
+                    batch.push(e);
+                }
+            }
+            for ev in batch {
+                if count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+                match ev {
+                    Event::Message(m) => {
+                        seen += 1;
+                        if json {
+                            writeln!(out, "{}", json_line(&m))?;
+                        } else {
+                            if verbose {
+                                write!(out, "{} ", m.topic)?;
+                            }
+                            out.write_all(&m.payload)?;
+                            out.write_all(b"\n")?;
+                        }
+                    }
+                    Event::Lag {
+                        topic,
+                        missed,
+                        next,
+                    } => {
+                        out.flush()?;
+                        eprintln!(
+                            "mote sub: missed {missed} messages of {topic} (this subscriber fell behind the broker's ring); continuing at offset {next}"
+                        );
+                    }
+                }
+            }
+            out.flush()?;
+        }
+        Ok(())
+    };
+    let result = match timeout {
+        Some(t) => block_on(run.or(async {
+            async_io::Timer::after(t).await;
+            Err(Failure(String::new()))
+        })),
+        None => block_on(run),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(Failure(m)) if m.is_empty() => match count {
+            Some(c) => Err(Failure(format!(
+                "timed out after {} before receiving {c} messages",
+                humantime(timeout.unwrap_or_default())
+            ))
+            .into()),
+            None => Ok(()),
+        },
+        Err(f) => Err(f.into()),
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+pub(crate) fn ping(argv: Vec<OsString>) -> Result<(), Exit> {
+    let Some(p) = parse(&PING, argv)? else {
+        return Ok(());
+    };
+    let timeout = p
+        .parse_with("timeout", args::parse_duration)?
+        .unwrap_or(Duration::from_secs(5));
+    let mut opts = options(&p, "mote-ping")?;
+    opts.connect_timeout = timeout;
+    let addr = opts.addr.clone();
+    let t0 = std::time::Instant::now();
+    let r = block_on(
+        async {
+            let c = Client::connect(opts).await?;
+            c.flush().await?;
+            c.close().await
+        }
+        .or(async {
+            async_io::Timer::after(timeout).await;
+            Err(mote_sdk::Error::Timeout)
+        }),
+    );
+    match r {
+        Ok(()) => {
+            if !p.on("quiet") {
+                println!("{addr}: ok ({:.2} ms)", t0.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(())
+        }
+        Err(_) if p.on("quiet") => Err(Failure(String::new()).into()),
+        Err(e) => Err(Failure(format!("{addr}: {e}")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_values() {
+        assert_eq!(parse_from("latest"), Ok(Start::Latest));
+        assert_eq!(parse_from("earliest"), Ok(Start::Earliest));
+        assert_eq!(parse_from("42"), Ok(Start::Offset(42)));
+        assert_eq!(parse_from("last:10"), Ok(Start::Last(10)));
+        assert!(parse_from("last:x").is_err());
+        assert!(parse_from("soon").is_err());
+    }
+
+    #[test]
+    fn json_lines_mark_binary() {
+        let m = mote_sdk::Message {
+            topic: "a/b".into(),
+            offset: 3,
+            time_ms: 5,
+            key: None,
+            payload: b"21.5".to_vec(),
+        };
+        assert_eq!(
+            json_line(&m),
+            r#"{"offset":3,"payload":"21.5","time":5,"topic":"a/b"}"#
+        );
+        let m = mote_sdk::Message {
+            payload: vec![0xff, 0x00],
+            key: Some(b"k".to_vec()),
+            ..m
+        };
+        assert_eq!(
+            json_line(&m),
+            r#"{"encoding":"base64","key":"k","offset":3,"payload":"/wA=","time":5,"topic":"a/b"}"#
+        );
+    }
+}
