@@ -47,6 +47,8 @@ pub(crate) struct Parsed {
     spec: &'static Spec,
     values: Vec<(&'static str, String)>,
     switches: Vec<&'static str>,
+    /// Values from a config file: below flags and variables, above defaults.
+    config: Vec<(&'static str, String)>,
 }
 
 /// Parsing ended with `--help`: print this and exit 0.
@@ -65,6 +67,7 @@ pub(crate) fn parse(
         spec,
         values: Vec::new(),
         switches: Vec::new(),
+        config: Vec::new(),
     };
     while let Some(arg) = p.next()? {
         let opt = match &arg {
@@ -127,7 +130,61 @@ impl Parsed {
         if let Some(v) = opt.env.and_then(|e| std::env::var(e).ok()) {
             return Some(v);
         }
+        if let Some((_, v)) = self.config.iter().find(|(l, _)| *l == long) {
+            return Some(v.clone());
+        }
         opt.default.map(str::to_owned)
+    }
+
+    /// Reads a TOML file whose keys are the command's long option names (`tcp = ...`,
+    /// `max-payload = "1M"`, `ring-messages = 10000`). `sections` are tables the caller
+    /// reads itself; anything else unknown is an error naming it.
+    pub(crate) fn load_config(
+        &mut self,
+        path: &str,
+        sections: &[&str],
+    ) -> Result<toml::Table, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError(format!("cannot read config file {path}: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| CliError(format!("config file {path}: {e}")))?;
+        let mut rest = toml::Table::new();
+        for (key, value) in table {
+            if sections.contains(&key.as_str()) {
+                rest.insert(key, value);
+                continue;
+            }
+            let Some(opt) = self.spec.opts.iter().find(|o| o.long == key) else {
+                return Err(CliError(format!(
+                    "config file {path}: unknown key {key:?} (keys are the long options of mote {} --help)",
+                    self.spec.name
+                )));
+            };
+            let v = match (&value, opt.value) {
+                (toml::Value::String(s), Some(_)) => s.clone(),
+                (toml::Value::Integer(i), Some(_)) => i.to_string(),
+                (toml::Value::Float(f), Some(_)) => f.to_string(),
+                (toml::Value::Boolean(b), None) => {
+                    if *b {
+                        self.switches.push(opt.long);
+                    }
+                    continue;
+                }
+                _ => {
+                    return Err(CliError(format!(
+                        "config file {path}: {key} must be {}",
+                        if opt.value.is_some() {
+                            "a string or a number"
+                        } else {
+                            "true or false"
+                        }
+                    )));
+                }
+            };
+            self.config.push((opt.long, v));
+        }
+        Ok(rest)
     }
 
     /// Every value given for a repeatable `--long`, or its variable's or default if none.
@@ -167,10 +224,12 @@ impl Parsed {
         };
         f(&v).map(Some).map_err(|e| {
             let opt = self.opt(long);
-            let from_env = !self.values.iter().any(|(l, _)| *l == long)
-                && opt.env.is_some_and(|e| std::env::var(e).is_ok());
+            let on_line = self.values.iter().any(|(l, _)| *l == long);
+            let from_env = !on_line && opt.env.is_some_and(|e| std::env::var(e).is_ok());
+            let from_file = !on_line && !from_env && self.config.iter().any(|(l, _)| *l == long);
             let src = match (from_env, opt.env) {
                 (true, Some(env)) => format!("{env} (--{long})"),
+                _ if from_file => format!("{long} in the config file"),
                 _ => format!("--{long}"),
             };
             CliError(format!("invalid value {v:?} for {src}: {e}"))

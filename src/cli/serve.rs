@@ -29,6 +29,14 @@ pub(crate) static SPEC: Spec = Spec {
     name: "serve",
     about: "Run the mote broker.",
     opts: &[
+        Opt {
+            long: "config",
+            short: Some('c'),
+            value: Some("FILE"),
+            env: Some("MOTE_CONFIG"),
+            default: None,
+            help: "TOML file whose keys are these options' long names (flags and MOTE_* override it)",
+        },
         opt(
             "tcp",
             "ADDR",
@@ -145,19 +153,24 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
 }
 
 pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
-    let p = match args::parse(&SPEC, argv)? {
+    let mut p = match args::parse(&SPEC, argv)? {
         Outcome::Run(p) => p,
         Outcome::Help(h) => {
             print!("{h}");
             return Ok(());
         }
     };
+    if let Some(path) = p.get("config") {
+        p.load_config(&path, &[])?;
+    }
     let cfg = config(&p)?;
     super::init_logging("info");
+    raise_fd_limit();
     let listener = TcpListener::bind(cfg.tcp)
         .map_err(|e| CliError(format!("cannot listen on {} (--tcp): {e}", cfg.tcp)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     log::info!("{} listening on {addr} (tcp)", mote::session::BROKER_NAME);
+    notify_systemd("READY=1");
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
             .map_err(|e| CliError(format!("cannot install signal handlers: {e}")))?;
@@ -168,6 +181,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
     };
     let stats = mote::server::serve(listener, cfg.limits, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;
+    notify_systemd("STOPPING=1");
     log::info!(
         "stopped: {} messages published, {} delivered, {} skipped by slow subscribers",
         stats.published,
@@ -175,6 +189,41 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         stats.lag_missed
     );
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about our state, when started by it.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(state.as_bytes(), &path)?;
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd ({state}): {e}");
+    }
+}
+
+/// Each connection is a file descriptor: lift the soft limit to the hard one so
+/// `--max-connections` is not cut short by a default of 1024.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            log::debug!("cannot raise the open file limit: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +238,41 @@ mod tests {
         let cfg = config(&p).unwrap();
         assert_eq!(cfg.limits, Limits::default());
         assert_eq!(cfg.tcp, "127.0.0.1:7270".parse().unwrap());
+    }
+
+    #[test]
+    fn config_file_sits_below_flags() {
+        let dir = std::env::temp_dir().join(format!("mote-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mote.toml");
+        std::fs::write(
+            &file,
+            "tcp = \"127.0.0.1:9999\"\nmax-payload = \"64K\"\nring-messages = 50\n",
+        )
+        .unwrap();
+        let argv = ["--ring-messages", "70"].map(OsString::from);
+        let Outcome::Run(mut p) = args::parse(&SPEC, argv).unwrap() else {
+            panic!("help")
+        };
+        p.load_config(file.to_str().unwrap(), &[]).unwrap();
+        let cfg = config(&p).unwrap();
+        assert_eq!(cfg.tcp, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(cfg.limits.max_payload, 64 * 1024);
+        assert_eq!(cfg.limits.ring_messages, 70, "the flag wins over the file");
+        std::fs::write(&file, "ring-mesages = 5\n").unwrap();
+        let Outcome::Run(mut p) = args::parse(&SPEC, Vec::<OsString>::new()).unwrap() else {
+            panic!("help")
+        };
+        let e = p.load_config(file.to_str().unwrap(), &[]).unwrap_err();
+        assert!(e.0.contains("unknown key \"ring-mesages\""), "{e}");
+        std::fs::write(&file, "keepalive = \"soon\"\n").unwrap();
+        let Outcome::Run(mut p) = args::parse(&SPEC, Vec::<OsString>::new()).unwrap() else {
+            panic!("help")
+        };
+        p.load_config(file.to_str().unwrap(), &[]).unwrap();
+        let e = config(&p).err().unwrap();
+        assert!(e.0.contains("for keepalive in the config file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

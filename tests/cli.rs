@@ -1,0 +1,375 @@
+//! The `mote` binary as a user runs it: `serve`, `pub`, `sub`, `ping`, their help and
+//! their errors. The README's examples are here.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const MOTE: &str = env!("CARGO_BIN_EXE_mote");
+
+/// `mote serve` as a child process on a free port, its log lines on a channel.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        let mut child = Command::new(MOTE)
+            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Served {
+            child,
+            addr: ([0, 0, 0, 0], 0).into(),
+            log,
+        };
+        let line = s.wait_log("listening on");
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        s.addr = addr.parse().unwrap();
+        s
+    }
+
+    /// Waits (at most 5 s) for a log line containing `needle`.
+    fn wait_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mote(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(MOTE)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn readme_publish_and_subscribe() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    // mote sub -t 'home/+/temp' -v: it only sees what is published after it subscribed,
+    // so publish until it has printed two messages and exited (-C 2).
+    let mut sub = Command::new(MOTE)
+        .args([
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "home/+/temp",
+            "-v",
+            "-C",
+            "2",
+            "-W",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut offsets = Vec::new();
+    while sub.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber never got two messages"
+        );
+        let o = mote(
+            &[
+                "pub",
+                "-p",
+                &p,
+                "-t",
+                "home/kitchen/temp",
+                "-m",
+                "21.5",
+                "--confirm",
+            ],
+            b"",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        offsets.push(stdout(&o).trim().parse::<u64>().unwrap());
+        let o = mote(
+            &["pub", "-p", &p, "-t", "home/kitchen/temp", "-m", "21.5"],
+            b"",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "", "fire and forget prints nothing");
+    }
+    assert_eq!(
+        offsets,
+        (0..offsets.len() as u64).map(|i| 2 * i).collect::<Vec<_>>()
+    );
+    let out = sub.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "home/kitchen/temp 21.5\nhome/kitchen/temp 21.5\n"
+    );
+}
+
+#[test]
+fn readme_lines_and_replay() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let lines: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let o = mote(&["pub", "-p", &p, "-t", "lines", "-l"], lines.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "lines", "--from", "earliest", "-C", "1000",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), lines);
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "lines", "--from", "last:2", "-C", "2", "--json",
+        ],
+        b"",
+    );
+    let json: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[0]["payload"], "999");
+    assert_eq!(json[1]["offset"], 999);
+    assert_eq!(json[1]["topic"], "lines");
+    assert!(json[1]["time"].as_u64().unwrap() > 1_600_000_000_000);
+    // --confirm with -l prints every offset, in order.
+    let o = mote(
+        &["pub", "-p", &p, "-t", "lines", "-l", "--confirm"],
+        b"a\nb\nc\n",
+    );
+    assert_eq!(stdout(&o), "1000\n1001\n1002\n");
+}
+
+#[test]
+fn binary_payloads_and_files() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let dir = std::env::temp_dir().join(format!("mote-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("blob");
+    std::fs::write(&file, [0u8, 159, 146, 150]).unwrap();
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "-t",
+            "bin",
+            "-f",
+            file.to_str().unwrap(),
+            "--confirm",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    let o = mote(
+        &["pub", "-p", &p, "-t", "bin", "-s", "-k", "id-7"],
+        b"all\nof it",
+    );
+    assert!(o.status.success());
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "bin", "--from", "earliest", "-C", "2", "--json",
+        ],
+        b"",
+    );
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["encoding"], "base64");
+    assert_eq!(lines[0]["payload"], "AJ+Slg==");
+    assert_eq!(lines[1]["payload"], "all\nof it");
+    assert_eq!(lines[1]["key"], "id-7");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn client_errors_are_one_line_and_exit_non_zero() {
+    let s = Served::start(&["--max-payload", "16"]);
+    let p = s.port();
+    let o = mote(&["pub", "-p", &p, "-t", "a/+", "-m", "x"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("a publish topic cannot contain '+'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(
+        &["pub", "-p", &p, "-t", "a", "-m", "seventeen bytes!!"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "mote pub: payload is 17 bytes, the broker's limit is 16"
+    );
+    let o = mote(&["pub", "-p", &p, "-t", "a"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("one of -m, -f, -l, -s or -n"));
+    drop(s);
+    let o = mote(&["pub", "-p", &p, "-t", "a", "-m", "x"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("mote pub: cannot connect to 127.0.0.1:"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(&["ping", "-p", &p, "-q"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "");
+    let o = mote(&["sub", "-t", "x", "--from", "soon"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid value \"soon\" for --from"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn serve_help_shows_defaults_and_bad_values_exit_non_zero() {
+    let o = mote(&["serve", "--help"], b"");
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for needle in [
+        "--tcp ADDR",
+        "[default: 127.0.0.1:7270, env: MOTE_TCP]",
+        "--max-payload SIZE",
+        "[default: 1M, env: MOTE_MAX_PAYLOAD]",
+        "--keepalive DURATION",
+    ] {
+        assert!(help.contains(needle), "missing {needle:?} in\n{help}");
+    }
+    let o = mote(&["serve", "--tcp", "nowhere"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid value \"nowhere\" for --tcp"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(MOTE)
+        .args(["serve"])
+        .env("MOTE_MEMORY", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid value \"lots\" for MOTE_MEMORY (--memory)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(&["serve", "--bogus"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown option --bogus"));
+    // `-h` is the host for pub/sub/ping, as with mosquitto; `--help` is help.
+    let o = mote(&["pub", "--help"], b"");
+    assert!(stdout(&o).contains("-h, --host HOST"), "{}", stdout(&o));
+    let o = mote(&["--version"], b"");
+    assert_eq!(
+        stdout(&o).trim(),
+        concat!("mote ", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn config_file_and_environment() {
+    let dir = std::env::temp_dir().join(format!("mote-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mote.toml");
+    std::fs::write(&file, "# a comment\nmax-payload = \"8\"\n").unwrap();
+    let s = Served::start(&["--config", file.to_str().unwrap()]);
+    let o = mote(&["pub", "-p", &s.port(), "-t", "a", "-m", "123456789"], b"");
+    assert!(stderr(&o).contains("limit is 8"), "{}", stderr(&o));
+    std::fs::write(&file, "max-payloads = 8\n").unwrap();
+    let o = mote(&["serve", "--config", file.to_str().unwrap()], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown key \"max-payloads\""),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ping_answers_and_sigterm_shuts_down_gracefully() {
+    let mut s = Served::start(&[]);
+    let o = mote(&["ping", "-p", &s.port()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(": ok ("), "{}", stdout(&o));
+    let pid = rustix::process::Pid::from_raw(s.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    s.wait_log("shutting down");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the broker did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
