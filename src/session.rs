@@ -273,6 +273,7 @@ pub fn ping(nonce: u64) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
     use crate::limits::Limits;

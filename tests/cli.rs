@@ -89,8 +89,7 @@ fn mote(args: &[&str], stdin: &[u8]) -> Output {
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).unwrap();
     drop(input);
-    let out = child.wait_with_output().unwrap();
-    out
+    child.wait_with_output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {

@@ -65,6 +65,16 @@ impl fmt::Display for TopicError {
 
 impl core::error::Error for TopicError {}
 
+/// `name` for an error message: at most 64 characters, so a refusal never echoes a
+/// megabyte back at its sender.
+pub fn shown(name: &str) -> alloc::string::String {
+    const MAX: usize = 64;
+    match name.char_indices().nth(MAX) {
+        None => alloc::format!("{name:?}"),
+        Some((cut, _)) => alloc::format!("{:?}...", &name[..cut]),
+    }
+}
+
 /// Splits `name` into levels, checking what topics and filters have in common.
 fn levels(name: &str) -> Result<heapless::Vec<&str, MAX_DEPTH>, TopicError> {
     if name.is_empty() {
@@ -185,6 +195,7 @@ impl fmt::Display for Filter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -221,6 +232,13 @@ mod tests {
             TopicError::TooLong { len: 300 }.to_string(),
             "topic is 300 bytes, the limit is 256"
         );
+    }
+
+    #[test]
+    fn shown_names_are_short() {
+        assert_eq!(shown("a/b"), "\"a/b\"");
+        let long = "x".repeat(10_000);
+        assert_eq!(shown(&long), format!("{:?}...", "x".repeat(64)));
     }
 
     #[test]

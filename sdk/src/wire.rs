@@ -61,7 +61,7 @@ pub mod tag {
     pub const MESSAGE: u8 = 0x0b;
     /// [`Lag`](super::Lag), broker → client, messages a subscriber missed.
     pub const LAG: u8 = 0x0c;
-    /// First tag reserved for the token handshake and encrypted records.
+    /// Tags reserved for the token handshake and encrypted records.
     pub const RESERVED_SECURITY: core::ops::RangeInclusive<u8> = 0x10..=0x1f;
     /// Tags reserved for consumer groups (ack, nack, credit).
     pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
@@ -452,7 +452,13 @@ pub fn decode(buf: &[u8], max_frame: usize) -> Result<Decoded<'_>, DecodeError> 
     if len == 0 {
         return Err(DecodeError::Empty);
     }
-    let total = prefix + len;
+    // `max_frame` may be `usize::MAX`: on 32-bit targets the sum could overflow.
+    let Some(total) = prefix.checked_add(len) else {
+        return Err(DecodeError::TooLarge {
+            len: len as u64,
+            max: max_frame,
+        });
+    };
     let Some(body) = buf.get(prefix..total) else {
         return Ok(Decoded::Incomplete { total: Some(total) });
     };
@@ -591,6 +597,7 @@ impl Hello<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
     use alloc::vec;

@@ -324,7 +324,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !(0.0..=1e9).contains(&secs) {
         return Err("duration is out of range".into());
     }
     Ok(Duration::from_secs_f64(secs))
@@ -338,6 +338,7 @@ pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
 
@@ -408,10 +409,7 @@ mod tests {
         assert_eq!(p.get("topic").as_deref(), Some("b"));
         assert!(p.on("verbose"));
         assert_eq!(p.get("port").as_deref(), Some("7270"));
-        assert_eq!(
-            p.parse_with("port", |s| parse_count(s)).unwrap(),
-            Some(7270)
-        );
+        assert_eq!(p.parse_with("port", parse_count).unwrap(), Some(7270));
     }
 
     #[test]
@@ -428,7 +426,7 @@ mod tests {
                 .contains("--topic needs a value")
         );
         let p = run(&["-p", "x"]).unwrap();
-        let e = p.parse_with("port", |s| parse_count(s)).err().unwrap();
+        let e = p.parse_with("port", parse_count).err().unwrap();
         assert_eq!(
             e.0,
             "invalid value \"x\" for --port: expected a whole number"

@@ -533,6 +533,7 @@ pub(crate) fn ping(argv: Vec<OsString>) -> Result<(), Exit> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
 

@@ -136,7 +136,10 @@ impl Engine {
             Some(&t) => t,
             None => {
                 let topic = Topic::new(name).map_err(|e| {
-                    Refusal::new(ErrorCode::BAD_TOPIC, format!("bad topic {name:?}: {e}"))
+                    Refusal::new(
+                        ErrorCode::BAD_TOPIC,
+                        format!("bad topic {}: {e}", mote_sdk::topic::shown(name)),
+                    )
                 })?;
                 self.create_topic(topic)?
             }
@@ -155,7 +158,8 @@ impl Engine {
             return Err(Refusal::new(
                 ErrorCode::TOPIC_LIMIT,
                 format!(
-                    "cannot create topic {name:?}: the broker holds {} topics, the limit is {} (--max-topics)",
+                    "cannot create topic {}: the broker holds {} topics, the limit is {} (--max-topics)",
+                    mote_sdk::topic::shown(name),
                     self.topics.len(),
                     self.limits.max_topics
                 ),

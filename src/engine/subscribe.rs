@@ -1,5 +1,7 @@
 //! Subscriptions, their cursors, and delivery from the rings.
 
+use std::collections::HashMap;
+
 use mote_sdk::wire::Resume;
 use mote_sdk::{ErrorCode, Filter, From};
 
@@ -108,8 +110,21 @@ impl Engine {
                 ),
             ));
         }
+        if resume.len() > self.limits.max_topics {
+            return Err(Refusal::new(
+                ErrorCode::BAD_FILTER,
+                format!(
+                    "the resume list has {} entries, more than the {} topics the broker may hold (--max-topics)",
+                    resume.len(),
+                    self.limits.max_topics
+                ),
+            ));
+        }
         let filter = Filter::new(filter).map_err(|e| {
-            Refusal::new(ErrorCode::BAD_FILTER, format!("bad filter {filter:?}: {e}"))
+            Refusal::new(
+                ErrorCode::BAD_FILTER,
+                format!("bad filter {}: {e}", mote_sdk::topic::shown(filter)),
+            )
         })?;
         let matched: Vec<TopicId> = if filter.is_exact() {
             self.by_name
@@ -130,11 +145,24 @@ impl Engine {
             cursors: Vec::with_capacity(matched.len()),
         }) as u32);
         self.conns[conn.index()].subs.push(key);
+        // A lookup per matched topic: hashed when the list is long.
+        let resumed: HashMap<&str, u64> = if resume.len() > 8 {
+            resume.iter().map(|r| (r.topic, r.next)).collect()
+        } else {
+            HashMap::new()
+        };
+        let resume_at = |name: &str| {
+            if resumed.is_empty() {
+                resume.iter().find(|r| r.topic == name).map(|r| r.next)
+            } else {
+                resumed.get(name).copied()
+            }
+        };
         for tid in matched {
             let t = &self.topics[tid.0 as usize];
             let ring = &t.ring;
-            let (start, lag) = match resume.iter().find(|r| *r.topic == *t.name) {
-                Some(r) => (r.next.min(ring.next()), 0),
+            let (start, lag) = match resume_at(&t.name) {
+                Some(next) => (next.min(ring.next()), 0),
                 None => match from {
                     From::Latest => (ring.next(), 0),
                     From::Earliest => (ring.first(), 0),
