@@ -101,7 +101,7 @@ fn one_allocation_per_message_on_the_broker_thread() {
         &Frame::Subscribe(Subscribe {
             sub: 1,
             filter: "a",
-            from: wire::From::Latest,
+            from: wire::Start::Latest,
             resume: Vec::new(),
         })
         .to_vec(),

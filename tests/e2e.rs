@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{Broker, Got, Proxy, Raw, eventually};
 use mote::limits::Limits;
 use mote_sdk::blocking::{Client, Subscription};
-use mote_sdk::{ErrorCode, Event, From, Message};
+use mote_sdk::{ErrorCode, Event, Message, Start};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -36,7 +36,7 @@ fn texts(sub: &mut Subscription, n: usize) -> Vec<(String, u64, String)> {
 fn publish_and_subscribe() {
     let b = Broker::default();
     let c = Client::connect(b.options()).unwrap();
-    let mut sub = c.subscribe("home/kitchen/temp", From::Latest).unwrap();
+    let mut sub = c.subscribe("home/kitchen/temp", Start::Latest).unwrap();
     c.publish("home/kitchen/temp", "21.5").unwrap();
     assert_eq!(c.publish_confirmed("home/kitchen/temp", "21.6").unwrap(), 1);
     assert_eq!(
@@ -55,8 +55,8 @@ fn wildcards_match_existing_and_new_topics() {
     let b = Broker::default();
     let c = Client::connect(b.options()).unwrap();
     c.publish_confirmed("home/kitchen/temp", "old").unwrap();
-    let mut plus = c.subscribe("home/+/temp", From::Latest).unwrap();
-    let mut hash = c.subscribe("home/#", From::Latest).unwrap();
+    let mut plus = c.subscribe("home/+/temp", Start::Latest).unwrap();
+    let mut hash = c.subscribe("home/#", Start::Latest).unwrap();
     c.publish("home/kitchen/temp", "1").unwrap();
     c.publish("home/hall/temp", "2").unwrap(); // a new topic
     c.publish("home/hall/hum", "3").unwrap();
@@ -95,9 +95,9 @@ fn replay_from_earliest_offset_and_last() {
             .map(|t| t.1)
             .collect::<Vec<_>>()
     };
-    assert_eq!(offsets(From::Earliest, 10), (0..10).collect::<Vec<_>>());
-    assert_eq!(offsets(From::Offset(7), 3), vec![7, 8, 9]);
-    assert_eq!(offsets(From::Last(2), 2), vec![8, 9]);
+    assert_eq!(offsets(Start::Earliest, 10), (0..10).collect::<Vec<_>>());
+    assert_eq!(offsets(Start::Offset(7), 3), vec![7, 8, 9]);
+    assert_eq!(offsets(Start::Last(2), 2), vec![8, 9]);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn stalled_subscriber_lags_while_the_publisher_keeps_its_rate() {
     let b = Broker::start(limits);
     // A subscriber that stops reading: a raw socket we do not read from.
     let mut stalled = Raw::connect(b.addr);
-    stalled.subscribe(1, "fast", From::Latest);
+    stalled.subscribe(1, "fast", Start::Latest);
     let c = Client::connect(b.options()).unwrap();
     // Confirmed publishes keep being answered although the subscriber reads nothing.
     let t0 = Instant::now();
@@ -170,7 +170,7 @@ fn reconnect_resumes_without_gap_or_duplicate() {
     let mut opts = mote_sdk::Options::new(proxy.addr.to_string());
     opts.reconnect_min = Duration::from_millis(20);
     let sub_client = Client::connect(opts).unwrap();
-    let mut sub = sub_client.subscribe("res/#", From::Latest).unwrap();
+    let mut sub = sub_client.subscribe("res/#", Start::Latest).unwrap();
     let publisher = Client::connect(b.options()).unwrap();
     for i in 0..5 {
         publisher.publish("res/a", format!("a{i}")).unwrap();
@@ -278,7 +278,7 @@ fn oversize_frame_is_refused_before_it_arrives() {
 fn garbage_closes_one_connection_and_the_broker_serves_others() {
     let b = Broker::default();
     let c = Client::connect(b.options()).unwrap();
-    let mut sub = c.subscribe("ok", From::Latest).unwrap();
+    let mut sub = c.subscribe("ok", Start::Latest).unwrap();
     for garbage in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],
         &[0x03, 0x7f, 0, 0],
@@ -344,8 +344,8 @@ fn refusals_keep_the_connection_open() {
     assert_eq!(c.publish_confirmed("one", "x").unwrap(), 0);
     let e = c.publish_confirmed("two", "x").unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::TOPIC_LIMIT), "{e}");
-    let _s = c.subscribe("one", From::Latest).unwrap();
-    let e = c.subscribe("two", From::Latest).unwrap_err();
+    let _s = c.subscribe("one", Start::Latest).unwrap();
+    let e = c.subscribe("two", Start::Latest).unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::SUBSCRIPTION_LIMIT), "{e}");
     // Fire-and-forget refusals surface at the next flush.
     c.publish("three", "x").unwrap();

@@ -2,9 +2,9 @@
 //!
 //! ```no_run
 //! use mote_sdk::blocking::Client;
-//! use mote_sdk::{Event, From, Options};
+//! use mote_sdk::{Event, Options, Start};
 //! let client = Client::connect(Options::new("127.0.0.1:7270"))?;
-//! let sub = client.subscribe("sensors/#", From::Earliest)?;
+//! let sub = client.subscribe("sensors/#", Start::Earliest)?;
 //! client.publish("sensors/a", "1")?;
 //! for event in sub {
 //!     if let Event::Message(m) = event {
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use crate::{Error, Event, From, Options};
+use crate::{Error, Event, Options, Start};
 
 /// A blocking handle on a [`crate::Client`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -77,7 +77,7 @@ impl Client {
     }
 
     /// See [`crate::Client::subscribe`].
-    pub fn subscribe(&self, filter: &str, from: From) -> Result<Subscription, Error> {
+    pub fn subscribe(&self, filter: &str, from: Start) -> Result<Subscription, Error> {
         wait(self.inner.subscribe(filter, from)).map(|inner| Subscription { inner })
     }
 

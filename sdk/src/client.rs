@@ -7,9 +7,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {
-//! use mote_sdk::{Client, Options, From};
+//! use mote_sdk::{Client, Options, Start};
 //! let client = Client::connect(Options::new("127.0.0.1:7270")).await?;
-//! let mut sub = client.subscribe("home/+/temp", From::Latest).await?;
+//! let mut sub = client.subscribe("home/+/temp", Start::Latest).await?;
 //! client.publish("home/kitchen/temp", "21.5").await?;
 //! let offset = client.publish_confirmed("home/kitchen/temp", "21.6").await?;
 //! while let Some(event) = sub.next().await {
@@ -28,7 +28,7 @@ use event_listener::Event as Notify;
 
 use crate::error::Error;
 use crate::wire::{self, Frame, Ping, Publish, Subscribe, Unsubscribe};
-use crate::{Filter, From, Topic};
+use crate::{Filter, Start, Topic};
 
 /// How to reach the broker and how the client behaves.
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ pub(crate) struct Pending {
 
 pub(crate) struct SubShared {
     pub(crate) filter: String,
-    pub(crate) from: From,
+    pub(crate) from: Start,
     pub(crate) tx: async_channel::Sender<Event>,
     /// Resolved when the broker confirms or refuses the subscription.
     pub(crate) ack: Option<async_channel::Sender<Result<(), Error>>>,
@@ -418,7 +418,7 @@ impl Client {
 
     /// Subscribes to `filter` starting at `from`; returns once the broker confirmed.
     /// While disconnected it waits for the connection to come back.
-    pub async fn subscribe(&self, filter: &str, from: From) -> Result<Subscription, Error> {
+    pub async fn subscribe(&self, filter: &str, from: Start) -> Result<Subscription, Error> {
         Filter::new(filter).map_err(|source| Error::Topic {
             name: filter.to_string(),
             source,

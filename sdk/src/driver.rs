@@ -11,7 +11,7 @@ use async_io::Timer;
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
-use crate::From;
+use crate::Start;
 use crate::client::{BrokerInfo, Event, Message, Shared, State};
 use crate::error::Error;
 use crate::wire::{self, Decoded, Frame, Hello, Ping, Resume, Subscribe};
@@ -26,7 +26,7 @@ struct LocalSub {
     tx: async_channel::Sender<Event>,
     /// Where to start topics never delivered: the original `from`, or `Earliest` once
     /// the broker restarted (everything it holds since is new to us).
-    from: From,
+    from: Start,
     /// `Subscribed.seq` of the first confirmation on this broker.
     seq: Option<u64>,
     /// Next offset per topic delivered so far.
@@ -62,13 +62,13 @@ impl LocalSub {
     }
 
     /// `from` and `resume` for re-subscribing after a reconnect.
-    fn resume_point(&mut self) -> (From, Vec<(Arc<str>, u64)>) {
+    fn resume_point(&mut self) -> (Start, Vec<(Arc<str>, u64)>) {
         self.settle();
         let Some(seq) = self.seq else {
             return (self.from, Vec::new());
         };
         let from = match self.from {
-            From::Latest | From::Last(_) => From::AfterSeq(seq),
+            Start::Latest | Start::Last(_) => Start::AfterSeq(seq),
             other => other,
         };
         let resume = self
@@ -103,7 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
                         s.positions.clear();
                         s.current = None;
                         s.seq = None;
-                        s.from = From::Earliest;
+                        s.from = Start::Earliest;
                     }
                 }
                 broker_id = Some(id);

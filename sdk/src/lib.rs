@@ -27,4 +27,4 @@ pub mod wire;
 pub use client::{Client, Confirmation, Event, Message, Options, Subscription};
 pub use error::Error;
 pub use topic::{Filter, Topic, TopicError};
-pub use wire::{ErrorCode, From};
+pub use wire::{ErrorCode, Start};

@@ -222,7 +222,7 @@ pub struct Published {
 
 /// Where a new subscription starts in each topic its filter matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum From {
+pub enum Start {
     /// Only messages published from now on.
     #[default]
     Latest,
@@ -254,7 +254,7 @@ pub struct Subscribe<'a> {
     /// Topic filter, with `+` and `#` wildcards.
     pub filter: &'a str,
     /// Where to start in each matching topic.
-    pub from: From,
+    pub from: Start,
     /// Per-topic start offsets that override `from` (used when resuming).
     #[serde(borrow)]
     pub resume: Vec<Resume<'a>>,
@@ -266,7 +266,7 @@ pub struct Subscribed {
     /// The subscription id.
     pub sub: u32,
     /// Broker-wide sequence number of the last message stored before this subscription
-    /// started; [`From::AfterSeq`] with it resumes a `Latest` subscription.
+    /// started; [`Start::AfterSeq`] with it resumes a `Latest` subscription.
     pub seq: u64,
 }
 
@@ -657,7 +657,7 @@ mod tests {
             Frame::Subscribe(Subscribe {
                 sub: 1,
                 filter: "a/#",
-                from: From::Last(5),
+                from: Start::Last(5),
                 resume: vec![Resume {
                     topic: "a/b",
                     next: 3,

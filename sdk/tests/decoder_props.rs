@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, From, Hello, Lag, MAX_LENGTH_PREFIX,
-    Message, Ping, Publish, Published, Resume, Subscribe, Subscribed, Unsubscribe, Welcome,
+    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, Hello, Lag, MAX_LENGTH_PREFIX,
+    Message, Ping, Publish, Published, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -32,7 +32,7 @@ enum Owned {
     Error(u16, u32, String),
     Publish(u32, String, Option<Vec<u8>>, Vec<u8>),
     Published(u32, u64),
-    Subscribe(u32, String, From, Vec<(String, u64)>),
+    Subscribe(u32, String, Start, Vec<(String, u64)>),
     Subscribed(u32, u64),
     Unsubscribe(u32),
     Unsubscribed(u32),
@@ -135,13 +135,13 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..300)
 }
 
-fn froms() -> impl Strategy<Value = From> {
+fn froms() -> impl Strategy<Value = Start> {
     prop_oneof![
-        Just(From::Latest),
-        Just(From::Earliest),
-        u64s().prop_map(From::Offset),
-        u64s().prop_map(From::Last),
-        u64s().prop_map(From::AfterSeq),
+        Just(Start::Latest),
+        Just(Start::Earliest),
+        u64s().prop_map(Start::Offset),
+        u64s().prop_map(Start::Last),
+        u64s().prop_map(Start::AfterSeq),
     ]
 }
 

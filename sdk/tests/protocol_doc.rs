@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mote_sdk::Topic;
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, From, Hello, Lag, MAGIC, Message,
-    Ping, Publish, Published, Resume, Subscribe, Subscribed, Unsubscribe, Welcome,
+    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, Hello, Lag, MAGIC, Message, Ping,
+    Publish, Published, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 
 /// The broker's default frame limit: `--max-payload` (1 MiB) plus 64 KiB of overhead.
@@ -110,7 +110,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Subscribe(Subscribe {
                 sub: 1,
                 filter: "home/+/temp",
-                from: From::Latest,
+                from: Start::Latest,
                 resume: vec![],
             }),
         ),
@@ -119,7 +119,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Subscribe(Subscribe {
                 sub: 2,
                 filter: "home/#",
-                from: From::Earliest,
+                from: Start::Earliest,
                 resume: vec![],
             }),
         ),
@@ -128,7 +128,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Subscribe(Subscribe {
                 sub: 3,
                 filter: "a/b",
-                from: From::Offset(300),
+                from: Start::Offset(300),
                 resume: vec![],
             }),
         ),
@@ -137,7 +137,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Subscribe(Subscribe {
                 sub: 4,
                 filter: "sensors/#",
-                from: From::Last(10),
+                from: Start::Last(10),
                 resume: vec![],
             }),
         ),
@@ -146,7 +146,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Subscribe(Subscribe {
                 sub: 1,
                 filter: "home/+/temp",
-                from: From::AfterSeq(1234),
+                from: Start::AfterSeq(1234),
                 resume: vec![
                     Resume {
                         topic: "home/kitchen/temp",
@@ -435,17 +435,17 @@ fn examples_cover_every_tag_every_from_and_a_long_frame() {
     let mut froms = BTreeSet::new();
     for (_, f) in &examples {
         if let Frame::Subscribe(s) = f {
-            // Exhaustive on purpose: a new `From` variant must get an example.
+            // Exhaustive on purpose: a new `Start` variant must get an example.
             froms.insert(match s.from {
-                From::Latest => 0,
-                From::Earliest => 1,
-                From::Offset(_) => 2,
-                From::Last(_) => 3,
-                From::AfterSeq(_) => 4,
+                Start::Latest => 0,
+                Start::Earliest => 1,
+                Start::Offset(_) => 2,
+                Start::Last(_) => 3,
+                Start::AfterSeq(_) => 4,
             });
         }
     }
-    assert_eq!(froms, (0..5).collect(), "From variants without an example");
+    assert_eq!(froms, (0..5).collect(), "Start variants without an example");
 
     assert!(
         examples.iter().any(|(_, f)| f.to_vec()[0] & 0x80 != 0),
@@ -627,13 +627,13 @@ fn opt_seq(parts: &mut Vec<Part>, name: &str, b: Option<&[u8]>) {
     }
 }
 
-fn from(parts: &mut Vec<Part>, f: From) {
+fn from(parts: &mut Vec<Part>, f: Start) {
     let (index, value) = match f {
-        From::Latest => (0u32, None),
-        From::Earliest => (1, None),
-        From::Offset(n) => (2, Some(n)),
-        From::Last(n) => (3, Some(n)),
-        From::AfterSeq(n) => (4, Some(n)),
+        Start::Latest => (0u32, None),
+        Start::Earliest => (1, None),
+        Start::Offset(n) => (2, Some(n)),
+        Start::Last(n) => (3, Some(n)),
+        Start::AfterSeq(n) => (4, Some(n)),
     };
     let variant = format!("{f:?}");
     let variant = variant.split('(').next().unwrap_or_default();

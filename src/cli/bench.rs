@@ -231,7 +231,7 @@ impl Raw {
         let f = Frame::Subscribe(Subscribe {
             sub: 1,
             filter,
-            from: wire::From::Latest,
+            from: wire::Start::Latest,
             resume: Vec::new(),
         });
         self.s.write_all(&f.to_vec())?;

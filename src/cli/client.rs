@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures_lite::FutureExt;
-use mote_sdk::From as Start;
+use mote_sdk::Start;
 use mote_sdk::{Client, Event, Options};
 
 use super::args::{self, CliError, Opt, Outcome, Parsed, Spec};

@@ -14,7 +14,7 @@ pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + 16;
 /// key, the rest the payload.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Broker-wide sequence number (see [`mote_sdk::From::AfterSeq`]).
+    /// Broker-wide sequence number (see [`mote_sdk::Start::AfterSeq`]).
     pub(crate) seq: u64,
     /// Milliseconds since the Unix epoch when the broker stored it.
     pub(crate) time_ms: u64,

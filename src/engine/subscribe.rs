@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use mote_sdk::wire::Resume;
-use mote_sdk::{ErrorCode, Filter, From};
+use mote_sdk::{ErrorCode, Filter, Start};
 
 use super::{ConnId, CursorId, Engine, Refusal, SubId, TopicId};
 
@@ -63,13 +63,13 @@ pub enum Delivery<'a> {
 
 impl Engine {
     /// Subscribes `conn` to `filter` under its id `sub`. Returns the broker sequence number
-    /// at this moment (for resuming with [`From::AfterSeq`]).
+    /// at this moment (for resuming with [`Start::AfterSeq`]).
     pub fn handle_subscribe(
         &mut self,
         conn: ConnId,
         sub: u32,
         filter: &str,
-        from: From,
+        from: Start,
         resume: &[Resume<'_>],
     ) -> Result<u64, Refusal> {
         let r = self.try_subscribe(conn, sub, filter, from, resume);
@@ -85,7 +85,7 @@ impl Engine {
         conn: ConnId,
         sub: u32,
         filter: &str,
-        from: From,
+        from: Start,
         resume: &[Resume<'_>],
     ) -> Result<u64, Refusal> {
         let Some(c) = self.conns.get(conn.index()) else {
@@ -164,12 +164,12 @@ impl Engine {
             let (start, lag) = match resume_at(&t.name) {
                 Some(next) => (next.min(ring.next()), 0),
                 None => match from {
-                    From::Latest => (ring.next(), 0),
-                    From::Earliest => (ring.first(), 0),
-                    From::Offset(n) => (n.min(ring.next()), 0),
-                    From::Last(n) => (ring.next().saturating_sub(n).max(ring.first()), 0),
-                    From::AfterSeq(s) if t.created_seq >= s => (0, 0),
-                    From::AfterSeq(s) => ring.after_seq(s),
+                    Start::Latest => (ring.next(), 0),
+                    Start::Earliest => (ring.first(), 0),
+                    Start::Offset(n) => (n.min(ring.next()), 0),
+                    Start::Last(n) => (ring.next().saturating_sub(n).max(ring.first()), 0),
+                    Start::AfterSeq(s) if t.created_seq >= s => (0, 0),
+                    Start::AfterSeq(s) => ring.after_seq(s),
                 },
             };
             self.attach(key, tid, start, lag);

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use mote_sdk::wire::{MAX_KEY_LEN, Resume};
-use mote_sdk::{ErrorCode, Filter, From};
+use mote_sdk::{ErrorCode, Filter, Start};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -122,7 +122,7 @@ fn payload_of(topic: &str, offset: u64) -> Vec<u8> {
     format!("{topic}:{offset}").into_bytes()
 }
 
-fn subscribe(e: &mut Engine, c: ConnId, sub: u32, filter: &str, from: From) -> u64 {
+fn subscribe(e: &mut Engine, c: ConnId, sub: u32, filter: &str, from: Start) -> u64 {
     e.handle_subscribe(c, sub, filter, from, &[])
         .unwrap_or_else(|r| panic!("subscribe {filter:?} refused: {r:?}"))
 }
@@ -232,7 +232,7 @@ fn publish_reaches_subscriber_in_offset_order() {
     let sub = open(&mut e, "sub");
     let publ = open(&mut e, "pub");
     // The topic does not exist yet: the exact filter matches nothing until it does.
-    subscribe(&mut e, sub, 9, "a/b", From::Latest);
+    subscribe(&mut e, sub, 9, "a/b", Start::Latest);
     assert_eq!(topic_count(&e), 0);
     assert!(drain(&mut e, sub).is_empty());
 
@@ -283,7 +283,7 @@ fn latest_does_not_replay() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 3);
-    subscribe(&mut e, c, 1, "t", From::Latest);
+    subscribe(&mut e, c, 1, "t", Start::Latest);
     assert!(drain(&mut e, c).is_empty());
     assert_eq!(conn_info(&e, c).pending, 0);
     publish_n(&mut e, c, "t", 1);
@@ -297,19 +297,19 @@ fn earliest_offset_and_last_replay_their_ranges() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 10);
-    let cases: &[(From, std::ops::Range<u64>)] = &[
-        (From::Earliest, 0..10),
-        (From::Offset(0), 0..10),
-        (From::Offset(4), 4..10),
-        (From::Offset(9), 9..10),
-        (From::Offset(10), 10..10),
-        (From::Last(3), 7..10),
-        (From::Last(1), 9..10),
-        (From::Last(0), 10..10),
-        (From::Last(10), 0..10),
-        (From::Last(50), 0..10),
-        (From::Last(u64::MAX), 0..10),
-        (From::Latest, 10..10),
+    let cases: &[(Start, std::ops::Range<u64>)] = &[
+        (Start::Earliest, 0..10),
+        (Start::Offset(0), 0..10),
+        (Start::Offset(4), 4..10),
+        (Start::Offset(9), 9..10),
+        (Start::Offset(10), 10..10),
+        (Start::Last(3), 7..10),
+        (Start::Last(1), 9..10),
+        (Start::Last(0), 10..10),
+        (Start::Last(10), 0..10),
+        (Start::Last(50), 0..10),
+        (Start::Last(u64::MAX), 0..10),
+        (Start::Latest, 10..10),
     ];
     for (i, (from, want)) in cases.iter().enumerate() {
         let sub = open(&mut e, "s");
@@ -336,7 +336,7 @@ fn offset_beyond_the_end_starts_at_the_end() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 10);
-    subscribe(&mut e, c, 1, "t", From::Offset(1_000));
+    subscribe(&mut e, c, 1, "t", Start::Offset(1_000));
     assert!(drain(&mut e, c).is_empty());
     assert!(wakeups(&mut e).is_empty());
     publish_n(&mut e, c, "t", 2);
@@ -355,21 +355,21 @@ fn offset_below_the_ring_reports_the_exact_lag_first() {
     publish_n(&mut e, c, "t", 10); // the ring keeps offsets 6..10
     assert_eq!(topic_info(&e, "t").first, 6);
 
-    subscribe(&mut e, c, 1, "t", From::Offset(2));
+    subscribe(&mut e, c, 1, "t", Start::Offset(2));
     let got = drain(&mut e, c);
     assert_eq!(got[0], lag(1, "t", 4, 6));
     assert_eq!(offsets(&got[1..]), [("t", 6), ("t", 7), ("t", 8), ("t", 9)]);
     assert_eq!(got.len(), 5);
     assert_payloads(&got);
 
-    subscribe(&mut e, c, 2, "t", From::Offset(0));
+    subscribe(&mut e, c, 2, "t", Start::Offset(0));
     let got = drain(&mut e, c);
     assert_eq!(got[0], lag(2, "t", 6, 6));
     assert_eq!(offsets_of(&got, "t"), [6, 7, 8, 9]);
 
     // Earliest and Last never report lag: they ask for what the ring holds.
-    subscribe(&mut e, c, 3, "t", From::Earliest);
-    subscribe(&mut e, c, 4, "t", From::Last(100));
+    subscribe(&mut e, c, 3, "t", Start::Earliest);
+    subscribe(&mut e, c, 4, "t", Start::Last(100));
     let got = drain(&mut e, c);
     assert!(got.iter().all(|g| matches!(g, Got::Msg { .. })), "{got:?}");
     assert_eq!(got.len(), 8);
@@ -394,9 +394,9 @@ fn wildcards_match_existing_topics_and_topics_created_later() {
     publish_n(&mut e, p, "home/hall/hum", 1);
     publish_n(&mut e, p, "office/desk/temp", 1);
 
-    subscribe(&mut e, c, 1, "home/+/temp", From::Earliest);
-    subscribe(&mut e, c, 2, "home/#", From::Latest);
-    subscribe(&mut e, c, 3, "+/+/temp", From::Last(1));
+    subscribe(&mut e, c, 1, "home/+/temp", Start::Earliest);
+    subscribe(&mut e, c, 2, "home/#", Start::Latest);
+    subscribe(&mut e, c, 3, "+/+/temp", Start::Last(1));
     let got = drain(&mut e, c);
     let by_sub = |sub: u32, got: &[Got]| -> Vec<(String, u64)> {
         let mut v: Vec<_> = got
@@ -473,8 +473,8 @@ fn wildcards_match_existing_topics_and_topics_created_later() {
 fn a_filter_matching_nothing_yet_attaches_when_the_topic_appears() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
-    subscribe(&mut e, c, 1, "sensors/+", From::Latest);
-    subscribe(&mut e, c, 2, "sensors/x", From::Offset(5));
+    subscribe(&mut e, c, 1, "sensors/+", Start::Latest);
+    subscribe(&mut e, c, 2, "sensors/x", Start::Offset(5));
     assert!(drain(&mut e, c).is_empty());
     assert!(wakeups(&mut e).is_empty());
     assert_eq!(conn_info(&e, c).subscriptions, ["sensors/+", "sensors/x"]);
@@ -495,7 +495,7 @@ fn a_filter_matching_nothing_yet_attaches_when_the_topic_appears() {
 fn dollar_topics_are_reserved_for_the_broker() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
-    subscribe(&mut e, c, 1, "#", From::Earliest);
+    subscribe(&mut e, c, 1, "#", Start::Earliest);
     // A client cannot create a `$` topic...
     for name in ["$SYS/x", "$dead/g/t", "$"] {
         let r = e.handle_publish(c, 0, name, None, b"x").unwrap_err();
@@ -506,8 +506,8 @@ fn dollar_topics_are_reserved_for_the_broker() {
     assert_eq!(topic_count(&e), 0);
     assert!(drain(&mut e, c).is_empty());
     // ...but may subscribe to one, which matches nothing yet.
-    subscribe(&mut e, c, 2, "$SYS/#", From::Earliest);
-    subscribe(&mut e, c, 3, "$dead/+/t", From::Earliest);
+    subscribe(&mut e, c, 2, "$SYS/#", Start::Earliest);
+    subscribe(&mut e, c, 3, "$dead/+/t", Start::Earliest);
     assert_eq!(e.stats().publish_refused, 3);
     assert_eq!(e.stats().errors(ErrorCode::BAD_TOPIC), 3);
     assert_eq!(e.stats().subscribe_refused, 0);
@@ -543,7 +543,7 @@ fn ring_count_limit_evicts_the_oldest() {
     assert_eq!(e.stats().evicted_memory, 0);
     assert_eq!(e.stored_messages(), 3);
     assert_eq!(e.memory_used(), 3 * cost(10));
-    subscribe(&mut e, c, 1, "t", From::Earliest);
+    subscribe(&mut e, c, 1, "t", Start::Earliest);
     assert_eq!(offsets_of(&drain(&mut e, c), "t"), [7, 8, 9]);
 }
 
@@ -576,7 +576,7 @@ fn ring_byte_limit_evicts_the_oldest() {
     assert_eq!(e.stats().evicted_ring, 4);
     assert_eq!(topic_info(&e, "other").stored, 1);
     assert_eq!(e.memory_used(), cost(100) + t.bytes);
-    subscribe(&mut e, c, 1, "t", From::Earliest);
+    subscribe(&mut e, c, 1, "t", Start::Earliest);
     let got = drain(&mut e, c);
     assert_eq!(offsets_of(&got, "t"), [4, 5]);
     assert!(matches!(&got[1], Got::Msg { payload, .. } if *payload == [9; 250]));
@@ -746,7 +746,7 @@ fn a_message_larger_than_a_ring_is_refused_not_stored() {
 
     // Exactly a ring's worth is stored, and readable.
     assert_eq!(e.handle_publish(c, 0, "t", Some(b"key"), &[7; 997]), Ok(1));
-    subscribe(&mut e, c, 1, "t", From::Earliest);
+    subscribe(&mut e, c, 1, "t", Start::Earliest);
     let got = drain(&mut e, c);
     assert_eq!(offsets(&got), [("t", 1)]);
     assert!(matches!(&got[0], Got::Msg { key: Some(k), payload, .. }
@@ -763,7 +763,7 @@ fn slow_subscriber_skips_ahead_and_is_told_exactly_how_much() {
     let mut e = engine(ring_of(8));
     let p = open(&mut e, "pub");
     let slow = open(&mut e, "slow");
-    subscribe(&mut e, slow, 5, "t", From::Latest);
+    subscribe(&mut e, slow, 5, "t", Start::Latest);
     publish_n(&mut e, p, "t", 3);
     let got = drain(&mut e, slow);
     assert_eq!(offsets_of(&got, "t"), [0, 1, 2]);
@@ -806,7 +806,7 @@ fn a_full_sink_gets_exactly_k_and_the_rest_comes_next_time() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 10);
-    subscribe(&mut e, c, 1, "t", From::Earliest);
+    subscribe(&mut e, c, 1, "t", Start::Earliest);
     let mut all = Vec::new();
     for k in [3, 1, 4] {
         let (got, more) = poll_k(&mut e, c, k);
@@ -830,7 +830,7 @@ fn a_lag_notice_takes_a_slot_in_the_sink() {
     let mut e = engine(ring_of(2));
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 5);
-    subscribe(&mut e, c, 1, "t", From::Offset(0));
+    subscribe(&mut e, c, 1, "t", Start::Offset(0));
     let (got, more) = poll_k(&mut e, c, 1);
     assert_eq!(got, [lag(1, "t", 3, 3)]);
     assert!(more);
@@ -849,7 +849,7 @@ fn topics_of_one_connection_are_served_round_robin() {
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "a", 200);
     publish_n(&mut e, c, "b", 200);
-    subscribe(&mut e, c, 1, "#", From::Earliest);
+    subscribe(&mut e, c, 1, "#", Start::Earliest);
 
     let (got, more) = poll_k(&mut e, c, 150);
     assert!(more);
@@ -888,8 +888,8 @@ fn subscriptions_of_one_connection_are_served_round_robin() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 300);
-    subscribe(&mut e, c, 1, "t", From::Earliest);
-    subscribe(&mut e, c, 2, "t", From::Earliest);
+    subscribe(&mut e, c, 1, "t", Start::Earliest);
+    subscribe(&mut e, c, 2, "t", Start::Earliest);
     let (got, _) = poll_k(&mut e, c, 200);
     let n1 = got
         .iter()
@@ -908,9 +908,9 @@ fn a_subscriber_is_woken_once_while_it_has_something_queued() {
     let p = open(&mut e, "pub");
     let s = open(&mut e, "sub");
     let other = open(&mut e, "other");
-    subscribe(&mut e, s, 1, "a", From::Latest);
-    subscribe(&mut e, s, 2, "b/#", From::Latest);
-    subscribe(&mut e, other, 1, "zzz", From::Latest);
+    subscribe(&mut e, s, 1, "a", Start::Latest);
+    subscribe(&mut e, s, 2, "b/#", Start::Latest);
+    subscribe(&mut e, other, 1, "zzz", Start::Latest);
     assert!(wakeups(&mut e).is_empty(), "nothing to send yet");
 
     publish_n(&mut e, p, "a", 5);
@@ -945,10 +945,10 @@ fn a_subscribe_with_something_to_replay_wakes_its_connection() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 2);
-    subscribe(&mut e, c, 1, "t", From::Latest);
+    subscribe(&mut e, c, 1, "t", Start::Latest);
     assert!(wakeups(&mut e).is_empty());
-    subscribe(&mut e, c, 2, "t", From::Last(1));
-    subscribe(&mut e, c, 3, "t", From::Earliest);
+    subscribe(&mut e, c, 2, "t", Start::Last(1));
+    subscribe(&mut e, c, 3, "t", Start::Earliest);
     assert_eq!(wakeups(&mut e), [c]);
 }
 
@@ -982,7 +982,7 @@ fn resume_entries_override_from_per_topic() {
             next: 0,
         }, // not matched: ignored
     ];
-    e.handle_subscribe(c, 1, "r/+", From::Latest, &resume)
+    e.handle_subscribe(c, 1, "r/+", Start::Latest, &resume)
         .unwrap();
     let got = drain(&mut e, c);
     assert_eq!(offsets_of(&got, "r/a"), [7, 8, 9]);
@@ -994,7 +994,7 @@ fn resume_entries_override_from_per_topic() {
     assert!(e.topic_infos().iter().all(|t| t.name != "elsewhere"));
 
     // `from` still applies to the topics without a resume entry.
-    e.handle_subscribe(c, 2, "r/+", From::Earliest, &resume[..1])
+    e.handle_subscribe(c, 2, "r/+", Start::Earliest, &resume[..1])
         .unwrap();
     let got = drain(&mut e, c);
     assert_eq!(offsets_of(&got, "r/a"), [7, 8, 9]);
@@ -1018,7 +1018,7 @@ fn after_seq_resumes_without_gap_or_duplicates() {
 
     // The first session subscribes Latest and sees everything after its subscribe.
     let first = open(&mut e, "first");
-    let seq = subscribe(&mut e, first, 1, "s/#", From::Latest);
+    let seq = subscribe(&mut e, first, 1, "s/#", Start::Latest);
     assert_eq!(seq, 7, "the broker stored 7 messages before");
     publish_n(&mut e, p, "s/a", 2);
     publish_n(&mut e, p, "x", 1);
@@ -1032,7 +1032,7 @@ fn after_seq_resumes_without_gap_or_duplicates() {
 
     // A later session resumes from the sequence number: the same messages, no more.
     let second = open(&mut e, "second");
-    let seq2 = subscribe(&mut e, second, 1, "s/#", From::AfterSeq(seq));
+    let seq2 = subscribe(&mut e, second, 1, "s/#", Start::AfterSeq(seq));
     assert_eq!(seq2, 7 + 2 + 1 + 3 + 2 + 1);
     let got = drain(&mut e, second);
     for t in ["s/a", "s/b", "s/c"] {
@@ -1046,7 +1046,7 @@ fn after_seq_resumes_without_gap_or_duplicates() {
 
     // Resuming from "now" gives nothing old and everything new.
     let third = open(&mut e, "third");
-    subscribe(&mut e, third, 1, "s/#", From::AfterSeq(seq2));
+    subscribe(&mut e, third, 1, "s/#", Start::AfterSeq(seq2));
     assert!(drain(&mut e, third).is_empty());
     publish_n(&mut e, p, "s/d", 1);
     assert_eq!(offsets(&drain(&mut e, third)), [("s/d", 0)]);
@@ -1058,11 +1058,11 @@ fn after_seq_is_exact_while_the_ring_holds_an_older_message() {
     let p = open(&mut e, "pub");
     publish_n(&mut e, p, "t", 4); // seqs 1..=4 at offsets 0..4, the ring keeps 1..4
     let c = open(&mut e, "c");
-    let seq = subscribe(&mut e, c, 1, "t", From::Latest);
+    let seq = subscribe(&mut e, c, 1, "t", Start::Latest);
     publish_n(&mut e, p, "t", 2); // offsets 4, 5; the ring keeps 3..6 (offset 3 is seq 4)
     let got = drain(&mut e, c);
     assert_eq!(offsets(&got), [("t", 4), ("t", 5)]);
-    subscribe(&mut e, c, 2, "t", From::AfterSeq(seq));
+    subscribe(&mut e, c, 2, "t", Start::AfterSeq(seq));
     assert_eq!(
         drain(&mut e, c),
         got.iter().map(|g| with_sub(g, 2)).collect::<Vec<_>>()
@@ -1085,12 +1085,12 @@ fn after_seq_past_a_wrapped_ring_reports_a_lower_bound() {
     let p = open(&mut e, "pub");
     publish_n(&mut e, p, "t", 2); // offsets 0, 1 (seqs 1, 2)
     let c = open(&mut e, "c");
-    let seq = subscribe(&mut e, c, 1, "t", From::Latest);
+    let seq = subscribe(&mut e, c, 1, "t", Start::Latest);
     assert_eq!(seq, 2);
     e.handle_unsubscribe(c, 1).unwrap();
     publish_n(&mut e, p, "t", 10); // offsets 2..12; the ring keeps 9..12
 
-    subscribe(&mut e, c, 2, "t", From::AfterSeq(seq));
+    subscribe(&mut e, c, 2, "t", Start::AfterSeq(seq));
     let got = drain(&mut e, c);
     let truly_missed = 9 - 2;
     assert_eq!(got[0], lag(2, "t", 1, 9), "a lower bound of {truly_missed}");
@@ -1098,7 +1098,7 @@ fn after_seq_past_a_wrapped_ring_reports_a_lower_bound() {
 
     // A topic created after `seq` is exact: its offsets start at 0.
     publish_n(&mut e, p, "u", 5); // the ring keeps 2..5
-    subscribe(&mut e, c, 3, "u", From::AfterSeq(seq));
+    subscribe(&mut e, c, 3, "u", Start::AfterSeq(seq));
     let got = drain(&mut e, c);
     assert_eq!(got[0], lag(3, "u", 2, 2));
     assert_eq!(offsets_of(&got, "u"), [2, 3, 4]);
@@ -1196,7 +1196,7 @@ fn the_topic_limit_refuses_new_topics_only() {
         ..limits()
     });
     let c = open(&mut e, "c");
-    subscribe(&mut e, c, 1, "#", From::Latest);
+    subscribe(&mut e, c, 1, "#", Start::Latest);
     publish(&mut e, c, "a", b"x");
     publish(&mut e, c, "b", b"x");
     let r = e.handle_publish(c, 0, "c", None, b"x").unwrap_err();
@@ -1225,18 +1225,18 @@ fn the_subscription_limit_is_per_connection() {
     });
     let c = open(&mut e, "c");
     let d = open(&mut e, "d");
-    subscribe(&mut e, c, 1, "a", From::Latest);
-    subscribe(&mut e, c, 2, "b", From::Latest);
+    subscribe(&mut e, c, 1, "a", Start::Latest);
+    subscribe(&mut e, c, 2, "b", Start::Latest);
     let r = e
-        .handle_subscribe(c, 3, "c", From::Latest, &[])
+        .handle_subscribe(c, 3, "c", Start::Latest, &[])
         .unwrap_err();
     assert_eq!(r.code, ErrorCode::SUBSCRIPTION_LIMIT);
     assert!(r.message.contains("--max-subscriptions"), "{}", r.message);
     assert!(r.message.contains('2'), "{}", r.message);
     assert_eq!(conn_info(&e, c).subscriptions, ["a", "b"]);
-    subscribe(&mut e, d, 1, "a", From::Latest); // another connection has its own
+    subscribe(&mut e, d, 1, "a", Start::Latest); // another connection has its own
     e.handle_unsubscribe(c, 1).unwrap();
-    subscribe(&mut e, c, 3, "c", From::Latest);
+    subscribe(&mut e, c, 3, "c", Start::Latest);
     let s = e.stats();
     assert_eq!(s.subscribe_refused, 1);
     assert_eq!(s.errors(ErrorCode::SUBSCRIPTION_LIMIT), 1);
@@ -1247,9 +1247,9 @@ fn a_duplicate_subscription_id_is_refused() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     publish_n(&mut e, c, "t", 2);
-    subscribe(&mut e, c, 4, "t", From::Latest);
+    subscribe(&mut e, c, 4, "t", Start::Latest);
     let r = e
-        .handle_subscribe(c, 4, "#", From::Earliest, &[])
+        .handle_subscribe(c, 4, "#", Start::Earliest, &[])
         .unwrap_err();
     assert_eq!(r.code, ErrorCode::DUPLICATE_SUBSCRIPTION);
     assert!(r.message.contains('4'), "{}", r.message);
@@ -1260,7 +1260,7 @@ fn a_duplicate_subscription_id_is_refused() {
     assert_eq!(e.stats().errors(ErrorCode::DUPLICATE_SUBSCRIPTION), 1);
     // Ids are per connection.
     let d = open(&mut e, "d");
-    subscribe(&mut e, d, 4, "t", From::Latest);
+    subscribe(&mut e, d, 4, "t", Start::Latest);
 }
 
 #[test]
@@ -1268,11 +1268,11 @@ fn unsubscribing_an_unknown_id_is_refused() {
     let mut e = engine(limits());
     let c = open(&mut e, "c");
     let d = open(&mut e, "d");
-    subscribe(&mut e, d, 8, "t", From::Latest);
+    subscribe(&mut e, d, 8, "t", Start::Latest);
     let r = e.handle_unsubscribe(c, 8).unwrap_err();
     assert_eq!(r.code, ErrorCode::UNKNOWN_SUBSCRIPTION);
     assert!(r.message.contains('8'), "{}", r.message);
-    subscribe(&mut e, c, 8, "t", From::Latest);
+    subscribe(&mut e, c, 8, "t", Start::Latest);
     e.handle_unsubscribe(c, 8).unwrap();
     let r = e.handle_unsubscribe(c, 8).unwrap_err();
     assert_eq!(r.code, ErrorCode::UNKNOWN_SUBSCRIPTION, "not twice");
@@ -1292,7 +1292,7 @@ fn bad_filters_are_refused_and_leave_no_trace() {
     let bad = ["a/#/b", "a+", "a/b#", "#/a", "", "a//b", "/a", "a\0"];
     for (i, f) in bad.iter().enumerate() {
         let r = e
-            .handle_subscribe(c, 1, f, From::Earliest, &[])
+            .handle_subscribe(c, 1, f, Start::Earliest, &[])
             .unwrap_err();
         assert_eq!(r.code, ErrorCode::BAD_FILTER, "{f:?}");
         assert!(r.message.contains(&format!("{f:?}")), "{}", r.message);
@@ -1303,7 +1303,7 @@ fn bad_filters_are_refused_and_leave_no_trace() {
     assert_eq!(topic_info(&e, "a").subscribers, 0);
     assert!(drain(&mut e, c).is_empty());
     // The id was not taken by the refused subscribes.
-    subscribe(&mut e, c, 1, "a", From::Earliest);
+    subscribe(&mut e, c, 1, "a", Start::Earliest);
     assert_eq!(offsets(&drain(&mut e, c)), [("a", 0)]);
 }
 
@@ -1313,7 +1313,7 @@ fn a_subscribe_on_an_unknown_connection_is_refused() {
     let c = open(&mut e, "c");
     e.handle_disconnect(c);
     let r = e
-        .handle_subscribe(c, 1, "t", From::Latest, &[])
+        .handle_subscribe(c, 1, "t", Start::Latest, &[])
         .unwrap_err();
     assert_eq!(r.code, ErrorCode::PROTOCOL);
 }
@@ -1329,8 +1329,8 @@ fn unsubscribe_removes_cursors_and_what_they_had_queued() {
     let c = open(&mut e, "c");
     publish_n(&mut e, p, "a", 1);
     publish_n(&mut e, p, "b", 1);
-    subscribe(&mut e, c, 1, "#", From::Latest);
-    subscribe(&mut e, c, 2, "a", From::Latest);
+    subscribe(&mut e, c, 1, "#", Start::Latest);
+    subscribe(&mut e, c, 2, "a", Start::Latest);
     assert_eq!(topic_info(&e, "a").subscribers, 2);
     assert_eq!(topic_info(&e, "b").subscribers, 1);
 
@@ -1364,9 +1364,9 @@ fn disconnect_removes_every_cursor() {
     let c = open(&mut e, "c");
     let stay = open(&mut e, "stay");
     publish_n(&mut e, p, "a", 1);
-    subscribe(&mut e, c, 1, "#", From::Latest);
-    subscribe(&mut e, c, 2, "a", From::Latest);
-    subscribe(&mut e, stay, 1, "a", From::Latest);
+    subscribe(&mut e, c, 1, "#", Start::Latest);
+    subscribe(&mut e, c, 2, "a", Start::Latest);
+    subscribe(&mut e, stay, 1, "a", Start::Latest);
     publish_n(&mut e, p, "a", 2); // queued, not polled
     assert_eq!(wakeups(&mut e), [c, stay]);
     drain(&mut e, stay);
@@ -1528,7 +1528,7 @@ enum Op {
     Subscribe {
         conn: usize,
         filter: usize,
-        from: From,
+        from: Start,
         resume: Option<(usize, u64)>,
     },
     Unsubscribe {
@@ -1541,14 +1541,14 @@ enum Op {
     },
 }
 
-fn from_strategy() -> impl Strategy<Value = From> {
+fn from_strategy() -> impl Strategy<Value = Start> {
     prop_oneof![
-        Just(From::Latest),
-        Just(From::Earliest),
-        (0u64..30).prop_map(From::Offset),
-        (0u64..10).prop_map(From::Last),
+        Just(Start::Latest),
+        Just(Start::Earliest),
+        (0u64..30).prop_map(Start::Offset),
+        (0u64..10).prop_map(Start::Last),
         // A sequence number: mapped onto the ones the broker actually gave out.
-        (0u64..1_000).prop_map(From::AfterSeq),
+        (0u64..1_000).prop_map(Start::AfterSeq),
     ]
 }
 
@@ -1677,7 +1677,7 @@ impl Model {
 
     /// Where a new subscription starts in `topic`: the offset it is owed first, and
     /// whether a lag notice before it may undercount.
-    fn start(&self, topic: &str, from: From, resume: Option<(&str, u64)>) -> Track {
+    fn start(&self, topic: &str, from: Start, resume: Option<(&str, u64)>) -> Track {
         let t = &self.topics[topic];
         let strict = |expected| Track {
             expected,
@@ -1689,11 +1689,11 @@ impl Model {
             }
         }
         match from {
-            From::Latest => strict(t.next()),
-            From::Earliest => strict(t.first),
-            From::Offset(n) => strict(n.min(t.next())),
-            From::Last(n) => strict(t.next().saturating_sub(n).max(t.first)),
-            From::AfterSeq(s) => {
+            Start::Latest => strict(t.next()),
+            Start::Earliest => strict(t.first),
+            Start::Offset(n) => strict(n.min(t.next())),
+            Start::Last(n) => strict(t.next().saturating_sub(n).max(t.first)),
+            Start::AfterSeq(s) => {
                 let expected = t.log.partition_point(|&(seq, _)| seq <= s) as u64;
                 // A topic created after `s` (expected == 0) starts at 0, exactly.
                 Track {
@@ -1812,10 +1812,10 @@ fn run_model(limits: Limits, ops: &[Op]) -> Result<(), String> {
             } => {
                 let from = match from {
                     // Mostly a sequence number the broker gave out, sometimes any.
-                    From::AfterSeq(i) if i % 2 == 0 => {
-                        From::AfterSeq(m.seqs_given[(i / 2) as usize % m.seqs_given.len()])
+                    Start::AfterSeq(i) if i % 2 == 0 => {
+                        Start::AfterSeq(m.seqs_given[(i / 2) as usize % m.seqs_given.len()])
                     }
-                    From::AfterSeq(i) => From::AfterSeq(i % (m.seq + 1)),
+                    Start::AfterSeq(i) => Start::AfterSeq(i % (m.seq + 1)),
                     f => f,
                 };
                 let resume = resume.map(|(t, next)| (TOPICS[t], next));

@@ -194,7 +194,7 @@ impl Raw {
         }
     }
 
-    pub fn subscribe(&mut self, sub: u32, filter: &str, from: mote_sdk::From) -> u64 {
+    pub fn subscribe(&mut self, sub: u32, filter: &str, from: mote_sdk::Start) -> u64 {
         self.send(&Frame::Subscribe(wire::Subscribe {
             sub,
             filter,
