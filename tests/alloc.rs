@@ -1,6 +1,7 @@
-//! The broker's steady-state path allocates once per message (its stored payload) and
-//! nothing else per message: counted by a global allocator on the broker's own thread
-//! while a publisher and a subscriber stream messages through it over loopback.
+//! The broker's steady-state path does not allocate per message: once a topic's ring is
+//! full, each new message is copied once into the buffer of the message it evicts. Counted
+//! by a global allocator on the broker's own thread while a publisher and a subscriber
+//! stream messages through it over loopback.
 #![allow(unsafe_code)] // The one `GlobalAlloc` impl, delegating every call to `System`.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
@@ -81,7 +82,7 @@ fn read_messages(s: &mut TcpStream, buf: &mut Vec<u8>, n: u64) {
 }
 
 #[test]
-fn one_allocation_per_message_on_the_broker_thread() {
+fn no_allocation_per_message_on_the_broker_thread() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = async_channel::bounded::<()>(1);
@@ -125,7 +126,8 @@ fn one_allocation_per_message_on_the_broker_thread() {
         pub_.write_all(&frames).unwrap();
         read_messages(&mut sub, &mut sub_buf, n);
     };
-    // Warm-up: connections, the topic, ring and queue capacities, buffers.
+    // Warm-up: connections, the topic, ring and queue capacities, buffers; the ring
+    // (1000 messages) fills up.
     for _ in 0..20 {
         round(500);
     }
@@ -139,11 +141,10 @@ fn one_allocation_per_message_on_the_broker_thread() {
     let stats = broker.join().unwrap().unwrap();
     assert_eq!(stats.delivered, 220 * 500);
     eprintln!("{allocs} allocations on the broker thread for {n} messages published and delivered");
-    assert!(allocs >= n, "each stored payload is one allocation");
-    // Anything else is per read or write batch (a partial frame kept between reads), never
+    // What remains is per read or write batch (a partial frame kept between reads), never
     // per message: fewer than one per 500-message round.
     assert!(
-        allocs < n + 200,
+        allocs < 200,
         "{allocs} allocations for {n} messages: something allocates per message"
     );
 }

@@ -494,27 +494,73 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
-/// Appends one length-prefixed frame with `tag` and `body` to `out`.
-fn encode_with<T: Serialize + ?Sized>(tag: u8, body: &T, out: &mut Vec<u8>) {
+/// postcard output flavor that only counts bytes.
+struct Count(usize);
+
+impl postcard::ser_flavors::Flavor for Count {
+    type Output = usize;
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0 += data.len();
+        Ok(())
+    }
+    #[inline]
+    fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0)
+    }
+}
+
+/// Bytes postcard uses for the varint `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes postcard uses for a length-prefixed byte string of `n` bytes.
+fn bytes_len(n: usize) -> usize {
+    varint_len(n as u64) + n
+}
+
+/// Bytes postcard uses for an optional byte string.
+fn opt_bytes_len(b: Option<&[u8]>) -> usize {
+    1 + b.map_or(0, |k| bytes_len(k.len()))
+}
+
+/// Appends one length-prefixed frame with `tag` and `body` to `out`. `body_len` is the
+/// postcard size of `body` when the caller knows it (the hot frames), so the prefix is
+/// written first and nothing is moved afterwards.
+fn encode_with<T: Serialize + ?Sized>(
+    tag: u8,
+    body: &T,
+    body_len: Option<usize>,
+    out: &mut Vec<u8>,
+) {
+    // Serializing our own frame structs cannot fail: there are no maps of unknown length
+    // and neither flavor ever refuses a byte.
+    let Some(body_len) = body_len.or_else(|| postcard::serialize_with_flavor(body, Count(0)).ok())
+    else {
+        debug_assert!(false, "sizing a frame failed");
+        return;
+    };
+    let mut prefix = [0u8; MAX_LENGTH_PREFIX];
+    let n = write_varint((1 + body_len) as u32, &mut prefix);
     let start = out.len();
-    // One byte of prefix fits bodies under 128 bytes; longer ones shift once below.
-    out.push(0);
+    out.reserve(n + 1 + body_len);
+    out.extend_from_slice(&prefix[..n]);
     out.push(tag);
-    // Serializing our own frame structs into a Vec cannot fail: there are no maps of
-    // unknown length and the flavor never refuses a byte.
     if postcard::serialize_with_flavor(body, Append(out)).is_err() {
         debug_assert!(false, "serializing a frame failed");
         out.truncate(start);
         return;
     }
-    let len = out.len() - start - 1;
-    if len < 0x80 {
-        out[start] = len as u8;
-    } else {
-        let mut prefix = [0u8; MAX_LENGTH_PREFIX];
-        let n = write_varint(len as u32, &mut prefix);
-        out.splice(start..start + 1, prefix[..n].iter().copied());
-    }
+    debug_assert_eq!(
+        out.len() - start,
+        n + 1 + body_len,
+        "frame size estimate for tag {tag}"
+    );
 }
 
 impl<'a> Frame<'a> {
@@ -541,17 +587,31 @@ impl<'a> Frame<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let t = self.tag();
         match self {
-            Frame::Hello(b) => encode_with(t, b, out),
-            Frame::Welcome(b) => encode_with(t, b, out),
-            Frame::Ping(b) | Frame::Pong(b) => encode_with(t, b, out),
-            Frame::Error(b) => encode_with(t, b, out),
-            Frame::Publish(b) => encode_with(t, b, out),
-            Frame::Published(b) => encode_with(t, b, out),
-            Frame::Subscribe(b) => encode_with(t, b, out),
-            Frame::Subscribed(b) => encode_with(t, b, out),
-            Frame::Unsubscribe(b) | Frame::Unsubscribed(b) => encode_with(t, b, out),
-            Frame::Message(b) => encode_with(t, b, out),
-            Frame::Lag(b) => encode_with(t, b, out),
+            Frame::Hello(b) => encode_with(t, b, None, out),
+            Frame::Welcome(b) => encode_with(t, b, None, out),
+            Frame::Ping(b) | Frame::Pong(b) => encode_with(t, b, None, out),
+            Frame::Error(b) => encode_with(t, b, None, out),
+            Frame::Publish(b) => {
+                let len = varint_len(u64::from(b.req))
+                    + bytes_len(b.topic.len())
+                    + opt_bytes_len(b.key)
+                    + bytes_len(b.payload.len());
+                encode_with(t, b, Some(len), out)
+            }
+            Frame::Published(b) => encode_with(t, b, None, out),
+            Frame::Subscribe(b) => encode_with(t, b, None, out),
+            Frame::Subscribed(b) => encode_with(t, b, None, out),
+            Frame::Unsubscribe(b) | Frame::Unsubscribed(b) => encode_with(t, b, None, out),
+            Frame::Message(b) => {
+                let len = varint_len(u64::from(b.sub))
+                    + bytes_len(b.topic.len())
+                    + varint_len(b.offset)
+                    + varint_len(b.time_ms)
+                    + opt_bytes_len(b.key)
+                    + bytes_len(b.payload.len());
+                encode_with(t, b, Some(len), out)
+            }
+            Frame::Lag(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -683,6 +743,41 @@ mod tests {
         ];
         for f in frames {
             roundtrip(f);
+        }
+    }
+
+    #[test]
+    fn varint_sizes() {
+        for (v, n) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            assert_eq!(varint_len(v), n, "{v}");
+        }
+        // Frames around the one- and two-byte prefix boundary keep their estimate exact
+        // (checked by the debug assertion in encode_with) and round-trip.
+        for size in [100, 118, 119, 120, 121, 127, 128, 200, 16_380, 70_000] {
+            let payload = vec![1u8; size];
+            for key in [None, Some(&b"k"[..])] {
+                roundtrip(Frame::Message(Message {
+                    sub: 300,
+                    topic: "t/x",
+                    offset: 1 << 35,
+                    time_ms: 1_700_000_000_000,
+                    key,
+                    payload: &payload,
+                }));
+                roundtrip(Frame::Publish(Publish {
+                    req: 70_000,
+                    topic: "t/x",
+                    key,
+                    payload: &payload,
+                }));
+            }
         }
     }
 

@@ -73,6 +73,14 @@ pub(crate) static SPEC: Spec = Spec {
             help: "idle subscribers opened to measure memory per connection",
         },
         Opt {
+            long: "only",
+            short: None,
+            value: Some("RUNS"),
+            env: None,
+            default: None,
+            help: "comma-separated subset of: 64b, 1k, fanout, latency, idle (for profiling)",
+        },
+        Opt {
             long: "json",
             short: None,
             value: None,
@@ -496,8 +504,33 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         startup.map_or(String::new(), |s| format!(", started in {s:.2} ms"))
     ));
 
-    let run = |name: &str, topic: &str, size: usize, n: u64, subs: usize| {
-        let t = throughput(addr, pid, topic, size, n, subs, window)?;
+    let only = p.get("only");
+    let wanted = |run: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x.trim() == run))
+    };
+    let mut report = serde_json::Map::new();
+    let num = |x: f64| serde_json::json!((x * 1000.0).round() / 1000.0);
+    report.insert("broker".into(), serde_json::json!(addr.to_string()));
+    if let Some(s) = startup {
+        report.insert("startup_ms".into(), num(s));
+    }
+    if let Some(i) = idle_rss {
+        report.insert("idle_rss_kib".into(), serde_json::json!(i));
+    }
+
+    let mut missed = 0;
+    let runs: [(&str, &str, &str, usize, u64, usize); 3] = [
+        ("64b", "1->1 64 B", "64b", 64, count, 1),
+        ("1k", "1->1 1 KiB", "1kib", 1024, count / 4, 1),
+        ("fanout", "1->4 64 B", "fanout4", 64, count / 4, 4),
+    ];
+    for (key, name, suffix, size, n, subs) in runs {
+        if !wanted(key) {
+            continue;
+        }
+        let t =
+            throughput(addr, pid, &format!("bench/{key}"), size, n, subs, window).map_err(fail)?;
         say(format!(
             "{name:<18} {:>10.0} msgs/s  {:>8.1} MB/s  {}{}",
             t.msgs_per_sec(),
@@ -511,75 +544,56 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 String::new()
             },
         ));
-        Ok::<_, String>(t)
-    };
-    let t64 = run("1->1 64 B", "bench/64", 64, count, 1).map_err(fail)?;
-    let t1k = run("1->1 1 KiB", "bench/1k", 1024, count / 4, 1).map_err(fail)?;
-    let fan = run("1->4 64 B", "bench/fan", 64, count / 4, 4).map_err(fail)?;
-    let lat = latency(addr, samples).map_err(fail)?;
-    let (p50, p99, p999) = (
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        percentile(&lat, 0.999),
-    );
-    say(format!(
-        "latency (64 B round trip)  p50 {p50:.1} us  p99 {p99:.1} us  p99.9 {p999:.1} us"
-    ));
-    let per_conn = match pid {
-        Some(pid) if idle_n > 0 => Some(idle_cost(addr, pid, idle_n).map_err(fail)?),
-        _ => None,
-    };
-    let peak = pid.map(|pid| status_kib(pid, "VmHWM"));
-    if let (Some(i), Some(pc), Some(pk)) = (idle_rss, per_conn, peak) {
+        missed += t.missed;
+        let rate = if subs > 1 {
+            format!("deliveries_per_sec_{suffix}")
+        } else {
+            format!("msgs_per_sec_{suffix}")
+        };
+        report.insert(rate, num(t.msgs_per_sec()));
+        report.insert(
+            format!("mbytes_per_sec_{suffix}"),
+            num(t.msgs_per_sec() * size as f64 / 1e6),
+        );
+        report.insert(format!("messages_{suffix}"), serde_json::json!(t.delivered));
+        if let Some(c) = t.cpu_per_million() {
+            report.insert(format!("broker_cpu_sec_per_million_{suffix}"), num(c));
+        }
+    }
+    report.insert("missed_messages".into(), serde_json::json!(missed));
+
+    if wanted("latency") {
+        let lat = latency(addr, samples).map_err(fail)?;
+        let (p50, p99, p999) = (
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&lat, 0.999),
+        );
         say(format!(
-            "memory: idle RSS {i} KiB, {pc:.0} bytes per idle subscriber ({idle_n} connections), peak RSS {pk} KiB"
+            "latency (64 B round trip)  p50 {p50:.1} us  p99 {p99:.1} us  p99.9 {p999:.1} us"
         ));
+        report.insert("latency_p50_us".into(), num(p50));
+        report.insert("latency_p99_us".into(), num(p99));
+        report.insert("latency_p999_us".into(), num(p999));
+    }
+    if let Some(pid) = pid {
+        if wanted("idle") && idle_n > 0 {
+            let pc = idle_cost(addr, pid, idle_n).map_err(fail)?;
+            say(format!(
+                "memory: {pc:.0} bytes of broker RSS per idle subscriber ({idle_n} connections)"
+            ));
+            report.insert("rss_bytes_per_idle_subscriber".into(), num(pc));
+            report.insert("idle_subscribers".into(), serde_json::json!(idle_n));
+        }
+        let peak = status_kib(pid, "VmHWM");
+        say(format!(
+            "memory: idle RSS {} KiB, peak RSS {peak} KiB",
+            idle_rss.unwrap_or(0)
+        ));
+        report.insert("peak_rss_kib".into(), serde_json::json!(peak));
     }
     if json {
-        let mut o = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            o.insert(k.to_string(), v);
-        };
-        let num = |x: f64| serde_json::json!((x * 1000.0).round() / 1000.0);
-        put("broker", serde_json::json!(addr.to_string()));
-        put("messages_64b", serde_json::json!(t64.delivered));
-        put("msgs_per_sec_64b", num(t64.msgs_per_sec()));
-        put("msgs_per_sec_1kib", num(t1k.msgs_per_sec()));
-        put(
-            "mbytes_per_sec_1kib",
-            num(t1k.msgs_per_sec() * 1024.0 / 1e6),
-        );
-        put("fanout4_deliveries_per_sec_64b", num(fan.msgs_per_sec()));
-        put(
-            "missed_messages",
-            serde_json::json!(t64.missed + t1k.missed + fan.missed),
-        );
-        put("latency_p50_us", num(p50));
-        put("latency_p99_us", num(p99));
-        put("latency_p999_us", num(p999));
-        if let Some(c) = t64.cpu_per_million() {
-            put("broker_cpu_sec_per_million_64b", num(c));
-        }
-        if let Some(c) = t1k.cpu_per_million() {
-            put("broker_cpu_sec_per_million_1kib", num(c));
-        }
-        if let Some(c) = fan.cpu_per_million() {
-            put("broker_cpu_sec_per_million_fanout4", num(c));
-        }
-        if let Some(s) = startup {
-            put("startup_ms", num(s));
-        }
-        if let Some(i) = idle_rss {
-            put("idle_rss_kib", serde_json::json!(i));
-        }
-        if let Some(pc) = per_conn {
-            put("rss_bytes_per_idle_subscriber", num(pc));
-            put("idle_subscribers", serde_json::json!(idle_n));
-        }
-        if let Some(pk) = peak {
-            put("peak_rss_kib", serde_json::json!(pk));
-        }
-        println!("{}", serde_json::Value::Object(o));
+        println!("{}", serde_json::Value::Object(report));
     }
     drop(broker);
     Ok(())

@@ -11,6 +11,7 @@
 //! behind the ring's oldest message skips ahead and reports how many it missed, so a slow
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
+mod pool;
 mod publish;
 mod ring;
 mod stats;
@@ -114,6 +115,10 @@ pub struct Engine {
     seq: u64,
     wakeups: Vec<ConnId>,
     stats: Stats,
+    /// Buffers of evicted messages for the next ones.
+    pool: pool::Pool,
+    /// `stats.published` when the pool was last looked at by [`Engine::handle_idle`].
+    published_at_idle_check: u64,
 }
 
 impl Engine {
@@ -133,6 +138,8 @@ impl Engine {
             seq: 0,
             wakeups: Vec::new(),
             stats: Stats::default(),
+            pool: pool::Pool::default(),
+            published_at_idle_check: 0,
         }
     }
 
@@ -259,6 +266,15 @@ impl Engine {
             self.close(id, code);
         }
         expired.len()
+    }
+
+    /// Called periodically: when nothing was published since the last call, frees the
+    /// buffers kept for recycling, so a quiet broker holds only what it stores.
+    pub fn handle_idle(&mut self) {
+        if self.stats.published == self.published_at_idle_check {
+            self.pool.clear();
+        }
+        self.published_at_idle_check = self.stats.published;
     }
 
     /// Closes every connection with `SHUTTING_DOWN`.

@@ -61,23 +61,30 @@ impl Engine {
             Err(r) => return refused(self, r),
         };
         self.seq += 1;
-        let entry = Entry::new(self.seq, time_ms, key, payload);
-        debug_assert_eq!(cost, entry.cost());
         let t = &mut self.topics[tid.0 as usize];
+        // Make room first, so the evicted buffer can carry the new message.
+        let (max_n, max_b) = (self.limits.ring_messages, self.limits.ring_bytes);
+        while !t.ring.is_empty() && (t.ring.len() >= max_n || t.ring.bytes() + cost > max_b) {
+            let Some(old) = t.ring.evict() else { break };
+            t.evicted += 1;
+            self.used_bytes -= old.cost();
+            self.stored -= 1;
+            self.stats.evicted_ring += 1;
+            self.pool.give(old.into_buffer());
+        }
+        let entry = Entry::new(
+            self.pool.take(key.len() + payload.len()),
+            self.seq,
+            time_ms,
+            key,
+            payload,
+        );
+        debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
         self.used_bytes += cost;
         self.stored += 1;
         self.budget_queue.push_back((tid, offset));
-
-        let (max_n, max_b) = (self.limits.ring_messages, self.limits.ring_bytes);
-        while t.ring.len() > max_n || t.ring.bytes() > max_b {
-            let Some(c) = t.ring.evict() else { break };
-            t.evicted += 1;
-            self.used_bytes -= c;
-            self.stored -= 1;
-            self.stats.evicted_ring += 1;
-        }
         if self.used_bytes > self.limits.memory {
             self.evict_for_memory();
         }
@@ -115,11 +122,12 @@ impl Engine {
             };
             let t = &mut self.topics[tid.0 as usize];
             if t.ring.first() == offset {
-                if let Some(c) = t.ring.evict() {
+                if let Some(old) = t.ring.evict() {
                     t.evicted += 1;
-                    self.used_bytes -= c;
+                    self.used_bytes -= old.cost();
                     self.stored -= 1;
                     self.stats.evicted_memory += 1;
+                    self.pool.give(old.into_buffer());
                 }
             }
         }

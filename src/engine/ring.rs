@@ -7,32 +7,45 @@
 use std::collections::VecDeque;
 
 /// Memory an entry costs beyond its key and payload bytes: the entry itself, the
-/// allocator's header for the payload, and its slot in the budget queue.
-pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + 16;
+/// allocator's header for the payload, its slot in the budget queue, and the slack of a
+/// recycled buffer (see `pool`).
+pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + 16 + super::pool::MAX_SLACK;
 
-/// One stored message. Key and payload share one allocation: `data[..key_len]` is the
-/// key, the rest the payload.
+/// One stored message. Key and payload share one buffer: `data[..key_len]` is the key,
+/// the rest the payload.
 #[derive(Debug)]
 pub(crate) struct Entry {
     /// Broker-wide sequence number (see [`mote_sdk::Start::AfterSeq`]).
     pub(crate) seq: u64,
     /// Milliseconds since the Unix epoch when the broker stored it.
     pub(crate) time_ms: u64,
-    data: Box<[u8]>,
+    data: Vec<u8>,
     key_len: u32,
 }
 
 impl Entry {
-    pub(crate) fn new(seq: u64, time_ms: u64, key: &[u8], payload: &[u8]) -> Entry {
-        let mut data = Vec::with_capacity(key.len() + payload.len());
+    /// A message stored in `data` (an empty buffer, perhaps recycled).
+    pub(crate) fn new(
+        mut data: Vec<u8>,
+        seq: u64,
+        time_ms: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Entry {
+        data.clear();
         data.extend_from_slice(key);
         data.extend_from_slice(payload);
         Entry {
             seq,
             time_ms,
-            data: data.into_boxed_slice(),
+            data,
             key_len: key.len() as u32,
         }
+    }
+
+    /// The entry's buffer, for reuse.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.data
     }
 
     pub(crate) fn key(&self) -> Option<&[u8]> {
@@ -75,6 +88,10 @@ impl Ring {
         self.entries.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Bytes held, as counted by [`Entry::cost`].
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
@@ -88,13 +105,13 @@ impl Ring {
         offset
     }
 
-    /// Drops the oldest entry, returning its cost.
-    pub(crate) fn evict(&mut self) -> Option<usize> {
+    /// Removes the oldest entry and returns it.
+    pub(crate) fn evict(&mut self) -> Option<Entry> {
         let e = self.entries.pop_front()?;
         self.first += 1;
         self.bytes -= e.cost();
         self.evicted_seq = e.seq;
-        Some(e.cost())
+        Some(e)
     }
 
     pub(crate) fn get(&self, offset: u64) -> Option<&Entry> {
@@ -124,7 +141,7 @@ mod tests {
     fn ring_with(n: u64) -> Ring {
         let mut r = Ring::default();
         for i in 0..n {
-            r.push(Entry::new(10 + i, i, b"", &[i as u8]));
+            r.push(Entry::new(Vec::new(), 10 + i, i, b"", &[i as u8]));
         }
         r
     }
@@ -133,22 +150,22 @@ mod tests {
     fn offsets_are_dense_and_survive_eviction() {
         let mut r = ring_with(5);
         assert_eq!((r.first(), r.next(), r.len()), (0, 5, 5));
-        assert_eq!(r.evict(), Some(1 + ENTRY_OVERHEAD));
+        assert_eq!(r.evict().map(|e| e.payload().to_vec()), Some(vec![0]));
         assert_eq!((r.first(), r.next()), (1, 5));
         assert!(r.get(0).is_none());
         assert_eq!(r.get(1).map(Entry::payload), Some(&[1u8][..]));
         assert!(r.get(5).is_none());
-        assert_eq!(r.push(Entry::new(99, 0, b"", b"x")), 5);
+        assert_eq!(r.push(Entry::new(Vec::new(), 99, 0, b"", b"x")), 5);
         while r.evict().is_some() {}
         assert_eq!((r.first(), r.next(), r.bytes()), (6, 6, 0));
     }
 
     #[test]
     fn key_and_payload_share_one_allocation() {
-        let e = Entry::new(1, 2, b"key", b"payload");
+        let e = Entry::new(Vec::with_capacity(10), 1, 2, b"key", b"payload");
         assert_eq!(e.key(), Some(&b"key"[..]));
         assert_eq!(e.payload(), b"payload");
-        assert_eq!(Entry::new(1, 2, b"", b"p").key(), None);
+        assert_eq!(Entry::new(Vec::new(), 1, 2, b"", b"p").key(), None);
         assert_eq!(e.cost(), 10 + ENTRY_OVERHEAD);
     }
 

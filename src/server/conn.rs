@@ -37,8 +37,9 @@ struct ConnIo {
     inbuf: Vec<u8>,
     /// Size of that frame when known.
     need: Option<usize>,
-    /// Encoded bytes the socket has not taken yet.
+    /// Encoded bytes the socket has not taken yet; `pending[written..]` is still to go.
     pending: Vec<u8>,
+    written: usize,
     closing: Option<ErrorCode>,
 }
 
@@ -56,6 +57,7 @@ pub(crate) async fn run(shared: Rc<Shared>, stream: Async<TcpStream>, id: ConnId
         inbuf: Vec::new(),
         need: None,
         pending: Vec::new(),
+        written: 0,
         closing: None,
     };
     let end = future::poll_fn(|cx| io.poll(cx, &shared, &stream)).await;
@@ -100,18 +102,17 @@ impl ConnIo {
         let scratch = &mut *scratch;
         let out = &mut scratch.write;
         out.clear();
-        out.extend_from_slice(&self.pending);
-        self.pending.clear();
 
         let result = self.pump(cx, shared, stream, &mut scratch.read, out);
 
-        // Keep what the socket did not take; free per-connection memory when idle.
-        if out.is_empty() {
-            if self.pending.capacity() > 0 {
-                self.pending = Vec::new();
-            }
-        } else {
+        // Keep what the socket did not take, after what was already waiting; an idle
+        // connection holds no buffer.
+        if !out.is_empty() {
             self.pending.extend_from_slice(out);
+            out.clear();
+        }
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = Vec::new();
         }
         if scratch.read.len() > READ_CHUNK {
             scratch.read.truncate(READ_CHUNK);
@@ -140,7 +141,8 @@ impl ConnIo {
             }
 
             // Read while there is room to queue replies.
-            if self.closing.is_none() && out.len() < PENDING_HIGH {
+            let queued = self.pending.len() - self.written + out.len();
+            if self.closing.is_none() && queued < PENDING_HIGH {
                 match self.read(cx, shared, stream, rbuf, out) {
                     Poll::Ready(Ok(true)) => progress = true,
                     Poll::Ready(Ok(false)) => return Poll::Ready(End::Gone),
@@ -149,31 +151,11 @@ impl ConnIo {
                 }
             }
 
-            // Write replies, then deliveries, until the socket pushes back.
-            loop {
-                if out.is_empty() && self.closing.is_none() {
-                    let mut engine = shared.engine.borrow_mut();
-                    self.session.poll_output(&mut engine, out, WRITE_HIGH);
-                }
-                if out.is_empty() {
-                    break;
-                }
-                match stream.get_ref().write(out) {
-                    Ok(n) => {
-                        shared.engine.borrow_mut().handle_sent(id, n);
-                        out.drain(..n);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match stream.poll_writable(cx) {
-                            Poll::Ready(Ok(())) => continue,
-                            Poll::Ready(Err(_)) => return Poll::Ready(End::Gone),
-                            Poll::Pending => break,
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return Poll::Ready(End::Gone),
-                }
+            // Write what waits, then replies, then deliveries, until the socket pushes back.
+            match self.write(cx, shared, stream, out) {
+                Poll::Ready(Ok(wrote)) => progress |= wrote,
+                Poll::Ready(Err(())) => return Poll::Ready(End::Gone),
+                Poll::Pending => {}
             }
 
             if self.closing.is_some() {
@@ -187,6 +169,68 @@ impl ConnIo {
         // Still busy: let the other connections run, then come back.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Writes until the socket would block or nothing is left: first the bytes already
+    /// waiting in `pending`, then `out` (replies), then deliveries encoded into `out`.
+    /// Whatever the socket does not take moves to `pending` once, never back.
+    /// `Ready(Ok(wrote))`: done for now; `Ready(Err(()))`: the socket failed;
+    /// `Pending`: the socket is full and will wake us.
+    fn write(
+        &mut self,
+        cx: &mut Context<'_>,
+        shared: &Shared,
+        stream: &Async<TcpStream>,
+        out: &mut Vec<u8>,
+    ) -> Poll<Result<bool, ()>> {
+        let id = self.session.conn();
+        let mut wrote = false;
+        loop {
+            let from_pending = self.written < self.pending.len();
+            if !from_pending && out.is_empty() && self.closing.is_none() {
+                let mut engine = shared.engine.borrow_mut();
+                self.session.poll_output(&mut engine, out, WRITE_HIGH);
+            }
+            let bytes = if from_pending {
+                &self.pending[self.written..]
+            } else if out.is_empty() {
+                return Poll::Ready(Ok(wrote));
+            } else {
+                &out[..]
+            };
+            match stream.get_ref().write(bytes) {
+                Ok(n) => {
+                    shared.engine.borrow_mut().handle_sent(id, n);
+                    wrote = true;
+                    if from_pending {
+                        self.written += n;
+                        if self.written == self.pending.len() {
+                            // Reused within this poll; freed at its end if still empty.
+                            self.written = 0;
+                            self.pending.clear();
+                        }
+                    } else {
+                        if n < out.len() {
+                            self.pending.extend_from_slice(&out[n..]);
+                        }
+                        out.clear();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !from_pending {
+                        self.pending.extend_from_slice(out);
+                        out.clear();
+                    }
+                    match stream.poll_writable(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(Err(())),
+            }
+        }
     }
 
     /// One read into the shared buffer and the handling of every whole frame in it.

@@ -156,6 +156,7 @@ pub async fn run(
                 if engine.handle_timeouts(shared.mono_ms()) > 0 {
                     log::debug!("closed connections past their deadlines");
                 }
+                engine.handle_idle();
                 shared.wake_others(&mut engine, None);
             }
         })
