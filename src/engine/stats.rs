@@ -144,6 +144,12 @@ impl Engine {
         self.used_bytes
     }
 
+    /// Bytes of evicted messages' buffers kept for reuse (at most 256 KiB, freed when the
+    /// broker goes quiet).
+    pub fn recycled_bytes(&self) -> usize {
+        self.pool.bytes()
+    }
+
     /// Messages all rings hold.
     pub fn stored_messages(&self) -> usize {
         self.stored
