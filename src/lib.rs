@@ -5,7 +5,13 @@
 //! - [`server`]: the TCP transport on a single-threaded smol executor.
 //! - [`limits`]: every bound the broker enforces.
 
+pub mod auth;
 pub mod engine;
 pub mod limits;
 pub mod server;
 pub mod session;
+
+/// The README's Rust examples, compiled by `cargo test` so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -27,8 +27,12 @@ use std::time::Duration;
 use event_listener::Event as Notify;
 
 use crate::error::Error;
+use crate::secure::Token;
 use crate::wire::{self, Frame, Ping, Publish, Subscribe, Unsubscribe};
 use crate::{Filter, Start, Topic};
+
+/// Name of a broker's single token (`mote serve --token`).
+pub const DEFAULT_TOKEN_NAME: &str = "default";
 
 /// How to reach the broker and how the client behaves.
 #[derive(Debug, Clone)]
@@ -49,6 +53,9 @@ pub struct Options {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// Token name and token, for a broker with tokens: the connection is then
+    /// authenticated and encrypted, and never falls back to plaintext.
+    pub token: Option<(String, Token)>,
 }
 
 impl Options {
@@ -69,7 +76,38 @@ impl Options {
             connect_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
+            token: None,
         }
+    }
+
+    /// Options from an address that may carry credentials:
+    /// `mote://NAME:TOKEN@HOST:PORT`, `mote://TOKEN@HOST:PORT` (the token named
+    /// `default`), or plain `HOST:PORT`.
+    pub fn from_url(url: &str) -> Result<Options, Error> {
+        let rest = url.strip_prefix("mote://").unwrap_or(url);
+        let Some((creds, host)) = rest.rsplit_once('@') else {
+            return Ok(Options::new(url));
+        };
+        if !url.starts_with("mote://") || host.is_empty() {
+            return Err(Error::Address(url.chars().take(64).collect()));
+        }
+        let (name, token) = match creds.split_once(':') {
+            Some((n, t)) => (n, t),
+            None => (DEFAULT_TOKEN_NAME, creds),
+        };
+        Options::new(host).with_token(name, token)
+    }
+
+    /// Uses the token `secret` named `name` (`default` for a broker's single token).
+    pub fn with_token(mut self, name: &str, secret: &str) -> Result<Options, Error> {
+        let token = Token::new(secret).map_err(Error::Token)?;
+        let name = if name.is_empty() {
+            DEFAULT_TOKEN_NAME
+        } else {
+            name
+        };
+        self.token = Some((name.to_string(), token));
+        Ok(self)
     }
 
     /// Sets the client name.

@@ -14,7 +14,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use crate::Start;
 use crate::client::{BrokerInfo, Event, Message, Shared, State};
 use crate::error::Error;
-use crate::wire::{self, Decoded, Frame, Hello, Ping, Resume, Subscribe};
+use crate::secure::{Opener, Record, Sealer};
+use crate::wire::{self, Decoded, Frame, Ping, Resume, Subscribe};
 
 /// Read buffer size; grows for frames that do not fit.
 const READ_BUF: usize = 64 * 1024;
@@ -89,8 +90,11 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
         if shared.lock().closed {
             break;
         }
-        match connect(&shared).await {
-            Ok((stream, info, id, leftover)) => {
+        match crate::handshake::connect(&shared.opts).await {
+            Ok(connected) => {
+                let id = connected.broker_id;
+                // Known before the caller gets the client: publishes check the limits.
+                shared.lock().broker = Some(connected.info);
                 if let Some(tx) = first.take() {
                     let _ = tx.try_send(Ok(()));
                 }
@@ -107,7 +111,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
                     }
                 }
                 broker_id = Some(id);
-                let r = session(&shared, &stream, info, &mut subs, leftover).await;
+                let r = session(&shared, connected, &mut subs).await;
                 disconnected(&shared);
                 match r {
                     Ok(()) => {}
@@ -161,80 +165,6 @@ fn jitter_nanos() -> u64 {
     u64::from(t ^ std::process::id().rotate_left(16))
 }
 
-/// Connects and handshakes; returns the stream, what the broker told us, its id, and
-/// any bytes read past the `Welcome`.
-async fn connect(shared: &Shared) -> Result<(TcpStream, BrokerInfo, u64, Vec<u8>), Error> {
-    let addr = shared.opts.addr.clone();
-    let handshake = async {
-        let stream = TcpStream::connect(addr.as_str())
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let fail = |reason: String| Error::Handshake {
-            addr: addr.clone(),
-            reason,
-        };
-        let mut s = stream.clone();
-        s.write_all(&Frame::Hello(Hello::new(&shared.opts.name)).to_vec())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let mut buf = vec![0u8; 4096];
-        let mut end = 0;
-        loop {
-            match wire::decode(&buf[..end], buf.len()) {
-                Ok(Decoded::Frame(Frame::Welcome(w), used)) => {
-                    let info = BrokerInfo {
-                        max_payload: w.max_payload as usize,
-                        keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(20))),
-                        max_frame: w.max_frame as usize,
-                    };
-                    let id = w.broker_id;
-                    let rest = buf[used..end].to_vec();
-                    return Ok((stream, info, id, rest));
-                }
-                Ok(Decoded::Frame(Frame::Error(e), _)) => {
-                    return Err(Error::Broker {
-                        code: e.code,
-                        message: e.message.to_string(),
-                    });
-                }
-                Ok(Decoded::Frame(f, _)) => {
-                    return Err(fail(format!(
-                        "unexpected frame 0x{:02x} before welcome",
-                        f.tag()
-                    )));
-                }
-                Ok(Decoded::Incomplete { .. }) => {}
-                Err(e) => return Err(fail(format!("not a mote broker ({e})"))),
-            }
-            if end == buf.len() {
-                return Err(fail("welcome frame too large".into()));
-            }
-            let n = s
-                .read(&mut buf[end..])
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            if n == 0 {
-                return Err(fail("the broker closed the connection".into()));
-            }
-            end += n;
-        }
-    };
-    let timeout = shared.opts.connect_timeout;
-    handshake
-        .or(async {
-            Timer::after(timeout).await;
-            Err(Error::Connect {
-                addr: shared.opts.addr.clone(),
-                source: io::ErrorKind::TimedOut.into(),
-            })
-        })
-        .await
-}
-
 /// Makes the local subscription table match the shared one.
 fn sync_subs(st: &State, subs: &mut HashMap<u32, LocalSub>) {
     subs.retain(|id, _| st.subs.contains_key(id));
@@ -265,11 +195,20 @@ fn without_subscription_frames(buf: &[u8]) -> Vec<u8> {
 
 async fn session(
     shared: &Shared,
-    stream: &TcpStream,
-    info: BrokerInfo,
+    connected: crate::handshake::Connected,
     subs: &mut HashMap<u32, LocalSub>,
-    leftover: Vec<u8>,
 ) -> io::Result<()> {
+    let crate::handshake::Connected {
+        stream,
+        info,
+        leftover,
+        crypto,
+        ..
+    } = connected;
+    let (sealer, opener) = match crypto {
+        Some((s, o)) => (Some(s), Some(o)),
+        None => (None, None),
+    };
     {
         let mut st = shared.lock();
         sync_subs(&st, subs);
@@ -300,8 +239,8 @@ async fn session(
     shared.queued.notify(1);
     shared.room.notify(usize::MAX);
     let last_rx = Cell::new(Instant::now());
-    reader(shared, stream, info, subs, &last_rx, leftover)
-        .or(writer(shared, stream, info, &last_rx))
+    reader(shared, &stream, info, subs, &last_rx, leftover, opener)
+        .or(writer(shared, &stream, info, &last_rx, sealer))
         .await
 }
 
@@ -328,8 +267,23 @@ async fn writer(
     stream: &TcpStream,
     info: BrokerInfo,
     last_rx: &Cell<Instant>,
+    mut sealer: Option<Sealer>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
+    let mut record = Vec::new();
+    // One record per write when encrypted.
+    let mut seal = |plain: &[u8], record: &mut Vec<u8>| -> bool {
+        match &mut sealer {
+            Some(sl) => {
+                record.clear();
+                let at = Sealer::begin(record);
+                record.extend_from_slice(plain);
+                sl.seal(record, at);
+                true
+            }
+            None => false,
+        }
+    };
     let ping_every = info.keepalive / 2;
     let mut last_tx = Instant::now();
     let mut s = stream.clone();
@@ -356,7 +310,11 @@ async fn writer(
         match listener {
             None => {
                 shared.room.notify(usize::MAX);
-                s.write_all(&out).await?;
+                if seal(&out, &mut record) {
+                    s.write_all(&record).await?;
+                } else {
+                    s.write_all(&out).await?;
+                }
                 out.clear();
                 if out.capacity() > 4 * shared.opts.max_queue_bytes {
                     out = Vec::new();
@@ -396,25 +354,40 @@ async fn reader(
     subs: &mut HashMap<u32, LocalSub>,
     last_rx: &Cell<Instant>,
     leftover: Vec<u8>,
+    mut opener: Option<Opener>,
 ) -> io::Result<()> {
     let mut buf = leftover;
     let mut end = buf.len();
     buf.resize(READ_BUF.max(end), 0);
     let mut s = stream.clone();
+    let max_record = info.max_frame + RECORD_SLACK;
     loop {
         let mut pos = 0;
         loop {
-            match wire::decode(&buf[pos..end], info.max_frame) {
-                Ok(Decoded::Frame(f, used)) => {
-                    pos += used;
-                    handle(shared, subs, f).await?;
-                }
-                Ok(Decoded::Incomplete { total }) => {
-                    if let Some(t) = total {
-                        if t > buf.len() {
-                            buf.resize(t, 0);
-                        }
+            let Some(op) = &mut opener else {
+                let (used, need) =
+                    handle_frames(shared, subs, &buf[pos..end], info.max_frame).await?;
+                pos += used;
+                // The partial frame moves to the front below: it needs `need` bytes.
+                grow(&mut buf, need);
+                break;
+            };
+            match Opener::peek(&buf[pos..end], max_record) {
+                Ok(Record::Complete { total }) => {
+                    let plain = op
+                        .open(&mut buf[pos..pos + total])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    let (used, _) = handle_frames(shared, subs, plain, info.max_frame).await?;
+                    if used != plain.len() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "a record from the broker ends inside a frame",
+                        ));
                     }
+                    pos += total;
+                }
+                Ok(Record::Incomplete { total }) => {
+                    grow(&mut buf, total);
                     break;
                 }
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -432,6 +405,39 @@ async fn reader(
         }
         last_rx.set(Instant::now());
         end += n;
+    }
+}
+
+/// Bytes a record from the broker may hold beyond its largest frame.
+const RECORD_SLACK: usize = 1 << 20;
+
+/// Makes `buf` long enough for `need` bytes, when known.
+fn grow(buf: &mut Vec<u8>, need: Option<usize>) {
+    if let Some(t) = need {
+        if t > buf.len() {
+            buf.resize(t, 0);
+        }
+    }
+}
+
+/// Handles the whole frames at the start of `bytes`; returns how many bytes they took and
+/// the whole size of the incomplete frame after them, when known.
+async fn handle_frames(
+    shared: &Shared,
+    subs: &mut HashMap<u32, LocalSub>,
+    bytes: &[u8],
+    max_frame: usize,
+) -> io::Result<(usize, Option<usize>)> {
+    let mut pos = 0;
+    loop {
+        match wire::decode(&bytes[pos..], max_frame) {
+            Ok(Decoded::Frame(f, used)) => {
+                pos += used;
+                handle(shared, subs, f).await?;
+            }
+            Ok(Decoded::Incomplete { total }) => return Ok((pos, total)),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
     }
 }
 
@@ -563,7 +569,8 @@ async fn handle(
                     err().to_string(),
                 ));
             }
-            log::warn!("the broker refused a request: {}", err());
+            // Reported by the next `flush`.
+            log::debug!("the broker refused a request: {}", err());
             if st.refused.len() < MAX_REFUSED {
                 st.refused.push(err());
             }

@@ -59,6 +59,8 @@ pub enum Error {
     Address(String),
     /// No answer in time.
     Timeout,
+    /// A token that cannot be used.
+    Token(crate::secure::TokenError),
 }
 
 impl fmt::Display for Error {
@@ -79,8 +81,12 @@ impl fmt::Display for Error {
                 "the connection was lost before the broker answered; the operation may or may not have taken effect",
             ),
             Error::Closed => f.write_str("the client is closed"),
-            Error::Address(a) => write!(f, "bad broker address {a:?}: expected HOST:PORT"),
+            Error::Address(a) => write!(
+                f,
+                "bad broker address {a:?}: expected HOST:PORT or mote://NAME:TOKEN@HOST:PORT"
+            ),
             Error::Timeout => f.write_str("timed out"),
+            Error::Token(e) => write!(f, "bad token: {e}"),
         }
     }
 }

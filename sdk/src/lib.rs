@@ -21,10 +21,12 @@ pub mod blocking;
 mod client;
 mod driver;
 mod error;
+mod handshake;
+pub mod secure;
 pub mod topic;
 pub mod wire;
 
-pub use client::{Client, Confirmation, Event, Message, Options, Subscription};
+pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
 pub use error::Error;
 pub use topic::{Filter, Topic, TopicError};
 pub use wire::{ErrorCode, Start};

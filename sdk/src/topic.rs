@@ -188,6 +188,27 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Whether every topic `other` can match is also matched by this filter, so a rule
+    /// `self` allows subscribing to `other`.
+    pub fn covers(&self, other: &Filter) -> bool {
+        if other.text.starts_with('$') && self.text.starts_with(['+', '#']) {
+            return false;
+        }
+        let mut mine = self.text.split('/');
+        let mut theirs = other.text.split('/');
+        loop {
+            match (mine.next(), theirs.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(l)) if l != "#" => {}
+                (Some(a), Some(b)) if a == b && b != "+" && b != "#" => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -259,6 +280,34 @@ mod tests {
         assert_eq!(Filter::new("a//b"), Err(TopicError::EmptyLevel));
         assert!(Filter::new("a/b").unwrap().is_exact());
         assert!(!Filter::new("a/+").unwrap().is_exact());
+    }
+
+    #[test]
+    fn covering_is_containment() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("#", "anything/+/#", true),
+            ("home/#", "home", true),
+            ("home/#", "home/+/temp", true),
+            ("home/+/temp", "home/kitchen/temp", true),
+            ("home/+/temp", "home/+/temp", true),
+            ("home/+/temp", "home/#", false),
+            ("home/kitchen/temp", "home/+/temp", false),
+            ("home/+", "home/+/temp", false),
+            ("home/+/#", "home/a", true),
+            ("home/+/#", "home", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/c", false),
+            ("#", "$dead/#", false),
+            ("$dead/#", "$dead/g/t", true),
+        ];
+        for (rule, sub, want) in cases {
+            let (r, s) = (Filter::new(rule).unwrap(), Filter::new(sub).unwrap());
+            assert_eq!(r.covers(&s), *want, "{rule} covers {sub}");
+            // Whatever a rule covers, it also matches every topic the filter matches.
+            if *want && s.is_exact() {
+                assert!(r.matches(sub));
+            }
+        }
     }
 
     #[test]

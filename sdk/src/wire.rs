@@ -61,7 +61,14 @@ pub mod tag {
     pub const MESSAGE: u8 = 0x0b;
     /// [`Lag`](super::Lag), broker → client, messages a subscriber missed.
     pub const LAG: u8 = 0x0c;
-    /// Tags reserved for the token handshake and encrypted records.
+    /// [`AuthChallenge`](super::AuthChallenge), broker → client, instead of `Welcome`
+    /// when the broker requires a token.
+    pub const AUTH_CHALLENGE: u8 = 0x10;
+    /// [`AuthInit`](super::AuthInit), client → broker: token name, nonce and proof.
+    pub const AUTH_INIT: u8 = 0x11;
+    /// [`AuthProof`](super::AuthProof), broker → client: its proof. Records follow.
+    pub const AUTH_PROOF: u8 = 0x12;
+    /// Tags reserved for the token handshake (`0x10..=0x12` are taken).
     pub const RESERVED_SECURITY: core::ops::RangeInclusive<u8> = 0x10..=0x1f;
     /// Tags reserved for consumer groups (ack, nack, credit).
     pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
@@ -310,6 +317,33 @@ pub struct Lag<'a> {
     pub next: u64,
 }
 
+/// A broker with tokens answers `Hello` with this: its fresh random nonce. A client
+/// without a token stops here; see [`crate::secure`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthChallenge {
+    /// 32 fresh random bytes.
+    pub nonce: [u8; 32],
+}
+
+/// The client's answer to [`AuthChallenge`]: which token, its own nonce, and its proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthInit<'a> {
+    /// Name of the token (`default` for a broker's single `--token`).
+    pub name: &'a str,
+    /// 32 fresh random bytes.
+    pub nonce: [u8; 32],
+    /// The client's proof of the token.
+    pub proof: [u8; 32],
+}
+
+/// The broker's proof of the token, once it accepted the client's. Everything after it,
+/// both ways, is records; the first record from the broker holds `Welcome`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthProof {
+    /// The broker's proof; a client that cannot verify it must close.
+    pub proof: [u8; 32],
+}
+
 /// Every frame of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -340,6 +374,12 @@ pub enum Frame<'a> {
     Message(Message<'a>),
     /// See [`Lag`].
     Lag(Lag<'a>),
+    /// See [`AuthInit`].
+    AuthInit(AuthInit<'a>),
+    /// See [`AuthChallenge`].
+    AuthChallenge(AuthChallenge),
+    /// See [`AuthProof`].
+    AuthProof(AuthProof),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -580,6 +620,9 @@ impl<'a> Frame<'a> {
             Frame::Unsubscribed(_) => tag::UNSUBSCRIBED,
             Frame::Message(_) => tag::MESSAGE,
             Frame::Lag(_) => tag::LAG,
+            Frame::AuthInit(_) => tag::AUTH_INIT,
+            Frame::AuthChallenge(_) => tag::AUTH_CHALLENGE,
+            Frame::AuthProof(_) => tag::AUTH_PROOF,
         }
     }
 
@@ -612,6 +655,9 @@ impl<'a> Frame<'a> {
                 encode_with(t, b, Some(len), out)
             }
             Frame::Lag(b) => encode_with(t, b, None, out),
+            Frame::AuthInit(b) => encode_with(t, b, None, out),
+            Frame::AuthChallenge(b) => encode_with(t, b, None, out),
+            Frame::AuthProof(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -639,6 +685,9 @@ impl<'a> Frame<'a> {
             tag::UNSUBSCRIBED => Frame::Unsubscribed(exact(t, rest)?),
             tag::MESSAGE => Frame::Message(exact(t, rest)?),
             tag::LAG => Frame::Lag(exact(t, rest)?),
+            tag::AUTH_INIT => Frame::AuthInit(exact(t, rest)?),
+            tag::AUTH_CHALLENGE => Frame::AuthChallenge(exact(t, rest)?),
+            tag::AUTH_PROOF => Frame::AuthProof(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -854,5 +903,15 @@ mod tests {
             assert_eq!(usize::from(*t), i, "tags are dense from 0");
             assert!(!tag::RESERVED_SECURITY.contains(t));
         }
+        for t in [tag::AUTH_CHALLENGE, tag::AUTH_INIT, tag::AUTH_PROOF] {
+            assert!(tag::RESERVED_SECURITY.contains(&t));
+        }
+        roundtrip(Frame::AuthInit(AuthInit {
+            name: "kitchen",
+            nonce: [7; 32],
+            proof: [8; 32],
+        }));
+        roundtrip(Frame::AuthChallenge(AuthChallenge { nonce: [1; 32] }));
+        roundtrip(Frame::AuthProof(AuthProof { proof: [3; 32] }));
     }
 }

@@ -149,6 +149,7 @@ impl Parsed {
         let table: toml::Table = text
             .parse()
             .map_err(|e| CliError(format!("config file {path}: {e}")))?;
+        self.config.clear();
         let mut rest = toml::Table::new();
         for (key, value) in table {
             if sections.contains(&key.as_str()) {
@@ -272,7 +273,7 @@ pub(crate) fn help(spec: &Spec) -> String {
         };
         s.push_str(&format!("  {:width$}  {}{extra}\n", left(o), o.help));
     }
-    s.push_str(&format!("      {:width$}  print this help\n", "--help"));
+    s.push_str(&format!("  {:width$}  print this help\n", "    --help"));
     if !spec.after.is_empty() {
         s.push('\n');
         s.push_str(spec.after);

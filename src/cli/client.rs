@@ -29,6 +29,22 @@ const PORT: Opt = Opt {
     default: Some("7270"),
     help: "broker port",
 };
+const TOKEN: Opt = Opt {
+    long: "token",
+    short: None,
+    value: Some("[NAME:]TOKEN"),
+    env: Some("MOTE_TOKEN"),
+    default: None,
+    help: "authenticate and encrypt with this token (NAME defaults to `default`)",
+};
+const URL: Opt = Opt {
+    long: "url",
+    short: Some('L'),
+    value: Some("URL"),
+    env: Some("MOTE_URL"),
+    default: None,
+    help: "broker as mote://[NAME:TOKEN@]HOST[:PORT] (instead of -h, -p, --token)",
+};
 const ID: Opt = Opt {
     long: "id",
     short: Some('i'),
@@ -71,6 +87,8 @@ pub(crate) static PUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN,
+        URL,
         ID,
         value(
             "topic",
@@ -112,6 +130,8 @@ pub(crate) static SUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN,
+        URL,
         ID,
         value(
             "topic",
@@ -151,6 +171,8 @@ pub(crate) static PING: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN,
+        URL,
         ID,
         value(
             "timeout",
@@ -219,19 +241,29 @@ impl From<io::Error> for Exit {
 }
 
 fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
-    let host = p.get("host").unwrap_or_else(|| "127.0.0.1".into());
-    let port = p
-        .parse_with("port", |s| {
-            s.parse::<u16>()
-                .map_err(|_| "expected a port number".into())
-        })?
-        .unwrap_or(mote_sdk::wire::DEFAULT_PORT);
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
+    let bad = |flag: &str, e: mote_sdk::Error| CliError(format!("{flag}: {e}"));
+    let mut o = match p.get("url") {
+        Some(url) => Options::from_url(&url).map_err(|e| bad("--url", e))?,
+        None => {
+            let host = p.get("host").unwrap_or_else(|| "127.0.0.1".into());
+            let port = p
+                .parse_with("port", |s| {
+                    s.parse::<u16>()
+                        .map_err(|_| "expected a port number".into())
+                })?
+                .unwrap_or(mote_sdk::wire::DEFAULT_PORT);
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            Options::new(format!("{host}:{port}"))
+        }
     };
-    let mut o = Options::new(format!("{host}:{port}"));
+    if let Some(t) = p.get("token") {
+        let (name, secret) = t.split_once(':').unwrap_or(("", t.as_str()));
+        o = o.with_token(name, secret).map_err(|e| bad("--token", e))?;
+    }
     o.name = p.get("id").unwrap_or_else(|| default_name.to_string());
     Ok(o)
 }

@@ -17,10 +17,35 @@ Commands:
   pub     publish messages (like mosquitto_pub)
   sub     subscribe and print messages (like mosquitto_sub)
   ping    check that a broker answers (exit 0) or not (exit 1)
+  token   `mote token new` prints a strong random token
   bench   measure throughput, latency, CPU and memory
 
 Run `mote <COMMAND> --help` for a command's options.
 ";
+
+/// `mote token new`: 32 random bytes, base64url.
+fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
+    use base64::Engine as _;
+    match argv.first().and_then(|a| a.to_str()) {
+        Some("new") if argv.len() == 1 => {
+            let mut bytes = [0u8; 32];
+            mote_sdk::secure::random(&mut bytes)
+                .map_err(|e| args::CliError(format!("no randomness from the system: {e}")))?;
+            println!(
+                "{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            );
+            Ok(())
+        }
+        Some("--help") | None => {
+            println!(
+                "Usage: mote token new\n\nPrints a strong random token (256 bits, base64url) for `mote serve --token`\nor a [tokens.NAME] table of the config file."
+            );
+            Ok(())
+        }
+        _ => Err(args::CliError("usage: mote token new".into())),
+    }
+}
 
 /// Logs to stderr at `default` level unless `RUST_LOG` says otherwise.
 pub(crate) fn init_logging(default: &str) {
@@ -63,6 +88,7 @@ pub(crate) fn main() -> i32 {
             return client(client::subscribe(argv), "sub");
         }
         "ping" => return client(client::ping(argv), "ping"),
+        "token" => token(argv),
         "--version" | "-V" | "version" => {
             println!("{}", mote::session::BROKER_NAME);
             Ok(())

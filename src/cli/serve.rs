@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
 
 use futures_lite::StreamExt;
+use mote::auth::{Auth, Rules};
 use mote::limits::Limits;
+use mote_sdk::secure::Token;
 
 use super::args::{self, CliError, Opt, Outcome, Spec};
 
@@ -36,6 +38,22 @@ pub(crate) static SPEC: Spec = Spec {
             env: Some("MOTE_CONFIG"),
             default: None,
             help: "TOML file whose keys are these options' long names (flags and MOTE_* override it)",
+        },
+        Opt {
+            long: "token",
+            short: None,
+            value: Some("TOKEN"),
+            env: Some("MOTE_TOKEN"),
+            default: None,
+            help: "require this token (named `default`, every right); more in the config file's [tokens.NAME]",
+        },
+        Opt {
+            long: "insecure",
+            short: None,
+            value: None,
+            env: Some("MOTE_INSECURE"),
+            default: None,
+            help: "allow listening on a non-loopback address without any token",
         },
         opt(
             "tcp",
@@ -116,6 +134,52 @@ pub(crate) static SPEC: Spec = Spec {
 pub(crate) struct ServeConfig {
     pub(crate) tcp: SocketAddr,
     pub(crate) limits: Limits,
+    pub(crate) auth: Auth,
+}
+
+/// The token table from `--token` and the config file's `[tokens.NAME]` tables.
+fn auth(p: &args::Parsed, tokens: Option<&toml::Value>) -> Result<Auth, CliError> {
+    let mut auth = match tokens {
+        Some(toml::Value::Table(t)) => Auth::from_toml(t).map_err(CliError)?,
+        Some(_) => {
+            return Err(CliError(
+                "[tokens] in the config file must be tables: [tokens.NAME]".into(),
+            ));
+        }
+        None => Auth::none(),
+    };
+    if let Some(secret) = p.get("token") {
+        let token = Token::new(&secret).map_err(|e| CliError(format!("--token: {e}")))?;
+        auth.insert(mote::auth::DEFAULT_NAME, token, Rules::all())
+            .map_err(|e| CliError(format!("--token: {e}")))?;
+    }
+    Ok(auth)
+}
+
+/// Loads the config file (if any) and builds the token table.
+fn load(p: &mut args::Parsed) -> Result<Auth, CliError> {
+    let rest = match p.get("config") {
+        Some(path) => p.load_config(&path, &["tokens"])?,
+        None => toml::Table::new(),
+    };
+    auth(p, rest.get("tokens"))
+}
+
+/// Refuses to open the broker to the network without tokens unless told to.
+fn check_exposure(tcp: SocketAddr, auth: &Auth, insecure: bool) -> Result<(), CliError> {
+    if auth.enabled() || tcp.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure {
+        log::warn!(
+            "listening on {tcp} without a token (--insecure): anyone who can reach it can read and write every topic"
+        );
+        return Ok(());
+    }
+    Err(CliError(format!(
+        "refusing to listen on {tcp} without a token: anyone on the network could read and write every topic.\n\
+         Set one with --token (make one with `mote token new`), or pass --insecure to accept that."
+    )))
 }
 
 pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
@@ -149,7 +213,11 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
                 .map_err(|_| "expected IP:PORT such as 127.0.0.1:7270 or 0.0.0.0:7270".to_string())
         })?
         .ok_or_else(|| CliError("--tcp is required".into()))?;
-    Ok(ServeConfig { tcp, limits })
+    Ok(ServeConfig {
+        tcp,
+        limits,
+        auth: Auth::none(),
+    })
 }
 
 pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
@@ -160,26 +228,49 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    if let Some(path) = p.get("config") {
-        p.load_config(&path, &[])?;
-    }
-    let cfg = config(&p)?;
+    let auth = load(&mut p)?;
+    let mut cfg = config(&p)?;
+    cfg.auth = auth;
     super::init_logging("info");
+    check_exposure(cfg.tcp, &cfg.auth, p.on("insecure"))?;
     raise_fd_limit();
     let listener = TcpListener::bind(cfg.tcp)
         .map_err(|e| CliError(format!("cannot listen on {} (--tcp): {e}", cfg.tcp)))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
-    log::info!("{} listening on {addr} (tcp)", mote::session::BROKER_NAME);
+    log::info!(
+        "{} listening on {addr} (tcp){}",
+        mote::session::BROKER_NAME,
+        match cfg.auth.len() {
+            0 => String::new(),
+            n => format!(", {n} token(s): authenticated and encrypted"),
+        }
+    );
     notify_systemd("READY=1");
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
-            .map_err(|e| CliError(format!("cannot install signal handlers: {e}")))?;
+    use async_signal::Signal;
+    let mut signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup])
+        .map_err(|e| CliError(format!("cannot install signal handlers: {e}")))?;
+    let (reload_tx, reload_rx) = async_channel::unbounded();
+    // Runs on the broker's thread: SIGHUP re-reads the tokens, SIGINT/SIGTERM stop.
     let shutdown = async move {
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("received {sig:?}");
+        while let Some(Ok(sig)) = signals.next().await {
+            if sig != Signal::Hup {
+                log::info!("received {sig:?}");
+                return;
+            }
+            match load(&mut p) {
+                Ok(auth) => {
+                    let _ = reload_tx.send(auth).await;
+                }
+                Err(e) => log::error!("SIGHUP: keeping the current tokens: {e}"),
+            }
         }
     };
-    let stats = mote::server::serve(listener, cfg.limits, shutdown)
+    let server = mote::server::Config {
+        limits: cfg.limits,
+        auth: cfg.auth,
+        reload: Some(reload_rx),
+    };
+    let stats = mote::server::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;
     notify_systemd("STOPPING=1");
     log::info!(

@@ -80,6 +80,8 @@ struct TopicState {
 struct ConnState {
     peer: Option<SocketAddr>,
     client: Box<str>,
+    /// Name of the token the connection proved, on a broker with tokens.
+    token: Option<Box<str>>,
     connected_ms: u64,
     last_rx_ms: u64,
     open: bool,
@@ -119,6 +121,8 @@ pub struct Engine {
     pool: pool::Pool,
     /// `stats.published` when the pool was last looked at by [`Engine::handle_idle`].
     published_at_idle_check: u64,
+    /// Failed handshakes per address.
+    backoff: crate::auth::Backoff,
 }
 
 impl Engine {
@@ -140,6 +144,7 @@ impl Engine {
             stats: Stats::default(),
             pool: pool::Pool::default(),
             published_at_idle_check: 0,
+            backoff: crate::auth::Backoff::default(),
         }
     }
 
@@ -170,6 +175,7 @@ impl Engine {
         let key = self.conns.insert(ConnState {
             peer,
             client: Box::from(""),
+            token: None,
             connected_ms: now_ms,
             last_rx_ms: now_ms,
             open: false,
@@ -192,6 +198,46 @@ impl Engine {
             c.open = true;
             c.client = client.into();
         }
+    }
+
+    /// The connection proved token `name`.
+    pub fn handle_auth_success(&mut self, conn: ConnId, name: &str) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.token = Some(name.into());
+            if let Some(p) = c.peer {
+                self.backoff.handle_success(p.ip());
+            }
+        }
+    }
+
+    /// The connection failed its token handshake (at the time of its last input).
+    pub fn handle_auth_failure(&mut self, conn: ConnId) {
+        self.stats.auth_failures += 1;
+        if let Some(c) = self.conns.get(conn.index()) {
+            if let Some(p) = c.peer {
+                self.backoff.handle_failure(p.ip(), c.last_rx_ms);
+            }
+        }
+    }
+
+    /// Whether a new connection from `ip` may try to authenticate at monotonic time
+    /// `now_ms`; counts a refusal if not.
+    pub fn admit_address(
+        &mut self,
+        ip: std::net::IpAddr,
+        now_ms: u64,
+    ) -> Result<(), crate::auth::Blocked> {
+        let r = self.backoff.check(ip, now_ms);
+        if r.is_err() {
+            self.stats.auth_blocked += 1;
+            self.stats.count_error(ErrorCode::UNAUTHORIZED);
+        }
+        r
+    }
+
+    /// A record that failed to open (tampered, replayed, reordered, foreign).
+    pub fn count_bad_record(&mut self) {
+        self.stats.records_rejected += 1;
     }
 
     /// Bytes arrived on the connection at monotonic time `now_ms`.

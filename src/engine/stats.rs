@@ -38,6 +38,12 @@ pub struct Stats {
     pub evicted_ring: u64,
     /// Messages dropped to keep all rings within the memory budget.
     pub evicted_memory: u64,
+    /// Failed token handshakes (unknown token name, wrong proof, no token).
+    pub auth_failures: u64,
+    /// Connections refused because their address failed too often recently.
+    pub auth_blocked: u64,
+    /// Encrypted records that failed to open (each closed its connection).
+    pub records_rejected: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -57,6 +63,9 @@ impl Default for Stats {
             lag_missed: 0,
             evicted_ring: 0,
             evicted_memory: 0,
+            auth_failures: 0,
+            auth_blocked: 0,
+            records_rejected: 0,
             errors: [0; CODE_SLOTS],
         }
     }
@@ -117,6 +126,8 @@ pub struct ConnInfo {
     pub peer: Option<SocketAddr>,
     /// Name from its `Hello`.
     pub client: String,
+    /// The token it proved, on a broker with tokens.
+    pub token: Option<String>,
     /// Subscription filters it holds.
     pub subscriptions: Vec<String>,
     /// Messages it published.
@@ -199,6 +210,7 @@ impl Engine {
                     id: ConnId(k as u32),
                     peer: c.peer,
                     client: c.client.to_string(),
+                    token: c.token.as_deref().map(str::to_string),
                     subscriptions,
                     msgs_in: c.msgs_in,
                     msgs_out: c.msgs_out,

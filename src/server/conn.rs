@@ -17,7 +17,7 @@ use mote_sdk::ErrorCode;
 
 use super::Shared;
 use crate::engine::ConnId;
-use crate::session::{Session, encode_error};
+use crate::session::Session;
 
 /// Bytes read per `read` call, at least (the shared buffer grows for larger frames).
 pub(crate) const READ_CHUNK: usize = 128 * 1024;
@@ -52,8 +52,16 @@ enum End {
 
 pub(crate) async fn run(shared: Rc<Shared>, stream: Async<TcpStream>, id: ConnId) {
     let max_frame = shared.engine.borrow().limits().max_frame();
+    let mut nonce = [0u8; 32];
+    if let Err(e) = mote_sdk::secure::random(&mut nonce) {
+        log::error!("conn {}: no randomness for the handshake: {e}", id.index());
+        shared.forget_waker(id);
+        shared.engine.borrow_mut().handle_disconnect(id);
+        return;
+    }
+    let auth = shared.auth.borrow().clone();
     let mut io = ConnIo {
-        session: Session::new(id, max_frame),
+        session: Session::new(id, max_frame, auth, nonce),
         inbuf: Vec::new(),
         need: None,
         pending: Vec::new(),
@@ -108,6 +116,7 @@ impl ConnIo {
         // Keep what the socket did not take, after what was already waiting; an idle
         // connection holds no buffer.
         if !out.is_empty() {
+            self.session.seal(out);
             self.pending.extend_from_slice(out);
             out.clear();
         }
@@ -133,9 +142,10 @@ impl ConnIo {
         for _ in 0..ROUNDS {
             let mut progress = false;
             if self.closing.is_none() {
-                if let Some(code) = shared.engine.borrow().close_reason(id) {
-                    let msg = close_message(code);
-                    encode_error(out, code, 0, msg);
+                let reason = shared.engine.borrow().close_reason(id);
+                if let Some(code) = reason {
+                    // Counted by the engine when it decided to close.
+                    self.session.emit_close(out, code, close_message(code));
                     self.closing = Some(code);
                 }
             }
@@ -196,6 +206,7 @@ impl ConnIo {
             } else if out.is_empty() {
                 return Poll::Ready(Ok(wrote));
             } else {
+                self.session.seal(out);
                 &out[..]
             };
             match stream.get_ref().write(bytes) {
@@ -264,7 +275,7 @@ impl ConnIo {
                 Err(_) => return Poll::Ready(Ok(false)),
             }
         };
-        let data = &rbuf[..left + n];
+        let data = &mut rbuf[..left + n];
         let (mono, wall) = (shared.mono_ms(), shared.wall_ms());
         let mut engine = shared.engine.borrow_mut();
         engine.handle_received(id, mono, n);

@@ -28,6 +28,7 @@ use futures_lite::FutureExt;
 use mote_sdk::ErrorCode;
 use smol::LocalExecutor;
 
+use crate::auth::Auth;
 use crate::engine::{ConnId, Engine, Stats};
 use crate::limits::Limits;
 use crate::session::encode_error;
@@ -41,6 +42,8 @@ pub(crate) struct Scratch {
 /// State shared by the tasks of one broker (all on one thread).
 pub(crate) struct Shared {
     pub(crate) engine: RefCell<Engine>,
+    /// The tokens new connections are checked against (replaced on reload).
+    pub(crate) auth: RefCell<Rc<Auth>>,
     pub(crate) scratch: RefCell<Scratch>,
     wakers: RefCell<Vec<Option<Waker>>>,
     wake_list: RefCell<Vec<ConnId>>,
@@ -112,24 +115,58 @@ fn broker_id() -> u64 {
     h.finish()
 }
 
-/// Runs a broker on `listener` until `shutdown` completes, on the calling thread.
-/// Returns the final counters.
+/// What a broker runs with besides its listener.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Every bound it enforces.
+    pub limits: Limits,
+    /// The tokens it accepts (none: no authentication).
+    pub auth: Auth,
+    /// New token tables to switch to (sent on `SIGHUP`); existing connections keep the
+    /// rights they proved until they reconnect.
+    pub reload: Option<async_channel::Receiver<Auth>>,
+}
+
+/// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
+/// thread. Returns the final counters.
 pub fn serve(
     listener: TcpListener,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
+    serve_with(
+        listener,
+        Config {
+            limits,
+            ..Config::default()
+        },
+        shutdown,
+    )
+}
+
+/// Runs a broker with `config` on `listener` until `shutdown` completes, on the calling
+/// thread. Returns the final counters.
+pub fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
     let ex = LocalExecutor::new();
-    futures_lite::future::block_on(ex.run(run(&ex, listener, limits, shutdown)))
+    futures_lite::future::block_on(ex.run(run(&ex, listener, config, shutdown)))
 }
 
 /// The broker's main task; `ex` is the executor connection tasks are spawned on.
 pub async fn run(
     ex: &LocalExecutor<'_>,
     listener: TcpListener,
-    limits: Limits,
+    config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
+    let Config {
+        limits,
+        auth,
+        reload,
+    } = config;
     limits
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -137,6 +174,7 @@ pub async fn run(
     let sweep = sweep_interval(&limits);
     let shared = Rc::new(Shared {
         engine: RefCell::new(Engine::new(limits, broker_id())),
+        auth: RefCell::new(Rc::new(auth)),
         scratch: RefCell::new(Scratch {
             read: vec![0; conn::READ_CHUNK],
             write: Vec::with_capacity(conn::READ_CHUNK),
@@ -162,6 +200,16 @@ pub async fn run(
         })
     };
 
+    let reloader = reload.map(|rx| {
+        let shared = shared.clone();
+        ex.spawn(async move {
+            while let Ok(auth) = rx.recv().await {
+                log::info!("token table reloaded: {} tokens", auth.len());
+                *shared.auth.borrow_mut() = Rc::new(auth);
+            }
+        })
+    });
+
     let accept = async {
         loop {
             match listener.accept().await {
@@ -174,15 +222,31 @@ pub async fn run(
                             shared.lingering.set(shared.lingering.get() + 1);
                             let shared = shared.clone();
                             ex.spawn(async move {
-                                refuse(&stream);
+                                refuse(
+                                    &stream,
+                                    ErrorCode::CONNECTION_LIMIT,
+                                    conn::close_message(ErrorCode::CONNECTION_LIMIT),
+                                );
                                 conn::linger(&stream).await;
                                 shared.lingering.set(shared.lingering.get() - 1);
                             })
                             .detach();
                         } else {
-                            refuse(&stream);
+                            refuse(
+                                &stream,
+                                ErrorCode::CONNECTION_LIMIT,
+                                conn::close_message(ErrorCode::CONNECTION_LIMIT),
+                            );
                         }
                         continue;
+                    }
+                    if shared.auth.borrow().enabled() {
+                        if let Err(blocked) = engine.admit_address(peer.ip(), shared.mono_ms()) {
+                            drop(engine);
+                            log::warn!("refused {peer}: {blocked}");
+                            refuse(&stream, ErrorCode::UNAUTHORIZED, &blocked.to_string());
+                            continue;
+                        }
                     }
                     let _ = stream.get_ref().set_nodelay(true);
                     let id = engine.handle_connect(shared.mono_ms(), Some(peer));
@@ -212,6 +276,7 @@ pub async fn run(
         Timer::after(Duration::from_millis(5)).await;
     }
     drop(sweeper);
+    drop(reloader);
     let stats = shared.engine.borrow().stats().clone();
     Ok(stats)
 }
@@ -222,14 +287,9 @@ fn sweep_interval(l: &Limits) -> Duration {
     Duration::from_millis(ms.clamp(5, 1000))
 }
 
-/// Tells a connection over the cap why it is closed, without waiting for it.
-fn refuse(stream: &Async<std::net::TcpStream>) {
+/// Tells a refused connection why, without waiting for it.
+fn refuse(stream: &Async<std::net::TcpStream>, code: ErrorCode, message: &str) {
     let mut buf = Vec::new();
-    encode_error(
-        &mut buf,
-        ErrorCode::CONNECTION_LIMIT,
-        0,
-        conn::close_message(ErrorCode::CONNECTION_LIMIT),
-    );
+    encode_error(&mut buf, code, 0, message);
     let _ = stream.get_ref().write(&buf);
 }

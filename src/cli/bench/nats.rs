@@ -1,0 +1,127 @@
+//! NATS's text protocol: `INFO`, `CONNECT`, `SUB`, `PUB`, `MSG`, `PING`/`PONG`.
+//!
+//! `PING` after a command is the confirmation: the server answers `PONG` once it has
+//! handled everything before it. Pings from the server are answered with `PONG`.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+
+use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+
+pub(super) struct Nats {
+    c: Conn,
+}
+
+/// What the server sent, other than a delivery.
+#[derive(PartialEq, Eq)]
+enum Control {
+    Info,
+    Pong,
+    Other,
+}
+
+/// Parses one unit at the start of `buf`: a delivery's payload goes to `msg`; the rest is
+/// returned (a server `PING` is answered through `replies`, `-ERR` is an error).
+fn parse(
+    buf: &[u8],
+    replies: &mut Vec<u8>,
+    mut msg: impl FnMut(&[u8]) -> bool,
+) -> io::Result<Option<(Control, usize, bool)>> {
+    let Some((l, used)) = line(buf)? else {
+        return Ok(None);
+    };
+    if let Some(rest) = l.strip_prefix(b"MSG ") {
+        // MSG <subject> <sid> [reply-to] <#bytes>
+        let len = parse_len(rest.rsplit(|&b| b == b' ').next().unwrap_or(b""))?;
+        let total = used + len + 2;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let more = msg(&buf[used..used + len]);
+        return Ok(Some((Control::Other, total, more)));
+    }
+    let control = if l == b"PING" {
+        replies.extend_from_slice(b"PONG\r\n");
+        Control::Other
+    } else if l == b"PONG" {
+        Control::Pong
+    } else if l.starts_with(b"INFO") {
+        Control::Info
+    } else if l.starts_with(b"-ERR") {
+        return Err(io::Error::other(format!(
+            "NATS said {}",
+            String::from_utf8_lossy(l)
+        )));
+    } else {
+        Control::Other
+    };
+    Ok(Some((control, used, true)))
+}
+
+impl Nats {
+    /// Reads until the server sends `want`.
+    fn expect(&mut self, want: Control) -> io::Result<()> {
+        self.c.read_with(|buf, replies| {
+            Ok(match parse(buf, replies, |_| true)? {
+                None => Step::Need,
+                Some((c, n, _)) if c == want => Step::Stop(n),
+                Some((_, n, _)) => Step::Took(n),
+            })
+        })
+    }
+}
+
+impl Client for Nats {
+    fn connect(addr: SocketAddr, name: &str) -> io::Result<Nats> {
+        let mut n = Nats {
+            c: Conn::connect(addr)?,
+        };
+        n.expect(Control::Info)?;
+        n.c.write(
+            format!(
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"{name}\"}}\r\nPING\r\n"
+            )
+            .as_bytes(),
+        )?;
+        n.expect(Control::Pong)?;
+        Ok(n)
+    }
+
+    fn topic(run: &str) -> String {
+        format!("bench.{run}")
+    }
+
+    fn subscribe(&mut self, topic: &str) -> io::Result<()> {
+        self.c
+            .write(format!("SUB {topic} 1\r\nPING\r\n").as_bytes())?;
+        self.expect(Control::Pong)
+    }
+
+    fn encode_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"PUB ");
+        out.extend_from_slice(topic.as_bytes());
+        out.push(b' ');
+        push_decimal(out, payload.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn read(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+        self.c.read_with(|buf, replies| {
+            Ok(match parse(buf, replies, &mut f)? {
+                None => Step::Need,
+                Some((_, n, true)) => Step::Took(n),
+                Some((_, n, false)) => Step::Stop(n),
+            })
+        })
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        &mut self.c
+    }
+
+    fn into_stream(self) -> TcpStream {
+        self.c.s
+    }
+}

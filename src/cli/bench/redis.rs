@@ -1,0 +1,208 @@
+//! Redis pub/sub over RESP: `PUBLISH`, `SUBSCRIBE`, and `message` pushes.
+//!
+//! A RESP2 connection that subscribed may not publish, so the latency connection switches
+//! to RESP3 (`HELLO 3`), where it may and deliveries arrive as `>` pushes.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+
+use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+
+pub(super) struct Redis {
+    c: Conn,
+}
+
+/// One RESP token: a scalar, or the head of an aggregate with how many values follow.
+enum Tok<'a> {
+    Aggregate(usize),
+    Bulk(&'a [u8]),
+    Simple(&'a [u8]),
+    Other,
+}
+
+/// Reads one token at `buf[pos..]`; returns it and where the next one starts.
+fn tok(buf: &[u8], pos: usize) -> io::Result<Option<(Tok<'_>, usize)>> {
+    let Some((l, used)) = line(&buf[pos..])? else {
+        return Ok(None);
+    };
+    let next = pos + used;
+    let Some((&kind, rest)) = l.split_first() else {
+        return Err(io::Error::other("an empty line from Redis"));
+    };
+    let signed = |rest: &[u8]| -> io::Result<Option<usize>> {
+        if rest == b"-1" {
+            Ok(None)
+        } else {
+            parse_len(rest).map(Some)
+        }
+    };
+    Ok(Some(match kind {
+        b'$' | b'=' | b'!' => match signed(rest)? {
+            None => (Tok::Other, next),
+            Some(len) if buf.len() < next + len + 2 => return Ok(None),
+            Some(len) if kind == b'!' => {
+                return Err(io::Error::other(format!(
+                    "Redis said {}",
+                    String::from_utf8_lossy(&buf[next..next + len])
+                )));
+            }
+            Some(len) => (Tok::Bulk(&buf[next..next + len]), next + len + 2),
+        },
+        b'*' | b'>' | b'~' => (Tok::Aggregate(signed(rest)?.unwrap_or(0)), next),
+        b'%' | b'|' => (Tok::Aggregate(2 * signed(rest)?.unwrap_or(0)), next),
+        b'+' => (Tok::Simple(rest), next),
+        b'-' => {
+            return Err(io::Error::other(format!(
+                "Redis said {}",
+                String::from_utf8_lossy(rest)
+            )));
+        }
+        _ => (Tok::Other, next),
+    }))
+}
+
+/// Skips `count` values at `buf[pos..]`; returns where the next one starts.
+fn skip(buf: &[u8], mut pos: usize, mut count: usize) -> io::Result<Option<usize>> {
+    while count > 0 {
+        let Some((t, next)) = tok(buf, pos)? else {
+            return Ok(None);
+        };
+        count -= 1;
+        if let Tok::Aggregate(n) = t {
+            count += n;
+        }
+        pos = next;
+    }
+    Ok(Some(pos))
+}
+
+/// What one top-level value was.
+enum Value<'a> {
+    Message(&'a [u8]),
+    Subscribed,
+    Pong,
+    Other,
+}
+
+/// Parses one top-level value at the start of `buf`; returns it and its length.
+fn value(buf: &[u8]) -> io::Result<Option<(Value<'_>, usize)>> {
+    let Some((first, mut pos)) = tok(buf, 0)? else {
+        return Ok(None);
+    };
+    let n = match first {
+        Tok::Aggregate(n) => n,
+        Tok::Simple(b"PONG") => return Ok(Some((Value::Pong, pos))),
+        _ => return Ok(Some((Value::Other, pos))),
+    };
+    // The first three elements, when they are bulk strings: kind, channel, payload.
+    let mut items: [&[u8]; 3] = [b""; 3];
+    for item in items.iter_mut().take(n) {
+        let Some((t, next)) = tok(buf, pos)? else {
+            return Ok(None);
+        };
+        pos = next;
+        match t {
+            Tok::Bulk(b) => *item = b,
+            Tok::Aggregate(m) => match skip(buf, pos, m)? {
+                Some(p) => pos = p,
+                None => return Ok(None),
+            },
+            _ => {}
+        }
+    }
+    let Some(end) = skip(buf, pos, n.saturating_sub(3))? else {
+        return Ok(None);
+    };
+    let v = match items[0] {
+        b"message" if n == 3 => Value::Message(items[2]),
+        b"subscribe" => Value::Subscribed,
+        _ => Value::Other,
+    };
+    Ok(Some((v, end)))
+}
+
+/// Appends a command as a RESP array of bulk strings.
+fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    push_decimal(out, args.len());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        push_decimal(out, a.len());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl Redis {
+    /// Sends `args` and reads values until one that `want` accepts.
+    fn call(&mut self, args: &[&[u8]], want: fn(&Value<'_>) -> bool) -> io::Result<()> {
+        let mut out = Vec::new();
+        command(&mut out, args);
+        self.c.write(&out)?;
+        self.c.read_with(|buf, _| {
+            Ok(match value(buf)? {
+                None => Step::Need,
+                Some((v, n)) if want(&v) => Step::Stop(n),
+                Some((_, n)) => Step::Took(n),
+            })
+        })
+    }
+}
+
+impl Client for Redis {
+    fn connect(addr: SocketAddr, name: &str) -> io::Result<Redis> {
+        let mut r = Redis {
+            c: Conn::connect(addr)?,
+        };
+        r.call(&[b"CLIENT", b"SETNAME", name.as_bytes()], |_| true)?;
+        r.call(&[b"PING"], |v| matches!(v, Value::Pong))?;
+        Ok(r)
+    }
+
+    fn connect_for_latency(addr: SocketAddr) -> io::Result<Redis> {
+        let mut r = Redis::connect(addr, "bench-latency")?;
+        // The answer is a map of server facts; any answer but an error will do.
+        r.call(&[b"HELLO", b"3"], |_| true)?;
+        Ok(r)
+    }
+
+    fn topic(run: &str) -> String {
+        format!("bench:{run}")
+    }
+
+    fn subscribe(&mut self, topic: &str) -> io::Result<()> {
+        self.call(&[b"SUBSCRIBE", topic.as_bytes()], |v| {
+            matches!(v, Value::Subscribed)
+        })
+    }
+
+    fn encode_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
+        command(out, &[b"PUBLISH", topic.as_bytes(), payload]);
+    }
+
+    fn read(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+        self.c.read_with(|buf, _| {
+            Ok(match value(buf)? {
+                None => Step::Need,
+                Some((Value::Message(p), n)) => {
+                    if f(p) {
+                        Step::Took(n)
+                    } else {
+                        Step::Stop(n)
+                    }
+                }
+                Some((_, n)) => Step::Took(n),
+            })
+        })
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        &mut self.c
+    }
+
+    fn into_stream(self) -> TcpStream {
+        self.c.s
+    }
+}

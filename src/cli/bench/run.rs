@@ -1,0 +1,340 @@
+//! The measurements, written once for every protocol's [`Client`].
+//!
+//! Each payload starts with its sequence number, so a subscriber knows how far it is
+//! even when a broker drops messages (mote says so with a `Lag` frame; NATS, Redis and
+//! MQTT at QoS 0 drop silently): the gap is counted as missed, and the pacing window
+//! never waits for a message that will not come.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::conn::{Client, PATIENCE, is_timeout};
+use super::proc::{cpu_ns, status_kib};
+
+/// How long a subscriber's read waits before it checks on the run.
+const POLL: Duration = Duration::from_millis(100);
+/// How long, once everything is published, a subscriber waits for messages that may
+/// have been dropped before counting them as missed.
+const TAIL_WAIT: Duration = Duration::from_secs(2);
+
+/// What one throughput run measured.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Throughput {
+    pub(super) delivered: u64,
+    pub(super) missed: u64,
+    pub(super) seconds: f64,
+    pub(super) broker_cpu_sec: Option<f64>,
+}
+
+impl Throughput {
+    pub(super) fn msgs_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.seconds
+    }
+    pub(super) fn cpu_per_million(&self) -> Option<f64> {
+        self.broker_cpu_sec
+            .map(|c| c / (self.delivered as f64 / 1e6))
+    }
+}
+
+/// The shape of one throughput run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Load {
+    /// Names the topic.
+    pub(super) run: &'static str,
+    pub(super) size: usize,
+    pub(super) count: u64,
+    pub(super) subs: usize,
+    pub(super) window: u64,
+}
+
+/// What a subscriber thread shares with the publisher.
+struct Shared {
+    progress: Vec<AtomicU64>,
+    /// Set by the publisher once it has sent everything (or given up).
+    done: AtomicBool,
+    /// Set by a subscriber that failed, so the publisher stops waiting for it.
+    failed: AtomicBool,
+    /// Whether the publisher is parked waiting for progress.
+    waiting: AtomicBool,
+}
+
+/// What one subscriber saw: messages missed, and when the last one arrived.
+struct Seen {
+    missed: u64,
+    last: Instant,
+}
+
+fn subscriber<C: Client>(
+    mut c: C,
+    i: usize,
+    count: u64,
+    tell_every: u64,
+    shared: &Shared,
+    publisher: &thread::Thread,
+) -> io::Result<Seen> {
+    c.conn().set_patience(POLL)?;
+    let mut seen = 0u64;
+    let mut told = 0u64;
+    let mut missed = 0u64;
+    let mut last = Instant::now();
+    let mut quiet_since = Instant::now();
+    while seen < count {
+        let mut got = 0u64;
+        let r = c.read(|payload| {
+            got += 1;
+            let seq = payload
+                .first_chunk::<8>()
+                .map_or(u64::MAX, |b| u64::from_le_bytes(*b));
+            if (seen..count).contains(&seq) {
+                missed += seq - seen;
+                seen = seq + 1;
+            }
+            // Hand back control after a batch so progress is published.
+            seen < count && seen - told < tell_every
+        });
+        match r {
+            Ok(()) => {
+                last = Instant::now();
+                quiet_since = last;
+            }
+            Err(e) if is_timeout(&e) => {
+                let now = Instant::now();
+                if got > 0 {
+                    // The last message came at most one poll ago.
+                    last = now - POLL;
+                    quiet_since = last;
+                } else if shared.done.load(Ordering::Acquire)
+                    && now.duration_since(quiet_since) > TAIL_WAIT
+                {
+                    missed += count - seen;
+                    seen = count;
+                } else if now.duration_since(quiet_since) > PATIENCE {
+                    return Err(io::Error::other(format!(
+                        "no message for {} s after {seen} of {count}",
+                        PATIENCE.as_secs()
+                    )));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        c.tick()?;
+        shared.progress[i].store(seen, Ordering::Release);
+        told = seen;
+        if shared.waiting.load(Ordering::Acquire) {
+            publisher.unpark();
+        }
+    }
+    Ok(Seen { missed, last })
+}
+
+/// One publisher, `load.subs` subscribers, `load.count` messages of `load.size` bytes,
+/// the publisher at most `load.window` messages ahead of the slowest subscriber. `pid`
+/// is the broker's, to read its CPU time.
+pub(super) fn throughput<C: Client>(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    load: Load,
+) -> Result<Throughput, String> {
+    let Load {
+        run,
+        size,
+        count,
+        subs,
+        window,
+    } = load;
+    let topic = C::topic(run);
+    let shared = Arc::new(Shared {
+        progress: (0..subs).map(|_| AtomicU64::new(0)).collect(),
+        done: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
+        waiting: AtomicBool::new(false),
+    });
+    let publisher = thread::current();
+    // Subscribers report progress at least this often, so the window can never stall.
+    let tell_every = (window / 4).max(1);
+    let mut readers = Vec::new();
+    for i in 0..subs {
+        let mut c = C::connect(addr, "bench-sub").map_err(|e| format!("subscriber: {e}"))?;
+        c.subscribe(&topic)
+            .map_err(|e| format!("subscriber: {e}"))?;
+        let (shared, publisher) = (shared.clone(), publisher.clone());
+        readers.push(thread::spawn(move || {
+            let r = subscriber(c, i, count, tell_every, &shared, &publisher);
+            if r.is_err() {
+                shared.failed.store(true, Ordering::Release);
+                publisher.unpark();
+            }
+            r
+        }));
+    }
+    let mut p = C::connect(addr, "bench-pub").map_err(|e| format!("publisher: {e}"))?;
+    // Whatever the broker says to the publisher (Redis answers every PUBLISH) is read
+    // and dropped, so it never backs up.
+    let mut answers = p
+        .conn()
+        .s
+        .try_clone()
+        .map_err(|e| format!("publisher: {e}"))?;
+    let drain = thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match answers.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let cpu0 = pid.map(cpu_ns);
+    let t0 = Instant::now();
+    let published = publish::<C>(&mut p, &topic, size, count, window, &shared);
+    shared.done.store(true, Ordering::Release);
+    let mut missed = 0;
+    let mut last = None;
+    let mut failure = published.err();
+    for r in readers {
+        match r.join() {
+            Err(_) => failure = Some("a subscriber thread panicked".into()),
+            Ok(Err(e)) => failure = failure.or(Some(format!("subscriber: {e}"))),
+            Ok(Ok(seen)) => {
+                missed += seen.missed;
+                last = last.max(Some(seen.last));
+            }
+        }
+    }
+    let cpu = match (pid, cpu0) {
+        (Some(pid), Some(c0)) => Some(cpu_ns(pid).saturating_sub(c0) as f64 / 1e9),
+        _ => None,
+    };
+    let _ = p.conn().s.shutdown(Shutdown::Both);
+    let _ = drain.join();
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    let seconds = last.map_or(0.0, |l| l.duration_since(t0).as_secs_f64());
+    Ok(Throughput {
+        delivered: count * subs as u64 - missed,
+        missed,
+        seconds,
+        broker_cpu_sec: cpu,
+    })
+}
+
+/// Publishes `count` numbered messages, paced.
+fn publish<C: Client>(
+    p: &mut C,
+    topic: &str,
+    size: usize,
+    count: u64,
+    window: u64,
+    shared: &Shared,
+) -> Result<(), String> {
+    let mut payload = vec![b'm'; size.max(8)];
+    let mut out = Vec::with_capacity(256 * 1024);
+    let slowest = || {
+        shared
+            .progress
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    };
+    let mut sent = 0u64;
+    while sent < count {
+        let mut ahead = sent - slowest();
+        let mut stalled = Instant::now();
+        let mut last_slowest = slowest();
+        while ahead >= window {
+            if shared.failed.load(Ordering::Acquire) {
+                return Err("a subscriber failed".into());
+            }
+            shared.waiting.store(true, Ordering::Release);
+            ahead = sent - slowest();
+            if ahead >= window {
+                thread::park_timeout(Duration::from_millis(5));
+            }
+            shared.waiting.store(false, Ordering::Release);
+            let s = slowest();
+            ahead = sent - s;
+            if s != last_slowest {
+                last_slowest = s;
+                stalled = Instant::now();
+            } else if stalled.elapsed() > PATIENCE + PATIENCE {
+                return Err(format!(
+                    "the subscribers made no progress for {} s at {s} of {count}",
+                    2 * PATIENCE.as_secs()
+                ));
+            }
+        }
+        let batch = (window - ahead).min(count - sent).min(2048);
+        out.clear();
+        for seq in sent..sent + batch {
+            payload[..8].copy_from_slice(&seq.to_le_bytes());
+            C::encode_publish(topic, &payload[..size.max(8)], &mut out);
+        }
+        p.conn()
+            .write(&out)
+            .map_err(|e| format!("publisher: {e}"))?;
+        sent += batch;
+    }
+    Ok(())
+}
+
+/// Publish-to-delivery round trips, in microseconds and sorted, on one connection
+/// subscribed to the topic it publishes to.
+pub(super) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec<f64>, String> {
+    let mut c = C::connect_for_latency(addr).map_err(|e| e.to_string())?;
+    let topic = C::topic("latency");
+    c.subscribe(&topic).map_err(|e| e.to_string())?;
+    let mut frame = Vec::new();
+    C::encode_publish(&topic, &[b'l'; 64], &mut frame);
+    let mut rtts = Vec::with_capacity(samples + samples / 10);
+    for _ in 0..samples + samples / 10 {
+        let t0 = Instant::now();
+        c.conn().write(&frame).map_err(|e| e.to_string())?;
+        c.read(|_| false).map_err(|e| {
+            if is_timeout(&e) {
+                format!("no delivery within {} s", PATIENCE.as_secs())
+            } else {
+                e.to_string()
+            }
+        })?;
+        rtts.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    // The first tenth warms up caches and the scheduler.
+    rtts.drain(..samples / 10);
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts)
+}
+
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Opens `n` connections that each subscribe, and returns the broker's RSS growth per
+/// connection in bytes.
+pub(super) fn idle_cost<C: Client>(addr: SocketAddr, pid: u32, n: usize) -> Result<f64, String> {
+    let before = status_kib(pid, "VmRSS");
+    let mut conns = Vec::with_capacity(n);
+    let topic = C::topic("idle");
+    for i in 0..n {
+        let mut c =
+            C::connect(addr, "bench-idle").map_err(|e| format!("idle connection {i}: {e}"))?;
+        c.subscribe(&topic)
+            .map_err(|e| format!("idle connection {i}: {e}"))?;
+        // Keep the socket only: the client side's buffer is not the broker's memory.
+        conns.push(c.into_stream());
+    }
+    let after = status_kib(pid, "VmRSS");
+    drop(conns);
+    Ok((after.saturating_sub(before) * 1024) as f64 / n as f64)
+}

@@ -1,0 +1,448 @@
+//! One connection's protocol: the handshake (and token proof), the record layer when
+//! encrypted, frame dispatch into the engine with access checks, and what goes back.
+//! Pure: bytes in, bytes out, no IO.
+//!
+//! Output contract with the transport: the session appends frames to `out`; when the
+//! connection is encrypted it opens a record in `out` first. Before `out` is written to
+//! the socket or kept for later, the transport calls [`Session::seal`].
+
+mod handshake;
+
+use std::rc::Rc;
+
+use mote_sdk::ErrorCode;
+use mote_sdk::Filter;
+use mote_sdk::secure::{Opener, Record, Sealer};
+use mote_sdk::topic::shown;
+use mote_sdk::wire::{
+    self, DecodeError, Decoded, ErrorFrame, Frame, Lag, Message, Ping, Published, Subscribed,
+    Unsubscribe,
+};
+
+use crate::auth::{Auth, Rules};
+use crate::engine::{ConnId, Delivery, Engine};
+use handshake::Phase;
+
+/// Software name and version sent in `Welcome`.
+pub const BROKER_NAME: &str = concat!("mote ", env!("CARGO_PKG_VERSION"));
+
+/// Bytes a record may hold beyond the largest frame: replies and deliveries are batched
+/// into records of up to a few hundred KiB.
+const RECORD_SLACK: usize = 512 * 1024;
+
+/// How far [`Session::handle_input`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of input used; the rest is an incomplete frame (or record) to keep.
+    pub consumed: usize,
+    /// Size of that incomplete frame or record, when already known.
+    pub need: Option<usize>,
+}
+
+/// The record layer of an encrypted connection.
+struct Crypto {
+    sealer: Sealer,
+    opener: Opener,
+    /// Where the record being filled starts in `out`, if one is open.
+    record_at: Option<usize>,
+}
+
+/// The protocol state of one connection.
+pub struct Session {
+    conn: ConnId,
+    max_frame: usize,
+    phase: Phase,
+    crypto: Option<Crypto>,
+    /// The token's rights; `None` on a broker without tokens.
+    rights: Option<std::sync::Arc<Rules>>,
+    token_name: Option<Box<str>>,
+    /// The last topic this connection was allowed to publish to (skips the rule check).
+    allowed_topic: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn", &self.conn)
+            .field("encrypted", &self.crypto.is_some())
+            .field("token", &self.token_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Appends an error frame (plaintext: for callers outside a session).
+pub fn encode_error(out: &mut Vec<u8>, code: ErrorCode, req: u32, message: &str) {
+    Frame::Error(ErrorFrame { code, req, message }).encode(out);
+}
+
+impl Session {
+    /// A session for `conn`, refusing frames above `max_frame` bytes. `auth` is the
+    /// broker's token table; `nonce` 32 fresh random bytes for the token handshake.
+    pub fn new(conn: ConnId, max_frame: usize, auth: Rc<Auth>, nonce: [u8; 32]) -> Session {
+        Session {
+            conn,
+            max_frame,
+            phase: Phase::new(auth, nonce),
+            crypto: None,
+            rights: None,
+            token_name: None,
+            allowed_topic: String::new(),
+        }
+    }
+
+    /// The engine's id for this connection.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.crypto.is_some()
+    }
+
+    /// Appends `frame` to `out`, inside the open record when encrypted.
+    fn emit(&mut self, out: &mut Vec<u8>, frame: &Frame<'_>) {
+        if let Some(c) = &mut self.crypto {
+            if c.record_at.is_none() {
+                c.record_at = Some(Sealer::begin(out));
+            }
+        }
+        frame.encode(out);
+    }
+
+    fn emit_error(&mut self, out: &mut Vec<u8>, code: ErrorCode, req: u32, message: &str) {
+        self.emit(out, &Frame::Error(ErrorFrame { code, req, message }));
+    }
+
+    /// Seals the record being filled in `out`, if any. Call before `out` leaves.
+    pub fn seal(&mut self, out: &mut Vec<u8>) {
+        if let Some(c) = &mut self.crypto {
+            if let Some(at) = c.record_at.take() {
+                c.sealer.seal(out, at);
+            }
+        }
+    }
+
+    /// Tells the peer why the broker closes the connection (counting it).
+    pub fn close_with(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<u8>,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        engine.count_error(code);
+        self.emit_close(out, code, message);
+    }
+
+    /// Tells the peer why the connection closes, when the engine decided (and counted) it.
+    pub fn emit_close(&mut self, out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+        self.emit_error(out, code, 0, message);
+    }
+
+    /// Handles every complete frame (or record) at the start of `input`, appending
+    /// replies to `out`; records are decrypted in place. `time_ms` is wall-clock time for
+    /// the messages stored. On a violation an error frame is appended and its code
+    /// returned: the connection must close.
+    pub fn handle_input(
+        &mut self,
+        engine: &mut Engine,
+        time_ms: u64,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, ErrorCode> {
+        let mut pos = 0;
+        loop {
+            if self.crypto.is_some() {
+                match self.handle_record(engine, time_ms, &mut input[pos..], out)? {
+                    Ok(used) => pos += used,
+                    Err(need) => {
+                        return Ok(Progress {
+                            consumed: pos,
+                            need,
+                        });
+                    }
+                }
+                continue;
+            }
+            let rest = &input[pos..];
+            if let Some(max) = self.phase.frame_limit() {
+                self.phase
+                    .sniff(rest)
+                    .map_err(|msg| self.fail(engine, out, ErrorCode::PROTOCOL, msg))?;
+                match wire::decode(rest, max) {
+                    Ok(Decoded::Frame(frame, used)) => {
+                        let raw = &rest[..used];
+                        pos += used;
+                        self.handle_handshake(engine, frame, raw, out)?;
+                    }
+                    Ok(Decoded::Incomplete { total }) => {
+                        return Ok(Progress {
+                            consumed: pos,
+                            need: total,
+                        });
+                    }
+                    Err(e) => return Err(self.decode_failed(engine, out, &e)),
+                }
+                continue;
+            }
+            match wire::decode(rest, self.max_frame) {
+                Ok(Decoded::Frame(frame, used)) => {
+                    pos += used;
+                    self.handle_frame(engine, time_ms, frame, out)?;
+                }
+                Ok(Decoded::Incomplete { total }) => {
+                    return Ok(Progress {
+                        consumed: pos,
+                        need: total,
+                    });
+                }
+                Err(e) => return Err(self.decode_failed(engine, out, &e)),
+            }
+        }
+    }
+
+    /// Opens the record at the start of `input` and handles its frames. `Ok(Ok(n))`:
+    /// a record of `n` bytes was handled; `Ok(Err(need))`: incomplete.
+    fn handle_record(
+        &mut self,
+        engine: &mut Engine,
+        time_ms: u64,
+        input: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Result<usize, Option<usize>>, ErrorCode> {
+        let max = self.max_frame + RECORD_SLACK;
+        let total = match Opener::peek(input, max) {
+            Ok(Record::Complete { total }) => total,
+            Ok(Record::Incomplete { total }) => return Ok(Err(total)),
+            Err(e) => return Err(self.record_failed(engine, out, &e.to_string())),
+        };
+        let opened = match &mut self.crypto {
+            Some(c) => c.opener.open(&mut input[..total]),
+            None => return Ok(Err(None)),
+        };
+        let plain = match opened {
+            Ok(p) => &*p,
+            Err(e) => return Err(self.record_failed(engine, out, &e.to_string())),
+        };
+        let mut p = 0;
+        while p < plain.len() {
+            match wire::decode(&plain[p..], self.max_frame) {
+                Ok(Decoded::Frame(frame, used)) => {
+                    p += used;
+                    self.handle_frame(engine, time_ms, frame, out)?;
+                }
+                Ok(Decoded::Incomplete { .. }) => {
+                    let msg = "a record must hold whole frames";
+                    return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
+                }
+                Err(e) => return Err(self.decode_failed(engine, out, &e)),
+            }
+        }
+        Ok(Ok(total))
+    }
+
+    /// A record that does not open: the same answer whatever the cause.
+    fn record_failed(&mut self, engine: &mut Engine, out: &mut Vec<u8>, why: &str) -> ErrorCode {
+        log::debug!("conn {}: bad record: {why}", self.conn.index());
+        engine.count_bad_record();
+        self.fail(
+            engine,
+            out,
+            ErrorCode::UNAUTHORIZED,
+            "authentication failed",
+        )
+    }
+
+    fn decode_failed(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<u8>,
+        e: &DecodeError,
+    ) -> ErrorCode {
+        let (code, msg) = match e {
+            DecodeError::TooLarge { .. } => (
+                ErrorCode::FRAME_TOO_LARGE,
+                format!("{e} (the payload limit is set by --max-payload)"),
+            ),
+            _ => (ErrorCode::PROTOCOL, e.to_string()),
+        };
+        self.fail(engine, out, code, &msg)
+    }
+
+    fn fail(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<u8>,
+        code: ErrorCode,
+        msg: &str,
+    ) -> ErrorCode {
+        log::debug!("conn {}: closing: {msg}", self.conn.index());
+        self.close_with(engine, out, code, msg);
+        code
+    }
+
+    fn handle_frame(
+        &mut self,
+        engine: &mut Engine,
+        time_ms: u64,
+        frame: Frame<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ErrorCode> {
+        match frame {
+            Frame::Publish(p) => {
+                if let Err(msg) = self.check_publish(p.topic) {
+                    engine.count_error(ErrorCode::FORBIDDEN);
+                    self.emit_error(out, ErrorCode::FORBIDDEN, p.req, &msg);
+                    return Ok(());
+                }
+                match engine.handle_publish(self.conn, time_ms, p.topic, p.key, p.payload) {
+                    Ok(offset) if p.req != 0 => {
+                        self.emit(out, &Frame::Published(Published { req: p.req, offset }))
+                    }
+                    Ok(_) => {}
+                    Err(r) => self.emit_error(out, r.code, p.req, &r.message),
+                }
+            }
+            Frame::Subscribe(s) => {
+                if let Err(msg) = self.check_subscribe(s.filter) {
+                    engine.count_error(ErrorCode::FORBIDDEN);
+                    self.emit_error(out, ErrorCode::FORBIDDEN, s.sub, &msg);
+                    return Ok(());
+                }
+                match engine.handle_subscribe(self.conn, s.sub, s.filter, s.from, &s.resume) {
+                    Ok(seq) => self.emit(out, &Frame::Subscribed(Subscribed { sub: s.sub, seq })),
+                    Err(r) => self.emit_error(out, r.code, s.sub, &r.message),
+                }
+            }
+            Frame::Unsubscribe(u) => match engine.handle_unsubscribe(self.conn, u.sub) {
+                Ok(()) => self.emit(out, &Frame::Unsubscribed(Unsubscribe { sub: u.sub })),
+                Err(r) => self.emit_error(out, r.code, u.sub, &r.message),
+            },
+            Frame::Ping(p) => self.emit(out, &Frame::Pong(p)),
+            Frame::Pong(_) => {}
+            Frame::Hello(_) => {
+                return Err(self.fail(engine, out, ErrorCode::PROTOCOL, "hello sent twice"));
+            }
+            Frame::AuthInit(_) if self.rights.is_none() => {
+                let msg = "this broker has no tokens: connect without one";
+                return Err(self.fail(engine, out, ErrorCode::UNAUTHORIZED, msg));
+            }
+            other => {
+                let msg = format!("unexpected frame (tag 0x{:02x}) from a client", other.tag());
+                return Err(self.fail(engine, out, ErrorCode::PROTOCOL, &msg));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this connection's token may publish to `topic`.
+    fn check_publish(&mut self, topic: &str) -> Result<(), String> {
+        let Some(rules) = &self.rights else {
+            return Ok(());
+        };
+        if self.allowed_topic == topic {
+            return Ok(());
+        }
+        if rules.may_publish(topic) {
+            self.allowed_topic.clear();
+            self.allowed_topic.push_str(topic);
+            return Ok(());
+        }
+        Err(format!(
+            "token {:?} may not publish to {} (its publish rules: {})",
+            self.token_name.as_deref().unwrap_or(""),
+            shown(topic),
+            rules.publish_rules()
+        ))
+    }
+
+    /// Whether this connection's token may subscribe with `filter`. An invalid filter
+    /// passes here and is refused by the engine with the reason.
+    fn check_subscribe(&self, filter: &str) -> Result<(), String> {
+        let Some(rules) = &self.rights else {
+            return Ok(());
+        };
+        let Ok(f) = Filter::new(filter) else {
+            return Ok(());
+        };
+        if rules.may_subscribe(&f) {
+            return Ok(());
+        }
+        Err(format!(
+            "token {:?} may not subscribe to {} (its subscribe rules: {})",
+            self.token_name.as_deref().unwrap_or(""),
+            shown(filter),
+            rules.subscribe_rules()
+        ))
+    }
+
+    /// Appends what the engine has ready for this connection to `out` until it holds at
+    /// least `high_water` bytes. Returns whether more is ready.
+    pub fn poll_output(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<u8>,
+        high_water: usize,
+    ) -> bool {
+        if self.phase.frame_limit().is_some() {
+            return false;
+        }
+        if let Some(c) = &mut self.crypto {
+            if c.record_at.is_none() {
+                c.record_at = Some(Sealer::begin(out));
+            }
+        }
+        let more = engine.poll_deliveries(self.conn, |d| {
+            match d {
+                Delivery::Message {
+                    sub,
+                    topic,
+                    offset,
+                    time_ms,
+                    key,
+                    payload,
+                } => Frame::Message(Message {
+                    sub,
+                    topic,
+                    offset,
+                    time_ms,
+                    key,
+                    payload,
+                })
+                .encode(out),
+                Delivery::Lag {
+                    sub,
+                    topic,
+                    missed,
+                    next,
+                } => Frame::Lag(Lag {
+                    sub,
+                    topic,
+                    missed,
+                    next,
+                })
+                .encode(out),
+            }
+            out.len() < high_water
+        });
+        // Nothing was added: do not leave an empty record behind.
+        if let Some(c) = &mut self.crypto {
+            if c.record_at
+                .is_some_and(|at| at + mote_sdk::secure::RECORD_HEADER == out.len())
+            {
+                out.truncate(out.len() - mote_sdk::secure::RECORD_HEADER);
+                c.record_at = None;
+            }
+        }
+        more
+    }
+}
+
+/// A `Ping` frame, for tests and tools.
+pub fn ping(nonce: u64) -> Vec<u8> {
+    Frame::Ping(Ping { nonce }).to_vec()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,387 @@
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::rc::Rc;
+
+use mote_sdk::secure::{Opener, Record, Sealer, SessionKeys, Token, transcript};
+use mote_sdk::wire::{AuthInit, Hello, Publish, Subscribe};
+
+use super::*;
+use crate::auth::{Auth, Rules};
+use crate::limits::Limits;
+
+const SECRET: &str = "0123456789abcdef0123";
+
+fn setup(auth: Auth) -> (Engine, Session) {
+    let mut e = Engine::new(Limits::default(), 42);
+    let c = e.handle_connect(0, Some("10.1.2.3:4000".parse().unwrap()));
+    let max = e.limits().max_frame();
+    (e, Session::new(c, max, Rc::new(auth), [0xbb; 32]))
+}
+
+fn frames(bytes: &[u8]) -> Vec<Frame<'_>> {
+    let mut v = Vec::new();
+    let mut pos = 0;
+    while let Ok(Decoded::Frame(f, n)) = wire::decode(&bytes[pos..], usize::MAX) {
+        v.push(f);
+        pos += n;
+    }
+    assert_eq!(pos, bytes.len(), "only whole frames");
+    v
+}
+
+fn input(
+    s: &mut Session,
+    e: &mut Engine,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Progress, ErrorCode> {
+    let mut b = bytes.to_vec();
+    let r = s.handle_input(e, 1000, &mut b, out);
+    s.seal(out);
+    r
+}
+
+#[test]
+fn handshake_then_publish_confirmed() {
+    let (mut e, mut s) = setup(Auth::none());
+    let mut bytes = Frame::Hello(Hello::new("test")).to_vec();
+    Frame::Publish(Publish {
+        req: 5,
+        topic: "a/b",
+        key: None,
+        payload: b"x",
+    })
+    .encode(&mut bytes);
+    let mut out = Vec::new();
+    let p = input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    assert_eq!(p.consumed, bytes.len());
+    let f = frames(&out);
+    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 1));
+    assert_eq!(f[1], Frame::Published(Published { req: 5, offset: 0 }));
+    assert!(!s.encrypted());
+}
+
+#[test]
+fn publish_before_hello_is_a_protocol_error() {
+    let (mut e, mut s) = setup(Auth::none());
+    let bytes = Frame::Ping(Ping { nonce: 1 }).to_vec();
+    let mut out = Vec::new();
+    assert_eq!(
+        input(&mut s, &mut e, &bytes, &mut out),
+        Err(ErrorCode::PROTOCOL)
+    );
+    assert!(matches!(
+        &frames(&out)[0],
+        Frame::Error(x) if x.message == "not a mote client: the first frame must be hello"
+    ));
+}
+
+#[test]
+fn version_negotiation_refuses_no_overlap() {
+    let (mut e, mut s) = setup(Auth::none());
+    let mut h = Hello::new("future");
+    h.min_version = 7;
+    h.max_version = 9;
+    let mut out = Vec::new();
+    let r = input(&mut s, &mut e, &Frame::Hello(h).to_vec(), &mut out);
+    assert_eq!(r, Err(ErrorCode::UNSUPPORTED_VERSION));
+    assert!(matches!(&frames(&out)[0], Frame::Error(x) if x.message.contains("7..=9")));
+}
+
+#[test]
+fn partial_frames_wait_and_oversize_is_refused() {
+    let (mut e, mut s) = setup(Auth::none());
+    let hello = Frame::Hello(Hello::new("t")).to_vec();
+    let mut out = Vec::new();
+    let p = input(&mut s, &mut e, &hello[..3], &mut out).unwrap();
+    assert_eq!(
+        p,
+        Progress {
+            consumed: 0,
+            need: Some(hello.len())
+        }
+    );
+    assert!(out.is_empty());
+    input(&mut s, &mut e, &hello, &mut out).unwrap();
+    out.clear();
+    // Before the handshake only a small frame is accepted.
+    let (mut e2, mut s2) = setup(Auth::none());
+    let r = input(
+        &mut s2,
+        &mut e2,
+        &[0x80, 0x08, wire::tag::HELLO],
+        &mut Vec::new(),
+    );
+    assert_eq!(r, Err(ErrorCode::FRAME_TOO_LARGE));
+    // An HTTP request is refused from its first bytes.
+    let r = input(
+        &mut setup(Auth::none()).1,
+        &mut e2,
+        b"GET / HTTP/1.1\r\n",
+        &mut Vec::new(),
+    );
+    assert_eq!(r, Err(ErrorCode::PROTOCOL));
+    // After it, a length prefix of 16 MiB is refused from the prefix alone.
+    let r = input(&mut s, &mut e, &[0x80, 0x80, 0x80, 0x08], &mut out);
+    assert_eq!(r, Err(ErrorCode::FRAME_TOO_LARGE));
+    assert_eq!(e.stats().errors(ErrorCode::FRAME_TOO_LARGE), 1);
+}
+
+/// The client's half of the token handshake, written against the SDK's key schedule.
+struct Client {
+    keys: SessionKeys,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+fn auth_kitchen() -> Auth {
+    let mut a = Auth::none();
+    let rules = Rules::new("kitchen", &["home/{name}/#".into()], &["home/#".into()]).unwrap();
+    a.insert("kitchen", Token::new(SECRET).unwrap(), rules)
+        .unwrap();
+    a
+}
+
+/// Runs the handshake with `secret` as token `name`; returns the client and the
+/// broker's records after its proof on success, or the broker's error frame.
+fn handshake(
+    s: &mut Session,
+    e: &mut Engine,
+    name: &str,
+    secret: &str,
+) -> Result<(Client, Vec<u8>), (ErrorCode, String)> {
+    let hello = Frame::Hello(Hello::new("t")).to_vec();
+    let mut challenge = Vec::new();
+    input(s, e, &hello, &mut challenge).unwrap();
+    let Some(Frame::AuthChallenge(c)) = frames(&challenge).first().cloned() else {
+        panic!("expected a challenge: {challenge:?}")
+    };
+    let keys = SessionKeys::derive(
+        &Token::new(secret).unwrap(),
+        name,
+        &[0xcc; 32],
+        &c.nonce,
+        &transcript(&hello, &challenge),
+    );
+    let init = Frame::AuthInit(AuthInit {
+        name,
+        nonce: [0xcc; 32],
+        proof: keys.client_proof(),
+    })
+    .to_vec();
+    let mut out = Vec::new();
+    let r = input(s, e, &init, &mut out);
+    let Ok(Decoded::Frame(first, used)) = wire::decode(&out, usize::MAX) else {
+        panic!("no answer")
+    };
+    match (r, first) {
+        (Ok(_), Frame::AuthProof(p)) => {
+            assert!(
+                keys.check_broker_proof(&p.proof),
+                "the broker proved the token"
+            );
+            let records = out[used..].to_vec();
+            let (sealer, opener) = keys.client();
+            Ok((
+                Client {
+                    keys,
+                    sealer,
+                    opener,
+                },
+                records,
+            ))
+        }
+        (Err(code), Frame::Error(x)) => Err((code, x.message.to_string())),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+impl Client {
+    fn seal(&mut self, fs: &[Frame<'_>]) -> Vec<u8> {
+        let mut rec = Vec::new();
+        let at = Sealer::begin(&mut rec);
+        for f in fs {
+            f.encode(&mut rec);
+        }
+        self.sealer.seal(&mut rec, at);
+        rec
+    }
+
+    /// Every frame in the broker's records, as owned debug text.
+    fn open_all(&mut self, mut bytes: Vec<u8>) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let Ok(Record::Complete { total }) = Opener::peek(&bytes[pos..], 1 << 24) else {
+                panic!("incomplete record")
+            };
+            let plain = self
+                .opener
+                .open(&mut bytes[pos..pos + total])
+                .unwrap()
+                .to_vec();
+            got.extend(frames(&plain).iter().map(|f| format!("{f:?}")));
+            pos += total;
+        }
+        got
+    }
+}
+
+#[test]
+fn token_handshake_encrypts_and_enforces_rules() {
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (mut c, welcome) = handshake(&mut s, &mut e, "kitchen", SECRET).unwrap();
+    assert!(s.encrypted());
+    assert!(
+        !welcome.windows(4).any(|w| w == b"mote"),
+        "welcome is inside a record"
+    );
+    let got = c.open_all(welcome);
+    assert!(got[0].starts_with("Welcome("), "{got:?}");
+    let _ = &c.keys;
+
+    let rec = c.seal(&[
+        Frame::Publish(Publish {
+            req: 1,
+            topic: "home/kitchen/temp",
+            key: None,
+            payload: b"21.5",
+        }),
+        Frame::Publish(Publish {
+            req: 2,
+            topic: "home/hall/temp",
+            key: None,
+            payload: b"19",
+        }),
+        Frame::Subscribe(Subscribe {
+            sub: 3,
+            filter: "#",
+            from: Start::Latest,
+            resume: Vec::new(),
+        }),
+        Frame::Subscribe(Subscribe {
+            sub: 4,
+            filter: "home/+/temp",
+            from: Start::Earliest,
+            resume: Vec::new(),
+        }),
+    ]);
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &rec, &mut out).unwrap();
+    let mut more = Vec::new();
+    s.poll_output(&mut e, &mut more, 1 << 20);
+    s.seal(&mut more);
+    out.extend_from_slice(&more);
+    let got = c.open_all(out).join("\n");
+    assert!(
+        got.contains("Published(Published { req: 1, offset: 0 })"),
+        "{got}"
+    );
+    assert!(
+        got.contains(r#"message: "token \"kitchen\" may not publish to \"home/hall/temp\" (its publish rules: home/kitchen/#)""#),
+        "{got}"
+    );
+    assert!(
+        got.contains(r##"may not subscribe to \"#\" (its subscribe rules: home/#)"##),
+        "{got}"
+    );
+    assert!(got.contains("Subscribed(Subscribed { sub: 4"), "{got}");
+    assert!(
+        got.contains("topic: \"home/kitchen/temp\""),
+        "the allowed message is delivered: {got}"
+    );
+    assert_eq!(e.stats().errors(ErrorCode::FORBIDDEN), 2);
+    assert_eq!(e.conn_infos()[0].token.as_deref(), Some("kitchen"));
+}
+
+use mote_sdk::Start;
+
+#[test]
+fn wrong_or_missing_tokens_are_refused_alike() {
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (code, msg) = handshake(&mut s, &mut e, "kitchen", "wrong-token-0123456789")
+        .err()
+        .unwrap();
+    assert_eq!(
+        (code, msg.as_str()),
+        (ErrorCode::UNAUTHORIZED, "authentication failed")
+    );
+    let (mut e2, mut s2) = setup(auth_kitchen());
+    let (code, msg) = handshake(&mut s2, &mut e2, "nobody", SECRET).err().unwrap();
+    assert_eq!(
+        (code, msg.as_str()),
+        (ErrorCode::UNAUTHORIZED, "authentication failed")
+    );
+    assert_eq!(e.stats().auth_failures + e2.stats().auth_failures, 2);
+    // Hello and then anything but AuthInit.
+    let (mut e3, mut s3) = setup(auth_kitchen());
+    let mut out = Vec::new();
+    let bytes = [Frame::Hello(Hello::new("t")).to_vec(), super::ping(1)].concat();
+    assert_eq!(
+        input(&mut s3, &mut e3, &bytes, &mut out),
+        Err(ErrorCode::UNAUTHORIZED)
+    );
+    let f = frames(&out);
+    assert!(
+        matches!(&f[0], Frame::AuthChallenge(_)),
+        "the broker asks at once"
+    );
+    assert!(matches!(&f[1], Frame::Error(x) if x.message.contains("requires a token")));
+}
+
+#[test]
+fn tampered_and_replayed_records_close_the_connection() {
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (mut c, welcome) = handshake(&mut s, &mut e, "kitchen", SECRET).unwrap();
+    c.open_all(welcome);
+    let first = c.seal(&[Frame::Ping(Ping { nonce: 1 })]);
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &first, &mut out).unwrap();
+    assert_eq!(c.open_all(out), ["Pong(Ping { nonce: 1 })"]);
+    // The same record again: its nonce is spent.
+    let mut out = Vec::new();
+    assert_eq!(
+        input(&mut s, &mut e, &first, &mut out),
+        Err(ErrorCode::UNAUTHORIZED)
+    );
+    assert_eq!(e.stats().records_rejected, 1);
+    let got = c.open_all(out);
+    assert!(
+        got[0].contains("authentication failed"),
+        "the error is sealed too: {got:?}"
+    );
+
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (mut c, _) = handshake(&mut s, &mut e, "kitchen", SECRET).unwrap();
+    let mut rec = c.seal(&[Frame::Ping(Ping { nonce: 1 })]);
+    let last = rec.len() - 1;
+    rec[last] ^= 0x40;
+    assert_eq!(
+        input(&mut s, &mut e, &rec, &mut Vec::new()),
+        Err(ErrorCode::UNAUTHORIZED)
+    );
+    assert_eq!(e.stats().records_rejected, 1);
+}
+
+#[test]
+fn a_broker_without_tokens_says_so() {
+    let (mut e, mut s) = setup(Auth::none());
+    let bytes = [
+        Frame::Hello(Hello::new("t")).to_vec(),
+        Frame::AuthInit(AuthInit {
+            name: "x",
+            nonce: [1; 32],
+            proof: [2; 32],
+        })
+        .to_vec(),
+    ]
+    .concat();
+    let mut out = Vec::new();
+    assert_eq!(
+        input(&mut s, &mut e, &bytes, &mut out),
+        Err(ErrorCode::UNAUTHORIZED)
+    );
+    let f = frames(&out);
+    assert!(matches!(&f[0], Frame::Welcome(_)));
+    assert!(matches!(&f[1], Frame::Error(x) if x.message.contains("no tokens")));
+}
