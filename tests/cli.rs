@@ -15,12 +15,18 @@ struct Served {
     child: Child,
     addr: SocketAddr,
     log: mpsc::Receiver<String>,
+    /// Log lines read so far.
+    seen: Vec<String>,
 }
 
 impl Served {
     fn start(args: &[&str]) -> Served {
+        Served::start_on("127.0.0.1:0", args)
+    }
+
+    fn start_on(tcp: &str, args: &[&str]) -> Served {
         let mut child = Command::new(MOTE)
-            .args(["serve", "--tcp", "127.0.0.1:0"])
+            .args(["serve", "--tcp", tcp])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -40,6 +46,7 @@ impl Served {
             child,
             addr: ([0, 0, 0, 0], 0).into(),
             log,
+            seen: Vec::new(),
         };
         let line = s.wait_log("listening on");
         let addr = line
@@ -53,15 +60,23 @@ impl Served {
         s
     }
 
-    /// Waits (at most 5 s) for a log line containing `needle`.
+    /// Waits (at most 5 s) for a log line containing `needle`, or finds it among those
+    /// already read.
     fn wait_log(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {needle:?}: {e}"),
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!("no log line with {needle:?}: {e}; seen {:?}", self.seen),
             }
         }
     }
@@ -371,4 +386,150 @@ fn ping_answers_and_sigterm_shuts_down_gracefully() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn no_token_means_loopback_only_unless_insecure() {
+    let o = mote(&["serve", "--tcp", "0.0.0.0:0"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("refusing to listen on 0.0.0.0:0 without a token"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--insecure") && e.contains("mote token new"),
+        "{e}"
+    );
+    let mut s = Served::start_on("0.0.0.0:0", &["--insecure"]);
+    s.wait_log("without a token (--insecure)");
+    let token = stdout(&mote(&["token", "new"], b"")).trim().to_string();
+    let mut s2 = Served::start_on("0.0.0.0:0", &["--token", &token]);
+    s2.wait_log("authenticated and encrypted");
+    drop((s, s2));
+}
+
+#[test]
+fn tokens_from_the_cli_and_one_line_failures() {
+    let t1 = stdout(&mote(&["token", "new"], b"")).trim().to_string();
+    let t2 = stdout(&mote(&["token", "new"], b"")).trim().to_string();
+    assert_eq!(t1.len(), 43, "256 bits in base64url: {t1}");
+    assert_ne!(t1, t2);
+    let s = Served::start(&["--token", &t1]);
+    let p = s.port();
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "--token",
+            &t1,
+            "-t",
+            "a",
+            "-m",
+            "x",
+            "--confirm",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    let url = format!("mote://default:{t1}@127.0.0.1:{p}");
+    let o = mote(
+        &[
+            "sub", "-L", &url, "-t", "a", "--from", "earliest", "-C", "1",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "x\n", "{}", stderr(&o));
+    for args in [
+        vec!["pub", "-p", &p, "--token", &t2, "-t", "a", "-m", "x"],
+        vec!["pub", "-p", &p, "-t", "a", "-m", "x"],
+    ] {
+        let t0 = Instant::now();
+        let o = mote(&args, b"");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(t0.elapsed() < Duration::from_secs(3), "no hang");
+        let e = stderr(&o);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("(unauthorized)"), "{e}");
+    }
+    let o = mote(
+        &["pub", "-p", &p, "--token", "short", "-t", "a", "-m", "x"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("at least 16"), "{}", stderr(&o));
+}
+
+#[test]
+fn sighup_reloads_tokens_and_keeps_sessions() {
+    let dir = std::env::temp_dir().join(format!("mote-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mote.toml");
+    let old = "old-token-0123456789abcdef";
+    let new = "new-token-0123456789abcdef";
+    let tokens = |t: &str| {
+        format!(
+            "[tokens.sensor]\ntoken = \"{t}\"\npublish = [\"sensors/{{name}}/#\"]\nsubscribe = [\"sensors/#\"]\n"
+        )
+    };
+    std::fs::write(&file, tokens(old)).unwrap();
+    let mut s = Served::start(&["--config", file.to_str().unwrap()]);
+    let p = s.port();
+    let sensor = |t: &str| format!("sensor:{t}");
+    // A session opened with the old token, kept open across the reload.
+    let opts = mote_sdk::Options::new(s.addr.to_string())
+        .with_token("sensor", old)
+        .unwrap();
+    let kept = mote_sdk::blocking::Client::connect(opts).unwrap();
+    let mut sub = kept
+        .subscribe("sensors/#", mote_sdk::Start::Latest)
+        .unwrap();
+    std::fs::write(&file, tokens(new)).unwrap();
+    let pid = rustix::process::Pid::from_raw(s.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    s.wait_log("token table reloaded: 1 tokens");
+    let o = mote(&["ping", "-p", &p, "--token", &sensor(old)], b"");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the old token no longer opens a session"
+    );
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "--token",
+            &sensor(new),
+            "-t",
+            "sensors/sensor/t",
+            "-m",
+            "1",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "--token",
+            &sensor(new),
+            "-t",
+            "sensors/other/t",
+            "-m",
+            "1",
+        ],
+        b"",
+    );
+    assert!(stderr(&o).contains("may not publish"), "{}", stderr(&o));
+    // The session from before the reload kept its rights and got the message.
+    match sub.recv_timeout(Duration::from_secs(5)).unwrap() {
+        Some(mote_sdk::Event::Message(m)) => assert_eq!(m.payload, b"1"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert_eq!(kept.publish_confirmed("sensors/sensor/t", "2").unwrap(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -271,14 +271,12 @@ async fn writer(
 ) -> io::Result<()> {
     let mut out = Vec::new();
     let mut record = Vec::new();
-    // One record per write when encrypted.
+    // Encrypted: the batch goes out as records of bounded size, in one write.
     let mut seal = |plain: &[u8], record: &mut Vec<u8>| -> bool {
         match &mut sealer {
             Some(sl) => {
                 record.clear();
-                let at = Sealer::begin(record);
-                record.extend_from_slice(plain);
-                sl.seal(record, at);
+                sl.seal_frames(plain, record);
                 true
             }
             None => false,

@@ -36,6 +36,10 @@ pub const PROOF_LEN: usize = 32;
 pub const RECORD_HEADER: usize = 4;
 /// Bytes of a record's authentication tag.
 pub const TAG_LEN: usize = 16;
+/// Plaintext a sender puts in one record at most, unless a single frame is larger.
+/// Receivers accept records up to their largest frame plus some slack, so batches are
+/// split at frame boundaries.
+pub const RECORD_TARGET: usize = 64 * 1024;
 /// Shortest token accepted: shorter ones are too easy to guess offline.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -226,6 +230,29 @@ impl Sealer {
         let at = buf.len();
         buf.extend_from_slice(&[0; RECORD_HEADER]);
         at
+    }
+
+    /// Appends `frames` (whole, length-prefixed frames back to back) to `out` as records
+    /// of at most [`RECORD_TARGET`] bytes of plaintext each (or one frame, if larger).
+    pub fn seal_frames(&mut self, frames: &[u8], out: &mut alloc::vec::Vec<u8>) {
+        let mut start = 0;
+        while start < frames.len() {
+            let mut end = start;
+            while end < frames.len() {
+                let len = match crate::wire::read_length(&frames[end..]) {
+                    Ok(Some((len, prefix))) => prefix + len as usize,
+                    _ => frames.len() - end,
+                };
+                if end > start && end + len - start > RECORD_TARGET {
+                    break;
+                }
+                end = (end + len).min(frames.len());
+            }
+            let at = Sealer::begin(out);
+            out.extend_from_slice(&frames[start..end]);
+            self.seal(out, at);
+            start = end;
+        }
     }
 
     /// Encrypts `buf[at + RECORD_HEADER..]` (whole frames) in place into one record that
@@ -452,6 +479,55 @@ mod tests {
         // The wrong direction.
         let (_, mut open) = k.client();
         assert_eq!(open.open(&mut records[0].clone()), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn batches_are_split_into_bounded_records_at_frame_boundaries() {
+        use crate::wire::{Frame, Publish};
+        let k = keys("0123456789abcdef", 1, 2);
+        let (mut seal, _) = k.client();
+        let (_, mut open) = k.broker();
+        let mut frames = Vec::new();
+        let payload = [7u8; 1000];
+        for _ in 0..600 {
+            Frame::Publish(Publish {
+                req: 0,
+                topic: "t",
+                key: None,
+                payload: &payload,
+            })
+            .encode(&mut frames);
+        }
+        let big = [1u8; RECORD_TARGET + 10];
+        Frame::Publish(Publish {
+            req: 0,
+            topic: "t",
+            key: None,
+            payload: &big,
+        })
+        .encode(&mut frames);
+        let mut wire = Vec::new();
+        seal.seal_frames(&frames, &mut wire);
+        let (mut pos, mut plain, mut records) = (0, Vec::new(), 0);
+        while pos < wire.len() {
+            let Record::Complete { total } = Opener::peek(&wire[pos..], 1 << 24).unwrap() else {
+                panic!("incomplete")
+            };
+            let p = open.open(&mut wire[pos..pos + total]).unwrap();
+            // Every record holds whole frames, and only the lone big one exceeds the target.
+            let mut q = 0;
+            while q < p.len() {
+                let (len, prefix) = crate::wire::read_length(&p[q..]).unwrap().unwrap();
+                q += prefix + len as usize;
+            }
+            assert_eq!(q, p.len());
+            assert!(p.len() <= RECORD_TARGET || p.len() == frames.len() - plain.len());
+            plain.extend_from_slice(p);
+            pos += total;
+            records += 1;
+        }
+        assert_eq!(plain, frames);
+        assert!(records >= 4, "{records}");
     }
 
     #[test]

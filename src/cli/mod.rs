@@ -23,18 +23,20 @@ Commands:
 Run `mote <COMMAND> --help` for a command's options.
 ";
 
-/// `mote token new`: 32 random bytes, base64url.
-fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
+/// A strong random token: 32 random bytes, base64url.
+pub(crate) fn new_token() -> Result<String, String> {
     use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    mote_sdk::secure::random(&mut bytes)
+        .map_err(|e| format!("no randomness from the system: {e}"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `mote token new`.
+fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
     match argv.first().and_then(|a| a.to_str()) {
         Some("new") if argv.len() == 1 => {
-            let mut bytes = [0u8; 32];
-            mote_sdk::secure::random(&mut bytes)
-                .map_err(|e| args::CliError(format!("no randomness from the system: {e}")))?;
-            println!(
-                "{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            );
+            println!("{}", new_token().map_err(args::CliError)?);
             Ok(())
         }
         Some("--help") | None => {

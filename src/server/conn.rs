@@ -33,8 +33,9 @@ const LINGER: Duration = Duration::from_millis(500);
 
 struct ConnIo {
     session: Session,
-    /// An incomplete frame carried over to the next read.
+    /// An incomplete frame or record carried over to the next read: `inbuf[..kept]`.
     inbuf: Vec<u8>,
+    kept: usize,
     /// Size of that frame when known.
     need: Option<usize>,
     /// Encoded bytes the socket has not taken yet; `pending[written..]` is still to go.
@@ -63,6 +64,7 @@ pub(crate) async fn run(shared: Rc<Shared>, stream: Async<TcpStream>, id: ConnId
     let mut io = ConnIo {
         session: Session::new(id, max_frame, auth, nonce),
         inbuf: Vec::new(),
+        kept: 0,
         need: None,
         pending: Vec::new(),
         written: 0,
@@ -122,6 +124,9 @@ impl ConnIo {
         }
         if self.pending.is_empty() && self.pending.capacity() > 0 {
             self.pending = Vec::new();
+        }
+        if self.kept == 0 && self.inbuf.capacity() > 0 {
+            self.inbuf = Vec::new();
         }
         if scratch.read.len() > READ_CHUNK {
             scratch.read.truncate(READ_CHUNK);
@@ -244,9 +249,12 @@ impl ConnIo {
         }
     }
 
-    /// One read into the shared buffer and the handling of every whole frame in it.
-    /// `Ok(true)`: progress; `Ok(false)`: the peer closed or failed; `Err(())`: the
-    /// session asked to close (its error frame is in `out`); `Pending`: nothing to read.
+    /// One read and the handling of every whole frame (or record) it completes. Reads
+    /// go into the shared buffer, except while a partial frame or record is kept: then
+    /// straight into the connection's own buffer behind it, so a record spanning several
+    /// reads is never copied back and forth. `Ok(true)`: progress; `Ok(false)`: the peer
+    /// closed or failed; `Err(())`: the session asked to close (its error frame is in
+    /// `out`); `Pending`: nothing to read.
     fn read(
         &mut self,
         cx: &mut Context<'_>,
@@ -255,47 +263,78 @@ impl ConnIo {
         rbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Poll<Result<bool, ()>> {
-        let id = self.session.conn();
-        let left = self.inbuf.len();
-        let want = (left + READ_CHUNK).max(self.need.unwrap_or(0));
-        if rbuf.len() < want {
-            rbuf.resize(want, 0);
-        }
-        rbuf[..left].copy_from_slice(&self.inbuf);
-        let n = loop {
-            match stream.get_ref().read(&mut rbuf[left..]) {
-                Ok(0) => return Poll::Ready(Ok(false)),
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match stream.poll_readable(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
-                    Poll::Pending => return Poll::Pending,
-                },
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Poll::Ready(Ok(false)),
+        let own = self.kept > 0;
+        let read = if own {
+            let want = (self.kept + READ_CHUNK).max(self.need.unwrap_or(0));
+            if self.inbuf.len() < want {
+                self.inbuf.resize(want, 0);
             }
+            read_some(cx, stream, &mut self.inbuf[self.kept..])
+        } else {
+            if rbuf.len() < READ_CHUNK {
+                rbuf.resize(READ_CHUNK, 0);
+            }
+            read_some(cx, stream, rbuf)
         };
-        let data = &mut rbuf[..left + n];
+        let n = match read {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(Ok(false)),
+            Poll::Ready(Some(n)) => n,
+        };
+        let filled = if own { self.kept + n } else { n };
+        let id = self.session.conn();
         let (mono, wall) = (shared.mono_ms(), shared.wall_ms());
         let mut engine = shared.engine.borrow_mut();
         engine.handle_received(id, mono, n);
+        let data = if own {
+            &mut self.inbuf[..filled]
+        } else {
+            &mut rbuf[..filled]
+        };
         let r = self.session.handle_input(&mut engine, wall, data, out);
         shared.wake_others(&mut engine, Some(id));
         drop(engine);
-        match r {
-            Ok(p) => {
-                self.inbuf.clear();
-                self.inbuf.extend_from_slice(&data[p.consumed..]);
-                if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
-                    self.inbuf = Vec::new();
-                }
-                self.need = p.need;
-                Poll::Ready(Ok(true))
-            }
+        let p = match r {
+            Ok(p) => p,
             Err(code) => {
                 self.closing = Some(code);
-                Poll::Ready(Err(()))
+                return Poll::Ready(Err(()));
             }
+        };
+        let rest = filled - p.consumed;
+        if own {
+            self.inbuf.copy_within(p.consumed..filled, 0);
+        } else if rest > 0 {
+            let want = rest.max(p.need.unwrap_or(0));
+            if self.inbuf.len() < want {
+                self.inbuf.resize(want, 0);
+            }
+            self.inbuf[..rest].copy_from_slice(&rbuf[p.consumed..filled]);
+        }
+        self.kept = rest;
+        self.need = p.need;
+        Poll::Ready(Ok(true))
+    }
+}
+
+/// One non-blocking read: `Some(n)` bytes, `None` when the peer closed or the socket
+/// failed, `Pending` (waker registered) when there is nothing to read.
+fn read_some(
+    cx: &mut Context<'_>,
+    stream: &Async<TcpStream>,
+    buf: &mut [u8],
+) -> Poll<Option<usize>> {
+    loop {
+        match stream.get_ref().read(buf) {
+            Ok(0) => return Poll::Ready(None),
+            Ok(n) => return Poll::Ready(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match stream.poll_readable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Poll::Ready(None),
         }
     }
 }

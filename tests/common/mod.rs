@@ -21,11 +21,20 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(limits: Limits) -> Broker {
+        Broker::with(move || mote::server::Config {
+            limits,
+            ..Default::default()
+        })
+    }
+
+    /// A broker with the config `make` builds (on the broker's thread: `Auth` is not
+    /// `Send`).
+    pub fn with(make: impl FnOnce() -> mote::server::Config + Send + 'static) -> Broker {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
-            mote::server::serve(listener, limits, async move {
+            mote::server::serve_with(listener, make(), async move {
                 let _ = stopped.recv().await;
             })
         });
@@ -100,7 +109,7 @@ pub enum Got {
     Other(u8),
 }
 
-fn own(f: Frame<'_>) -> Got {
+pub fn own(f: Frame<'_>) -> Got {
     match f {
         Frame::Welcome(w) => Got::Welcome {
             keepalive_ms: w.keepalive_ms,
@@ -227,10 +236,30 @@ pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// A TCP proxy to `target` whose live connections `cut()` closes on both sides.
+/// A TCP proxy to `target` whose live connections `cut()` closes on both sides, and
+/// which keeps a copy of every byte in each direction.
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Per connection: (client → broker bytes, broker → client bytes).
+    pub captured: Arc<Mutex<Vec<(Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>)>>>,
+}
+
+/// Copies `from` to `to`, keeping a copy of the bytes.
+fn pump(mut from: TcpStream, mut to: TcpStream, copy: Arc<Mutex<Vec<u8>>>) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                copy.lock().unwrap().extend_from_slice(&buf[..n]);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 impl Proxy {
@@ -238,7 +267,8 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let c = conns.clone();
+        let captured: Arc<Mutex<Vec<(Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>)>>> = Arc::default();
+        let (c, cap) = (conns.clone(), captured.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -250,18 +280,28 @@ impl Proxy {
                     c.push(client.try_clone().unwrap());
                     c.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
+                let (up, down): (Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>) = Default::default();
+                cap.lock().unwrap().push((up.clone(), down.clone()));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(c2, s2, up));
+                std::thread::spawn(move || pump(server, client, down));
             }
         });
-        Proxy { addr, conns }
+        Proxy {
+            addr,
+            conns,
+            captured,
+        }
+    }
+
+    /// Every byte seen so far, both directions, all connections.
+    pub fn all_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for (up, down) in self.captured.lock().unwrap().iter() {
+            all.extend_from_slice(&up.lock().unwrap());
+            all.extend_from_slice(&down.lock().unwrap());
+        }
+        all
     }
 
     /// Closes every connection through the proxy; new ones are still accepted.

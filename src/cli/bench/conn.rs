@@ -134,6 +134,12 @@ pub(super) trait Client: Sized + Send + 'static {
 
     fn conn(&mut self) -> &mut Conn;
 
+    /// Sends bytes made by [`Client::encode_publish`] (an encrypting client seals them
+    /// into one record first).
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn().write(bytes)
+    }
+
     /// The socket alone (idle connections keep nothing else).
     fn into_stream(self) -> TcpStream;
 }

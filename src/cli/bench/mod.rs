@@ -100,6 +100,14 @@ pub(crate) static SPEC: Spec = Spec {
             help: "also bench these peers (started here) and print mote/peer: nats,redis,mosquitto",
         },
         Opt {
+            long: "token",
+            short: None,
+            value: Some("TOKEN"),
+            env: None,
+            default: None,
+            help: "also run encrypted: a second broker with this token (or `new`); with -h, the broker's token",
+        },
+        Opt {
             long: "repeat",
             short: None,
             value: Some("N"),
@@ -130,6 +138,8 @@ const MOSQUITTO_DIVISOR: u64 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Mote,
+    /// mote with a token: authenticated and encrypted (`--token`).
+    Encrypted,
     Peer(Peer),
 }
 
@@ -137,6 +147,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Mote => "mote",
+            Kind::Encrypted => "encrypted",
             Kind::Peer(p) => p.name(),
         }
     }
@@ -155,6 +166,7 @@ macro_rules! with_client {
     ($kind:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $kind {
             Kind::Mote => run::$f::<mote::Mote>($($arg),*),
+            Kind::Encrypted => run::$f::<mote::SecureMote>($($arg),*),
             Kind::Peer(Peer::Nats) => run::$f::<nats::Nats>($($arg),*),
             Kind::Peer(Peer::Redis) => run::$f::<redis::Redis>($($arg),*),
             Kind::Peer(Peer::Mosquitto) => run::$f::<mqtt::Mqtt>($($arg),*),
@@ -232,7 +244,9 @@ impl Target {
         };
         match r {
             Ok(x) => Ok(Some(x)),
-            Err(e) if self.kind == Kind::Mote => Err(CliError(format!("{what}: {e}"))),
+            Err(e) if matches!(self.kind, Kind::Mote | Kind::Encrypted) => {
+                Err(CliError(format!("{what}: {e}")))
+            }
             Err(e) => {
                 plan.say(format!("{tag}{what} failed: {e}"));
                 self.errors.push(format!("{what}: {e}"));
@@ -357,11 +371,37 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             (None, addr, None)
         }
     };
-    let mut mote = Target::new(Kind::Mote, addr, broker, None);
+    let token = match p.get("token").as_deref() {
+        None => None,
+        Some("new") => Some(super::new_token().map_err(fail)?),
+        Some(t) => Some(t.to_string()),
+    };
+    if let Some(t) = &token {
+        mote_sdk::secure::Token::new(t).map_err(|e| CliError(format!("--token: {e}")))?;
+        let _ = mote::TOKEN.set(t.clone());
+    }
+    let external = broker.is_none();
+    let kind = if external && token.is_some() {
+        Kind::Encrypted
+    } else {
+        Kind::Mote
+    };
+    let mut mote = Target::new(kind, addr, broker, None);
     if let Some(s) = startup {
         mote.figures.add("startup_ms", 0, s);
     }
     let (mut targets, skipped) = start_peers(mote, &peers, &plan);
+    // The same broker again with a token, right after the plaintext one.
+    if let (Some(t), false) = (&token, external) {
+        let (b, startup) = start_five(|| proc::start_mote_with(&["--token", t])).map_err(fail)?;
+        let mut enc = Target::new(Kind::Encrypted, b.addr, Some(b), None);
+        enc.figures.add("startup_ms", 0, startup);
+        if let Some(pid) = enc.pid() {
+            enc.figures
+                .add("idle_rss_kib", 0, proc::status_kib(pid, "VmRSS") as f64);
+        }
+        targets.insert(1, enc);
+    }
     let comparing = targets.len() > 1;
     plan.say(format!(
         "broker {addr}{}",
@@ -578,7 +618,8 @@ fn json_report(targets: &[Target], skipped: &[(Peer, String)], plan: &Plan) -> s
     for t in targets {
         let prefix = match t.kind {
             Kind::Mote => String::new(),
-            Kind::Peer(p) => format!("{}_", p.name()),
+            Kind::Encrypted if targets.len() == 1 => String::new(),
+            other => format!("{}_", other.name()),
         };
         report.insert(format!("{prefix}broker"), json!(t.addr.to_string()));
         if let Some(v) = &t.version {
@@ -622,6 +663,15 @@ fn json_report(targets: &[Target], skipped: &[(Peer, String)], plan: &Plan) -> s
                     report.insert(format!("ratio_{key}_vs_{}", t.kind.name()), num(r));
                 }
             }
+            // The cost of encryption: encrypted throughput as a fraction of plaintext.
+            if t.kind == Kind::Encrypted {
+                for suffix in ["64b", "1kib"] {
+                    let key = format!("msgs_per_sec_{suffix}");
+                    if let Some(r) = t.figures.ratio(&mote.figures, &key) {
+                        report.insert(format!("encrypted_fraction_of_plaintext_{suffix}"), num(r));
+                    }
+                }
+            }
         }
     }
     for (peer, why) in skipped {
@@ -649,6 +699,20 @@ fn summary(targets: &[Target], skipped: &[(Peer, String)], plan: &Plan) {
             "ratios are mote/peer, medians of per-repetition ratios: above 1 is better for mote \
              in throughput, below 1 in CPU, latency and memory",
         );
+    }
+    if let (Some(mote), Some(enc)) = (
+        targets.iter().find(|t| t.kind == Kind::Mote),
+        targets.iter().find(|t| t.kind == Kind::Encrypted),
+    ) {
+        for (suffix, label) in [("64b", "64 B"), ("1kib", "1 KiB")] {
+            let key = format!("msgs_per_sec_{suffix}");
+            if let Some(r) = enc.figures.ratio(&mote.figures, &key) {
+                plan.say(format!(
+                    "encrypted throughput at {label}: {:.0}% of plaintext",
+                    r * 100.0
+                ));
+            }
+        }
     }
     for t in targets {
         if t.kind.divisor() > 1 {

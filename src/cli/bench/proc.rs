@@ -216,6 +216,11 @@ fn ready(mut broker: Broker, t0: Instant, what: &str) -> Result<(Broker, Duratio
 /// Starts `mote serve` on a free loopback port; returns it and how long it took to
 /// accept a connection.
 pub(super) fn start_mote() -> Result<(Broker, Duration), String> {
+    start_mote_with(&[])
+}
+
+/// [`start_mote`] with more `mote serve` arguments.
+pub(super) fn start_mote_with(extra: &[&str]) -> Result<(Broker, Duration), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the mote binary: {e}"))?;
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -236,6 +241,7 @@ pub(super) fn start_mote() -> Result<(Broker, Duration), String> {
             "--memory",
             "512M",
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -200,7 +200,7 @@ pub(super) fn throughput<C: Client>(
     for r in readers {
         match r.join() {
             Err(_) => failure = Some("a subscriber thread panicked".into()),
-            Ok(Err(e)) => failure = failure.or(Some(format!("subscriber: {e}"))),
+            Ok(Err(e)) => failure = Some(format!("subscriber: {e}")),
             Ok(Ok(seen)) => {
                 missed += seen.missed;
                 last = last.max(Some(seen.last));
@@ -277,9 +277,7 @@ fn publish<C: Client>(
             payload[..8].copy_from_slice(&seq.to_le_bytes());
             C::encode_publish(topic, &payload[..size.max(8)], &mut out);
         }
-        p.conn()
-            .write(&out)
-            .map_err(|e| format!("publisher: {e}"))?;
+        p.send(&out).map_err(|e| format!("publisher: {e}"))?;
         sent += batch;
     }
     Ok(())
@@ -296,7 +294,7 @@ pub(super) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec
     let mut rtts = Vec::with_capacity(samples + samples / 10);
     for _ in 0..samples + samples / 10 {
         let t0 = Instant::now();
-        c.conn().write(&frame).map_err(|e| e.to_string())?;
+        c.send(&frame).map_err(|e| e.to_string())?;
         c.read(|_| false).map_err(|e| {
             if is_timeout(&e) {
                 format!("no delivery within {} s", PATIENCE.as_secs())
