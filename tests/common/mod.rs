@@ -236,13 +236,16 @@ pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// The bytes one proxied connection carried: (client → broker, broker → client).
+pub type Capture = (Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>);
+
 /// A TCP proxy to `target` whose live connections `cut()` closes on both sides, and
 /// which keeps a copy of every byte in each direction.
 pub struct Proxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     /// Per connection: (client → broker bytes, broker → client bytes).
-    pub captured: Arc<Mutex<Vec<(Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>)>>>,
+    pub captured: Arc<Mutex<Vec<Capture>>>,
 }
 
 /// Copies `from` to `to`, keeping a copy of the bytes.
@@ -267,7 +270,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let captured: Arc<Mutex<Vec<(Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>)>>> = Arc::default();
+        let captured: Arc<Mutex<Vec<Capture>>> = Arc::default();
         let (c, cap) = (conns.clone(), captured.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -280,7 +283,7 @@ impl Proxy {
                     c.push(client.try_clone().unwrap());
                     c.push(server.try_clone().unwrap());
                 }
-                let (up, down): (Arc<Mutex<Vec<u8>>>, Arc<Mutex<Vec<u8>>>) = Default::default();
+                let (up, down): Capture = Default::default();
                 cap.lock().unwrap().push((up.clone(), down.clone()));
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || pump(c2, s2, up));
