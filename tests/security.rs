@@ -395,3 +395,22 @@ fn encrypted_reconnect_resumes_too() {
     got.sort();
     assert_eq!(got, ["2", "3"]);
 }
+
+#[test]
+fn an_idle_encrypted_client_keeps_its_connection_with_sealed_pings() {
+    let b = broker(Limits {
+        keepalive_ms: 100,
+        ..Limits::default()
+    });
+    let c = Client::connect(opts(b.addr, "admin", ADMIN)).unwrap();
+    // Three keepalive periods of silence would close it, unless its pings count.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(600) {
+        assert!(c.is_connected(), "dropped after {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.publish_confirmed("idle/ok", "1").unwrap(), 0);
+    let stats = b.stop();
+    assert_eq!(stats.records_rejected, 0, "every ping was a valid record");
+    assert_eq!(stats.errors(ErrorCode::KEEPALIVE_TIMEOUT), 0);
+}

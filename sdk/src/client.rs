@@ -89,7 +89,11 @@ impl Options {
             return Ok(Options::new(url));
         };
         if !url.starts_with("mote://") || host.is_empty() {
-            return Err(Error::Address(url.chars().take(64).collect()));
+            // Never echo the part before '@': it holds the token.
+            return Err(Error::Address(format!(
+                "...@{}",
+                host.chars().take(64).collect::<String>()
+            )));
         }
         let (name, token) = match creds.split_once(':') {
             Some((n, t)) => (n, t),
@@ -229,6 +233,31 @@ impl Drop for Handle {
 #[derive(Clone)]
 pub struct Client {
     handle: Arc<Handle>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_credentials_and_errors_never_show_them() {
+        let o = Options::from_url("mote://kitchen:0123456789abcdef0123@pi.local:7000").unwrap();
+        assert_eq!(o.addr, "pi.local:7000");
+        assert_eq!(o.token.as_ref().map(|t| t.0.as_str()), Some("kitchen"));
+        assert!(!format!("{o:?}").contains("0123456789"), "{o:?}");
+        let o = Options::from_url("mote://0123456789abcdef0123@pi.local").unwrap();
+        assert_eq!(o.addr, "pi.local:7270");
+        assert_eq!(
+            o.token.as_ref().map(|t| t.0.as_str()),
+            Some(DEFAULT_TOKEN_NAME)
+        );
+        assert_eq!(Options::from_url("pi.local").unwrap().addr, "pi.local:7270");
+        let e = Options::from_url("http://name:0123456789abcdef0123@x").unwrap_err();
+        assert!(!e.to_string().contains("0123456789"), "{e}");
+        let e = Options::from_url("mote://name:short@x").unwrap_err();
+        assert!(!e.to_string().contains("short"), "{e}");
+    }
 }
 
 impl std::fmt::Debug for Client {

@@ -336,8 +336,12 @@ async fn writer(
                     ));
                 }
                 if now >= deadline {
-                    s.write_all(&Frame::Ping(Ping { nonce: 0 }).to_vec())
-                        .await?;
+                    let ping = Frame::Ping(Ping { nonce: 0 }).to_vec();
+                    if seal(&ping, &mut record) {
+                        s.write_all(&record).await?;
+                    } else {
+                        s.write_all(&ping).await?;
+                    }
                     last_tx = now;
                 }
             }

@@ -362,6 +362,10 @@ impl Opener {
         if record.len() < RECORD_HEADER + TAG_LEN {
             return Err(OpenError::TooShort);
         }
+        let declared = u32::from_le_bytes([record[0], record[1], record[2], record[3]]) as usize;
+        if declared != record.len() - RECORD_HEADER {
+            return Err(OpenError::Forged);
+        }
         let body_len = record.len() - RECORD_HEADER - TAG_LEN;
         let (body, tag) = record[RECORD_HEADER..].split_at_mut(body_len);
         let tag = Tag::try_from(&*tag).map_err(|_| OpenError::TooShort)?;

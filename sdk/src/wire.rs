@@ -153,7 +153,8 @@ codes! {
     CONNECTION_LIMIT = 9, "connection_limit";
     /// The connection was silent for three keepalive periods (connection closed).
     KEEPALIVE_TIMEOUT = 10, "keepalive_timeout";
-    /// No `Hello` within the handshake deadline (connection closed).
+    /// The handshake (`Hello`, and `AuthInit` when a token is required) did not finish
+    /// within the deadline (connection closed).
     HANDSHAKE_TIMEOUT = 11, "handshake_timeout";
     /// The broker is shutting down (connection closed).
     SHUTTING_DOWN = 12, "shutting_down";
@@ -161,9 +162,9 @@ codes! {
     UNKNOWN_SUBSCRIPTION = 13, "unknown_subscription";
     /// `Subscribe` reused a subscription id this connection already holds.
     DUPLICATE_SUBSCRIPTION = 14, "duplicate_subscription";
-    /// Missing or wrong token (reserved for the security layer).
+    /// Missing or wrong token, or a record that failed to open (connection closed).
     UNAUTHORIZED = 15, "unauthorized";
-    /// The token's access rules refuse this topic (reserved for the security layer).
+    /// The token's access rules refuse this publish or subscribe (connection stays open).
     FORBIDDEN = 16, "forbidden";
 }
 

@@ -1,13 +1,18 @@
 //! Property tests of the frame decoder: it never panics on any input, every frame
 //! round-trips, a partial frame is always "incomplete" (never an error), and the size limit
-//! is enforced from the length prefix alone.
+//! is enforced from the length prefix alone. The same for the record opener of encrypted
+//! connections (`secure::Opener`): arbitrary bytes never panic `peek` or `open` and never
+//! open, every strict prefix of a sealed record is "incomplete", sealed records open in
+//! order to exactly what was sealed, and a changed record never opens.
 
 // Tests: a panic is the failure report, and every unwrap here is on data the test controls.
 #![allow(clippy::unwrap_used)]
 
+use mote_sdk::secure::{self, OpenError, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, Hello, Lag, MAX_LENGTH_PREFIX,
-    Message, Ping, Publish, Published, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
+    self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame,
+    Hello, Lag, MAX_LENGTH_PREFIX, Message, Ping, Publish, Published, Resume, Start, Subscribe,
+    Subscribed, Unsubscribe, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -38,6 +43,9 @@ enum Owned {
     Unsubscribed(u32),
     Message(u32, String, u64, u64, Option<Vec<u8>>, Vec<u8>),
     Lag(u32, String, u64, u64),
+    AuthChallenge([u8; 32]),
+    AuthInit(String, [u8; 32], [u8; 32]),
+    AuthProof([u8; 32]),
 }
 
 impl Owned {
@@ -106,6 +114,13 @@ impl Owned {
                 missed: *missed,
                 next: *next,
             }),
+            Owned::AuthChallenge(nonce) => Frame::AuthChallenge(AuthChallenge { nonce: *nonce }),
+            Owned::AuthInit(name, nonce, proof) => Frame::AuthInit(AuthInit {
+                name,
+                nonce: *nonce,
+                proof: *proof,
+            }),
+            Owned::AuthProof(proof) => Frame::AuthProof(AuthProof { proof: *proof }),
         }
     }
 }
@@ -172,6 +187,10 @@ fn frames() -> impl Strategy<Value = Owned> {
         )
             .prop_map(|(s, t, o, ms, k, p)| Owned::Message(s, t, o, ms, k, p)),
         (u32s(), text(), u64s(), u64s()).prop_map(|(s, t, m, n)| Owned::Lag(s, t, m, n)),
+        any::<[u8; 32]>().prop_map(Owned::AuthChallenge),
+        (text(), any::<[u8; 32]>(), any::<[u8; 32]>())
+            .prop_map(|(n, c, p)| Owned::AuthInit(n, c, p)),
+        any::<[u8; 32]>().prop_map(Owned::AuthProof),
     ]
 }
 
@@ -216,7 +235,7 @@ proptest! {
     /// "incomplete", and whatever decodes encodes to something that decodes the same.
     #[test]
     fn arbitrary_bodies_never_panic(
-        tag in prop_oneof![0u8..0x0e, any::<u8>()],
+        tag in prop_oneof![0u8..0x0e, 0x10u8..0x14, any::<u8>()],
         rest in vec(any::<u8>(), 0..200),
     ) {
         let mut body = vec![tag];
@@ -339,4 +358,197 @@ fn framed_prefix(len: u32) -> Vec<u8> {
     let mut prefix = [0u8; MAX_LENGTH_PREFIX];
     let n = wire::write_varint(len, &mut prefix);
     prefix[..n].to_vec()
+}
+
+// ---------------------------------------------------------------------------------------
+// The record layer of encrypted connections.
+
+/// A fixed session's keys: the record properties need keys, any will do.
+fn session() -> SessionKeys {
+    SessionKeys::derive(
+        &Token::new("mote-test-token-0123456789").unwrap(),
+        "kitchen",
+        &[1; 32],
+        &[2; 32],
+        &[3; 32],
+    )
+}
+
+/// Each entry of `records` (a list of frames) sealed by one client sealer, back to back;
+/// and each record's plaintext.
+fn seal_all(records: &[Vec<Owned>]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let (mut sealer, _) = session().client();
+    let mut wire = Vec::new();
+    let mut plains = Vec::new();
+    for frames in records {
+        let at = Sealer::begin(&mut wire);
+        let mut plain = Vec::new();
+        for f in frames {
+            f.frame().encode(&mut plain);
+        }
+        wire.extend_from_slice(&plain);
+        sealer.seal(&mut wire, at);
+        plains.push(plain);
+    }
+    (wire, plains)
+}
+
+/// Checks what `Opener::peek` promises about any input, and returns its result.
+fn peek_checked(input: &[u8], max: usize) -> Result<Record, OpenError> {
+    let r = Opener::peek(input, max);
+    let header = |i: &[u8]| u32::from_le_bytes([i[0], i[1], i[2], i[3]]) as usize;
+    match r {
+        Ok(Record::Complete { total }) => {
+            assert!(
+                total <= input.len(),
+                "complete, but only {} bytes",
+                input.len()
+            );
+            assert_eq!(total, secure::RECORD_HEADER + header(input));
+            assert!(total >= secure::RECORD_HEADER + secure::TAG_LEN);
+            assert!(total - secure::RECORD_HEADER <= max);
+        }
+        Ok(Record::Incomplete { total: Some(t) }) => {
+            assert!(t > input.len(), "incomplete, but all {t} bytes are there");
+            assert_eq!(t, secure::RECORD_HEADER + header(input));
+            assert!(t - secure::RECORD_HEADER <= max);
+        }
+        Ok(Record::Incomplete { total: None }) => {
+            assert!(
+                input.len() < secure::RECORD_HEADER,
+                "a whole header is not read"
+            );
+        }
+        Err(OpenError::TooLarge { len }) => {
+            assert!(len > max);
+            assert_eq!(len, header(input));
+        }
+        Err(OpenError::TooShort) => assert!(header(input) < secure::TAG_LEN),
+        Err(e) => panic!("peek cannot fail with {e:?}"),
+    }
+    r
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Arbitrary bytes never panic `peek` or `open`, and never open: a forger has to guess
+    /// a 128-bit tag.
+    #[test]
+    fn arbitrary_bytes_never_open(
+        input in prop_oneof![
+            vec(any::<u8>(), 0..600),
+            // A plausible header in front: reaches `open` far more often.
+            (16u32..300, vec(any::<u8>(), 0..320)).prop_map(|(len, rest)| {
+                let mut v = len.to_le_bytes().to_vec();
+                v.extend_from_slice(&rest);
+                v
+            }),
+        ],
+        max in prop_oneof![0usize..700, Just(usize::MAX)],
+    ) {
+        let (_, mut opener) = session().broker();
+        if let Ok(Record::Complete { total }) = peek_checked(&input, max) {
+            let mut record = input[..total].to_vec();
+            prop_assert_eq!(opener.open(&mut record), Err(OpenError::Forged));
+        }
+        // `open` on bytes `peek` did not vouch for: an error, never a panic.
+        let mut whole = input.clone();
+        let r = opener.open(&mut whole);
+        if input.len() < secure::RECORD_HEADER + secure::TAG_LEN {
+            prop_assert_eq!(r, Err(OpenError::TooShort));
+        } else {
+            prop_assert_eq!(r, Err(OpenError::Forged));
+        }
+    }
+
+    /// Every strict prefix of a sealed record is incomplete, its size known once the
+    /// header is there; the whole record opens to exactly the frames sealed.
+    #[test]
+    fn strict_prefixes_of_a_record_are_incomplete(frames in vec(frames(), 0..4)) {
+        let (wire, plains) = seal_all(std::slice::from_ref(&frames));
+        let total = wire.len();
+        prop_assert_eq!(total, secure::RECORD_HEADER + plains[0].len() + secure::TAG_LEN);
+        for cut in 0..total {
+            let want = (cut >= secure::RECORD_HEADER).then_some(total);
+            prop_assert_eq!(
+                peek_checked(&wire[..cut], usize::MAX),
+                Ok(Record::Incomplete { total: want }),
+                "cut at {}", cut
+            );
+        }
+        prop_assert_eq!(peek_checked(&wire, usize::MAX), Ok(Record::Complete { total }));
+        let (_, mut opener) = session().broker();
+        let mut record = wire.clone();
+        let plain = opener.open(&mut record).unwrap();
+        prop_assert_eq!(&*plain, &plains[0][..]);
+        // Whole frames, and the frames sealed.
+        let mut pos = 0;
+        for f in &frames {
+            let Ok(Decoded::Frame(got, used)) = wire::decode(&plain[pos..], usize::MAX) else {
+                return Err(TestCaseError::fail("not a whole frame"));
+            };
+            prop_assert_eq!(got, f.frame());
+            pos += used;
+        }
+        prop_assert_eq!(pos, plain.len());
+    }
+
+    /// Records back to back, arriving in two pieces split anywhere, open in order.
+    #[test]
+    fn sealed_streams_open_in_order(
+        records in vec(vec(frames(), 0..3), 1..5),
+        split in any::<usize>(),
+    ) {
+        let (wire, plains) = seal_all(&records);
+        let split = split % (wire.len() + 1);
+        let (_, mut opener) = session().broker();
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for piece in [&wire[..split], &wire[split..]] {
+            buf.extend_from_slice(piece);
+            loop {
+                match peek_checked(&buf, 1 << 20) {
+                    Ok(Record::Complete { total }) => {
+                        let plain = opener.open(&mut buf[..total]).unwrap().to_vec();
+                        got.push(plain);
+                        buf.drain(..total);
+                    }
+                    Ok(Record::Incomplete { .. }) => break,
+                    Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+                }
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, plains);
+    }
+
+    /// A sealed record with any byte changed never opens: it is refused from its header,
+    /// waits for bytes that never come, or fails authentication.
+    #[test]
+    fn changed_records_never_open(
+        frames in vec(frames(), 0..3),
+        at in any::<usize>(),
+        flip in 1u8..=255,
+    ) {
+        let (mut wire, _) = seal_all(std::slice::from_ref(&frames));
+        let i = at % wire.len();
+        wire[i] ^= flip;
+        let (_, mut opener) = session().broker();
+        if let Ok(Record::Complete { total }) = peek_checked(&wire, 1 << 20) {
+            prop_assert!(opener.open(&mut wire[..total]).is_err(), "byte {} changed", i);
+        }
+    }
+
+    /// The size limit is enforced from the 4 header bytes alone.
+    #[test]
+    fn oversized_records_are_refused_from_the_header(
+        (max, len) in (0usize..200_000)
+            .prop_flat_map(|max| (Just(max), (max + 1)..=(u32::MAX as usize))),
+        rest in vec(any::<u8>(), 0..64),
+    ) {
+        let mut input = (len as u32).to_le_bytes().to_vec();
+        input.extend_from_slice(&rest);
+        prop_assert_eq!(peek_checked(&input, max), Err(OpenError::TooLarge { len }));
+    }
 }

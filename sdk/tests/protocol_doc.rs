@@ -3,11 +3,16 @@
 //! Every fenced block with the info string `hex NAME` must be the exact encoding of the
 //! frame called `NAME` in [`examples`], and must decode back to it; every entry of the
 //! table must appear in the document. Blocks marked `hex-bad NAME` are the bytes
-//! [`bad_examples`] builds, refused by the decoder with the error it names. The error-code
-//! table and the varint table of the document are checked against the code. So the
-//! document and the code cannot drift apart.
+//! [`bad_examples`] builds, refused by the decoder with the error it names. Blocks marked
+//! `hex-vector NAME` are the token handshake's test vectors, which [`vectors`] computes
+//! with `mote_sdk::secure` (the records are sealed by its `Sealer` and opened by its
+//! `Opener`). The error-code table and the varint table of the document are checked
+//! against the code. So the document and the code cannot drift apart.
 //!
-//! To print the annotated hex of every example (after changing a frame, say):
+//! (`tests/secure_vectors.rs` checks the same vectors the other way round: recomputed from
+//! the document's own description with nothing but SHA-256 and ChaCha20-Poly1305.)
+//!
+//! To print the annotated hex of every example and vector (after changing a frame, say):
 //!
 //! ```text
 //! cargo test -p mote-sdk --test protocol_doc -- --ignored --nocapture print_examples
@@ -18,11 +23,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hkdf::Hkdf;
 use mote_sdk::Topic;
+use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
+use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame, Hello, Lag, MAGIC, Message, Ping,
-    Publish, Published, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
+    self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame,
+    Hello, Lag, MAGIC, Message, Ping, Publish, Published, Resume, Start, Subscribe, Subscribed,
+    Unsubscribe, Welcome,
 };
+use sha2::Sha256;
 
 /// The broker's default frame limit: `--max-payload` (1 MiB) plus 64 KiB of overhead.
 const DEFAULT_MAX_FRAME: usize = 1024 * 1024 + 64 * 1024;
@@ -30,8 +42,67 @@ const DEFAULT_MAX_FRAME: usize = 1024 * 1024 + 64 * 1024;
 /// A payload long enough to need a two-byte length prefix.
 const LONG_PAYLOAD: &[u8] = br#"{"device":"greenhouse-3","readings":[{"t":1700000000000,"temp":21.5,"hum":48},{"t":1700000060000,"temp":21.6,"hum":47}]}"#;
 
+/// The token of the handshake test vectors (section 6.9 of the document).
+const VECTOR_TOKEN: &str = "mote-test-token-0123456789";
+/// The token name of the test vectors.
+const VECTOR_NAME: &str = "kitchen";
+/// The `Hello.client` of the test vectors: the `hello` example.
+const VECTOR_CLIENT: &str = "sensor-1";
+
+/// The client's nonce of the test vectors: `00 01 02 ... 1f`.
+fn client_nonce() -> [u8; 32] {
+    std::array::from_fn(|i| i as u8)
+}
+
+/// The broker's nonce of the test vectors: `a0 a1 a2 ... bf`.
+fn broker_nonce() -> [u8; 32] {
+    std::array::from_fn(|i| 0xa0 + i as u8)
+}
+
+/// The `Hello`, `AuthChallenge` and transcript of the test vectors.
+fn vector_transcript() -> (Vec<u8>, Vec<u8>, [u8; 32]) {
+    let hello = Frame::Hello(Hello::new(VECTOR_CLIENT)).to_vec();
+    let challenge = Frame::AuthChallenge(AuthChallenge {
+        nonce: broker_nonce(),
+    })
+    .to_vec();
+    let t = secure::transcript(&hello, &challenge);
+    (hello, challenge, t)
+}
+
+/// The session keys of the test vectors, as `mote_sdk::secure` derives them.
+fn vector_keys() -> SessionKeys {
+    let (_, _, t) = vector_transcript();
+    SessionKeys::derive(
+        &Token::new(VECTOR_TOKEN).unwrap(),
+        VECTOR_NAME,
+        &client_nonce(),
+        &broker_nonce(),
+        &t,
+    )
+}
+
+/// The broker's answer to a wrong proof, an unknown token name or a bad record.
+const AUTH_FAILED: &str = "authentication failed";
+/// The broker's answer to a client that sends anything but `AuthInit` after the challenge.
+const TOKEN_REQUIRED: &str = "this broker requires a token: give one with --token or MOTE_TOKEN, \
+                              or a mote://NAME:TOKEN@HOST:PORT address";
+
+/// The `forbidden` refusal the document shows, as the broker words it.
+fn forbidden_message() -> String {
+    format!(
+        "token {:?} may not publish to {} (its publish rules: {})",
+        VECTOR_NAME,
+        shown("home/hall/temp"),
+        "home/kitchen/#"
+    )
+}
+
 /// Every frame the document shows, by the name of its hex block.
 fn examples() -> Vec<(&'static str, Frame<'static>)> {
+    let keys = vector_keys();
+    // Leaked so that the example table can hold `Frame<'static>`; a few bytes, once per test.
+    let forbidden: &'static str = Box::leak(forbidden_message().into_boxed_str());
     vec![
         ("hello", Frame::Hello(Hello::new("sensor-1"))),
         (
@@ -207,6 +278,50 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 next: 162,
             }),
         ),
+        (
+            "auth-challenge",
+            Frame::AuthChallenge(AuthChallenge {
+                nonce: broker_nonce(),
+            }),
+        ),
+        (
+            "auth-init",
+            Frame::AuthInit(AuthInit {
+                name: VECTOR_NAME,
+                nonce: client_nonce(),
+                proof: keys.client_proof(),
+            }),
+        ),
+        (
+            "auth-proof",
+            Frame::AuthProof(AuthProof {
+                proof: keys.broker_proof(),
+            }),
+        ),
+        (
+            "error-authentication-failed",
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::UNAUTHORIZED,
+                req: 0,
+                message: AUTH_FAILED,
+            }),
+        ),
+        (
+            "error-token-required",
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::UNAUTHORIZED,
+                req: 0,
+                message: TOKEN_REQUIRED,
+            }),
+        ),
+        (
+            "error-forbidden",
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::FORBIDDEN,
+                req: 7,
+                message: forbidden,
+            }),
+        ),
     ]
 }
 
@@ -260,6 +375,20 @@ fn bad_examples() -> Vec<Bad> {
     assert_eq!(utf8[4], b'x', "the topic byte");
     utf8[4] = 0xff;
 
+    // The first tag of the security range that no frame has taken.
+    let reserved = wire::tag::RESERVED_SECURITY
+        .clone()
+        .find(|&t| matches!(Frame::decode_body(&[t]), Err(DecodeError::UnknownTag(_))))
+        .unwrap();
+
+    // `auth-challenge` with the last byte of its nonce cut off (length fixed up): a
+    // `[u8; 32]` has no length of its own, so 31 bytes cannot be one.
+    let challenge = Frame::AuthChallenge(AuthChallenge {
+        nonce: broker_nonce(),
+    })
+    .to_vec();
+    let short_nonce = framed(&challenge[1..challenge.len() - 1]);
+
     let bad = |name, bytes, err, answer| Bad {
         name,
         bytes,
@@ -291,8 +420,16 @@ fn bad_examples() -> Vec<Bad> {
         ),
         bad(
             "bad-reserved-tag",
-            framed(&[*wire::tag::RESERVED_SECURITY.start()]),
-            DecodeError::UnknownTag(0x10),
+            framed(&[reserved]),
+            DecodeError::UnknownTag(0x13),
+            None,
+        ),
+        bad(
+            "bad-short-nonce",
+            short_nonce,
+            DecodeError::Malformed {
+                tag: wire::tag::AUTH_CHALLENGE,
+            },
             None,
         ),
         bad(
@@ -589,6 +726,280 @@ fn error_code_table_matches_the_code() {
     assert_eq!(ErrorCode(0).name(), "unknown", "code 0 means no error");
 }
 
+// ---------------------------------------------------------------------------------------
+// The token handshake's test vectors (`hex-vector` blocks).
+
+/// One test vector: its bytes, in annotated runs.
+struct Vector {
+    name: &'static str,
+    parts: Vec<Part>,
+}
+
+impl Vector {
+    fn bytes(&self) -> Vec<u8> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.0.iter().copied())
+            .collect()
+    }
+}
+
+/// Bytes in lines of 16, the first line saying what they are.
+fn raw(name: &'static str, what: &str, b: &[u8]) -> Vector {
+    let mut parts = Vec::new();
+    for (i, chunk) in b.chunks(16).enumerate() {
+        let note = if i == 0 {
+            what.to_owned()
+        } else {
+            String::new()
+        };
+        parts.push(Part(chunk.to_vec(), note));
+    }
+    Vector { name, parts }
+}
+
+/// UTF-8 bytes in lines of 16, each with its text.
+fn text_vector(name: &'static str, s: &str) -> Vector {
+    let mut parts = Vec::new();
+    seq(&mut parts, "", s.as_bytes());
+    // `seq` starts with the length, which a vector of raw bytes does not have.
+    parts.remove(0);
+    for p in &mut parts {
+        p.1 = p.1.trim_start().to_owned();
+    }
+    Vector { name, parts }
+}
+
+/// A sealed record, annotated: length, ciphertext (of `plain`, described by `what`), tag.
+fn record_vector(name: &'static str, record: &[u8], what: &str) -> Vector {
+    let (header, rest) = record.split_at(secure::RECORD_HEADER);
+    let (body, tag) = rest.split_at(rest.len() - secure::TAG_LEN);
+    let len = u32::from_le_bytes(header.try_into().unwrap());
+    let mut parts = vec![Part(
+        header.to_vec(),
+        format!("length: {len} bytes follow (u32 little-endian)"),
+    )];
+    for (i, chunk) in body.chunks(16).enumerate() {
+        let note = if i == 0 {
+            format!("ciphertext of {what}")
+        } else {
+            String::new()
+        };
+        parts.push(Part(chunk.to_vec(), note));
+    }
+    parts.push(Part(tag.to_vec(), "tag (Poly1305)".into()));
+    Vector { name, parts }
+}
+
+/// The example frame called `name`, encoded.
+fn example(name: &str) -> Vec<u8> {
+    examples()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| f.to_vec())
+        .unwrap_or_else(|| panic!("no example {name}"))
+}
+
+/// `frames` sealed as one record by `sealer`.
+fn seal(sealer: &mut Sealer, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let at = Sealer::begin(&mut out);
+    for f in frames {
+        out.extend_from_slice(f);
+    }
+    sealer.seal(&mut out, at);
+    out
+}
+
+/// The HKDF inputs and output of the test vectors, with the `hkdf` crate the SDK uses.
+struct Hkdfed {
+    salt: Vec<u8>,
+    info: Vec<u8>,
+    prk: Vec<u8>,
+    okm: [u8; 128],
+}
+
+fn vector_hkdf() -> Hkdfed {
+    let (_, _, t) = vector_transcript();
+    let salt = [client_nonce(), broker_nonce()].concat();
+    let info = [&b"mote/1 keys"[..], &[0], VECTOR_NAME.as_bytes(), &t].concat();
+    let (prk, hk) = Hkdf::<Sha256>::extract(Some(&salt), VECTOR_TOKEN.as_bytes());
+    let mut okm = [0u8; 128];
+    hk.expand(&info, &mut okm).unwrap();
+    Hkdfed {
+        salt,
+        info,
+        prk: prk.to_vec(),
+        okm,
+    }
+}
+
+/// The frames in the records of the test vectors: (record name, sender, frames).
+fn vector_records() -> Vec<(&'static str, &'static str, Vec<Vec<u8>>)> {
+    vec![
+        ("record-c2b-0", "c2b", vec![example("ping")]),
+        (
+            "record-c2b-1",
+            "c2b",
+            vec![
+                example("publish-fire-and-forget"),
+                Frame::Ping(Ping { nonce: 2 }).to_vec(),
+            ],
+        ),
+        ("record-b2c-0", "b2c", vec![example("welcome")]),
+        ("record-b2c-1", "b2c", vec![example("pong")]),
+    ]
+}
+
+/// Every test vector the document shows, computed with `mote_sdk::secure`.
+fn vectors() -> Vec<Vector> {
+    let (hello, challenge, t) = vector_transcript();
+    let keys = vector_keys();
+    let h = vector_hkdf();
+    let mut v = vec![
+        text_vector("token", VECTOR_TOKEN),
+        text_vector("token-name", VECTOR_NAME),
+        raw(
+            "client-nonce",
+            "client nonce (in AuthInit)",
+            &client_nonce(),
+        ),
+        raw(
+            "broker-nonce",
+            "broker nonce (in AuthChallenge)",
+            &broker_nonce(),
+        ),
+        raw(
+            "transcript-input",
+            "the Hello frame, then the AuthChallenge frame",
+            &[hello, challenge].concat(),
+        ),
+        raw("transcript", "SHA-256 of the two frames", &t),
+        raw("hkdf-salt", "client nonce || broker nonce", &h.salt),
+        raw(
+            "hkdf-info",
+            "\"mote/1 keys\" 00 \"kitchen\" transcript",
+            &h.info,
+        ),
+        raw("hkdf-prk", "HMAC-SHA256(salt, token)", &h.prk),
+        raw("key-c2b", "okm[0..32]: client -> broker key", &h.okm[..32]),
+        raw(
+            "key-b2c",
+            "okm[32..64]: broker -> client key",
+            &h.okm[32..64],
+        ),
+        raw("proof-broker", "okm[64..96]: broker proof", &h.okm[64..96]),
+        raw("proof-client", "okm[96..128]: client proof", &h.okm[96..]),
+    ];
+    // The proofs of the table are those of the SDK.
+    assert_eq!(&h.okm[64..96], &keys.broker_proof()[..]);
+    assert_eq!(&h.okm[96..], &keys.client_proof()[..]);
+    let (mut client_sealer, _) = keys.client();
+    let (mut broker_sealer, _) = keys.broker();
+    for (name, from, frames) in vector_records() {
+        let sealer = if from == "c2b" {
+            &mut client_sealer
+        } else {
+            &mut broker_sealer
+        };
+        let record = seal(sealer, &frames);
+        let what: Vec<String> = frames
+            .iter()
+            .map(|f| {
+                let Ok(Decoded::Frame(frame, _)) = wire::decode(f, usize::MAX) else {
+                    panic!("{name}: not a frame")
+                };
+                format!("{} ({} bytes)", variant_name(&frame), f.len())
+            })
+            .collect();
+        v.push(record_vector(name, &record, &what.join(" + ")));
+    }
+    v
+}
+
+#[test]
+fn every_vector_is_in_the_document_and_right() {
+    let doc = document();
+    let table: BTreeMap<&str, Vec<u8>> = vectors().iter().map(|v| (v.name, v.bytes())).collect();
+    let shown = blocks(&doc, "hex-vector");
+    for b in &shown {
+        let (name, line) = (&b.name, b.line);
+        let want = table
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("line {line}: hex-vector {name} is not in vectors()"));
+        assert_eq!(hex(&b.bytes), hex(want), "line {line}: hex-vector {name}");
+    }
+    let names: BTreeSet<&str> = shown.iter().map(|b| b.name.as_str()).collect();
+    for name in table.keys() {
+        assert!(
+            names.contains(name),
+            "PROTOCOL.md has no ```hex-vector {name} block"
+        );
+    }
+}
+
+#[test]
+fn vectors_agree_with_the_handshake_frames() {
+    let t: BTreeMap<&str, Vec<u8>> = vectors().iter().map(|v| (v.name, v.bytes())).collect();
+    // The transcript hashes exactly the `hello` and `auth-challenge` examples.
+    let input = [example("hello"), example("auth-challenge")].concat();
+    assert_eq!(t["transcript-input"], input);
+    // The frames carry the vectors' nonces and proofs.
+    let (init, proof) = (example("auth-init"), example("auth-proof"));
+    assert!(init.ends_with(&[t["client-nonce"].clone(), t["proof-client"].clone()].concat()));
+    assert!(proof.ends_with(&t["proof-broker"]));
+    assert!(example("auth-challenge").ends_with(&t["broker-nonce"]));
+    let keys = vector_keys();
+    assert!(keys.check_client_proof(&t["proof-client"]));
+    assert!(keys.check_broker_proof(&t["proof-broker"]));
+    assert!(
+        !keys.check_client_proof(&t["proof-broker"]),
+        "the proofs differ"
+    );
+}
+
+/// The documented keys, used by an independent ChaCha20-Poly1305 with the documented nonces,
+/// give the records the SDK seals; and the SDK opens them, in order, to the frames.
+#[test]
+fn vector_records_are_what_the_keys_and_nonces_say() {
+    let t: BTreeMap<&str, Vec<u8>> = vectors().iter().map(|v| (v.name, v.bytes())).collect();
+    let keys = vector_keys();
+    let (_, mut client_opener) = keys.client();
+    let (_, mut broker_opener) = keys.broker();
+    let mut counters = BTreeMap::from([("c2b", 0u64), ("b2c", 0u64)]);
+    for (name, from, frames) in vector_records() {
+        let record = &t[name];
+        let plain = frames.concat();
+        // Independently: length, ChaCha20-Poly1305(key, nonce = n as 12 bytes LE, no AAD).
+        let n = counters.get_mut(from).unwrap();
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        *n += 1;
+        let key: [u8; 32] = t[if from == "c2b" { "key-c2b" } else { "key-b2c" }][..]
+            .try_into()
+            .unwrap();
+        let mut body = plain.clone();
+        let tag = ChaCha20Poly1305::new(&Key::from(key))
+            .encrypt_inout_detached(&Nonce::from(nonce), &[], (&mut body[..]).into())
+            .unwrap();
+        let len = (body.len() + secure::TAG_LEN) as u32;
+        let expected = [&len.to_le_bytes()[..], &body, &tag[..]].concat();
+        assert_eq!(hex(record), hex(&expected), "{name}");
+        // The SDK opens it.
+        let opener = if from == "c2b" {
+            &mut broker_opener
+        } else {
+            &mut client_opener
+        };
+        let mut copy = record.clone();
+        assert_eq!(
+            Opener::peek(&copy, 1 << 20),
+            Ok(Record::Complete { total: copy.len() })
+        );
+        assert_eq!(opener.open(&mut copy).unwrap(), &plain[..], "{name}");
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     let s: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
     s.join(" ")
@@ -722,9 +1133,28 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             num(&mut p, "missed", l.missed);
             num(&mut p, "next", l.next);
         }
+        Frame::AuthChallenge(c) => array(&mut p, "nonce", &c.nonce),
+        Frame::AuthInit(a) => {
+            seq(&mut p, "name", a.name.as_bytes());
+            array(&mut p, "nonce", &a.nonce);
+            array(&mut p, "proof", &a.proof);
+        }
+        Frame::AuthProof(a) => array(&mut p, "proof", &a.proof),
         other => panic!("no annotation for {other:?}"),
     }
     p
+}
+
+/// A fixed-size byte array: its bytes as they are, no length, in lines of 16.
+fn array(parts: &mut Vec<Part>, name: &str, b: &[u8]) {
+    for (i, chunk) in b.chunks(16).enumerate() {
+        let note = if i == 0 {
+            format!("{name}: {} bytes, no length", b.len())
+        } else {
+            String::new()
+        };
+        parts.push(Part(chunk.to_vec(), note));
+    }
 }
 
 fn variant_name(frame: &Frame<'_>) -> String {
@@ -755,7 +1185,7 @@ fn annotate(name: &str, frame: &Frame<'_>) -> String {
     );
     let mut s = format!("```hex {name}\n");
     for Part(b, note) in &parts {
-        s.push_str(&format!("{:<47}  # {note}\n", hex(b)));
+        s.push_str(&line(b, note));
     }
     s.push_str("```\n");
     s
@@ -769,10 +1199,26 @@ fn annotations_match_the_encoding() {
     assert_eq!(MAGIC, *b"mote");
 }
 
+/// One line of a block: the bytes, then the note (if any).
+fn line(b: &[u8], note: &str) -> String {
+    if note.is_empty() {
+        format!("{}\n", hex(b))
+    } else {
+        format!("{:<47}  # {note}\n", hex(b))
+    }
+}
+
 #[test]
 #[ignore = "prints the hex blocks for PROTOCOL.md"]
 fn print_examples() {
     for (name, frame) in examples() {
         println!("{}", annotate(name, &frame));
+    }
+    for v in vectors() {
+        println!("```hex-vector {}", v.name);
+        for Part(b, note) in &v.parts {
+            print!("{}", line(b, note));
+        }
+        println!("```\n");
     }
 }

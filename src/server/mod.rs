@@ -218,33 +218,16 @@ pub async fn run(
                     if !engine.admit() {
                         drop(engine);
                         log::warn!("refused {peer}: connection limit reached");
-                        if shared.lingering.get() < MAX_LINGERING_REFUSALS {
-                            shared.lingering.set(shared.lingering.get() + 1);
-                            let shared = shared.clone();
-                            ex.spawn(async move {
-                                refuse(
-                                    &stream,
-                                    ErrorCode::CONNECTION_LIMIT,
-                                    conn::close_message(ErrorCode::CONNECTION_LIMIT),
-                                );
-                                conn::linger(&stream).await;
-                                shared.lingering.set(shared.lingering.get() - 1);
-                            })
-                            .detach();
-                        } else {
-                            refuse(
-                                &stream,
-                                ErrorCode::CONNECTION_LIMIT,
-                                conn::close_message(ErrorCode::CONNECTION_LIMIT),
-                            );
-                        }
+                        let msg = conn::close_message(ErrorCode::CONNECTION_LIMIT).to_string();
+                        refuse_lingering(ex, &shared, stream, ErrorCode::CONNECTION_LIMIT, msg);
                         continue;
                     }
                     if shared.auth.borrow().enabled() {
                         if let Err(blocked) = engine.admit_address(peer.ip(), shared.mono_ms()) {
                             drop(engine);
                             log::warn!("refused {peer}: {blocked}");
-                            refuse(&stream, ErrorCode::UNAUTHORIZED, &blocked.to_string());
+                            let msg = blocked.to_string();
+                            refuse_lingering(ex, &shared, stream, ErrorCode::UNAUTHORIZED, msg);
                             continue;
                         }
                     }
@@ -285,6 +268,28 @@ pub async fn run(
 fn sweep_interval(l: &Limits) -> Duration {
     let ms = l.keepalive_ms.min(l.handshake_ms) / 4;
     Duration::from_millis(ms.clamp(5, 1000))
+}
+
+/// Tells a refused connection why and lingers so the answer is not lost to a reset;
+/// past `MAX_LINGERING_REFUSALS` at once, just tells and closes.
+fn refuse_lingering(
+    ex: &LocalExecutor<'_>,
+    shared: &Rc<Shared>,
+    stream: Async<std::net::TcpStream>,
+    code: ErrorCode,
+    message: String,
+) {
+    refuse(&stream, code, &message);
+    if shared.lingering.get() >= MAX_LINGERING_REFUSALS {
+        return;
+    }
+    shared.lingering.set(shared.lingering.get() + 1);
+    let shared = shared.clone();
+    ex.spawn(async move {
+        conn::linger(&stream).await;
+        shared.lingering.set(shared.lingering.get() - 1);
+    })
+    .detach();
 }
 
 /// Tells a refused connection why, without waiting for it.

@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use mote_sdk::ErrorCode;
 use mote_sdk::Filter;
-use mote_sdk::secure::{Opener, Record, Sealer};
+use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
     self, DecodeError, Decoded, ErrorFrame, Frame, Lag, Message, Ping, Published, Subscribed,
@@ -100,9 +100,16 @@ impl Session {
         self.crypto.is_some()
     }
 
-    /// Appends `frame` to `out`, inside the open record when encrypted.
+    /// Appends `frame` to `out`, inside the open record when encrypted; a record that
+    /// has grown past `RECORD_TARGET` is sealed first, so replies to one read never make
+    /// a record larger than a client accepts.
     fn emit(&mut self, out: &mut Vec<u8>, frame: &Frame<'_>) {
         if let Some(c) = &mut self.crypto {
+            if c.record_at.is_some_and(|at| out.len() - at > RECORD_TARGET) {
+                if let Some(at) = c.record_at.take() {
+                    c.sealer.seal(out, at);
+                }
+            }
             if c.record_at.is_none() {
                 c.record_at = Some(Sealer::begin(out));
             }
@@ -393,7 +400,17 @@ impl Session {
                 c.record_at = Some(Sealer::begin(out));
             }
         }
+        let crypto = &mut self.crypto;
         let more = engine.poll_deliveries(self.conn, |d| {
+            // Records stay near RECORD_TARGET: seal a full one and open the next.
+            if let Some(c) = crypto {
+                if c.record_at.is_some_and(|at| out.len() - at > RECORD_TARGET) {
+                    if let Some(at) = c.record_at.take() {
+                        c.sealer.seal(out, at);
+                    }
+                    c.record_at = Some(Sealer::begin(out));
+                }
+            }
             match d {
                 Delivery::Message {
                     sub,
