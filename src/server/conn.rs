@@ -345,7 +345,9 @@ pub(crate) fn close_message(code: ErrorCode) -> &'static str {
         ErrorCode::KEEPALIVE_TIMEOUT => {
             "no data for three keepalive periods; send a ping at least every keepalive"
         }
-        ErrorCode::HANDSHAKE_TIMEOUT => "no hello within the handshake deadline",
+        ErrorCode::HANDSHAKE_TIMEOUT => {
+            "the handshake (hello, and the token proof if required) did not finish in time"
+        }
         ErrorCode::SHUTTING_DOWN => "the broker is shutting down",
         ErrorCode::CONNECTION_LIMIT => {
             "the broker holds as many connections as it may (--max-connections); try later"

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use mote_sdk::ErrorCode;
-use mote_sdk::secure::{SessionKeys, transcript};
+use mote_sdk::secure::{SessionKeys, Token, transcript};
 use mote_sdk::wire::{self, AuthChallenge, AuthProof, Frame, PROTOCOL_VERSION, Welcome};
 
 use super::{BROKER_NAME, Crypto, Session};
@@ -119,21 +119,21 @@ impl Session {
                 },
                 Frame::AuthInit(a),
             ) => {
-                let Some(entry) = auth.get(a.name) else {
+                // An unknown name goes through the same derivation and comparison (with a
+                // stand-in token), so timing does not tell which names exist.
+                let entry = auth.get(a.name);
+                let token = entry.map_or_else(stand_in_token, |e| e.token.clone());
+                let keys = SessionKeys::derive(&token, a.name, &a.nonce, &nonce, &transcript);
+                let proof_ok = keys.check_client_proof(&a.proof);
+                let Some(entry) = entry.filter(|_| proof_ok) else {
                     log::info!(
-                        "conn {}: unknown token name {:?}",
+                        "conn {}: failed proof for token {:?}",
                         self.conn.index(),
                         a.name
                     );
                     engine.handle_auth_failure(self.conn);
                     return Err(self.fail(engine, out, ErrorCode::UNAUTHORIZED, AUTH_FAILED));
                 };
-                let keys = SessionKeys::derive(&entry.token, a.name, &a.nonce, &nonce, &transcript);
-                if !keys.check_client_proof(&a.proof) {
-                    log::info!("conn {}: wrong token {:?}", self.conn.index(), a.name);
-                    engine.handle_auth_failure(self.conn);
-                    return Err(self.fail(engine, out, ErrorCode::UNAUTHORIZED, AUTH_FAILED));
-                }
                 self.emit(
                     out,
                     &Frame::AuthProof(AuthProof {
@@ -186,6 +186,12 @@ impl Session {
         };
         self.emit(out, &Frame::Welcome(welcome));
     }
+}
+
+/// The token an unknown name is checked against: nobody can prove it.
+fn stand_in_token() -> Token {
+    Token::new("mote-stand-in-for-an-unknown-token-name")
+        .unwrap_or_else(|_| unreachable!("a valid token literal"))
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
