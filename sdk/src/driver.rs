@@ -93,8 +93,13 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
         match crate::handshake::connect(&shared.opts).await {
             Ok(connected) => {
                 let id = connected.broker_id;
-                // Known before the caller gets the client: publishes check the limits.
-                shared.lock().broker = Some(connected.info);
+                // Known before the caller gets the client: publishes check the limits, and
+                // `is_connected` is true from the start.
+                {
+                    let mut st = shared.lock();
+                    st.broker = Some(connected.info);
+                    st.connected = true;
+                }
                 if let Some(tx) = first.take() {
                     let _ = tx.try_send(Ok(()));
                 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
-use futures_lite::{AsyncReadExt, FutureExt, future};
+use futures_lite::{AsyncReadExt, FutureExt};
 use mote_sdk::ErrorCode;
 
 use super::Shared;
@@ -51,31 +51,99 @@ enum End {
     Close,
 }
 
-pub(crate) async fn run(shared: Rc<Shared>, stream: Async<TcpStream>, id: ConnId) {
-    let max_frame = shared.engine.borrow().limits().max_frame();
-    let mut nonce = [0u8; 32];
-    if let Err(e) = mote_sdk::secure::random(&mut nonce) {
-        log::error!("conn {}: no randomness for the handshake: {e}", id.index());
-        shared.forget_waker(id);
-        shared.engine.borrow_mut().handle_disconnect(id);
-        return;
+/// One connection's task, written out by hand rather than as an `async fn`: its size is
+/// what every idle connection costs, and the state of the rare lingering close is boxed.
+pub(crate) struct ConnTask {
+    shared: Rc<Shared>,
+    stream: Async<TcpStream>,
+    io: ConnIo,
+    /// Set while draining the peer after our last frame (see [`linger`]).
+    linger: Option<Box<Linger>>,
+}
+
+struct Linger {
+    deadline: Timer,
+    buf: Vec<u8>,
+}
+
+impl ConnTask {
+    /// The task of connection `id`, or `None` (and the connection dropped) if the system
+    /// has no randomness for the handshake.
+    pub(crate) fn new(
+        shared: Rc<Shared>,
+        stream: Async<TcpStream>,
+        id: ConnId,
+    ) -> Option<ConnTask> {
+        let max_frame = shared.engine.borrow().limits().max_frame();
+        let mut nonce = [0u8; 32];
+        if let Err(e) = mote_sdk::secure::random(&mut nonce) {
+            log::error!("conn {}: no randomness for the handshake: {e}", id.index());
+            shared.engine.borrow_mut().handle_disconnect(id);
+            return None;
+        }
+        let auth = shared.auth.borrow().clone();
+        Some(ConnTask {
+            io: ConnIo {
+                session: Session::new(id, max_frame, auth, nonce),
+                inbuf: Vec::new(),
+                kept: 0,
+                need: None,
+                pending: Vec::new(),
+                written: 0,
+                closing: None,
+            },
+            shared,
+            stream,
+            linger: None,
+        })
     }
-    let auth = shared.auth.borrow().clone();
-    let mut io = ConnIo {
-        session: Session::new(id, max_frame, auth, nonce),
-        inbuf: Vec::new(),
-        kept: 0,
-        need: None,
-        pending: Vec::new(),
-        written: 0,
-        closing: None,
-    };
-    let end = future::poll_fn(|cx| io.poll(cx, &shared, &stream)).await;
-    shared.forget_waker(id);
-    shared.engine.borrow_mut().handle_disconnect(id);
-    drop(io);
-    if let End::Close = end {
-        linger(&stream).await;
+}
+
+impl std::future::Future for ConnTask {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            let end = match this.io.poll(cx, &this.shared, &this.stream) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(end) => end,
+            };
+            let id = this.io.session.conn();
+            this.shared.forget_waker(id);
+            this.shared.engine.borrow_mut().handle_disconnect(id);
+            this.io.inbuf = Vec::new();
+            this.io.pending = Vec::new();
+            if let End::Gone = end {
+                return Poll::Ready(());
+            }
+            let _ = this.stream.get_ref().shutdown(Shutdown::Write);
+            this.linger = Some(Box::new(Linger {
+                deadline: Timer::after(LINGER),
+                buf: vec![0; 4096],
+            }));
+        }
+        let Some(l) = this.linger.as_mut() else {
+            return Poll::Ready(());
+        };
+        if std::pin::Pin::new(&mut l.deadline).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        loop {
+            match this.stream.get_ref().read(&mut l.buf) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match this.stream.poll_readable(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(_)) => return Poll::Ready(()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
     }
 }
 
@@ -353,5 +421,16 @@ pub(crate) fn close_message(code: ErrorCode) -> &'static str {
             "the broker holds as many connections as it may (--max-connections); try later"
         }
         _ => "connection closed by the broker",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        // Every idle connection holds one of these (plus the runtime's task header, its
+        // socket registration and its engine entry): keep it well under the 1 KiB budget.
+        let size = std::mem::size_of::<super::ConnTask>();
+        assert!(size <= 224, "{size}");
     }
 }

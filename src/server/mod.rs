@@ -235,7 +235,9 @@ pub async fn run(
                     let id = engine.handle_connect(shared.mono_ms(), Some(peer));
                     drop(engine);
                     log::debug!("conn {}: accepted {peer}", id.index());
-                    ex.spawn(conn::run(shared.clone(), stream, id)).detach();
+                    if let Some(task) = conn::ConnTask::new(shared.clone(), stream, id) {
+                        ex.spawn(task).detach();
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

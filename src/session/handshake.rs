@@ -76,7 +76,8 @@ impl Session {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        match (std::mem::replace(&mut self.phase, Phase::Open), frame) {
+        let phase = self.phase.take().map_or(Phase::Open, |p| *p);
+        match (phase, frame) {
             (Phase::Hello { auth, nonce }, Frame::Hello(h)) => {
                 if h.magic != wire::MAGIC {
                     let msg = "not a mote client: the first frame must be hello";
@@ -100,13 +101,13 @@ impl Session {
                 }
                 let challenge = Frame::AuthChallenge(AuthChallenge { nonce }).to_vec();
                 out.extend_from_slice(&challenge);
-                self.phase = Phase::AuthInit {
+                self.phase = Some(Box::new(Phase::AuthInit {
                     auth,
                     nonce,
                     transcript: transcript(raw, &challenge),
                     version,
                     client,
-                };
+                }));
                 Ok(())
             }
             (
@@ -141,11 +142,11 @@ impl Session {
                     }),
                 );
                 let (sealer, opener) = keys.broker();
-                self.crypto = Some(Crypto {
+                self.crypto = Some(Box::new(Crypto {
                     sealer,
                     opener,
                     record_at: None,
-                });
+                }));
                 self.rights = Some(entry.rules.clone());
                 self.token_name = Some(a.name.into());
                 engine.handle_auth_success(self.conn, a.name);

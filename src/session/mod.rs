@@ -51,8 +51,11 @@ struct Crypto {
 pub struct Session {
     conn: ConnId,
     max_frame: usize,
-    phase: Phase,
-    crypto: Option<Crypto>,
+    /// The handshake in progress; `None` once it is over (freed: idle connections are
+    /// small).
+    phase: Option<Box<Phase>>,
+    /// Boxed: plaintext connections do not pay for cipher state.
+    crypto: Option<Box<Crypto>>,
     /// The token's rights; `None` on a broker without tokens.
     rights: Option<std::sync::Arc<Rules>>,
     token_name: Option<Box<str>>,
@@ -82,7 +85,7 @@ impl Session {
         Session {
             conn,
             max_frame,
-            phase: Phase::new(auth, nonce),
+            phase: Some(Box::new(Phase::new(auth, nonce))),
             crypto: None,
             rights: None,
             token_name: None,
@@ -173,10 +176,10 @@ impl Session {
                 continue;
             }
             let rest = &input[pos..];
-            if let Some(max) = self.phase.frame_limit() {
-                self.phase
-                    .sniff(rest)
-                    .map_err(|msg| self.fail(engine, out, ErrorCode::PROTOCOL, msg))?;
+            if let Some(max) = self.phase.as_ref().and_then(|p| p.frame_limit()) {
+                if let Err(msg) = self.phase.as_ref().map_or(Ok(()), |p| p.sniff(rest)) {
+                    return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
+                }
                 match wire::decode(rest, max) {
                     Ok(Decoded::Frame(frame, used)) => {
                         let raw = &rest[..used];
@@ -392,7 +395,7 @@ impl Session {
         out: &mut Vec<u8>,
         high_water: usize,
     ) -> bool {
-        if self.phase.frame_limit().is_some() {
+        if self.phase.is_some() {
             return false;
         }
         if let Some(c) = &mut self.crypto {

@@ -385,3 +385,23 @@ fn a_broker_without_tokens_says_so() {
     assert!(matches!(&f[0], Frame::Welcome(_)));
     assert!(matches!(&f[1], Frame::Error(x) if x.message.contains("no tokens")));
 }
+
+#[test]
+fn an_open_session_is_small() {
+    // Idle connections must cost well under 1 KiB: the handshake state and the cipher
+    // state live in boxes that a plaintext session frees or never allocates.
+    assert!(
+        std::mem::size_of::<Session>() <= 96,
+        "{}",
+        std::mem::size_of::<Session>()
+    );
+    let (mut e, mut s) = setup(Auth::none());
+    input(
+        &mut s,
+        &mut e,
+        &Frame::Hello(Hello::new("t")).to_vec(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(s.phase.is_none() && s.crypto.is_none());
+}
