@@ -189,6 +189,11 @@ impl Auth {
         self.tokens.get(name)
     }
 
+    /// Every token with its name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &TokenEntry)> {
+        self.tokens.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         self.tokens.len()

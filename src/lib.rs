@@ -6,10 +6,12 @@
 //! - [`limits`]: every bound the broker enforces.
 
 pub mod auth;
+pub mod edge;
 pub mod engine;
 pub mod limits;
 pub mod server;
 pub mod session;
+pub mod units;
 
 /// The README's Rust examples, compiled by `cargo test` so they stay true.
 #[cfg(doctest)]

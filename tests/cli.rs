@@ -27,6 +27,12 @@ impl Served {
     fn start_on(tcp: &str, args: &[&str]) -> Served {
         let mut child = Command::new(MOTE)
             .args(["serve", "--tcp", tcp])
+            // The HTTP edge on a port of its own, unless the test picks one.
+            .args(if args.contains(&"--http") {
+                &[][..]
+            } else {
+                &["--http", "127.0.0.1:0"][..]
+            })
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -390,7 +396,7 @@ fn ping_answers_and_sigterm_shuts_down_gracefully() {
 
 #[test]
 fn no_token_means_loopback_only_unless_insecure() {
-    let o = mote(&["serve", "--tcp", "0.0.0.0:0"], b"");
+    let o = mote(&["serve", "--tcp", "0.0.0.0:0", "--http", "off"], b"");
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -401,10 +407,10 @@ fn no_token_means_loopback_only_unless_insecure() {
         e.contains("--insecure") && e.contains("mote token new"),
         "{e}"
     );
-    let mut s = Served::start_on("0.0.0.0:0", &["--insecure"]);
+    let mut s = Served::start_on("0.0.0.0:0", &["--insecure", "--http", "off"]);
     s.wait_log("without a token (--insecure)");
     let token = stdout(&mote(&["token", "new"], b"")).trim().to_string();
-    let mut s2 = Served::start_on("0.0.0.0:0", &["--token", &token]);
+    let mut s2 = Served::start_on("0.0.0.0:0", &["--token", &token, "--http", "127.0.0.1:0"]);
     s2.wait_log("authenticated and encrypted");
     drop((s, s2));
 }

@@ -33,7 +33,7 @@ fn broker(limits: Limits) -> Broker {
         mote::server::Config {
             limits,
             auth,
-            reload: None,
+            ..Default::default()
         }
     })
 }

@@ -4,7 +4,6 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::time::Duration;
 
 /// One option of a command.
 pub(crate) struct Opt {
@@ -284,52 +283,7 @@ pub(crate) fn help(spec: &Spec) -> String {
     s
 }
 
-/// Parses a byte size: `1048576`, `64K`, `1M`, `1MiB`, `2G` (powers of 1024).
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a size such as 65536, 64K, 8M or 1G".to_string())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
-    };
-    n.checked_mul(mult)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| "size is too large".to_string())
-}
-
-/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| "expected a duration such as 500ms, 30s or 5m".to_string())?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !(0.0..=1e9).contains(&secs) {
-        return Err("duration is out of range".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+pub(crate) use mote::units::{parse_duration, parse_size};
 
 /// Parses a plain count.
 pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
@@ -342,27 +296,6 @@ pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
 #[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("12X").unwrap_err().contains("unknown size unit"));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999999G").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     static SPEC: Spec = Spec {
         name: "t",

@@ -62,6 +62,28 @@ pub(crate) static SPEC: Spec = Spec {
             "127.0.0.1:7270",
             "address of the binary protocol listener",
         ),
+        Opt {
+            long: "http",
+            short: None,
+            value: Some("ADDR|off"),
+            env: Some("MOTE_HTTP"),
+            default: None,
+            help: "address of the HTTP edge (curl, stats, metrics, status page), or off [default: 127.0.0.1:7271; 0.0.0.0:7271 with a token]",
+        },
+        opt(
+            "http-max-requests",
+            "N",
+            "MOTE_HTTP_MAX_REQUESTS",
+            "64",
+            "most HTTP requests handled at once, streams included (503 past it)",
+        ),
+        opt(
+            "http-max-streams",
+            "N",
+            "MOTE_HTTP_MAX_STREAMS",
+            "32",
+            "most HTTP streams open at once (503 past it)",
+        ),
         opt(
             "max-connections",
             "N",
@@ -133,6 +155,10 @@ pub(crate) static SPEC: Spec = Spec {
 /// Everything `mote serve` was asked for.
 pub(crate) struct ServeConfig {
     pub(crate) tcp: SocketAddr,
+    /// `None`: `--http off`. `Some(None)`: the default, decided once the tokens are known.
+    pub(crate) http: Option<Option<SocketAddr>>,
+    pub(crate) http_max_requests: usize,
+    pub(crate) http_max_streams: usize,
     pub(crate) limits: Limits,
     pub(crate) auth: Auth,
 }
@@ -213,8 +239,19 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
                 .map_err(|_| "expected IP:PORT such as 127.0.0.1:7270 or 0.0.0.0:7270".to_string())
         })?
         .ok_or_else(|| CliError("--tcp is required".into()))?;
+    let http = match p.get("http").as_deref() {
+        Some("off") => None,
+        None => Some(None),
+        Some(_) => Some(p.parse_with("http", |s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| "expected IP:PORT such as 127.0.0.1:7271, or off".to_string())
+        })?),
+    };
     Ok(ServeConfig {
         tcp,
+        http,
+        http_max_requests: count("http-max-requests")?.unwrap_or(64).max(1),
+        http_max_streams: count("http-max-streams")?.unwrap_or(32),
         limits,
         auth: Auth::none(),
     })
@@ -233,9 +270,33 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
     cfg.auth = auth;
     super::init_logging("info");
     check_exposure(cfg.tcp, &cfg.auth, p.on("insecure"))?;
+    let http_addr = cfg.http.map(|a| {
+        a.unwrap_or_else(|| {
+            let ip = if cfg.auth.enabled() {
+                [0, 0, 0, 0]
+            } else {
+                [127, 0, 0, 1]
+            };
+            (ip, 7271).into()
+        })
+    });
+    if let Some(a) = http_addr {
+        check_exposure(a, &cfg.auth, p.on("insecure"))?;
+    }
     raise_fd_limit();
     let listener = TcpListener::bind(cfg.tcp)
         .map_err(|e| CliError(format!("cannot listen on {} (--tcp): {e}", cfg.tcp)))?;
+    let http = match http_addr {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .map_err(|e| CliError(format!("cannot listen on {a} (--http): {e}")))?;
+            let mut h = mote::edge::HttpConfig::new(l);
+            h.max_requests = cfg.http_max_requests;
+            h.max_streams = cfg.http_max_streams;
+            Some(h)
+        }
+        None => None,
+    };
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     log::info!(
         "{} listening on {addr} (tcp){}",
@@ -269,6 +330,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         limits: cfg.limits,
         auth: cfg.auth,
         reload: Some(reload_rx),
+        http,
     };
     let stats = mote::server::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;

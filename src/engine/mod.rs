@@ -11,6 +11,7 @@
 //! behind the ring's oldest message skips ahead and reports how many it missed, so a slow
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
+mod edge;
 mod pool;
 mod publish;
 mod ring;
@@ -24,6 +25,7 @@ use mote_sdk::ErrorCode;
 use slab::Slab;
 
 use crate::limits::Limits;
+pub use edge::{Since, Stored, StoredMessage, WaitId};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{ConnInfo, Stats, TopicInfo};
@@ -34,6 +36,9 @@ pub use subscribe::Delivery;
 pub struct ConnId(u32);
 
 impl ConnId {
+    /// Not a connection: the HTTP edge, woken when a `wait=delivered` is settled.
+    pub const EDGE: ConnId = ConnId(u32::MAX);
+
     /// Small dense number, reused after the connection ends.
     pub fn index(self) -> usize {
         self.0 as usize
@@ -75,6 +80,23 @@ struct TopicState {
     delivered: u64,
     lag_missed: u64,
     evicted: u64,
+    /// `wait=delivered` publishes: (offset, id, waiting connection).
+    waits: Vec<(u64, edge::WaitId, ConnId)>,
+}
+
+impl TopicState {
+    /// Settles the waits for messages before `next` now that a subscriber got them.
+    fn settle_waits(&mut self, next: u64, done: &mut Vec<edge::WaitId>, wake: &mut Vec<ConnId>) {
+        self.waits.retain(|&(offset, id, waiter)| {
+            if offset < next {
+                done.push(id);
+                wake.push(waiter);
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 struct ConnState {
@@ -82,6 +104,8 @@ struct ConnState {
     client: Box<str>,
     /// Name of the token the connection proved, on a broker with tokens.
     token: Option<Box<str>>,
+    /// An HTTP stream rather than a TCP connection.
+    http: bool,
     connected_ms: u64,
     last_rx_ms: u64,
     open: bool,
@@ -123,6 +147,8 @@ pub struct Engine {
     published_at_idle_check: u64,
     /// Failed handshakes per address.
     backoff: crate::auth::Backoff,
+    next_wait: u64,
+    delivered_waits: Vec<WaitId>,
 }
 
 impl Engine {
@@ -145,6 +171,8 @@ impl Engine {
             pool: pool::Pool::default(),
             published_at_idle_check: 0,
             backoff: crate::auth::Backoff::default(),
+            next_wait: 0,
+            delivered_waits: Vec::new(),
         }
     }
 
@@ -176,6 +204,7 @@ impl Engine {
             peer,
             client: Box::from(""),
             token: None,
+            http: false,
             connected_ms: now_ms,
             last_rx_ms: now_ms,
             open: false,
@@ -197,6 +226,16 @@ impl Engine {
         if let Some(c) = self.conns.get_mut(conn.index()) {
             c.open = true;
             c.client = client.into();
+        }
+    }
+
+    /// Marks the connection as an HTTP stream (for stats), named `client`, proven as
+    /// `token` if any.
+    pub fn handle_open_http(&mut self, conn: ConnId, client: &str, token: Option<&str>) {
+        self.handle_open(conn, client);
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.http = true;
+            c.token = token.map(Into::into);
         }
     }
 
@@ -233,6 +272,12 @@ impl Engine {
             self.stats.count_error(ErrorCode::UNAUTHORIZED);
         }
         r
+    }
+
+    /// A missing or wrong token on the HTTP edge.
+    pub fn count_http_auth_failure(&mut self) {
+        self.stats.auth_failures += 1;
+        self.stats.count_error(ErrorCode::UNAUTHORIZED);
     }
 
     /// A record that failed to open (tampered, replayed, reordered, foreign).
@@ -299,7 +344,10 @@ impl Engine {
             .filter(|(_, c)| c.close.is_none())
             .filter_map(|(k, c)| {
                 let id = ConnId(k as u32);
-                if !c.open && now_ms.saturating_sub(c.connected_ms) >= handshake {
+                if c.http {
+                    // HTTP streams answer to the HTTP side's own time-outs.
+                    None
+                } else if !c.open && now_ms.saturating_sub(c.connected_ms) >= handshake {
                     Some((id, ErrorCode::HANDSHAKE_TIMEOUT))
                 } else if c.open && now_ms.saturating_sub(c.last_rx_ms) >= silence {
                     Some((id, ErrorCode::KEEPALIVE_TIMEOUT))

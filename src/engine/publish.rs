@@ -183,6 +183,7 @@ impl Engine {
             delivered: 0,
             lag_missed: 0,
             evicted: 0,
+            waits: Vec::new(),
         });
         self.by_name.insert(name.into(), tid);
         let matching: Vec<_> = self

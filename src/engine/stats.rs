@@ -128,6 +128,8 @@ pub struct ConnInfo {
     pub client: String,
     /// The token it proved, on a broker with tokens.
     pub token: Option<String>,
+    /// An HTTP stream rather than a TCP connection.
+    pub http: bool,
     /// Subscription filters it holds.
     pub subscriptions: Vec<String>,
     /// Messages it published.
@@ -211,6 +213,7 @@ impl Engine {
                     peer: c.peer,
                     client: c.client.to_string(),
                     token: c.token.as_deref().map(str::to_string),
+                    http: c.http,
                     subscriptions,
                     msgs_in: c.msgs_in,
                     msgs_out: c.msgs_out,

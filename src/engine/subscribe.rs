@@ -302,17 +302,26 @@ impl Engine {
                 let room = sink(d);
                 if !room {
                     t.delivered += u64::from(n);
+                    if !t.waits.is_empty() {
+                        t.settle_waits(cur.next, &mut self.delivered_waits, &mut self.wakeups);
+                    }
                     msgs += u64::from(n);
                     break 'cursors true;
                 }
                 if n == FAIR_SHARE && c.ready.len() > 1 {
                     c.ready.rotate_left(1);
                     t.delivered += u64::from(n);
+                    if !t.waits.is_empty() {
+                        t.settle_waits(cur.next, &mut self.delivered_waits, &mut self.wakeups);
+                    }
                     msgs += u64::from(n);
                     continue 'cursors;
                 }
             }
             t.delivered += u64::from(n);
+            if !t.waits.is_empty() {
+                t.settle_waits(cur.next, &mut self.delivered_waits, &mut self.wakeups);
+            }
             msgs += u64::from(n);
             cur.queued = false;
             c.ready.pop_front();

@@ -81,7 +81,7 @@ impl ConnTask {
             shared.engine.borrow_mut().handle_disconnect(id);
             return None;
         }
-        let auth = shared.auth.borrow().clone();
+        let auth = shared.auth_now();
         Some(ConnTask {
             io: ConnIo {
                 session: Session::new(id, max_frame, auth, nonce),

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::rc::Rc;
+use std::sync::{Arc, RwLock};
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,12 +44,17 @@ pub(crate) struct Scratch {
 pub(crate) struct Shared {
     pub(crate) engine: RefCell<Engine>,
     /// The tokens new connections are checked against (replaced on reload).
-    pub(crate) auth: RefCell<Rc<Auth>>,
+    pub(crate) auth: Arc<RwLock<Arc<Auth>>>,
     pub(crate) scratch: RefCell<Scratch>,
     wakers: RefCell<Vec<Option<Waker>>>,
     wake_list: RefCell<Vec<ConnId>>,
     /// Refused connections still being told why.
     lingering: Cell<usize>,
+    /// The HTTP edge's task: its waker, and whether the engine woke it since it last looked.
+    edge_waker: RefCell<Option<Waker>>,
+    edge_woken: Cell<bool>,
+    /// The engine connection HTTP publishes are made on.
+    edge_conn: Cell<ConnId>,
     epoch: Instant,
 }
 
@@ -56,6 +62,30 @@ pub(crate) struct Shared {
 const MAX_LINGERING_REFUSALS: usize = 64;
 
 impl Shared {
+    /// The token table now (a poisoned lock still holds a valid table).
+    pub(crate) fn auth_now(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the engine woke the edge since it last asked; if not, `waker` is kept.
+    pub(crate) fn take_edge_wake(&self, waker: &Waker) -> bool {
+        if self.edge_woken.replace(false) {
+            return true;
+        }
+        *self.edge_waker.borrow_mut() = Some(waker.clone());
+        false
+    }
+
+    /// The engine connection HTTP publishes are made on.
+    pub(crate) fn edge_conn(&self) -> ConnId {
+        self.edge_conn.get()
+    }
+
+    /// Time since the broker started.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
     pub(crate) fn mono_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -93,7 +123,12 @@ impl Shared {
         }
         let wakers = self.wakers.borrow();
         for &id in list.iter() {
-            if Some(id) != me {
+            if id == ConnId::EDGE {
+                self.edge_woken.set(true);
+                if let Some(w) = self.edge_waker.borrow().as_ref() {
+                    w.wake_by_ref();
+                }
+            } else if Some(id) != me {
                 if let Some(Some(w)) = wakers.get(id.index()) {
                     w.wake_by_ref();
                 }
@@ -125,6 +160,8 @@ pub struct Config {
     /// New token tables to switch to (sent on `SIGHUP`); existing connections keep the
     /// rights they proved until they reconnect.
     pub reload: Option<async_channel::Receiver<Auth>>,
+    /// The HTTP edge, if any.
+    pub http: Option<crate::edge::HttpConfig>,
 }
 
 /// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
@@ -151,13 +188,13 @@ pub fn serve_with(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Stats> {
-    let ex = LocalExecutor::new();
-    futures_lite::future::block_on(ex.run(run(&ex, listener, config, shutdown)))
+    let ex = Rc::new(LocalExecutor::new());
+    futures_lite::future::block_on(ex.run(run(ex.clone(), listener, config, shutdown)))
 }
 
 /// The broker's main task; `ex` is the executor connection tasks are spawned on.
 pub async fn run(
-    ex: &LocalExecutor<'_>,
+    ex: Rc<LocalExecutor<'static>>,
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
@@ -166,6 +203,7 @@ pub async fn run(
         limits,
         auth,
         reload,
+        http,
     } = config;
     limits
         .validate()
@@ -174,7 +212,7 @@ pub async fn run(
     let sweep = sweep_interval(&limits);
     let shared = Rc::new(Shared {
         engine: RefCell::new(Engine::new(limits, broker_id())),
-        auth: RefCell::new(Rc::new(auth)),
+        auth: Arc::new(RwLock::new(Arc::new(auth))),
         scratch: RefCell::new(Scratch {
             read: vec![0; conn::READ_CHUNK],
             write: Vec::with_capacity(conn::READ_CHUNK),
@@ -182,6 +220,9 @@ pub async fn run(
         wakers: RefCell::new(Vec::new()),
         wake_list: RefCell::new(Vec::new()),
         lingering: Cell::new(0),
+        edge_waker: RefCell::new(None),
+        edge_woken: Cell::new(false),
+        edge_conn: Cell::new(ConnId::EDGE),
         epoch: Instant::now(),
     });
 
@@ -200,12 +241,38 @@ pub async fn run(
         })
     };
 
+    // The HTTP edge: its threads, and the task that answers their calls.
+    let edge = match http {
+        Some(h) => {
+            let max_payload = shared.engine.borrow().limits().max_payload;
+            let (edge, calls, addr) = crate::edge::start(
+                h,
+                shared.auth.clone(),
+                max_payload,
+                listener.get_ref().local_addr()?,
+            )?;
+            log::info!("http listening on {addr}");
+            let mut engine = shared.engine.borrow_mut();
+            let conn = engine.handle_connect(shared.mono_ms(), None);
+            engine.handle_open_http(conn, "http-publish", None);
+            shared.edge_conn.set(conn);
+            drop(engine);
+            let task = ex.spawn(crate::edge::bridge::serve(
+                ex.clone(),
+                shared.clone(),
+                calls,
+            ));
+            Some((edge, task))
+        }
+        None => None,
+    };
+
     let reloader = reload.map(|rx| {
         let shared = shared.clone();
         ex.spawn(async move {
             while let Ok(auth) = rx.recv().await {
                 log::info!("token table reloaded: {} tokens", auth.len());
-                *shared.auth.borrow_mut() = Rc::new(auth);
+                *shared.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
             }
         })
     });
@@ -219,15 +286,15 @@ pub async fn run(
                         drop(engine);
                         log::warn!("refused {peer}: connection limit reached");
                         let msg = conn::close_message(ErrorCode::CONNECTION_LIMIT).to_string();
-                        refuse_lingering(ex, &shared, stream, ErrorCode::CONNECTION_LIMIT, msg);
+                        refuse_lingering(&ex, &shared, stream, ErrorCode::CONNECTION_LIMIT, msg);
                         continue;
                     }
-                    if shared.auth.borrow().enabled() {
+                    if shared.auth_now().enabled() {
                         if let Err(blocked) = engine.admit_address(peer.ip(), shared.mono_ms()) {
                             drop(engine);
                             log::warn!("refused {peer}: {blocked}");
                             let msg = blocked.to_string();
-                            refuse_lingering(ex, &shared, stream, ErrorCode::UNAUTHORIZED, msg);
+                            refuse_lingering(&ex, &shared, stream, ErrorCode::UNAUTHORIZED, msg);
                             continue;
                         }
                     }
@@ -262,6 +329,10 @@ pub async fn run(
     }
     drop(sweeper);
     drop(reloader);
+    if let Some((edge, task)) = edge {
+        edge.stop();
+        drop(task);
+    }
     let stats = shared.engine.borrow().stats().clone();
     Ok(stats)
 }

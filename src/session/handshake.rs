@@ -2,7 +2,7 @@
 //! tokens, the proof exchange (`AuthChallenge` → `AuthInit` → `AuthProof`) that turns on
 //! the record layer. See `mote_sdk::secure` for the key schedule.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use mote_sdk::ErrorCode;
 use mote_sdk::secure::{SessionKeys, Token, transcript};
@@ -21,10 +21,10 @@ const AUTH_FAILED: &str = "authentication failed";
 /// Where a connection is in its handshake.
 pub(super) enum Phase {
     /// Waiting for `Hello`.
-    Hello { auth: Rc<Auth>, nonce: [u8; 32] },
+    Hello { auth: Arc<Auth>, nonce: [u8; 32] },
     /// The broker has tokens and sent its challenge: waiting for `AuthInit`.
     AuthInit {
-        auth: Rc<Auth>,
+        auth: Arc<Auth>,
         nonce: [u8; 32],
         /// SHA-256 of `Hello` and `AuthChallenge` as on the wire.
         transcript: [u8; 32],
@@ -36,7 +36,7 @@ pub(super) enum Phase {
 }
 
 impl Phase {
-    pub(super) fn new(auth: Rc<Auth>, nonce: [u8; 32]) -> Phase {
+    pub(super) fn new(auth: Arc<Auth>, nonce: [u8; 32]) -> Phase {
         Phase::Hello { auth, nonce }
     }
 

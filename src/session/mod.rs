@@ -8,7 +8,7 @@
 
 mod handshake;
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use mote_sdk::ErrorCode;
 use mote_sdk::Filter;
@@ -81,7 +81,7 @@ pub fn encode_error(out: &mut Vec<u8>, code: ErrorCode, req: u32, message: &str)
 impl Session {
     /// A session for `conn`, refusing frames above `max_frame` bytes. `auth` is the
     /// broker's token table; `nonce` 32 fresh random bytes for the token handshake.
-    pub fn new(conn: ConnId, max_frame: usize, auth: Rc<Auth>, nonce: [u8; 32]) -> Session {
+    pub fn new(conn: ConnId, max_frame: usize, auth: Arc<Auth>, nonce: [u8; 32]) -> Session {
         Session {
             conn,
             max_frame,

@@ -1,7 +1,5 @@
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use std::rc::Rc;
-
 use mote_sdk::secure::{Opener, Record, Sealer, SessionKeys, Token, transcript};
 use mote_sdk::wire::{AuthInit, Hello, Publish, Subscribe};
 
@@ -15,7 +13,10 @@ fn setup(auth: Auth) -> (Engine, Session) {
     let mut e = Engine::new(Limits::default(), 42);
     let c = e.handle_connect(0, Some("10.1.2.3:4000".parse().unwrap()));
     let max = e.limits().max_frame();
-    (e, Session::new(c, max, Rc::new(auth), [0xbb; 32]))
+    (
+        e,
+        Session::new(c, max, std::sync::Arc::new(auth), [0xbb; 32]),
+    )
 }
 
 fn frames(bytes: &[u8]) -> Vec<Frame<'_>> {

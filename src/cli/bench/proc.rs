@@ -232,6 +232,8 @@ pub(super) fn start_mote_with(extra: &[&str]) -> Result<(Broker, Duration), Stri
             &addr.to_string(),
             "--max-connections",
             "4096",
+            "--http",
+            "127.0.0.1:0",
         ])
         .args([
             "--ring-messages",

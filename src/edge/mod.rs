@@ -1,0 +1,188 @@
+//! The HTTP edge: publish with `curl -d`, read and stream topics, stats, Prometheus
+//! metrics and the status page, served by tiny_http on threads of its own.
+//!
+//! The edge never touches the engine. Each request is handled on a thread of its own (at
+//! most `max_requests` at once, 503 past that; streams at most `max_streams`), which
+//! talks to the executor through a bounded channel of [`bridge::Call`]s with one-slot
+//! replies and bounded waits; a slow or stuck HTTP client holds only its own thread.
+
+pub(crate) mod bridge;
+mod http;
+mod micromq;
+pub(crate) mod render;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::auth::{Auth, Backoff};
+
+/// Calls the HTTP threads may have waiting for the executor; past this, 503.
+const CALL_QUEUE: usize = 1024;
+
+/// How the HTTP edge runs.
+#[derive(Debug)]
+pub struct HttpConfig {
+    /// Where it listens (bound by the caller, so port 0 works and is known).
+    pub listener: TcpListener,
+    /// Most requests handled at once, streams included (`--http-max-requests`).
+    pub max_requests: usize,
+    /// Most streams open at once (`--http-max-streams`).
+    pub max_streams: usize,
+    /// A keepalive line on a quiet stream this often.
+    pub stream_keepalive: Duration,
+    /// Topics with their own series in `/metrics`; the rest are summed.
+    pub metrics_topics: usize,
+}
+
+impl HttpConfig {
+    /// Defaults around `listener`: 64 requests, 32 streams, 30 s keepalive, 100 topics.
+    pub fn new(listener: TcpListener) -> HttpConfig {
+        HttpConfig {
+            listener,
+            max_requests: 64,
+            max_streams: 32,
+            stream_keepalive: Duration::from_secs(30),
+            metrics_topics: 100,
+        }
+    }
+}
+
+/// The status page and the API description, built into the binary.
+pub(crate) struct Static {
+    index: &'static str,
+    app: &'static str,
+    style: &'static str,
+    openapi: &'static str,
+}
+
+const STATIC: Static = Static {
+    index: include_str!("../../web/index.html"),
+    app: include_str!("../../web/app.js"),
+    style: include_str!("../../web/style.css"),
+    openapi: include_str!("openapi.json"),
+};
+
+/// What every HTTP thread shares.
+pub(crate) struct Context {
+    calls: async_channel::Sender<bridge::Call>,
+    auth: Arc<RwLock<Arc<Auth>>>,
+    backoff: Mutex<Backoff>,
+    epoch: Instant,
+    info: render::Info,
+    statics: Static,
+    max_payload: usize,
+    max_streams: usize,
+    streams: Arc<AtomicUsize>,
+    stream_keepalive: Duration,
+    metrics_topics: usize,
+}
+
+impl Context {
+    fn wall_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// A running edge; [`Edge::stop`] ends it.
+pub(crate) struct Edge {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// The executor's end of the edge's call channel, and the running edge.
+pub(crate) fn start(
+    config: HttpConfig,
+    auth: Arc<RwLock<Arc<Auth>>>,
+    max_payload: usize,
+    tcp: SocketAddr,
+) -> std::io::Result<(Edge, async_channel::Receiver<bridge::Call>, SocketAddr)> {
+    let addr = config.listener.local_addr()?;
+    let server = Arc::new(
+        tiny_http::Server::from_listener(config.listener, None)
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
+    let (calls, rx) = async_channel::bounded(CALL_QUEUE);
+    let ctx = Arc::new(Context {
+        calls,
+        auth,
+        backoff: Mutex::new(Backoff::default()),
+        epoch: Instant::now(),
+        info: render::Info {
+            version: crate::session::BROKER_NAME,
+            tcp: tcp.to_string(),
+            http: addr.to_string(),
+        },
+        statics: STATIC,
+        max_payload,
+        max_streams: config.max_streams,
+        streams: Arc::new(AtomicUsize::new(0)),
+        stream_keepalive: config.stream_keepalive,
+        metrics_topics: config.metrics_topics,
+    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (srv, stop) = (server.clone(), stopping.clone());
+    let max_requests = config.max_requests.max(1);
+    let acceptor = std::thread::Builder::new()
+        .name("mote-http".into())
+        .spawn(move || accept(&srv, &ctx, &stop, max_requests))?;
+    Ok((
+        Edge {
+            server,
+            stopping,
+            acceptor: Some(acceptor),
+        },
+        rx,
+        addr,
+    ))
+}
+
+/// Hands each request to a thread of its own while fewer than `max` are running.
+fn accept(server: &tiny_http::Server, ctx: &Arc<Context>, stopping: &AtomicBool, max: usize) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while let Ok(req) = server.recv() {
+        if stopping.load(Ordering::Acquire) {
+            break;
+        }
+        if active.fetch_add(1, Ordering::AcqRel) >= max {
+            active.fetch_sub(1, Ordering::AcqRel);
+            let e = http::HttpError::new(
+                503,
+                "overloaded",
+                format!(
+                    "{max} requests are being handled, the limit (--http-max-requests); retry shortly"
+                ),
+            );
+            let _ = req.respond(http::error_answer(&e));
+            continue;
+        }
+        let (ctx, active2) = (ctx.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("mote-http-req".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                http::handle(req, &ctx);
+                active2.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::AcqRel);
+            log::warn!("http: cannot start a request thread: {e}");
+        }
+    }
+}
+
+impl Edge {
+    /// Stops accepting requests; streams end when the broker closes their connections.
+    pub(crate) fn stop(mut self) {
+        self.stopping.store(true, Ordering::Release);
+        self.server.unblock();
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! What the HTTP edge writes: message JSON, stream lines (NDJSON, SSE, raw), the stats
+//! document and the Prometheus text. Pure functions of their inputs.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use super::bridge::{Snapshot, StreamEvent};
+use crate::engine::StoredMessage;
+
+/// A byte string as JSON: text if it is UTF-8, else base64 (the caller marks which).
+fn bytes(b: &[u8]) -> (Value, bool) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (Value::from(s), false),
+        Err(_) => (
+            Value::from(base64::engine::general_purpose::STANDARD.encode(b)),
+            true,
+        ),
+    }
+}
+
+/// One message as a JSON object: `topic`, `offset`, `time`, `payload` (with
+/// `"encoding":"base64"` when binary) and `key` (with `"key_encoding"`) if any.
+pub(crate) fn message(
+    topic: &str,
+    offset: u64,
+    time_ms: u64,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> Value {
+    let mut o = Map::new();
+    o.insert("topic".into(), topic.into());
+    o.insert("offset".into(), offset.into());
+    o.insert("time".into(), time_ms.into());
+    if let Some(k) = key {
+        let (v, b64) = bytes(k);
+        o.insert("key".into(), v);
+        if b64 {
+            o.insert("key_encoding".into(), "base64".into());
+        }
+    }
+    let (v, b64) = bytes(payload);
+    o.insert("payload".into(), v);
+    if b64 {
+        o.insert("encoding".into(), "base64".into());
+    }
+    Value::Object(o)
+}
+
+/// A read of stored messages.
+pub(crate) fn stored(topic: &str, first: u64, next: u64, messages: &[StoredMessage]) -> Value {
+    json!({
+        "topic": topic,
+        "first": first,
+        "next": next,
+        "messages": messages
+            .iter()
+            .map(|m| message(topic, m.offset, m.time_ms, m.key.as_deref(), &m.payload))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// How a stream is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// One JSON object per line.
+    Json,
+    /// Server-sent events.
+    Sse,
+    /// Payloads only, one per line.
+    Raw,
+}
+
+impl Format {
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/x-ndjson",
+            Format::Sse => "text/event-stream",
+            Format::Raw => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// Appends `ev` to `out` in this format.
+    pub(crate) fn event(self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match (self, ev) {
+            (Format::Raw, StreamEvent::Message { payload, .. }) => {
+                out.extend_from_slice(payload);
+                out.push(b'\n');
+            }
+            // Raw streams carry payloads only; lag goes to the JSON and SSE forms.
+            (Format::Raw, _) => {}
+            (
+                _,
+                StreamEvent::Message {
+                    topic,
+                    offset,
+                    time_ms,
+                    key,
+                    payload,
+                },
+            ) => {
+                let v = message(topic, *offset, *time_ms, key.as_deref(), payload);
+                self.line(out, "message", &v);
+            }
+            (
+                _,
+                StreamEvent::Lag {
+                    topic,
+                    missed,
+                    next,
+                },
+            ) => {
+                let v = json!({"event": "lag", "topic": topic, "missed": missed, "next": next});
+                self.line(out, "lag", &v);
+            }
+            (_, StreamEvent::End) => {
+                let v = json!({"event": "end", "reason": "the broker is shutting down"});
+                self.line(out, "end", &v);
+            }
+        }
+    }
+
+    fn line(self, out: &mut Vec<u8>, event: &str, v: &Value) {
+        if self == Format::Sse {
+            out.extend_from_slice(format!("event: {event}\ndata: {v}\n\n").as_bytes());
+        } else {
+            out.extend_from_slice(v.to_string().as_bytes());
+            out.push(b'\n');
+        }
+    }
+
+    /// Appends a keepalive: a line readers can ignore.
+    pub(crate) fn keepalive(self, time_ms: u64, out: &mut Vec<u8>) {
+        match self {
+            Format::Sse => out.extend_from_slice(b": keepalive\n\n"),
+            Format::Json => {
+                out.extend_from_slice(
+                    json!({"event": "keepalive", "time": time_ms})
+                        .to_string()
+                        .as_bytes(),
+                );
+                out.push(b'\n');
+            }
+            // An empty line: nothing else fits a payload-only stream.
+            Format::Raw => out.push(b'\n'),
+        }
+    }
+}
+
+/// The broker's own RSS in bytes, from /proc.
+pub(crate) fn rss_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Addresses and version for the stats document.
+#[derive(Debug, Clone)]
+pub(crate) struct Info {
+    pub(crate) version: &'static str,
+    pub(crate) tcp: String,
+    pub(crate) http: String,
+}
+
+/// The `/api/stats` document.
+pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64) -> Value {
+    let st = &s.stats;
+    let errors: Map<String, Value> = st
+        .error_counts()
+        .map(|(code, n)| (code.name().to_string(), n.into()))
+        .collect();
+    let topics: Vec<Value> = s
+        .topics
+        .iter()
+        .map(|t| {
+            let (p, d) = s.rates.topics.get(&t.name).copied().unwrap_or((0.0, 0.0));
+            json!({
+                "name": t.name, "first": t.first, "next": t.next, "stored": t.stored,
+                "bytes": t.bytes, "published": t.published, "delivered": t.delivered,
+                "lag_missed": t.lag_missed, "evicted": t.evicted, "subscribers": t.subscribers,
+                "publish_per_s": round(p), "deliver_per_s": round(d),
+            })
+        })
+        .collect();
+    let conns: Vec<Value> = s
+        .conns
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id.index(), "kind": if c.http { "http" } else { "tcp" },
+                "peer": c.peer.map(|p| p.to_string()), "client": c.client, "token": c.token,
+                "subscriptions": c.subscriptions, "msgs_in": c.msgs_in, "msgs_out": c.msgs_out,
+                "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "lag_missed": c.lag_missed,
+                "pending": c.pending,
+            })
+        })
+        .collect();
+    let l = &s.limits;
+    json!({
+        "broker": {
+            "version": info.version, "uptime_s": round(s.uptime.as_secs_f64()), "rss_bytes": rss,
+            "memory_used_bytes": s.memory_used, "memory_budget_bytes": l.memory,
+            "stored_messages": s.stored, "topics": s.topics.len(), "connections": s.conns.len(),
+            "tokens": s.tokens, "time_ms": s.time_ms, "tcp": info.tcp, "http": info.http,
+        },
+        "limits": {
+            "max_connections": l.max_connections, "max_topics": l.max_topics,
+            "max_subscriptions": l.max_subscriptions, "max_payload": l.max_payload,
+            "ring_messages": l.ring_messages, "ring_bytes": l.ring_bytes, "memory": l.memory,
+            "keepalive_ms": l.keepalive_ms,
+        },
+        "totals": {
+            "published": st.published, "delivered": st.delivered,
+            "bytes_published": st.bytes_published, "bytes_delivered": st.bytes_delivered,
+            "publish_refused": st.publish_refused, "subscribe_refused": st.subscribe_refused,
+            "lag_events": st.lag_events, "lag_missed": st.lag_missed,
+            "evicted_ring": st.evicted_ring, "evicted_memory": st.evicted_memory,
+            "connections_accepted": st.connections_accepted,
+            "connections_refused": st.connections_refused,
+            "connections_closed": st.connections_closed, "auth_failures": st.auth_failures,
+            "auth_blocked": st.auth_blocked, "records_rejected": st.records_rejected,
+            "errors": errors,
+        },
+        "rates": {
+            "publish_per_s": round(s.rates.publish_per_s),
+            "deliver_per_s": round(s.rates.deliver_per_s),
+        },
+        "topics": topics,
+        "connections": conns,
+    })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The `/metrics` document, Prometheus text format 0.0.4. Per-topic series are kept for
+/// the `max_topics` most published topics; the rest are summed under `topic="_other"`,
+/// so the number of series stays bounded whatever clients do.
+pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize) -> String {
+    let st = &s.stats;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "mote_uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+        &one(s.uptime.as_secs_f64()),
+    );
+    metric(
+        "mote_rss_bytes",
+        "gauge",
+        "Resident memory of the broker process.",
+        &one(rss as f64),
+    );
+    metric(
+        "mote_memory_used_bytes",
+        "gauge",
+        "Bytes all rings hold, as counted against --memory.",
+        &one(s.memory_used as f64),
+    );
+    metric(
+        "mote_memory_budget_bytes",
+        "gauge",
+        "The --memory budget.",
+        &one(s.limits.memory as f64),
+    );
+    metric(
+        "mote_stored_messages",
+        "gauge",
+        "Messages all rings hold.",
+        &one(s.stored as f64),
+    );
+    metric(
+        "mote_topics",
+        "gauge",
+        "Topics.",
+        &one(s.topics.len() as f64),
+    );
+    let http = s.conns.iter().filter(|c| c.http).count();
+    metric(
+        "mote_connections",
+        "gauge",
+        "Open connections by kind (HTTP streams are connections too).",
+        &[
+            ("{kind=\"tcp\"}".into(), (s.conns.len() - http) as f64),
+            ("{kind=\"http\"}".into(), http as f64),
+        ],
+    );
+    let counters: [(&str, &str, u64); 13] = [
+        ("mote_published_total", "Messages stored.", st.published),
+        (
+            "mote_published_bytes_total",
+            "Payload bytes stored.",
+            st.bytes_published,
+        ),
+        (
+            "mote_delivered_total",
+            "Messages handed to subscribers.",
+            st.delivered,
+        ),
+        (
+            "mote_delivered_bytes_total",
+            "Payload bytes handed to subscribers.",
+            st.bytes_delivered,
+        ),
+        (
+            "mote_publish_refused_total",
+            "Publishes refused.",
+            st.publish_refused,
+        ),
+        (
+            "mote_subscribe_refused_total",
+            "Subscribes refused.",
+            st.subscribe_refused,
+        ),
+        (
+            "mote_lag_events_total",
+            "Times a subscriber fell behind a ring and skipped ahead.",
+            st.lag_events,
+        ),
+        (
+            "mote_lag_missed_total",
+            "Messages subscribers skipped after falling behind.",
+            st.lag_missed,
+        ),
+        (
+            "mote_connections_accepted_total",
+            "Connections accepted.",
+            st.connections_accepted,
+        ),
+        (
+            "mote_connections_refused_total",
+            "Connections refused at --max-connections.",
+            st.connections_refused,
+        ),
+        (
+            "mote_auth_failures_total",
+            "Failed token handshakes and bad HTTP tokens.",
+            st.auth_failures,
+        ),
+        (
+            "mote_auth_blocked_total",
+            "Connections refused by the per-address backoff.",
+            st.auth_blocked,
+        ),
+        (
+            "mote_records_rejected_total",
+            "Encrypted records that failed to open.",
+            st.records_rejected,
+        ),
+    ];
+    for (name, help, v) in counters {
+        metric(name, "counter", help, &one(v as f64));
+    }
+    metric(
+        "mote_evicted_total",
+        "counter",
+        "Messages dropped from full rings or to keep within --memory.",
+        &[
+            ("{reason=\"ring\"}".into(), st.evicted_ring as f64),
+            ("{reason=\"memory\"}".into(), st.evicted_memory as f64),
+        ],
+    );
+    let errors: Vec<(String, f64)> = st
+        .error_counts()
+        .map(|(c, n)| (format!("{{code=\"{}\"}}", c.name()), n as f64))
+        .collect();
+    metric(
+        "mote_errors_total",
+        "counter",
+        "Error frames and HTTP errors by code.",
+        &errors,
+    );
+
+    // Per topic, bounded: the most published topics by name, the rest as one series.
+    let mut topics: Vec<&crate::engine::TopicInfo> = s.topics.iter().collect();
+    topics.sort_by(|a, b| b.published.cmp(&a.published).then(a.name.cmp(&b.name)));
+    let (shown, rest) = topics.split_at(topics.len().min(max_topics));
+    type Pick = fn(&crate::engine::TopicInfo) -> u64;
+    let per_topic: [(&str, &str, &str, Pick); 6] = [
+        (
+            "mote_topic_published_total",
+            "counter",
+            "Messages stored, per topic.",
+            |t| t.published,
+        ),
+        (
+            "mote_topic_delivered_total",
+            "counter",
+            "Deliveries, per topic.",
+            |t| t.delivered,
+        ),
+        (
+            "mote_topic_lag_missed_total",
+            "counter",
+            "Messages subscribers missed, per topic.",
+            |t| t.lag_missed,
+        ),
+        (
+            "mote_topic_evicted_total",
+            "counter",
+            "Messages evicted, per topic.",
+            |t| t.evicted,
+        ),
+        (
+            "mote_topic_stored_messages",
+            "gauge",
+            "Messages stored now, per topic.",
+            |t| t.stored as u64,
+        ),
+        (
+            "mote_topic_stored_bytes",
+            "gauge",
+            "Bytes stored now, per topic.",
+            |t| t.bytes as u64,
+        ),
+    ];
+    for (name, kind, help, pick) in per_topic {
+        let mut samples: Vec<(String, f64)> = shown
+            .iter()
+            .map(|t| (format!("{{topic=\"{}\"}}", label(&t.name)), pick(t) as f64))
+            .collect();
+        if !rest.is_empty() {
+            samples.push((
+                "{topic=\"_other\"}".into(),
+                rest.iter().map(|t| pick(t)).sum::<u64>() as f64,
+            ));
+        }
+        metric(name, kind, help, &samples);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_text_or_marked_base64() {
+        let v = message("a/b", 3, 5, Some(b"k"), b"21.5");
+        assert_eq!(
+            v.to_string(),
+            r#"{"key":"k","offset":3,"payload":"21.5","time":5,"topic":"a/b"}"#
+        );
+        let v = message("a/b", 3, 5, Some(&[0xff]), &[0, 0xff]);
+        assert_eq!(v["encoding"], "base64");
+        assert_eq!(v["payload"], "AP8=");
+        assert_eq!(v["key_encoding"], "base64");
+    }
+
+    #[test]
+    fn stream_formats() {
+        let ev = StreamEvent::Message {
+            topic: "t".into(),
+            offset: 1,
+            time_ms: 2,
+            key: None,
+            payload: b"x".to_vec(),
+        };
+        let mut out = Vec::new();
+        Format::Json.event(&ev, &mut out);
+        assert_eq!(
+            out,
+            b"{\"offset\":1,\"payload\":\"x\",\"time\":2,\"topic\":\"t\"}\n"
+        );
+        out.clear();
+        Format::Sse.event(&ev, &mut out);
+        assert!(out.starts_with(b"event: message\ndata: {") && out.ends_with(b"}\n\n"));
+        out.clear();
+        Format::Raw.event(&ev, &mut out);
+        assert_eq!(out, b"x\n");
+        out.clear();
+        let lag = StreamEvent::Lag {
+            topic: "t".into(),
+            missed: 5,
+            next: 9,
+        };
+        Format::Raw.event(&lag, &mut out);
+        assert!(out.is_empty());
+        Format::Json.event(&lag, &mut out);
+        assert_eq!(
+            out,
+            b"{\"event\":\"lag\",\"missed\":5,\"next\":9,\"topic\":\"t\"}\n"
+        );
+        out.clear();
+        Format::Sse.keepalive(0, &mut out);
+        assert_eq!(out, b": keepalive\n\n");
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

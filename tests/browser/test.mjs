@@ -1,0 +1,455 @@
+// Real-browser test of mote's web status page (web/), run by run.sh.
+//
+// Starts the real broker (target/release/mote serve on ephemeral ports), publishes with curl,
+// drives Debian's headless Chromium with playwright-core and checks what a person would see.
+// A second broker with --token exercises the 401 -> token field -> retry flow.
+// Every wait is bounded; every process started here is killed at the end, even on failure.
+// Prints one line per check and closes with "browser: N passed, N failed"; exits 1 on any failure.
+
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '../..');
+const MOTE = process.env.MOTE_BIN || path.join(ROOT, 'target/release/mote');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = path.join(HERE, 'screenshots');
+const WAIT = 5000;       // bound of a single wait for the page
+const POLL_WAIT = 8000;  // bound of a wait that needs the page's 2 s poll to come round (twice)
+const WEB_BUDGET = 40 * 1024;
+
+// Chromium as the machine allows it: without the background-networking flags its own
+// connections out are refused by the closed network. playwright's launch() gives it a
+// fresh temporary profile (user-data-dir) of its own and removes it on close.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+let passed = 0;
+let failed = 0;
+const children = new Set();
+
+function killAll() {
+  for (const c of children) {
+    try { c.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+  children.clear();
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => { killAll(); process.exit(130); });
+}
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name}`);
+  } catch (e) {
+    failed++;
+    const msg = String(e && e.message ? e.message : e).split('\n').slice(0, 8).join('\n     ');
+    console.log(`FAIL ${name}\n     ${msg}`);
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// --- processes ---------------------------------------------------------------------------
+
+function startBroker(extra = []) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(MOTE, ['serve', '--tcp', '127.0.0.1:0', '--http', '127.0.0.1:0', ...extra], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+    });
+    children.add(child);
+    let log = '';
+    let tcp, http, done = false;
+    const fail = (why) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      reject(new Error(`${why}\n--- broker stderr ---\n${log.slice(-2000)}`));
+    };
+    const timer = setTimeout(() => fail('the broker did not log both listeners within 15 s'), 15000);
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d) => {
+      log += d;
+      if (done) return;
+      const clean = log.replace(/\x1b\[[0-9;]*m/g, '');
+      tcp ??= /listening on (\S+) \(tcp\)/.exec(clean)?.[1];
+      http ??= /http listening on (\S+)/.exec(clean)?.[1];
+      if (tcp && http) {
+        done = true;
+        clearTimeout(timer);
+        resolve({ child, tcp, http, base: `http://${http}`, log: () => log });
+      }
+    });
+    child.on('error', (e) => fail(`cannot start ${MOTE}: ${e.message}`));
+    child.on('exit', (code, sig) => {
+      children.delete(child);
+      fail(`the broker exited (${code ?? sig}) before listening`);
+    });
+  });
+}
+
+function startHelper(cmd, args) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'ignore'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  child.on('error', () => children.delete(child));
+  return child;
+}
+
+function stop(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { child.kill('SIGKILL'); }, 3000);
+    child.once('exit', () => { clearTimeout(t); children.delete(child); resolve(); });
+    child.kill('SIGTERM');
+  });
+}
+
+// --- curl ------------------------------------------------------------------------------------
+
+const topicPath = (t) => '/t/' + t.split('/').map(encodeURIComponent).join('/');
+
+// Runs curl; returns {status, json, text}. Bounded by --max-time.
+function curl(args, token) {
+  const auth = token ? ['-H', `Authorization: Bearer ${token}`] : [];
+  const out = execFileSync('curl', ['-sS', '--max-time', '5', '-w', '\n%{http_code}', ...auth, ...args], {
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  const i = out.lastIndexOf('\n');
+  const text = out.slice(0, i);
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: Number(out.slice(i + 1)), json, text };
+}
+
+function curlPublish(base, topic, payload, token) {
+  const r = curl(['-d', payload, base + topicPath(topic)], token);
+  assert(r.status === 200, `curl -d to ${topic}: HTTP ${r.status} ${r.text}`);
+  assert(Number.isInteger(r.json?.offset), `curl -d to ${topic}: no offset in ${r.text}`);
+  return r.json;
+}
+
+// --- the page ------------------------------------------------------------------------------
+
+// Collects console errors, page errors and failed requests; `allow` lists expected
+// console errors (the resource errors Chromium logs for an expected 400 or 401).
+function watch(page, allow = []) {
+  const errors = [];
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const text = `${m.text()} (${m.location().url || 'no url'})`;
+    if (!allow.some((re) => re.test(text))) errors.push(`console error: ${text}`);
+  });
+  page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    const why = r.failure()?.errorText || '';
+    if (!/ERR_ABORTED/.test(why)) errors.push(`request failed: ${r.url()} ${why}`);
+  });
+  return errors;
+}
+
+const textOf = (page, sel) => page.locator(sel).first().textContent({ timeout: WAIT });
+
+// Waits until the element matching `sel` contains `text`.
+async function waitText(page, sel, text, timeout = WAIT) {
+  try {
+    await page.waitForFunction(
+      ([s, t]) => (document.querySelector(s)?.textContent || '').includes(t),
+      [sel, text],
+      { timeout },
+    );
+  } catch {
+    const now = await page.locator(sel).first().textContent({ timeout: 1000 }).catch(() => '(missing)');
+    throw new Error(`${sel} did not show ${JSON.stringify(text)} within ${timeout} ms; it shows ${JSON.stringify(now?.slice(0, 300))}`);
+  }
+}
+
+const rowSel = (topic) => `#topics-body tr[data-topic="${topic.replace(/["\\]/g, '\\$&')}"]`;
+
+async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, name), fullPage: true, timeout: WAIT });
+  console.log(`     screenshot ${path.relative(ROOT, path.join(SHOTS, name))}`);
+}
+
+// --- the runs ------------------------------------------------------------------------------
+
+async function openRun(browser) {
+  const broker = await startBroker();
+  const { base } = broker;
+  const port = broker.tcp.split(':').pop();
+  console.log(`# broker without tokens: http ${broker.http}, tcp ${broker.tcp}`);
+  const sub = startHelper(MOTE, ['sub', '-p', port, '-t', 'home/+/temp', '-i', 'browser-test-sub']);
+  const sse = startHelper('curl', ['-sS', '-N', '--max-time', '120', '-o', '/dev/null', `${base}/t/home/%2B/temp/sse`]);
+  try {
+    await check('the broker serves web/ as it is in the work tree (/, /app.js, /style.css)', async () => {
+      for (const [url, file, type] of [['/', 'index.html', 'text/html'], ['/app.js', 'app.js', 'javascript'], ['/style.css', 'style.css', 'text/css']]) {
+        const res = await fetch(base + url, { signal: AbortSignal.timeout(WAIT) });
+        assert(res.status === 200, `${url}: HTTP ${res.status}`);
+        assert((res.headers.get('content-type') || '').includes(type), `${url}: content-type ${res.headers.get('content-type')}`);
+        const body = await res.text();
+        assert(body === fs.readFileSync(path.join(ROOT, 'web', file), 'utf8'), `${url} differs from web/${file}: rebuild the broker`);
+      }
+    });
+
+    await check(`web/ totals at most ${WEB_BUDGET} bytes`, async () => {
+      const sizes = ['index.html', 'app.js', 'style.css'].map((f) => fs.statSync(path.join(ROOT, 'web', f)).size);
+      const total = sizes.reduce((a, b) => a + b, 0);
+      console.log(`     index.html ${sizes[0]} + app.js ${sizes[1]} + style.css ${sizes[2]} = ${total} bytes`);
+      assert(total <= WEB_BUDGET, `${total} bytes`);
+    });
+
+    const curlTopic = 'test/browser/curl';
+    const curlPayload = 'hello from curl: 21.5 °C';
+    await check('curl -d publishes before the page loads', async () => {
+      curlPublish(base, curlTopic, curlPayload);
+      for (const [t, v] of [['home/kitchen/temp', '21.5'], ['home/hall/temp', '19.0'], ['home/kitchen/temp', '21.6'], ['home/garden/humidity', '{"rh":64}']]) {
+        curlPublish(base, t, v);
+      }
+    });
+
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(WAIT);
+    const errors = watch(page, [/status of 400 .*\/t\/bad\/%2B\/topic/]);
+
+    await check('the page loads and shows the broker healthy', async () => {
+      const res = await page.goto(base + '/', { timeout: WAIT });
+      assert(res && res.status() === 200, `GET /: ${res && res.status()}`);
+      assert((await page.title()) === 'mote status', `title ${await page.title()}`);
+      await page.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
+      await waitText(page, '#version', 'mote');
+      assert(await page.locator('#auth').isHidden(), 'the token prompt is shown without tokens');
+    });
+
+    await check('the topic published with curl is in the topics table', async () => {
+      await page.locator(rowSel(curlTopic)).waitFor({ timeout: WAIT });
+      const row = await page.locator(rowSel(curlTopic)).innerText();
+      assert(/\b1\b/.test(row), `row shows no stored count: ${row}`);
+      await page.locator(rowSel('home/kitchen/temp')).waitFor({ timeout: WAIT });
+    });
+
+    await check('choosing the topic shows its latest message', async () => {
+      await page.locator(`${rowSel(curlTopic)} button`).click();
+      await waitText(page, '#messages', curlPayload);
+      assert((await page.locator('#msg-topic').inputValue()) === curlTopic, 'the topic chooser does not show the chosen topic');
+      assert((await page.locator(`${rowSel(curlTopic)} button`).getAttribute('aria-pressed')) === 'true', 'the row is not marked chosen');
+    });
+
+    await check('a message published with curl now appears in the latest messages', async () => {
+      const r = curlPublish(base, curlTopic, 'second message from curl');
+      await waitText(page, '#messages', 'second message from curl', POLL_WAIT);
+      await waitText(page, '#messages li:first-child .off', `#${r.offset}`);
+    });
+
+    const formTopic = 'test/browser/form';
+    const formPayload = 'from the form <b>not bold</b> ✓';
+    await check('the publish form publishes and shows the offset; curl finds the message stored', async () => {
+      await page.locator('#pub-topic').fill(formTopic);
+      await page.locator('#pub-payload').fill(formPayload);
+      await page.locator('#pub-key').fill('key-1');
+      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.locator('#pub-result[data-state="ok"]').waitFor({ timeout: WAIT });
+      const shown = await textOf(page, '#pub-result');
+      const m = /offset (\d+)/.exec(shown);
+      assert(m, `the result shows no offset: ${shown}`);
+      const r = curl([`${base}${topicPath(formTopic)}?since=earliest`]);
+      assert(r.status === 200, `curl GET ${formTopic}: HTTP ${r.status} ${r.text}`);
+      const msg = (r.json.messages || []).find((x) => x.offset === Number(m[1]));
+      assert(msg, `no message at offset ${m[1]} in ${r.text}`);
+      assert(msg.payload === formPayload, `stored payload ${JSON.stringify(msg.payload)}`);
+      assert(msg.key === 'key-1', `stored key ${JSON.stringify(msg.key)}`);
+    });
+
+    await check('after publishing, the messages panel shows that topic, payload as text', async () => {
+      await waitText(page, '#messages', formPayload, POLL_WAIT);
+      assert((await page.locator('#messages b').count()) === 0, 'the payload was rendered as HTML');
+      await waitText(page, '#messages', 'key-1');
+      assert((await page.locator('#msg-topic').inputValue()) === formTopic, 'the chooser did not follow the published topic');
+    });
+
+    await check('the publish form shows the broker\'s error for a bad topic', async () => {
+      await page.locator('#pub-topic').fill('bad/+/topic');
+      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.locator('#pub-result[data-state="error"]').waitFor({ timeout: WAIT });
+      await waitText(page, '#pub-result', 'bad_topic');
+    });
+
+    await check('the live-rate chart exists and updates', async () => {
+      const chart = page.locator('svg#rate-chart');
+      await chart.waitFor({ timeout: WAIT });
+      const before = Number(await chart.getAttribute('data-samples'));
+      const pointsBefore = await page.locator('#line-pub').getAttribute('points');
+      for (let i = 0; i < 10; i++) curlPublish(base, 'home/kitchen/temp', String(20 + i / 10));
+      try {
+        await page.waitForFunction(
+          ([n, p]) => {
+            const svg = document.getElementById('rate-chart');
+            const line = document.getElementById('line-pub').getAttribute('points');
+            return Number(svg.dataset.samples) >= n + 2 && Number(svg.dataset.peak) > 0 && line !== p && line.split(' ').length >= 2;
+          },
+          [before, pointsBefore],
+          { timeout: POLL_WAIT },
+        );
+      } catch {
+        const now = await chart.evaluate((s) => `samples ${s.dataset.samples}, peak ${s.dataset.peak}, points ${document.getElementById('line-pub').getAttribute('points')}`);
+        throw new Error(`the chart did not update (before: ${before} samples): ${now}`);
+      }
+    });
+
+    await check('the connections table shows the subscriber and its subscription', async () => {
+      await waitText(page, '#conns-body', 'browser-test-sub', POLL_WAIT);
+      await waitText(page, '#conns-body', 'home/+/temp');
+    });
+
+    await check('no console errors, page errors or failed requests (desktop, light)', async () => {
+      assert(errors.length === 0, errors.join('\n'));
+    });
+    await shot(page, 'desktop-1280.png');
+    await ctx.close();
+
+    // The same page on a phone, and both in dark.
+    for (const [name, viewport, scheme, mobile] of [
+      ['phone-390.png', { width: 390, height: 844 }, 'light', true],
+      ['phone-390-dark.png', { width: 390, height: 844 }, 'dark', true],
+      ['desktop-1280-dark.png', { width: 1280, height: 900 }, 'dark', false],
+    ]) {
+      const c = await browser.newContext({ viewport, colorScheme: scheme, isMobile: mobile, hasTouch: mobile, deviceScaleFactor: mobile ? 2 : 1 });
+      const p = await c.newPage();
+      p.setDefaultTimeout(WAIT);
+      const errs = watch(p);
+      await check(`${name}: loads, fits the width, ${scheme} colours, no errors`, async () => {
+        await p.goto(`${base}/#topic=${encodeURIComponent(curlTopic)}`, { timeout: WAIT });
+        await p.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
+        await p.locator(rowSel(curlTopic)).waitFor({ timeout: WAIT });
+        await waitText(p, '#messages', 'second message from curl');
+        // two polls, so the chart has a line to draw
+        await p.waitForFunction(() => Number(document.getElementById('rate-chart').dataset.samples) >= 3, null, { timeout: POLL_WAIT });
+        // against the screen's width: a mobile viewport widens itself to fit wide content
+        const overflow = await p.evaluate(() => document.documentElement.scrollWidth) - viewport.width;
+        assert(overflow <= 0, `the page is ${overflow} px wider than the ${viewport.width} px screen`);
+        const bg = await p.evaluate(() => getComputedStyle(document.body).backgroundColor);
+        const [r, g, b] = bg.match(/\d+/g).map(Number);
+        const light = (r + g + b) / 3 > 128;
+        assert(light === (scheme === 'light'), `body background ${bg} is not ${scheme}`);
+        assert(errs.length === 0, errs.join('\n'));
+      });
+      await shot(p, name);
+      await c.close();
+    }
+  } finally {
+    await stop(sse);
+    await stop(sub);
+    await stop(broker.child);
+  }
+}
+
+async function tokenRun(browser) {
+  const secret = execFileSync(MOTE, ['token', 'new'], { encoding: 'utf8', timeout: 5000 }).trim();
+  const broker = await startBroker(['--token', secret]);
+  const { base } = broker;
+  console.log(`# broker with --token: http ${broker.http}`);
+  try {
+    await check('with --token: curl publishes with the bearer token', async () => {
+      curlPublish(base, 'secure/topic', 'secret payload', secret);
+    });
+
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, colorScheme: 'light', isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(WAIT);
+    // The 401s are the point of this run: Chromium logs each as a console error.
+    const errors = watch(page, [/status of 401/]);
+
+    await check('with --token: the page asks for a token on 401', async () => {
+      await page.goto(base + '/', { timeout: WAIT });
+      await page.locator('#auth').waitFor({ state: 'visible', timeout: WAIT });
+      await page.locator('#health[data-state="auth"]').waitFor({ timeout: WAIT });
+      assert(await page.locator('#main').isHidden(), 'the empty dashboard is shown behind the token prompt');
+      assert(await page.getByLabel('Token', { exact: true }).isVisible(), 'no labelled token field');
+    });
+    await shot(page, 'token-prompt-390.png');
+
+    await check('with --token: a wrong token is refused and the field asks again', async () => {
+      await page.getByLabel('Token', { exact: true }).fill('wrong-token');
+      await page.getByRole('button', { name: 'Use token' }).click();
+      await waitText(page, '#auth-msg', 'refused');
+      assert(await page.locator('#auth').isVisible(), 'the prompt went away');
+    });
+
+    await check('with --token: the right token is sent as a bearer header and the page retries', async () => {
+      const seen = page.waitForRequest((r) => r.url().endsWith('/api/stats') && r.headers().authorization === `Bearer ${secret}`, { timeout: WAIT });
+      await page.getByLabel('Token', { exact: true }).fill(secret);
+      await page.getByRole('button', { name: 'Use token' }).click();
+      await seen;
+      await page.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
+      await page.locator(rowSel('secure/topic')).waitFor({ timeout: WAIT });
+      await waitText(page, '#messages', 'secret payload');
+      assert(await page.locator('#auth').isHidden(), 'the prompt stays');
+    });
+
+    await check('with --token: the token is in sessionStorage only, never in the URL or localStorage', async () => {
+      const { ss, ls, url } = await page.evaluate(() => ({ ss: sessionStorage.getItem('mote.token'), ls: localStorage.length, url: location.href }));
+      assert(ss === secret, 'not in sessionStorage');
+      assert(ls === 0, 'localStorage is used');
+      assert(!url.includes(secret), `the URL carries it: ${url}`);
+    });
+
+    await check('with --token: the publish form works with the token; curl finds the message', async () => {
+      await page.locator('#pub-topic').fill('secure/form');
+      await page.locator('#pub-payload').fill('published with a token');
+      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.locator('#pub-result[data-state="ok"]').waitFor({ timeout: WAIT });
+      await waitText(page, '#pub-result', 'offset 0');
+      const r = curl([`${base}/t/secure/form`], secret);
+      assert(r.status === 200 && r.json.messages?.[0]?.payload === 'published with a token', `curl: HTTP ${r.status} ${r.text}`);
+    });
+
+    await check('with --token: a reload in the same tab needs no new token', async () => {
+      await page.reload({ timeout: WAIT });
+      await page.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
+      assert(await page.locator('#auth').isHidden(), 'asked again');
+    });
+
+    await check('with --token: no console errors but the expected 401s, no page errors', async () => {
+      assert(errors.length === 0, errors.join('\n'));
+    });
+    await ctx.close();
+  } finally {
+    await stop(broker.child);
+  }
+}
+
+async function main() {
+  assert(fs.existsSync(MOTE), `${MOTE} is missing: cargo build --release`);
+  assert(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 30000 });
+  try {
+    await openRun(browser);
+    await tokenRun(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  failed++;
+  console.log(`FAIL the run stopped: ${e && e.stack ? e.stack : e}`);
+} finally {
+  killAll();
+}
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
