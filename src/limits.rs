@@ -14,6 +14,8 @@ pub struct Limits {
     pub max_topics: usize,
     /// Most subscriptions per connection (`--max-subscriptions`, default 64).
     pub max_subscriptions: usize,
+    /// Most consumer groups at once (`--max-groups`, default 1,000).
+    pub max_groups: usize,
     /// Largest payload in bytes (`--max-payload`, default 1 MiB).
     pub max_payload: usize,
     /// Most messages one topic's ring keeps (`--ring-messages`, default 10,000).
@@ -35,6 +37,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_topics: 10_000,
             max_subscriptions: 64,
+            max_groups: 1_000,
             max_payload: 1024 * 1024,
             ring_messages: 10_000,
             ring_bytes: 8 * 1024 * 1024,

@@ -539,3 +539,114 @@ fn sighup_reloads_tokens_and_keeps_sessions() {
     assert_eq!(kept.publish_confirmed("sensors/sensor/t", "2").unwrap(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn readme_consumer_groups() {
+    let dir = std::env::temp_dir().join(format!("mote-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mote.toml");
+    std::fs::write(
+        &file,
+        "[groups.workers]\nfilter = \"jobs/#\"\nack-timeout = \"300ms\"\nmax-deliveries = 2\nprefetch = 16\ndurable = true\n",
+    )
+    .unwrap();
+    let s = Served::start(&["--config", file.to_str().unwrap()]);
+    let p = s.port();
+    // The configured durable group exists before any member: it keeps these.
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/resize", "-l"], b"a\nb\nc\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --no-ack: the member prints them and never acks; after the ack timeout they come
+    // back (attempt 2), and past max-deliveries they go to $dead/workers/jobs/resize.
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "workers", "--no-ack", "--json", "-C", "6",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let attempts: Vec<(String, u64)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["payload"].as_str().unwrap().to_string(),
+                v["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for m in ["a", "b", "c"] {
+        assert!(attempts.contains(&(m.into(), 1)), "{attempts:?}");
+        assert!(attempts.contains(&(m.into(), 2)), "{attempts:?}");
+    }
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "$dead/#", "-v", "--from", "earliest", "-C", "3", "-W", "5",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut dead: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        [
+            "$dead/workers/jobs/resize a",
+            "$dead/workers/jobs/resize b",
+            "$dead/workers/jobs/resize c"
+        ]
+    );
+    // A member that acks: each message printed once, and nothing comes back.
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/x", "-m", "done-once"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "workers", "-C", "1",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "done-once\n", "{}", stderr(&o));
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "workers", "-W", "1",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "an acked message came back");
+    // Usage errors.
+    let o = mote(
+        &["sub", "-p", &p, "-t", "a", "-t", "b", "--group", "w"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("a group reads one filter"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(&["sub", "-p", &p, "-t", "a", "--no-ack"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--no-ack needs --group"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(&["sub", "-p", &p, "-t", "other", "--group", "workers"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("reads jobs/#"), "{}", stderr(&o));
+    std::fs::write(&file, "[groups.w]\nprefetch = 0\n").unwrap();
+    let o = mote(
+        &["serve", "--config", file.to_str().unwrap(), "--http", "off"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("[groups.w] prefetch must be a whole number from 1"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

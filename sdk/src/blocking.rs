@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use crate::{Error, Event, Options, Start};
+use crate::{Error, Event, Group, GroupEvent, Options, Start};
 
 /// A blocking handle on a [`crate::Client`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -81,6 +81,11 @@ impl Client {
         wait(self.inner.subscribe(filter, from)).map(|inner| Subscription { inner })
     }
 
+    /// See [`crate::Client::subscribe_group`].
+    pub fn subscribe_group(&self, filter: &str, group: Group) -> Result<GroupSubscription, Error> {
+        wait(self.inner.subscribe_group(filter, group)).map(|inner| GroupSubscription { inner })
+    }
+
     /// Whether the client is connected right now.
     pub fn is_connected(&self) -> bool {
         self.inner.is_connected()
@@ -116,6 +121,34 @@ impl Subscription {
 impl Iterator for Subscription {
     type Item = Event;
     fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}
+
+/// A blocking group membership; also an iterator of events.
+#[derive(Debug)]
+pub struct GroupSubscription {
+    inner: crate::GroupSubscription,
+}
+
+impl GroupSubscription {
+    /// The next event; `None` once the client is closed.
+    pub fn recv(&mut self) -> Option<GroupEvent> {
+        wait(self.inner.next())
+    }
+
+    /// The next event, waiting at most `timeout`: `Err(Error::Timeout)` if none came.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<GroupEvent>, Error> {
+        wait(async { Ok(self.inner.next().await) }.or(async {
+            async_io::Timer::after(timeout).await;
+            Err(Error::Timeout)
+        }))
+    }
+}
+
+impl Iterator for GroupSubscription {
+    type Item = GroupEvent;
+    fn next(&mut self) -> Option<GroupEvent> {
         self.recv()
     }
 }

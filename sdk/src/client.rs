@@ -27,8 +27,9 @@ use std::time::Duration;
 use event_listener::Event as Notify;
 
 use crate::error::Error;
+use crate::group::{Group, GroupEvent, GroupSubscription};
 use crate::secure::Token;
-use crate::wire::{self, Frame, Ping, Publish, Subscribe, Unsubscribe};
+use crate::wire::{self, Frame, Ping, Publish, Subscribe, SubscribeGroup, Unsubscribe};
 use crate::{Filter, Start, Topic};
 
 /// Name of a broker's single token (`mote serve --token`).
@@ -159,10 +160,19 @@ pub(crate) struct Pending {
     pub(crate) sent: bool,
 }
 
+/// Where a subscription's events go.
+#[derive(Clone)]
+pub(crate) enum Tx {
+    Plain(async_channel::Sender<Event>),
+    Group(async_channel::Sender<GroupEvent>),
+}
+
 pub(crate) struct SubShared {
     pub(crate) filter: String,
     pub(crate) from: Start,
-    pub(crate) tx: async_channel::Sender<Event>,
+    pub(crate) tx: Tx,
+    /// Set for a group membership: re-joined as such after a reconnect.
+    pub(crate) group: Option<Group>,
     /// Resolved when the broker confirms or refuses the subscription.
     pub(crate) ack: Option<async_channel::Sender<Result<(), Error>>>,
 }
@@ -181,6 +191,8 @@ pub(crate) struct State {
     /// Confirmed publishes (and pings) whose frames are in `buf`.
     pub(crate) buf_reqs: Vec<u32>,
     pub(crate) connected: bool,
+    /// Counts connections: group delivery tags are only good on the one they came on.
+    pub(crate) conn_gen: u64,
     pub(crate) closed: bool,
     /// Request ids, subscription ids and ping nonces share one counter so an error
     /// frame's `req` is never ambiguous.
@@ -278,6 +290,7 @@ impl Client {
                 buf: Vec::new(),
                 buf_reqs: Vec::new(),
                 connected: false,
+                conn_gen: 0,
                 closed: false,
                 next_id: 0,
                 pending: HashMap::new(),
@@ -486,12 +499,52 @@ impl Client {
     /// Subscribes to `filter` starting at `from`; returns once the broker confirmed.
     /// While disconnected it waits for the connection to come back.
     pub async fn subscribe(&self, filter: &str, from: Start) -> Result<Subscription, Error> {
+        let shared = self.shared();
+        let (tx, rx) = async_channel::bounded(shared.opts.subscription_buffer.max(1));
+        let id = self
+            .add_subscription(filter, from, Tx::Plain(tx), None)
+            .await?;
+        Ok(Subscription {
+            id,
+            rx: Box::pin(rx),
+            shared: shared.clone(),
+        })
+    }
+
+    /// Joins consumer group `group` reading `filter`: each message goes to one member of
+    /// the group and must be acked (see [`crate::Delivery`]). Plain subscribers and other
+    /// groups still get every message. Returns once the broker confirmed; after a
+    /// reconnect the client joins again (what it held unacked went to the others).
+    pub async fn subscribe_group(
+        &self,
+        filter: &str,
+        group: Group,
+    ) -> Result<GroupSubscription, Error> {
+        let shared = self.shared();
+        let (tx, rx) = async_channel::bounded(shared.opts.subscription_buffer.max(1));
+        let from = group.from;
+        let id = self
+            .add_subscription(filter, from, Tx::Group(tx), Some(group))
+            .await?;
+        Ok(GroupSubscription {
+            id,
+            rx: Box::pin(rx),
+            shared: shared.clone(),
+        })
+    }
+
+    async fn add_subscription(
+        &self,
+        filter: &str,
+        from: Start,
+        tx: Tx,
+        group: Option<Group>,
+    ) -> Result<u32, Error> {
         Filter::new(filter).map_err(|source| Error::Topic {
             name: filter.to_string(),
             source,
         })?;
         let shared = self.shared();
-        let (tx, rx) = async_channel::bounded(shared.opts.subscription_buffer.max(1));
         let (ack_tx, ack_rx) = async_channel::bounded(1);
         let id;
         {
@@ -500,38 +553,36 @@ impl Client {
                 return Err(Error::Closed);
             }
             id = st.take_id();
+            // While disconnected the reconnect re-sends every subscription; no frame now.
+            if st.connected {
+                let was_empty = st.buf.is_empty();
+                subscribe_frame(id, filter, from, group.as_ref(), &[]).encode(&mut st.buf);
+                if was_empty {
+                    shared.queued.notify(1);
+                }
+            }
             st.subs.insert(
                 id,
                 SubShared {
                     filter: filter.to_string(),
                     from,
                     tx,
+                    group,
                     ack: Some(ack_tx),
                 },
             );
             st.subs_gen += 1;
-            // While disconnected the reconnect re-sends every subscription; no frame now.
-            if st.connected {
-                let was_empty = st.buf.is_empty();
-                Frame::Subscribe(Subscribe {
-                    sub: id,
-                    filter,
-                    from,
-                    resume: Vec::new(),
-                })
-                .encode(&mut st.buf);
-                if was_empty {
-                    shared.queued.notify(1);
-                }
-            }
         }
-        let sub = Subscription {
+        // Dropped on failure: the broker refused it, so nothing to undo.
+        let guard = Unsubscribed {
             id,
-            rx: Box::pin(rx),
             shared: shared.clone(),
         };
         match ack_rx.recv().await {
-            Ok(Ok(())) => Ok(sub),
+            Ok(Ok(())) => {
+                std::mem::forget(guard);
+                Ok(id)
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Closed),
         }
@@ -545,6 +596,54 @@ impl Client {
         shared.queued.notify(usize::MAX);
         shared.room.notify(usize::MAX);
         r
+    }
+}
+
+/// The frame that asks for subscription `id`: a plain one, or a group membership.
+pub(crate) fn subscribe_frame<'a>(
+    id: u32,
+    filter: &'a str,
+    from: Start,
+    group: Option<&'a Group>,
+    resume: &[wire::Resume<'a>],
+) -> Frame<'a> {
+    match group {
+        Some(g) => Frame::SubscribeGroup(SubscribeGroup {
+            sub: id,
+            filter,
+            group: &g.name,
+            from: g.from,
+            settings: g.settings,
+        }),
+        None => Frame::Subscribe(Subscribe {
+            sub: id,
+            filter,
+            from,
+            resume: resume.to_vec(),
+        }),
+    }
+}
+
+/// Forgets a subscription whose caller stopped waiting for its confirmation (the future
+/// was dropped): without it the entry would stay, and be re-sent on every reconnect.
+struct Unsubscribed {
+    id: u32,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Unsubscribed {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.subs.remove(&self.id).is_some() {
+            st.subs_gen += 1;
+            if st.connected && !st.closed {
+                let was_empty = st.buf.is_empty();
+                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
+                if was_empty {
+                    self.shared.queued.notify(1);
+                }
+            }
+        }
     }
 }
 

@@ -12,10 +12,11 @@ use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
 use crate::Start;
-use crate::client::{BrokerInfo, Event, Message, Shared, State};
+use crate::client::{BrokerInfo, Event, Message, Shared, State, Tx, subscribe_frame};
 use crate::error::Error;
+use crate::group::{Delivery, GroupEvent};
 use crate::secure::{Opener, Record, Sealer};
-use crate::wire::{self, Decoded, Frame, Ping, Resume, Subscribe};
+use crate::wire::{self, Decoded, Frame, Ping, Resume};
 
 /// Read buffer size; grows for frames that do not fit.
 const READ_BUF: usize = 64 * 1024;
@@ -24,7 +25,7 @@ const MAX_REFUSED: usize = 16;
 
 /// What the client remembers of a subscription across connections.
 struct LocalSub {
-    tx: async_channel::Sender<Event>,
+    tx: Tx,
     /// Where to start topics never delivered: the original `from`, or `Earliest` once
     /// the broker restarted (everything it holds since is new to us).
     from: Start,
@@ -185,12 +186,20 @@ fn sync_subs(st: &State, subs: &mut HashMap<u32, LocalSub>) {
 }
 
 /// The queue without subscribe and unsubscribe frames: on reconnect every live
-/// subscription is sent again first, with its resume point.
+/// subscription is sent again first, with its resume point. Acks and nacks go too: their
+/// tags belonged to the old connection, whose messages the broker already put back.
 fn without_subscription_frames(buf: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(buf.len());
     let mut pos = 0;
     while let Ok(Decoded::Frame(f, used)) = wire::decode(&buf[pos..], usize::MAX) {
-        if !matches!(f, Frame::Subscribe(_) | Frame::Unsubscribe(_)) {
+        if !matches!(
+            f,
+            Frame::Subscribe(_)
+                | Frame::SubscribeGroup(_)
+                | Frame::Unsubscribe(_)
+                | Frame::Ack(_)
+                | Frame::Nack(_)
+        ) {
             out.extend_from_slice(&buf[pos..pos + used]);
         }
         pos += used;
@@ -199,7 +208,7 @@ fn without_subscription_frames(buf: &[u8]) -> Vec<u8> {
 }
 
 async fn session(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     connected: crate::handshake::Connected,
     subs: &mut HashMap<u32, LocalSub>,
 ) -> io::Result<()> {
@@ -225,20 +234,16 @@ async fn session(
                 continue;
             };
             let (from, resume) = local.resume_point();
-            Frame::Subscribe(Subscribe {
-                sub: id,
-                filter: &sh.filter,
-                from,
-                resume: resume
-                    .iter()
-                    .map(|(t, n)| Resume { topic: t, next: *n })
-                    .collect(),
-            })
-            .encode(&mut head);
+            let resume: Vec<Resume<'_>> = resume
+                .iter()
+                .map(|(t, n)| Resume { topic: t, next: *n })
+                .collect();
+            subscribe_frame(id, &sh.filter, from, sh.group.as_ref(), &resume).encode(&mut head);
         }
         head.extend_from_slice(&without_subscription_frames(&st.buf));
         st.buf = head;
         st.connected = true;
+        st.conn_gen += 1;
         st.broker = Some(info);
     }
     shared.queued.notify(1);
@@ -355,7 +360,7 @@ async fn writer(
 }
 
 async fn reader(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stream: &TcpStream,
     info: BrokerInfo,
     subs: &mut HashMap<u32, LocalSub>,
@@ -430,7 +435,7 @@ fn grow(buf: &mut Vec<u8>, need: Option<usize>) {
 /// Handles the whole frames at the start of `bytes`; returns how many bytes they took and
 /// the whole size of the incomplete frame after them, when known.
 async fn handle_frames(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     subs: &mut HashMap<u32, LocalSub>,
     bytes: &[u8],
     max_frame: usize,
@@ -460,7 +465,7 @@ fn local<'a>(
     subs.get_mut(&id)
 }
 
-async fn deliver(tx: &async_channel::Sender<Event>, ev: Event) {
+async fn deliver<T>(tx: &async_channel::Sender<T>, ev: T) {
     match tx.try_send(ev) {
         Ok(()) => {}
         // The application is behind: stop reading (the broker will skip ahead if it must).
@@ -473,7 +478,7 @@ async fn deliver(tx: &async_channel::Sender<Event>, ev: Event) {
 }
 
 async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     subs: &mut HashMap<u32, LocalSub>,
     frame: Frame<'_>,
 ) -> io::Result<()> {
@@ -488,8 +493,26 @@ async fn handle(
                     key: m.key.map(<[u8]>::to_vec),
                     payload: m.payload.to_vec(),
                 });
-                let tx = ls.tx.clone();
-                deliver(&tx, ev).await;
+                if let Tx::Plain(tx) = ls.tx.clone() {
+                    deliver(&tx, ev).await;
+                }
+            }
+        }
+        Frame::GroupMessage(m) => {
+            if let Some(ls) = local(shared, subs, m.sub) {
+                let topic = ls.advance(m.topic, m.offset + 1);
+                let msg = Message {
+                    topic,
+                    offset: m.offset,
+                    time_ms: m.time_ms,
+                    key: m.key.map(<[u8]>::to_vec),
+                    payload: m.payload.to_vec(),
+                };
+                let conn = shared.lock().conn_gen;
+                let d = Delivery::new(msg, m.attempt, m.sub, m.tag, conn, shared.clone());
+                if let Tx::Group(tx) = ls.tx.clone() {
+                    deliver(&tx, GroupEvent::Message(d)).await;
+                }
             }
         }
         Frame::Lag(l) => {
@@ -501,16 +524,24 @@ async fn handle(
                     l.missed,
                     l.topic
                 );
-                let tx = ls.tx.clone();
-                deliver(
-                    &tx,
-                    Event::Lag {
-                        topic,
-                        missed: l.missed,
-                        next: l.next,
-                    },
-                )
-                .await;
+                match ls.tx.clone() {
+                    Tx::Plain(tx) => {
+                        let ev = Event::Lag {
+                            topic,
+                            missed: l.missed,
+                            next: l.next,
+                        };
+                        deliver(&tx, ev).await;
+                    }
+                    Tx::Group(tx) => {
+                        let ev = GroupEvent::Lag {
+                            topic,
+                            missed: l.missed,
+                            next: l.next,
+                        };
+                        deliver(&tx, ev).await;
+                    }
+                }
             }
         }
         Frame::Published(p) => {

@@ -61,6 +61,9 @@ pub enum Error {
     Timeout,
     /// A token that cannot be used.
     Token(crate::secure::TokenError),
+    /// An ack or nack of a group message whose connection is gone: the broker has put
+    /// the message back, and it will be delivered again.
+    DeliveryExpired,
 }
 
 impl fmt::Display for Error {
@@ -87,6 +90,9 @@ impl fmt::Display for Error {
             ),
             Error::Timeout => f.write_str("timed out"),
             Error::Token(e) => write!(f, "bad token: {e}"),
+            Error::DeliveryExpired => f.write_str(
+                "the connection this message came on is gone; the broker delivers it again",
+            ),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod blocking;
 mod client;
 mod driver;
 mod error;
+mod group;
 mod handshake;
 pub mod secure;
 pub mod topic;
@@ -28,5 +29,6 @@ pub mod wire;
 
 pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
 pub use error::Error;
+pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
 pub use topic::{Filter, Topic, TopicError};
 pub use wire::{ErrorCode, Start};

@@ -100,6 +100,11 @@ impl Token {
         self.0.as_bytes()
     }
 
+    /// Whether `secret` is this token, compared in constant time.
+    pub fn matches(&self, secret: &str) -> bool {
+        bool::from(self.bytes().ct_eq(secret.as_bytes()))
+    }
+
     /// The secret itself, for writing it where the user asked (`mote token new`).
     pub fn reveal(&self) -> &str {
         &self.0

@@ -70,7 +70,15 @@ pub mod tag {
     pub const AUTH_PROOF: u8 = 0x12;
     /// Tags reserved for the token handshake (`0x10..=0x12` are taken).
     pub const RESERVED_SECURITY: core::ops::RangeInclusive<u8> = 0x10..=0x1f;
-    /// Tags reserved for consumer groups (ack, nack, credit).
+    /// [`SubscribeGroup`](super::SubscribeGroup), client → broker: join a consumer group.
+    pub const SUBSCRIBE_GROUP: u8 = 0x20;
+    /// [`GroupMessage`](super::GroupMessage), broker → client: a message to ack.
+    pub const GROUP_MESSAGE: u8 = 0x21;
+    /// [`Ack`](super::Ack), client → broker.
+    pub const ACK: u8 = 0x22;
+    /// [`Nack`](super::Nack), client → broker.
+    pub const NACK: u8 = 0x23;
+    /// Tags reserved for consumer groups (`0x20..=0x23` are taken).
     pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
 }
 
@@ -166,6 +174,10 @@ codes! {
     UNAUTHORIZED = 15, "unauthorized";
     /// The token's access rules refuse this publish or subscribe (connection stays open).
     FORBIDDEN = 16, "forbidden";
+    /// `Ack` or `Nack` of a tag that is not in flight (already settled, or redelivered).
+    UNKNOWN_DELIVERY = 17, "unknown_delivery";
+    /// A group name that is not valid, or a member that does not match its group.
+    BAD_GROUP = 18, "bad_group";
 }
 
 impl ErrorCode {
@@ -345,6 +357,78 @@ pub struct AuthProof {
     pub proof: [u8; 32],
 }
 
+/// How a consumer group treats its messages; 0 (or `false`) means the broker's default.
+/// Set by the group's first member, unless the broker's config file sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupSettings {
+    /// A message not acked within this long is delivered again (default 30 s).
+    pub ack_timeout_ms: u32,
+    /// After this many deliveries a message goes to the dead-letter topic (default 5).
+    pub max_deliveries: u32,
+    /// Most unacked messages one member holds (default 64).
+    pub prefetch: u32,
+    /// Whether the group keeps its position while it has no member.
+    pub durable: bool,
+}
+
+/// Join consumer group `group` reading `filter`: each message goes to one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeGroup<'a> {
+    /// Client-chosen subscription id, as for [`Subscribe`].
+    pub sub: u32,
+    /// Topic filter; every member of a group uses the same.
+    pub filter: &'a str,
+    /// Group name: 1 to 64 characters, no `/`, `+`, `#` or control characters.
+    pub group: &'a str,
+    /// Where a new group starts in each topic (ignored when the group exists).
+    pub from: Start,
+    /// The group's settings, if it is new.
+    pub settings: GroupSettings,
+}
+
+/// A message for one member of a group, to be acked with `tag`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMessage<'a> {
+    /// The member's subscription id.
+    pub sub: u32,
+    /// Delivery tag for `Ack`/`Nack`, unique within the subscription.
+    pub tag: u64,
+    /// Topic of the message.
+    pub topic: &'a str,
+    /// Its offset.
+    pub offset: u64,
+    /// When it was stored (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// 1 on first delivery, more on redeliveries.
+    pub attempt: u32,
+    /// The publisher's key, if any.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// The member is done with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The member's subscription id.
+    pub sub: u32,
+    /// The delivery tag.
+    pub tag: u64,
+}
+
+/// The member gives a message back, to be delivered again after `delay_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    /// The member's subscription id.
+    pub sub: u32,
+    /// The delivery tag.
+    pub tag: u64,
+    /// Not before this many milliseconds (0: at once).
+    pub delay_ms: u32,
+}
+
 /// Every frame of protocol version 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -381,6 +465,14 @@ pub enum Frame<'a> {
     AuthChallenge(AuthChallenge),
     /// See [`AuthProof`].
     AuthProof(AuthProof),
+    /// See [`SubscribeGroup`].
+    SubscribeGroup(SubscribeGroup<'a>),
+    /// See [`GroupMessage`].
+    GroupMessage(GroupMessage<'a>),
+    /// See [`Ack`].
+    Ack(Ack),
+    /// See [`Nack`].
+    Nack(Nack),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -624,6 +716,10 @@ impl<'a> Frame<'a> {
             Frame::AuthInit(_) => tag::AUTH_INIT,
             Frame::AuthChallenge(_) => tag::AUTH_CHALLENGE,
             Frame::AuthProof(_) => tag::AUTH_PROOF,
+            Frame::SubscribeGroup(_) => tag::SUBSCRIBE_GROUP,
+            Frame::GroupMessage(_) => tag::GROUP_MESSAGE,
+            Frame::Ack(_) => tag::ACK,
+            Frame::Nack(_) => tag::NACK,
         }
     }
 
@@ -659,6 +755,20 @@ impl<'a> Frame<'a> {
             Frame::AuthInit(b) => encode_with(t, b, None, out),
             Frame::AuthChallenge(b) => encode_with(t, b, None, out),
             Frame::AuthProof(b) => encode_with(t, b, None, out),
+            Frame::SubscribeGroup(b) => encode_with(t, b, None, out),
+            Frame::GroupMessage(b) => {
+                let len = varint_len(u64::from(b.sub))
+                    + varint_len(b.tag)
+                    + bytes_len(b.topic.len())
+                    + varint_len(b.offset)
+                    + varint_len(b.time_ms)
+                    + varint_len(u64::from(b.attempt))
+                    + opt_bytes_len(b.key)
+                    + bytes_len(b.payload.len());
+                encode_with(t, b, Some(len), out)
+            }
+            Frame::Ack(b) => encode_with(t, b, None, out),
+            Frame::Nack(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -689,6 +799,10 @@ impl<'a> Frame<'a> {
             tag::AUTH_INIT => Frame::AuthInit(exact(t, rest)?),
             tag::AUTH_CHALLENGE => Frame::AuthChallenge(exact(t, rest)?),
             tag::AUTH_PROOF => Frame::AuthProof(exact(t, rest)?),
+            tag::SUBSCRIBE_GROUP => Frame::SubscribeGroup(exact(t, rest)?),
+            tag::GROUP_MESSAGE => Frame::GroupMessage(exact(t, rest)?),
+            tag::ACK => Frame::Ack(exact(t, rest)?),
+            tag::NACK => Frame::Nack(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -914,5 +1028,44 @@ mod tests {
         }));
         roundtrip(Frame::AuthChallenge(AuthChallenge { nonce: [1; 32] }));
         roundtrip(Frame::AuthProof(AuthProof { proof: [3; 32] }));
+        for t in [
+            tag::SUBSCRIBE_GROUP,
+            tag::GROUP_MESSAGE,
+            tag::ACK,
+            tag::NACK,
+        ] {
+            assert!(tag::RESERVED_GROUPS.contains(&t));
+        }
+        roundtrip(Frame::SubscribeGroup(SubscribeGroup {
+            sub: 4,
+            filter: "jobs/#",
+            group: "workers",
+            from: Start::Earliest,
+            settings: GroupSettings {
+                ack_timeout_ms: 500,
+                max_deliveries: 3,
+                prefetch: 8,
+                durable: true,
+            },
+        }));
+        for size in [10, 200] {
+            let payload = vec![5u8; size];
+            roundtrip(Frame::GroupMessage(GroupMessage {
+                sub: 4,
+                tag: 1 << 33,
+                topic: "jobs/a",
+                offset: 77,
+                time_ms: 1_700_000_000_000,
+                attempt: 2,
+                key: Some(b"k"),
+                payload: &payload,
+            }));
+        }
+        roundtrip(Frame::Ack(Ack { sub: 4, tag: 9 }));
+        roundtrip(Frame::Nack(Nack {
+            sub: 4,
+            tag: 9,
+            delay_ms: 250,
+        }));
     }
 }

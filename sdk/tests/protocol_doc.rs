@@ -30,9 +30,9 @@ use mote_sdk::Topic;
 use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame,
-    Hello, Lag, MAGIC, Message, Ping, Publish, Published, Resume, Start, Subscribe, Subscribed,
-    Unsubscribe, Welcome,
+    self, Ack, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame,
+    Frame, GroupMessage, GroupSettings, Hello, Lag, MAGIC, Message, Nack, Ping, Publish, Published,
+    Resume, Start, Subscribe, SubscribeGroup, Subscribed, Unsubscribe, Welcome,
 };
 use sha2::Sha256;
 
@@ -320,6 +320,43 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 code: ErrorCode::FORBIDDEN,
                 req: 7,
                 message: forbidden,
+            }),
+        ),
+        (
+            "subscribe-group",
+            Frame::SubscribeGroup(SubscribeGroup {
+                sub: 4,
+                filter: "jobs/#",
+                group: "workers",
+                from: Start::Earliest,
+                settings: GroupSettings {
+                    ack_timeout_ms: 10_000,
+                    max_deliveries: 5,
+                    prefetch: 16,
+                    durable: true,
+                },
+            }),
+        ),
+        (
+            "group-message",
+            Frame::GroupMessage(GroupMessage {
+                sub: 4,
+                tag: 7,
+                topic: "jobs/resize",
+                offset: 42,
+                time_ms: 1_700_000_000_000,
+                attempt: 2,
+                key: None,
+                payload: b"img-17.jpg",
+            }),
+        ),
+        ("ack", Frame::Ack(Ack { sub: 4, tag: 7 })),
+        (
+            "nack",
+            Frame::Nack(Nack {
+                sub: 4,
+                tag: 8,
+                delay_ms: 5_000,
             }),
         ),
     ]
@@ -1140,6 +1177,38 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             array(&mut p, "proof", &a.proof);
         }
         Frame::AuthProof(a) => array(&mut p, "proof", &a.proof),
+        Frame::SubscribeGroup(s) => {
+            num(&mut p, "sub", s.sub);
+            seq(&mut p, "filter", s.filter.as_bytes());
+            seq(&mut p, "group", s.group.as_bytes());
+            from(&mut p, s.from);
+            num(&mut p, "settings.ack_timeout_ms", s.settings.ack_timeout_ms);
+            num(&mut p, "settings.max_deliveries", s.settings.max_deliveries);
+            num(&mut p, "settings.prefetch", s.settings.prefetch);
+            p.push(Part(
+                vec![u8::from(s.settings.durable)],
+                format!("settings.durable: {}", s.settings.durable),
+            ));
+        }
+        Frame::GroupMessage(m) => {
+            num(&mut p, "sub", m.sub);
+            num(&mut p, "tag", m.tag);
+            seq(&mut p, "topic", m.topic.as_bytes());
+            num(&mut p, "offset", m.offset);
+            num(&mut p, "time_ms", m.time_ms);
+            num(&mut p, "attempt", m.attempt);
+            opt_seq(&mut p, "key", m.key);
+            seq(&mut p, "payload", m.payload);
+        }
+        Frame::Ack(a) => {
+            num(&mut p, "sub", a.sub);
+            num(&mut p, "tag", a.tag);
+        }
+        Frame::Nack(n) => {
+            num(&mut p, "sub", n.sub);
+            num(&mut p, "tag", n.tag);
+            num(&mut p, "delay_ms", n.delay_ms);
+        }
         other => panic!("no annotation for {other:?}"),
     }
     p

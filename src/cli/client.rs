@@ -160,9 +160,46 @@ pub(crate) static SUB: Spec = Spec {
             None,
             "print one JSON object per message: topic, offset, time, key, payload",
         ),
+        value(
+            "group",
+            Some('g'),
+            "NAME",
+            "join consumer group NAME: each message goes to one member; acked once printed",
+        ),
+        switch(
+            "no-ack",
+            None,
+            "with --group: never ack, so messages come back after the ack timeout",
+        ),
+        value(
+            "ack-timeout",
+            None,
+            "DURATION",
+            "with --group, for a new group: redeliver what is not acked in time (default 30s)",
+        ),
+        value(
+            "max-deliveries",
+            None,
+            "N",
+            "with --group, for a new group: then to $dead/GROUP/TOPIC (default 5)",
+        ),
+        value(
+            "prefetch",
+            None,
+            "N",
+            "with --group, for a new group: unacked messages per member (default 64)",
+        ),
+        switch(
+            "durable",
+            None,
+            "with --group, for a new group: keep its position while no member is connected",
+        ),
     ],
     after: "Binary payloads are printed raw (base64 with --json, marked \"encoding\":\"base64\").\n\
-            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json",
+            A group reads one filter; --from and the group settings apply when the group is new\n\
+            (the broker's config file may set them for good). With --json, group messages carry\n\
+            \"attempt\" (1 on the first delivery).\n\
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable",
 };
 
 pub(crate) static PING: Spec = Spec {
@@ -400,8 +437,8 @@ fn parse_from(s: &str) -> Result<Start, String> {
     }
 }
 
-/// One message as a JSON line.
-fn json_line(m: &mote_sdk::Message) -> String {
+/// One message as a JSON object.
+fn json_object(m: &mote_sdk::Message) -> serde_json::Value {
     let text = |b: &[u8]| match std::str::from_utf8(b) {
         Ok(s) => (serde_json::Value::from(s), None),
         Err(_) => (
@@ -425,7 +462,85 @@ fn json_line(m: &mote_sdk::Message) -> String {
     if let Some(e) = enc {
         o.insert("encoding".into(), e.into());
     }
-    serde_json::Value::Object(o).to_string()
+    serde_json::Value::Object(o)
+}
+
+/// How `mote sub` prints a message.
+#[derive(Clone, Copy)]
+struct Printer {
+    verbose: bool,
+    json: bool,
+}
+
+impl Printer {
+    fn message(
+        self,
+        out: &mut impl Write,
+        m: &mote_sdk::Message,
+        attempt: Option<u32>,
+    ) -> io::Result<()> {
+        if self.json {
+            let mut v = json_object(m);
+            if let (Some(a), Some(o)) = (attempt, v.as_object_mut()) {
+                o.insert("attempt".into(), a.into());
+            }
+            writeln!(out, "{v}")
+        } else {
+            if self.verbose {
+                write!(out, "{} ", m.topic)?;
+            }
+            out.write_all(&m.payload)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+fn report_lag(
+    out: &mut impl Write,
+    who: &str,
+    topic: &str,
+    missed: u64,
+    next: u64,
+) -> io::Result<()> {
+    out.flush()?;
+    eprintln!(
+        "mote sub: missed {missed} messages of {topic} ({who} fell behind the broker's ring); continuing at offset {next}"
+    );
+    Ok(())
+}
+
+/// `--group` and its settings.
+fn group_of(p: &args::Parsed, from: Start) -> Result<Option<mote_sdk::Group>, Exit> {
+    let Some(name) = p.get("group") else {
+        for o in [
+            "no-ack",
+            "durable",
+            "ack-timeout",
+            "max-deliveries",
+            "prefetch",
+        ] {
+            if p.on(o) || p.get(o).is_some() {
+                return Err(CliError(format!("--{o} needs --group NAME")).into());
+            }
+        }
+        return Ok(None);
+    };
+    let mut g = mote_sdk::Group::new(name)
+        .from(from)
+        .durable(p.on("durable"));
+    if let Some(t) = p.parse_with("ack-timeout", args::parse_duration)? {
+        g = g.ack_timeout(t);
+    }
+    let count = |s: &str| {
+        args::parse_count(s).and_then(|n| u32::try_from(n).map_err(|_| "too large".to_string()))
+    };
+    if let Some(n) = p.parse_with("max-deliveries", count)? {
+        g = g.max_deliveries(n);
+    }
+    if let Some(n) = p.parse_with("prefetch", count)? {
+        g = g.prefetch(n);
+    }
+    Ok(Some(g))
 }
 
 pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
@@ -442,8 +557,26 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
     let count = p.parse_with("count", args::parse_count)?;
     let timeout = p.parse_with("timeout", args::parse_duration)?;
     let from = p.parse_with("from", parse_from)?.unwrap_or_default();
-    let (verbose, json) = (p.on("verbose"), p.on("json"));
+    let printer = Printer {
+        verbose: p.on("verbose"),
+        json: p.on("json"),
+    };
+    let group = group_of(&p, from)?;
+    if group.is_some() && filters.len() > 1 {
+        return Err(CliError("a group reads one filter: give -t once with --group".into()).into());
+    }
     let opts = options(&p, "mote-sub")?;
+    if let Some(group) = group {
+        let run = subscribe_group(
+            opts,
+            filters.concat(),
+            group,
+            printer,
+            count,
+            p.on("no-ack"),
+        );
+        return finish_sub(run, timeout, count);
+    }
     let run = async {
         let client = Client::connect(opts).await?;
         let mut subs = Vec::new();
@@ -479,32 +612,92 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
                 match ev {
                     Event::Message(m) => {
                         seen += 1;
-                        if json {
-                            writeln!(out, "{}", json_line(&m))?;
-                        } else {
-                            if verbose {
-                                write!(out, "{} ", m.topic)?;
-                            }
-                            out.write_all(&m.payload)?;
-                            out.write_all(b"\n")?;
-                        }
+                        printer.message(&mut out, &m, None)?;
                     }
                     Event::Lag {
                         topic,
                         missed,
                         next,
-                    } => {
-                        out.flush()?;
-                        eprintln!(
-                            "mote sub: missed {missed} messages of {topic} (this subscriber fell behind the broker's ring); continuing at offset {next}"
-                        );
-                    }
+                    } => report_lag(&mut out, "this subscriber", &topic, missed, next)?,
                 }
             }
             out.flush()?;
         }
         Ok(())
     };
+    finish_sub(run, timeout, count)
+}
+
+/// `mote sub --group`: print each message, then ack it (unless `no_ack`).
+async fn subscribe_group(
+    opts: mote_sdk::Options,
+    filter: String,
+    group: mote_sdk::Group,
+    printer: Printer,
+    count: Option<usize>,
+    no_ack: bool,
+) -> Result<(), Failure> {
+    // Declared before the client: dropped after it, when acks can no longer be sent.
+    let mut held = Vec::new();
+    let client = Client::connect(opts).await?;
+    let mut sub = client.subscribe_group(&filter, group).await?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut seen = 0usize;
+    while count.is_none_or(|c| seen < c) {
+        let Some(ev) = sub.next().await else {
+            return Err(Failure("the client closed".into()));
+        };
+        let mut batch = vec![ev];
+        while let Some(e) = sub.try_next() {
+            batch.push(e);
+        }
+        let mut done = Vec::new();
+        for ev in batch {
+            match ev {
+                // Past the count: left unacked, they go back to the group when we leave.
+                mote_sdk::GroupEvent::Message(d) if count.is_some_and(|c| seen >= c) => {
+                    held.push(d);
+                }
+                mote_sdk::GroupEvent::Message(d) => {
+                    seen += 1;
+                    printer.message(&mut out, &d, Some(d.attempt()))?;
+                    done.push(d);
+                }
+                mote_sdk::GroupEvent::Lag {
+                    topic,
+                    missed,
+                    next,
+                } => report_lag(&mut out, "the group", &topic, missed, next)?,
+            }
+        }
+        // Acked only once what they carried is written out.
+        out.flush()?;
+        for d in done {
+            if no_ack {
+                held.push(d);
+            } else {
+                d.ack()?;
+            }
+        }
+    }
+    // The acks reach the broker before we leave the group. One that came after the ack
+    // timeout is refused (the message went to another member): say so, it is no failure.
+    match client.flush().await {
+        Err(e) if e.code() == Some(mote_sdk::ErrorCode::UNKNOWN_DELIVERY) => {
+            eprintln!("mote sub: {e}");
+        }
+        r => r?,
+    }
+    drop(sub);
+    drop(client);
+    Ok(())
+}
+
+fn finish_sub(
+    run: impl std::future::Future<Output = Result<(), Failure>>,
+    timeout: Option<Duration>,
+    count: Option<usize>,
+) -> Result<(), Exit> {
     let result = match timeout {
         Some(t) => block_on(run.or(async {
             async_io::Timer::after(t).await;
@@ -589,7 +782,7 @@ mod tests {
             payload: b"21.5".to_vec(),
         };
         assert_eq!(
-            json_line(&m),
+            json_object(&m).to_string(),
             r#"{"offset":3,"payload":"21.5","time":5,"topic":"a/b"}"#
         );
         let m = mote_sdk::Message {
@@ -598,7 +791,7 @@ mod tests {
             ..m
         };
         assert_eq!(
-            json_line(&m),
+            json_object(&m).to_string(),
             r#"{"encoding":"base64","key":"k","offset":3,"payload":"/wA=","time":5,"topic":"a/b"}"#
         );
     }

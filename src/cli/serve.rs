@@ -5,8 +5,10 @@ use std::net::{SocketAddr, TcpListener};
 
 use futures_lite::StreamExt;
 use mote::auth::{Auth, Rules};
+use mote::engine::GroupConfig;
 use mote::limits::Limits;
 use mote_sdk::secure::Token;
+use mote_sdk::wire::GroupSettings;
 
 use super::args::{self, CliError, Opt, Outcome, Spec};
 
@@ -99,6 +101,13 @@ pub(crate) static SPEC: Spec = Spec {
             "most topics kept",
         ),
         opt(
+            "max-groups",
+            "N",
+            "MOTE_MAX_GROUPS",
+            "1000",
+            "most consumer groups at once",
+        ),
+        opt(
             "max-subscriptions",
             "N",
             "MOTE_MAX_SUBSCRIPTIONS",
@@ -182,13 +191,77 @@ fn auth(p: &args::Parsed, tokens: Option<&toml::Value>) -> Result<Auth, CliError
     Ok(auth)
 }
 
-/// Loads the config file (if any) and builds the token table.
-fn load(p: &mut args::Parsed) -> Result<Auth, CliError> {
+/// The config file's `[groups.NAME]` tables.
+fn groups(groups: Option<&toml::Value>) -> Result<Vec<GroupConfig>, CliError> {
+    let Some(groups) = groups else {
+        return Ok(Vec::new());
+    };
+    let Some(groups) = groups.as_table() else {
+        return Err(CliError(
+            "[groups] in the config file must be tables: [groups.NAME]".into(),
+        ));
+    };
+    let mut out = Vec::new();
+    for (name, v) in groups {
+        let err = |m: String| CliError(format!("[groups.{name}] {m}"));
+        let t = v.as_table().ok_or_else(|| err("must be a table".into()))?;
+        let mut g = GroupConfig {
+            name: name.clone(),
+            settings: GroupSettings::default(),
+            filter: None,
+        };
+        let count = |key: &str, v: &toml::Value| {
+            v.as_integer()
+                .and_then(|i| u32::try_from(i).ok())
+                .filter(|&i| i > 0)
+                .ok_or_else(|| err(format!("{key} must be a whole number from 1")))
+        };
+        for (key, v) in t {
+            match key.as_str() {
+                "ack-timeout" => {
+                    let d = v
+                        .as_str()
+                        .ok_or_else(|| err("ack-timeout must be a duration such as \"30s\"".into()))
+                        .and_then(|s| {
+                            args::parse_duration(s).map_err(|e| err(format!("ack-timeout: {e}")))
+                        })?;
+                    g.settings.ack_timeout_ms = u32::try_from(d.as_millis())
+                        .ok()
+                        .filter(|&ms| ms > 0)
+                        .ok_or_else(|| err("ack-timeout must be from 1ms to 49 days".into()))?;
+                }
+                "max-deliveries" => g.settings.max_deliveries = count(key, v)?,
+                "prefetch" => g.settings.prefetch = count(key, v)?,
+                "durable" => {
+                    g.settings.durable = v
+                        .as_bool()
+                        .ok_or_else(|| err("durable must be true or false".into()))?;
+                }
+                "filter" => {
+                    let f = v
+                        .as_str()
+                        .ok_or_else(|| err("filter must be a string".into()))?;
+                    g.filter = Some(f.to_string());
+                }
+                _ => {
+                    return Err(err(format!(
+                        "unknown key {key:?} (filter, ack-timeout, max-deliveries, prefetch, durable)"
+                    )));
+                }
+            }
+        }
+        out.push(g);
+    }
+    Ok(out)
+}
+
+/// Loads the config file (if any): the token table and the groups.
+fn load(p: &mut args::Parsed) -> Result<(Auth, Vec<GroupConfig>), CliError> {
     let rest = match p.get("config") {
-        Some(path) => p.load_config(&path, &["tokens"])?,
+        Some(path) => p.load_config(&path, &["tokens", "groups"])?,
         None => toml::Table::new(),
     };
-    auth(p, rest.get("tokens"))
+    Ok((auth(p, rest.get("tokens"))?, groups(rest.get("groups"))?))
 }
 
 /// Refuses to open the broker to the network without tokens unless told to.
@@ -224,6 +297,7 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
     let limits = Limits {
         max_connections: count("max-connections")?.unwrap_or(d.max_connections),
         max_topics: count("max-topics")?.unwrap_or(d.max_topics),
+        max_groups: count("max-groups")?.unwrap_or(d.max_groups),
         max_subscriptions: count("max-subscriptions")?.unwrap_or(d.max_subscriptions),
         max_payload: size("max-payload")?.unwrap_or(d.max_payload),
         ring_messages: count("ring-messages")?.unwrap_or(d.ring_messages),
@@ -265,7 +339,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    let auth = load(&mut p)?;
+    let (auth, groups) = load(&mut p)?;
     let mut cfg = config(&p)?;
     cfg.auth = auth;
     super::init_logging("info");
@@ -319,7 +393,8 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 return;
             }
             match load(&mut p) {
-                Ok(auth) => {
+                // Groups are read at start only.
+                Ok((auth, _)) => {
                     let _ = reload_tx.send(auth).await;
                 }
                 Err(e) => log::error!("SIGHUP: keeping the current tokens: {e}"),
@@ -331,6 +406,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         auth: cfg.auth,
         reload: Some(reload_rx),
         http,
+        groups,
     };
     let stats = mote::server::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;

@@ -73,6 +73,7 @@ pub(crate) struct Snapshot {
     pub(crate) limits: Limits,
     pub(crate) topics: Vec<TopicInfo>,
     pub(crate) conns: Vec<ConnInfo>,
+    pub(crate) groups: Vec<crate::engine::GroupInfo>,
     pub(crate) memory_used: usize,
     pub(crate) stored: usize,
     pub(crate) uptime: Duration,
@@ -104,6 +105,9 @@ pub(crate) enum Call {
         peer: Option<std::net::SocketAddr>,
         token: Option<String>,
         events: async_channel::Sender<StreamEvent>,
+        /// Closed (never sent on) when the HTTP side is done with the stream, so the
+        /// engine connection ends even if no message comes to notice it.
+        gone: async_channel::Receiver<()>,
         reply: SyncSender<Result<(), Refused>>,
     },
     Snapshot {
@@ -270,6 +274,7 @@ fn handle(
             peer,
             token,
             events,
+            gone,
             reply,
         } => {
             let mut engine = shared.engine.borrow_mut();
@@ -284,6 +289,7 @@ fn handle(
                         shared: shared.clone(),
                         conn,
                         events,
+                        gone: Box::pin(gone),
                         sending: None,
                     })
                     .detach();
@@ -313,6 +319,7 @@ fn snapshot(shared: &Shared, sampler: &RateSampler) -> Snapshot {
             .into_iter()
             .filter(|c| c.id != edge)
             .collect(),
+        groups: engine.group_infos(),
         memory_used: engine.memory_used(),
         stored: engine.stored_messages(),
         uptime: shared.uptime(),
@@ -375,6 +382,8 @@ struct StreamTask {
     shared: Rc<Shared>,
     conn: ConnId,
     events: async_channel::Sender<StreamEvent>,
+    /// Closes when the HTTP thread is done with the stream.
+    gone: Pin<Box<async_channel::Receiver<()>>>,
     /// An event that did not fit, being sent as room appears.
     sending: Option<Pin<Box<dyn Future<Output = bool>>>>,
 }
@@ -401,6 +410,11 @@ impl Future for StreamTask {
             .is_some()
         {
             let _ = this.events.try_send(StreamEvent::End);
+            return this.finish();
+        }
+        // The HTTP side ended the stream (limit, timeout, client gone): the `gone`
+        // channel closing wakes this task even when no delivery would.
+        if let Poll::Ready(None) = futures_lite::Stream::poll_next(this.gone.as_mut(), cx) {
             return this.finish();
         }
         loop {
@@ -435,6 +449,8 @@ impl Future for StreamTask {
                             key: key.map(<[u8]>::to_vec),
                             payload: payload.to_vec(),
                         },
+                        // HTTP streams join no group yet.
+                        Delivery::GroupMessage { .. } => return true,
                         Delivery::Lag {
                             topic,
                             missed,

@@ -35,7 +35,7 @@ pub(crate) struct HttpError {
     pub(crate) message: String,
     /// Extra fields (the offset of a message that was stored but not delivered).
     extra: Option<Value>,
-    retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -66,7 +66,7 @@ fn refusal(r: &crate::engine::Refusal) -> HttpError {
 
 pub(crate) type Answer = Response<std::io::Cursor<Vec<u8>>>;
 
-fn header(name: &str, value: &str) -> Header {
+pub(crate) fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes())
         .unwrap_or_else(|_| unreachable!("static header names and values are valid"))
 }
@@ -581,6 +581,8 @@ struct OpenStream {
     format: Format,
     limit: Option<u64>,
     lifetime: Option<Duration>,
+    /// Dropped with the stream: tells the broker to end its engine connection.
+    _alive: async_channel::Sender<()>,
     _slot: Slot,
 }
 
@@ -645,12 +647,14 @@ fn open_stream(
     }
     let slot = Slot(ctx.streams.clone());
     let (tx, rx) = async_channel::bounded(STREAM_QUEUE);
+    let (alive, gone) = async_channel::bounded(1);
     ctx.call(CALL_PATIENCE, |reply| Call::Stream {
         filter: filter.to_string(),
         from,
         peer: req.remote_addr().copied(),
         token: caller.name.clone(),
         events: tx,
+        gone,
         reply,
     })?
     .map_err(|e| refusal(&e))?;
@@ -659,6 +663,7 @@ fn open_stream(
         format,
         limit,
         lifetime,
+        _alive: alive,
         _slot: slot,
     })
 }

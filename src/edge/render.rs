@@ -202,6 +202,30 @@ pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64) -> Value {
             })
         })
         .collect();
+    let groups: Vec<Value> = s
+        .groups
+        .iter()
+        .map(|g| {
+            let c = &g.counters;
+            let cursors: Map<String, Value> = g
+                .cursors
+                .iter()
+                .map(|(t, n)| (t.clone(), (*n).into()))
+                .collect();
+            json!({
+                "name": g.name, "filter": g.filter, "members": g.members,
+                "in_flight": g.in_flight, "redeliveries_pending": g.redeliveries,
+                "backlog": g.backlog, "cursors": cursors,
+                "settings": {
+                    "ack_timeout_ms": g.settings.ack_timeout_ms,
+                    "max_deliveries": g.settings.max_deliveries,
+                    "prefetch": g.settings.prefetch, "durable": g.settings.durable,
+                },
+                "delivered": c.delivered, "acked": c.acked, "redelivered": c.redelivered,
+                "dead_lettered": c.dead_lettered, "lag_missed": c.lag_missed,
+            })
+        })
+        .collect();
     let l = &s.limits;
     json!({
         "broker": {
@@ -234,6 +258,7 @@ pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64) -> Value {
         },
         "topics": topics,
         "connections": conns,
+        "groups": groups,
     })
 }
 
@@ -446,6 +471,86 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize) -> String {
             samples.push((
                 "{topic=\"_other\"}".into(),
                 rest.iter().map(|t| pick(t)).sum::<u64>() as f64,
+            ));
+        }
+        metric(name, kind, help, &samples);
+    }
+
+    // Per consumer group, bounded like topics.
+    let mut groups: Vec<&crate::engine::GroupInfo> = s.groups.iter().collect();
+    groups.sort_by(|a, b| {
+        b.counters
+            .delivered
+            .cmp(&a.counters.delivered)
+            .then(a.name.cmp(&b.name))
+    });
+    let (shown, rest) = groups.split_at(groups.len().min(max_topics));
+    type PickGroup = fn(&crate::engine::GroupInfo) -> u64;
+    let per_group: [(&str, &str, &str, PickGroup); 9] = [
+        (
+            "mote_group_members",
+            "gauge",
+            "Members connected, per group.",
+            |g| g.members as u64,
+        ),
+        (
+            "mote_group_in_flight",
+            "gauge",
+            "Messages handed to members and not acked yet, per group.",
+            |g| g.in_flight as u64,
+        ),
+        (
+            "mote_group_backlog",
+            "gauge",
+            "Messages stored and not handed out yet, per group.",
+            |g| g.backlog,
+        ),
+        (
+            "mote_group_delivered_total",
+            "counter",
+            "Deliveries to members (first ones and redeliveries), per group.",
+            |g| g.counters.delivered,
+        ),
+        (
+            "mote_group_acked_total",
+            "counter",
+            "Messages acked, per group.",
+            |g| g.counters.acked,
+        ),
+        (
+            "mote_group_redelivered_total",
+            "counter",
+            "Messages delivered again (nacked, timed out, member gone), per group.",
+            |g| g.counters.redelivered,
+        ),
+        (
+            "mote_group_dead_lettered_total",
+            "counter",
+            "Messages sent to $dead/<group>/<topic> after max deliveries, per group.",
+            |g| g.counters.dead_lettered,
+        ),
+        (
+            "mote_group_lag_missed_total",
+            "counter",
+            "Messages that left a ring before the group got them, per group.",
+            |g| g.counters.lag_missed,
+        ),
+        (
+            "mote_group_redeliveries_pending",
+            "gauge",
+            "Messages waiting to be delivered again, per group.",
+            |g| g.redeliveries as u64,
+        ),
+    ];
+    for (name, kind, help, pick) in per_group {
+        let mut samples: Vec<(String, f64)> = shown
+            .iter()
+            .map(|g| (format!("{{group=\"{}\"}}", label(&g.name)), pick(g) as f64))
+            .collect();
+        if !rest.is_empty() {
+            samples.push((
+                "{group=\"_other\"}".into(),
+                rest.iter().map(|g| pick(g)).sum::<u64>() as f64,
             ));
         }
         metric(name, kind, help, &samples);

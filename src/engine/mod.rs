@@ -12,6 +12,7 @@
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
 mod edge;
+mod group;
 mod pool;
 mod publish;
 mod ring;
@@ -26,6 +27,7 @@ use slab::Slab;
 
 use crate::limits::Limits;
 pub use edge::{Since, Stored, StoredMessage, WaitId};
+pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{ConnInfo, Stats, TopicInfo};
@@ -149,6 +151,18 @@ pub struct Engine {
     backoff: crate::auth::Backoff,
     next_wait: u64,
     delivered_waits: Vec<WaitId>,
+    groups: Slab<group::GroupState>,
+    group_names: HashMap<Box<str>, group::GroupId>,
+    /// Settings from the config file, by group name.
+    group_config: HashMap<Box<str>, mote_sdk::wire::GroupSettings>,
+    /// Filters from the config file of groups that are not durable (created on demand).
+    group_filters: HashMap<Box<str>, mote_sdk::Filter>,
+    /// The latest monotonic time seen (input and timeouts): ack deadlines count from it.
+    clock_ms: u64,
+    /// When the broker's timer fires next (monotonic ms), and whether a group deadline
+    /// before it appeared since.
+    timer_armed_ms: u64,
+    timer_moved: bool,
 }
 
 impl Engine {
@@ -173,6 +187,13 @@ impl Engine {
             backoff: crate::auth::Backoff::default(),
             next_wait: 0,
             delivered_waits: Vec::new(),
+            groups: Slab::new(),
+            group_names: HashMap::new(),
+            group_config: HashMap::new(),
+            group_filters: HashMap::new(),
+            clock_ms: 0,
+            timer_armed_ms: u64::MAX,
+            timer_moved: false,
         }
     }
 
@@ -287,6 +308,7 @@ impl Engine {
 
     /// Bytes arrived on the connection at monotonic time `now_ms`.
     pub fn handle_received(&mut self, conn: ConnId, now_ms: u64, bytes: usize) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         if let Some(c) = self.conns.get_mut(conn.index()) {
             c.last_rx_ms = now_ms;
             c.bytes_in += bytes as u64;
@@ -359,6 +381,7 @@ impl Engine {
         for &(id, code) in &expired {
             self.close(id, code);
         }
+        self.group_timeouts(now_ms);
         expired.len()
     }
 
@@ -391,5 +414,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@ use mote_sdk::wire::MAX_KEY_LEN;
 use mote_sdk::{ErrorCode, Topic};
 
 use super::ring::Entry;
+use super::subscribe::Role;
 use super::{ConnId, Engine, Refusal, TopicId, TopicState};
 
 impl Engine {
@@ -60,6 +61,41 @@ impl Engine {
             Ok(t) => t,
             Err(r) => return refused(self, r),
         };
+        let offset = self.store(tid, time_ms, key, payload);
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.msgs_in += 1;
+        }
+        Ok(offset)
+    }
+
+    /// Stores a message the broker itself writes (dead letters) in the `$`-topic `name`.
+    pub(super) fn publish_system(
+        &mut self,
+        name: &str,
+        time_ms: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<u64, Refusal> {
+        let topic = Topic::new_system(name)
+            .map_err(|e| Refusal::new(ErrorCode::BAD_TOPIC, format!("bad topic {name:?}: {e}")))?;
+        let tid = match self.by_name.get(name) {
+            Some(&t) => t,
+            None => self.create_topic(topic)?,
+        };
+        let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
+        if cost > self.limits.ring_bytes.min(self.limits.memory) {
+            return Err(Refusal::new(
+                ErrorCode::PAYLOAD_TOO_LARGE,
+                "too large for a ring".into(),
+            ));
+        }
+        Ok(self.store(tid, time_ms, key, payload))
+    }
+
+    /// Stores a checked message in topic `tid`, evicting what the limits require, and
+    /// tells its watchers. Returns its offset.
+    fn store(&mut self, tid: TopicId, time_ms: u64, key: &[u8], payload: &[u8]) -> u64 {
+        let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
         self.seq += 1;
         let t = &mut self.topics[tid.0 as usize];
         // Make room first, so the evicted buffer can carry the new message.
@@ -95,23 +131,28 @@ impl Engine {
         }
 
         let t = &self.topics[tid.0 as usize];
+        let mut groups = Vec::new();
         for &ck in &t.watchers {
             let cur = &mut self.cursors[ck.0 as usize];
-            if !cur.queued {
-                cur.queued = true;
-                let c = &mut self.conns[cur.conn.index()];
-                if c.ready.is_empty() {
-                    self.wakeups.push(cur.conn);
+            match cur.role {
+                Role::Group(g) => groups.push(g),
+                _ if cur.queued => {}
+                _ => {
+                    cur.queued = true;
+                    let c = &mut self.conns[cur.conn.index()];
+                    if c.ready.is_empty() {
+                        self.wakeups.push(cur.conn);
+                    }
+                    c.ready.push_back(ck);
                 }
-                c.ready.push_back(ck);
             }
         }
-        if let Some(c) = self.conns.get_mut(conn.index()) {
-            c.msgs_in += 1;
+        for g in groups {
+            self.pump(g);
         }
         self.stats.published += 1;
         self.stats.bytes_published += payload.len() as u64;
-        Ok(offset)
+        offset
     }
 
     /// Drops the oldest messages across all topics until the budget holds.
@@ -189,11 +230,15 @@ impl Engine {
         let matching: Vec<_> = self
             .subs
             .iter()
-            .filter(|(_, s)| s.filter.matches(name))
+            // Group members read through their group's cursors.
+            .filter(|(_, s)| s.member.is_none() && s.filter.matches(name))
             .map(|(k, _)| super::SubId(k as u32))
             .collect();
         for sub in matching {
             self.attach(sub, tid, 0, 0);
+        }
+        for g in self.groups_matching(name) {
+            self.attach_group(g, tid, 0);
         }
         Ok(tid)
     }

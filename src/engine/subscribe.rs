@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use mote_sdk::wire::Resume;
 use mote_sdk::{ErrorCode, Filter, Start};
 
+use super::group::{GroupId, Member, Out};
 use super::{ConnId, CursorId, Engine, Refusal, SubId, TopicId};
 
 /// Messages one cursor delivers before the next ready cursor gets a turn.
@@ -15,6 +16,19 @@ pub(super) struct SubState {
     pub(super) id: u32,
     pub(super) filter: Filter,
     pub(super) cursors: Vec<CursorId>,
+    /// Set when the subscription is a consumer group's member.
+    pub(super) member: Option<Box<Member>>,
+}
+
+/// What a cursor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A subscription's position in a topic.
+    Sub,
+    /// A consumer group's shared position in a topic (in no connection's queue).
+    Group(GroupId),
+    /// A group member's outbox: in its connection's ready queue while not empty.
+    Outbox(SubId),
 }
 
 /// A subscription's position in one topic.
@@ -28,6 +42,7 @@ pub(super) struct Cursor {
     pub(super) lag: u64,
     /// Whether the cursor is in its connection's ready queue.
     pub(super) queued: bool,
+    pub(super) role: Role,
 }
 
 /// Something to send to a subscriber, borrowed from the ring.
@@ -43,6 +58,25 @@ pub enum Delivery<'a> {
         offset: u64,
         /// When it was stored (ms since the Unix epoch).
         time_ms: u64,
+        /// Its key, if any.
+        key: Option<&'a [u8]>,
+        /// Its payload.
+        payload: &'a [u8],
+    },
+    /// A message for a consumer group member, to ack with `tag`.
+    GroupMessage {
+        /// The member's subscription id.
+        sub: u32,
+        /// Delivery tag.
+        tag: u64,
+        /// Topic of the message.
+        topic: &'a str,
+        /// Its offset.
+        offset: u64,
+        /// When it was stored (ms since the Unix epoch).
+        time_ms: u64,
+        /// 1 on first delivery, more on redeliveries.
+        attempt: u32,
         /// Its key, if any.
         key: Option<&'a [u8]>,
         /// Its payload.
@@ -88,28 +122,7 @@ impl Engine {
         from: Start,
         resume: &[Resume<'_>],
     ) -> Result<u64, Refusal> {
-        let Some(c) = self.conns.get(conn.index()) else {
-            return Err(Refusal::new(
-                ErrorCode::PROTOCOL,
-                "unknown connection".into(),
-            ));
-        };
-        if c.subs.iter().any(|s| self.subs[s.0 as usize].id == sub) {
-            return Err(Refusal::new(
-                ErrorCode::DUPLICATE_SUBSCRIPTION,
-                format!("subscription id {sub} is already in use on this connection"),
-            ));
-        }
-        if c.subs.len() >= self.limits.max_subscriptions {
-            return Err(Refusal::new(
-                ErrorCode::SUBSCRIPTION_LIMIT,
-                format!(
-                    "this connection holds {} subscriptions, the limit is {} (--max-subscriptions)",
-                    c.subs.len(),
-                    self.limits.max_subscriptions
-                ),
-            ));
-        }
+        self.check_new_subscription(conn, sub)?;
         if resume.len() > self.limits.max_topics {
             return Err(Refusal::new(
                 ErrorCode::BAD_FILTER,
@@ -143,6 +156,7 @@ impl Engine {
             id: sub,
             filter,
             cursors: Vec::with_capacity(matched.len()),
+            member: None,
         }) as u32);
         self.conns[conn.index()].subs.push(key);
         // A lookup per matched topic: hashed when the list is long.
@@ -177,6 +191,50 @@ impl Engine {
         Ok(self.seq)
     }
 
+    /// Whether `conn` may add a subscription with id `sub`.
+    pub(super) fn check_new_subscription(&self, conn: ConnId, sub: u32) -> Result<(), Refusal> {
+        let Some(c) = self.conns.get(conn.index()) else {
+            return Err(Refusal::new(
+                ErrorCode::PROTOCOL,
+                "unknown connection".into(),
+            ));
+        };
+        if c.subs.iter().any(|s| self.subs[s.0 as usize].id == sub) {
+            return Err(Refusal::new(
+                ErrorCode::DUPLICATE_SUBSCRIPTION,
+                format!("subscription id {sub} is already in use on this connection"),
+            ));
+        }
+        if c.subs.len() >= self.limits.max_subscriptions {
+            return Err(Refusal::new(
+                ErrorCode::SUBSCRIPTION_LIMIT,
+                format!(
+                    "this connection holds {} subscriptions, the limit is {} (--max-subscriptions)",
+                    c.subs.len(),
+                    self.limits.max_subscriptions
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts cursor `ck` in its connection's ready queue, waking the connection if the
+    /// queue was empty.
+    pub(super) fn queue_cursor(&mut self, ck: CursorId) {
+        let cur = &mut self.cursors[ck.0 as usize];
+        if cur.queued {
+            return;
+        }
+        cur.queued = true;
+        let Some(c) = self.conns.get_mut(cur.conn.index()) else {
+            return;
+        };
+        if c.ready.is_empty() {
+            self.wakeups.push(cur.conn);
+        }
+        c.ready.push_back(ck);
+    }
+
     /// Gives subscription `sub` a cursor on topic `tid` starting at offset `start`.
     pub(super) fn attach(&mut self, sub: SubId, tid: TopicId, start: u64, lag: u64) {
         let s = &mut self.subs[sub.0 as usize];
@@ -187,18 +245,13 @@ impl Engine {
             next: start,
             lag,
             queued: false,
+            role: Role::Sub,
         }) as u32);
         s.cursors.push(ck);
         let t = &mut self.topics[tid.0 as usize];
         t.watchers.push(ck);
         if start < t.ring.next() || lag > 0 {
-            let cur = &mut self.cursors[ck.0 as usize];
-            cur.queued = true;
-            let c = &mut self.conns[cur.conn.index()];
-            if c.ready.is_empty() {
-                self.wakeups.push(cur.conn);
-            }
-            c.ready.push_back(ck);
+            self.queue_cursor(ck);
         }
     }
 
@@ -226,7 +279,7 @@ impl Engine {
     }
 
     pub(super) fn remove_sub(&mut self, key: SubId) {
-        let s = self.subs.remove(key.0 as usize);
+        let mut s = self.subs.remove(key.0 as usize);
         let conn = self.conns.get_mut(s.conn.index());
         let mut ready = conn.map(|c| {
             c.subs.retain(|&k| k != key);
@@ -234,15 +287,20 @@ impl Engine {
         });
         for ck in s.cursors {
             let cur = self.cursors.remove(ck.0 as usize);
-            let w = &mut self.topics[cur.topic.0 as usize].watchers;
-            if let Some(i) = w.iter().position(|&k| k == ck) {
-                w.swap_remove(i);
+            if cur.role == Role::Sub {
+                let w = &mut self.topics[cur.topic.0 as usize].watchers;
+                if let Some(i) = w.iter().position(|&k| k == ck) {
+                    w.swap_remove(i);
+                }
             }
             if cur.queued {
                 if let Some(r) = ready.as_mut() {
                     r.retain(|&k| k != ck);
                 }
             }
+        }
+        if let Some(m) = s.member.take() {
+            self.remove_member(key, *m);
         }
     }
 
@@ -263,6 +321,68 @@ impl Engine {
                 break false;
             };
             let cur = &mut self.cursors[ck.0 as usize];
+            if let Role::Outbox(key) = cur.role {
+                // A group member's outbox: the messages assigned to it, then done.
+                let sub_id = cur.sub_id;
+                if let Some(m) = self
+                    .subs
+                    .get_mut(key.0 as usize)
+                    .and_then(|s| s.member.as_mut())
+                {
+                    while let Some(out) = m.outbox.pop_front() {
+                        let d = match out {
+                            Out::Lag {
+                                topic,
+                                missed,
+                                next,
+                            } => Delivery::Lag {
+                                sub: sub_id,
+                                topic: &self.topics[topic.0 as usize].name,
+                                missed,
+                                next,
+                            },
+                            Out::Tag(tag) => {
+                                // Settled or timed out meanwhile: nothing to send.
+                                let Some((topic, offset, attempt)) = m.lookup(tag) else {
+                                    continue;
+                                };
+                                let t = &mut self.topics[topic.0 as usize];
+                                // Gone from the ring: its ack timeout puts it back, as lag.
+                                if t.ring.get(offset).is_none() {
+                                    continue;
+                                }
+                                t.delivered += 1;
+                                let t = &self.topics[topic.0 as usize];
+                                let Some(e) = t.ring.get(offset) else {
+                                    continue;
+                                };
+                                msgs += 1;
+                                bytes += e.payload().len() as u64;
+                                Delivery::GroupMessage {
+                                    sub: sub_id,
+                                    tag,
+                                    topic: &t.name,
+                                    offset,
+                                    time_ms: e.time_ms,
+                                    attempt,
+                                    key: e.key(),
+                                    payload: e.payload(),
+                                }
+                            }
+                        };
+                        if !sink(d) {
+                            if m.outbox.is_empty() {
+                                cur.queued = false;
+                                c.ready.pop_front();
+                            }
+                            break 'cursors true;
+                        }
+                    }
+                }
+                cur.queued = false;
+                c.ready.pop_front();
+                continue;
+            }
             let t = &mut self.topics[cur.topic.0 as usize];
             let first = t.ring.first();
             if cur.next < first {

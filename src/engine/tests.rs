@@ -55,6 +55,7 @@ fn own(d: Delivery<'_>) -> Got {
             key: key.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
         },
+        Delivery::GroupMessage { .. } => panic!("these scenarios join no group"),
         Delivery::Lag {
             sub,
             topic,

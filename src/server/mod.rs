@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     lingering: Cell<usize>,
     /// The HTTP edge's task: its waker, and whether the engine woke it since it last looked.
     edge_waker: RefCell<Option<Waker>>,
+    /// The sweeper, asleep until its deadline; woken when an earlier one appears.
+    sweeper_waker: RefCell<Option<Waker>>,
+    sweeper_woken: Cell<bool>,
     edge_woken: Cell<bool>,
     /// The engine connection HTTP publishes are made on.
     edge_conn: Cell<ConnId>,
@@ -116,6 +119,12 @@ impl Shared {
 
     /// Wakes the connections the engine has news for, except `me` (already running).
     pub(crate) fn wake_others(&self, engine: &mut Engine, me: Option<ConnId>) {
+        if engine.take_timer_moved() {
+            self.sweeper_woken.set(true);
+            if let Some(w) = self.sweeper_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
         let mut list = self.wake_list.borrow_mut();
         engine.take_wakeups(&mut list);
         if list.is_empty() {
@@ -162,6 +171,8 @@ pub struct Config {
     pub reload: Option<async_channel::Receiver<Auth>>,
     /// The HTTP edge, if any.
     pub http: Option<crate::edge::HttpConfig>,
+    /// Consumer groups from the config file.
+    pub groups: Vec<crate::engine::GroupConfig>,
 }
 
 /// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
@@ -204,6 +215,7 @@ pub async fn run(
         auth,
         reload,
         http,
+        groups,
     } = config;
     limits
         .validate()
@@ -211,7 +223,14 @@ pub async fn run(
     let listener = Async::new(listener)?;
     let sweep = sweep_interval(&limits);
     let shared = Rc::new(Shared {
-        engine: RefCell::new(Engine::new(limits, broker_id())),
+        engine: RefCell::new({
+            let mut e = Engine::new(limits, broker_id());
+            for g in &groups {
+                e.configure_group(g)
+                    .map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, r.message))?;
+            }
+            e
+        }),
         auth: Arc::new(RwLock::new(Arc::new(auth))),
         scratch: RefCell::new(Scratch {
             read: vec![0; conn::READ_CHUNK],
@@ -221,6 +240,8 @@ pub async fn run(
         wake_list: RefCell::new(Vec::new()),
         lingering: Cell::new(0),
         edge_waker: RefCell::new(None),
+        sweeper_waker: RefCell::new(None),
+        sweeper_woken: Cell::new(false),
         edge_woken: Cell::new(false),
         edge_conn: Cell::new(ConnId::EDGE),
         epoch: Instant::now(),
@@ -230,7 +251,23 @@ pub async fn run(
         let shared = shared.clone();
         ex.spawn(async move {
             loop {
-                Timer::after(sweep).await;
+                // Until the next check, or the next consumer-group deadline if sooner
+                // (woken early when a sooner one appears).
+                let now = shared.mono_ms();
+                let at = shared
+                    .engine
+                    .borrow_mut()
+                    .arm_timer(now, sweep.as_millis() as u64);
+                let until = shared.epoch + Duration::from_millis(at);
+                Timer::at(until)
+                    .or(futures_lite::future::poll_fn(|cx| {
+                        if shared.sweeper_woken.replace(false) {
+                            return std::task::Poll::Ready(until);
+                        }
+                        *shared.sweeper_waker.borrow_mut() = Some(cx.waker().clone());
+                        std::task::Poll::Pending
+                    }))
+                    .await;
                 let mut engine = shared.engine.borrow_mut();
                 if engine.handle_timeouts(shared.mono_ms()) > 0 {
                     log::debug!("closed connections past their deadlines");

@@ -15,8 +15,8 @@ use mote_sdk::Filter;
 use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorFrame, Frame, Lag, Message, Ping, Published, Subscribed,
-    Unsubscribe,
+    self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, Message, Ping, Published,
+    Subscribed, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
@@ -325,6 +325,31 @@ impl Session {
                     Err(r) => self.emit_error(out, r.code, s.sub, &r.message),
                 }
             }
+            Frame::SubscribeGroup(s) => {
+                if let Err(msg) = self.check_subscribe(s.filter) {
+                    engine.count_error(ErrorCode::FORBIDDEN);
+                    self.emit_error(out, ErrorCode::FORBIDDEN, s.sub, &msg);
+                    return Ok(());
+                }
+                match engine
+                    .handle_subscribe_group(self.conn, s.sub, s.filter, s.group, s.from, s.settings)
+                {
+                    Ok(seq) => self.emit(out, &Frame::Subscribed(Subscribed { sub: s.sub, seq })),
+                    Err(r) => self.emit_error(out, r.code, s.sub, &r.message),
+                }
+            }
+            // An ack or nack the engine cannot place is reported, not fatal: it is what a
+            // member sees after its ack timeout passed. `req` 0: no request to match.
+            Frame::Ack(a) => {
+                if let Err(r) = engine.handle_ack(self.conn, a.sub, a.tag) {
+                    self.emit_error(out, r.code, 0, &r.message);
+                }
+            }
+            Frame::Nack(n) => {
+                if let Err(r) = engine.handle_nack(self.conn, n.sub, n.tag, u64::from(n.delay_ms)) {
+                    self.emit_error(out, r.code, 0, &r.message);
+                }
+            }
             Frame::Unsubscribe(u) => match engine.handle_unsubscribe(self.conn, u.sub) {
                 Ok(()) => self.emit(out, &Frame::Unsubscribed(Unsubscribe { sub: u.sub })),
                 Err(r) => self.emit_error(out, r.code, u.sub, &r.message),
@@ -441,6 +466,26 @@ impl Session {
                     topic,
                     missed,
                     next,
+                })
+                .encode(out),
+                Delivery::GroupMessage {
+                    sub,
+                    tag,
+                    topic,
+                    offset,
+                    time_ms,
+                    attempt,
+                    key,
+                    payload,
+                } => Frame::GroupMessage(GroupMessage {
+                    sub,
+                    tag,
+                    topic,
+                    offset,
+                    time_ms,
+                    attempt,
+                    key,
+                    payload,
                 })
                 .encode(out),
             }

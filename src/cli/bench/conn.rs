@@ -46,6 +46,15 @@ impl Conn {
         self.s.write_all(bytes)
     }
 
+    /// Sends the replies the parser queued, now rather than before the next read.
+    pub(super) fn flush_replies(&mut self) -> io::Result<()> {
+        if !self.replies.is_empty() {
+            self.s.write_all(&self.replies)?;
+            self.replies.clear();
+        }
+        Ok(())
+    }
+
     /// How long one read may wait before failing with [`is_timeout`].
     pub(super) fn set_patience(&self, d: Duration) -> io::Result<()> {
         self.s.set_read_timeout(Some(d))

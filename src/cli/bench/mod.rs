@@ -8,6 +8,7 @@
 //! is reported anyway.
 
 mod conn;
+mod group;
 mod mote;
 mod mqtt;
 mod nats;
@@ -30,9 +31,10 @@ use run::{Load, Throughput};
 
 pub(crate) static SPEC: Spec = Spec {
     name: "bench",
-    about: "Measure a broker: 1->1 throughput at 64 B and 1 KiB, 1->4 fan-out, ping-pong\n\
-            latency, and (when it starts the broker itself) startup time, CPU per million\n\
-            messages, idle and per-connection memory. With --compare, the same runs\n\
+    about: "Measure a broker: 1->1 throughput at 64 B and 1 KiB, 1->4 fan-out, a consumer\n\
+            group of 3 acking members (mote only), ping-pong latency, and (when it starts the\n\
+            broker itself) startup time, CPU per million messages, idle and per-connection\n\
+            memory. With --compare, the same runs\n\
             against NATS, Redis or mosquitto started by the bench, and the ratios.",
     opts: &[
         Opt {
@@ -89,7 +91,7 @@ pub(crate) static SPEC: Spec = Spec {
             value: Some("RUNS"),
             env: None,
             default: None,
-            help: "comma-separated subset of: 64b, 1k, fanout, latency, idle (for profiling)",
+            help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle (for profiling)",
         },
         Opt {
             long: "compare",
@@ -507,6 +509,38 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Cli
             };
             plan.say(format!("{}{}", tag(t), run_line(name, size, &tp)));
             record_run(t, rep, suffix, size, subs, &tp);
+        }
+    }
+    // Consumer groups are mote's own: 3 members sharing one topic, every message acked.
+    if plan.wanted("group") {
+        for &i in &order {
+            let t = &mut targets[i];
+            if t.kind != Kind::Mote {
+                continue;
+            }
+            let name = "group x3 acked 64 B";
+            let count = (plan.count / 2).max(1);
+            let Some(tp) = t.attempt(plan, &tag(t), name, |t| {
+                group::group_throughput(t.addr, t.pid(), 64, count, 3, plan.window)
+            })?
+            else {
+                continue;
+            };
+            let base = t.figures.get("msgs_per_sec_64b", rep);
+            plan.say(format!(
+                "{}{}{}",
+                tag(t),
+                run_line(name, 64, &tp),
+                base.map_or(String::new(), |b| format!(
+                    "  ({:.0}% of 1->1)",
+                    100.0 * tp.msgs_per_sec() / b
+                ))
+            ));
+            record_run(t, rep, "group3", 64, 1, &tp);
+            if let Some(b) = base.filter(|&b| b > 0.0) {
+                t.figures
+                    .add("group3_fraction_of_1to1", rep, tp.msgs_per_sec() / b);
+            }
         }
     }
     if plan.wanted("latency") {

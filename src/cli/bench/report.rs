@@ -14,6 +14,15 @@ impl Figures {
         self.0.entry(key.into()).or_default().push((rep, x));
     }
 
+    /// The value measured in repetition `rep`.
+    pub(super) fn get(&self, key: &str, rep: usize) -> Option<f64> {
+        self.0
+            .get(key)?
+            .iter()
+            .find(|(r, _)| *r == rep)
+            .map(|(_, x)| *x)
+    }
+
     pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
@@ -67,6 +76,9 @@ pub(super) const ROWS: &[(&str, &str)] = &[
     ("  CPU s per million", "broker_cpu_sec_per_million_1kib"),
     ("1->4 64 B deliveries/s", "deliveries_per_sec_fanout4"),
     ("  CPU s per million", "broker_cpu_sec_per_million_fanout4"),
+    ("group x3 acked msgs/s", "msgs_per_sec_group3"),
+    ("  CPU s per million", "broker_cpu_sec_per_million_group3"),
+    ("  of 1->1 64 B", "group3_fraction_of_1to1"),
     ("latency p50 us", "latency_p50_us"),
     ("latency p99 us", "latency_p99_us"),
     ("latency p99.9 us", "latency_p999_us"),

@@ -1,0 +1,286 @@
+//! Consumer groups: members of one group share a stream, each message going to one of
+//! them, and every message is acked or nacked.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mote_sdk::Error> {
+//! use std::time::Duration;
+//! use mote_sdk::{Client, Group, GroupEvent, Options};
+//! let client = Client::connect(Options::new("127.0.0.1:7270")).await?;
+//! let mut jobs = client
+//!     .subscribe_group("jobs/#", Group::new("workers").ack_timeout(Duration::from_secs(10)))
+//!     .await?;
+//! while let Some(event) = jobs.next().await {
+//!     if let GroupEvent::Message(d) = event {
+//!         if d.payload.is_empty() {
+//!             d.nack(Duration::from_secs(1))?; // try again in a second
+//!         } else {
+//!             println!("{} {}", d.topic, String::from_utf8_lossy(&d.payload));
+//!             d.ack()?;
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Start;
+use crate::client::{Message, Shared};
+use crate::error::Error;
+use crate::wire::{Ack, Frame, GroupSettings, Nack, Unsubscribe};
+
+/// Which group to join, and the settings it gets if this member creates it.
+///
+/// Settings left unset take the broker's defaults (ack timeout 30 s, 5 deliveries,
+/// prefetch 64, not durable); a group named in the broker's config file takes the
+/// config's settings instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub(crate) name: String,
+    pub(crate) from: Start,
+    pub(crate) settings: GroupSettings,
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+impl Group {
+    /// Group `name` (1 to 64 characters, no `/`, `+`, `#`, `$`). A new group starts at
+    /// the latest message.
+    pub fn new(name: impl Into<String>) -> Group {
+        Group {
+            name: name.into(),
+            from: Start::Latest,
+            settings: GroupSettings::default(),
+        }
+    }
+
+    /// Where a new group starts in each topic (an existing group keeps its position).
+    pub fn from(mut self, from: Start) -> Group {
+        self.from = from;
+        self
+    }
+
+    /// A message not acked within `d` is delivered again.
+    pub fn ack_timeout(mut self, d: Duration) -> Group {
+        self.settings.ack_timeout_ms = millis(d);
+        self
+    }
+
+    /// After `n` deliveries a message goes to the dead-letter topic
+    /// `$dead/<group>/<topic>` instead of coming back.
+    pub fn max_deliveries(mut self, n: u32) -> Group {
+        self.settings.max_deliveries = n.max(1);
+        self
+    }
+
+    /// At most `n` unacked messages per member.
+    pub fn prefetch(mut self, n: u32) -> Group {
+        self.settings.prefetch = n.max(1);
+        self
+    }
+
+    /// Whether the group keeps its position while no member is connected.
+    pub fn durable(mut self, durable: bool) -> Group {
+        self.settings.durable = durable;
+        self
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What a group subscription yields.
+#[derive(Debug)]
+pub enum GroupEvent {
+    /// A message for this member: [`Delivery::ack`] or [`Delivery::nack`] it.
+    Message(Delivery),
+    /// The group fell behind the broker's ring: `missed` messages of `topic` were never
+    /// delivered to any member, and the group continues at offset `next`.
+    Lag {
+        /// The topic.
+        topic: Arc<str>,
+        /// How many were skipped.
+        missed: u64,
+        /// Next offset delivered.
+        next: u64,
+    },
+}
+
+/// A message from a group, to be acked or nacked.
+///
+/// Dropping it without either nacks it (it is delivered again at once) and logs a
+/// warning: a message is never silently taken and forgotten.
+#[derive(Debug)]
+#[must_use = "a delivery must be acked or nacked; dropping it nacks it"]
+pub struct Delivery {
+    message: Message,
+    attempt: u32,
+    sub: u32,
+    tag: u64,
+    /// The connection it came on: a tag means nothing on another.
+    conn: u64,
+    settled: bool,
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        message: Message,
+        attempt: u32,
+        sub: u32,
+        tag: u64,
+        conn: u64,
+        shared: Arc<Shared>,
+    ) -> Delivery {
+        Delivery {
+            message,
+            attempt,
+            sub,
+            tag,
+            conn,
+            settled: false,
+            shared,
+        }
+    }
+
+    /// 1 on the first delivery, more when the message came back (nacked, timed out, or
+    /// left by a member that went away).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Done with the message: the broker will not deliver it again.
+    ///
+    /// Queued at once; the broker's answer to a late ack (after the ack timeout gave the
+    /// message to another member) is reported by the next [`crate::Client::flush`].
+    /// Fails with [`Error::DeliveryExpired`] if the connection the message came on is
+    /// gone: the broker has already put it back for another delivery.
+    pub fn ack(mut self) -> Result<(), Error> {
+        self.settle(|sub, tag| Frame::Ack(Ack { sub, tag }))
+    }
+
+    /// Gives the message back, to be delivered again (to any member) after `delay`,
+    /// unless it has had its group's `max_deliveries`: then it goes to the dead-letter
+    /// topic. Fails like [`Delivery::ack`].
+    pub fn nack(mut self, delay: Duration) -> Result<(), Error> {
+        let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        self.settle(|sub, tag| Frame::Nack(Nack { sub, tag, delay_ms }))
+    }
+
+    fn settle(&mut self, frame: impl FnOnce(u32, u64) -> Frame<'static>) -> Result<(), Error> {
+        self.settled = true;
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if !st.connected || st.conn_gen != self.conn || !st.subs.contains_key(&self.sub) {
+            return Err(Error::DeliveryExpired);
+        }
+        let was_empty = st.buf.is_empty();
+        frame(self.sub, self.tag).encode(&mut st.buf);
+        drop(st);
+        if was_empty {
+            self.shared.queued.notify(1);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let expired = self.settle(|sub, tag| {
+            Frame::Nack(Nack {
+                sub,
+                tag,
+                delay_ms: 0,
+            })
+        });
+        if expired.is_ok() {
+            log::warn!(
+                "a message of {} (offset {}) was dropped without ack or nack: nacked, it will be delivered again",
+                self.message.topic,
+                self.message.offset
+            );
+        }
+    }
+}
+
+/// A live group membership: a stream of [`GroupEvent`]s. Dropping it leaves the group;
+/// what it held unacked goes to the other members at once.
+#[derive(Debug)]
+pub struct GroupSubscription {
+    pub(crate) id: u32,
+    pub(crate) rx: std::pin::Pin<Box<async_channel::Receiver<GroupEvent>>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl GroupSubscription {
+    /// The next event, or `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<GroupEvent> {
+        self.rx.recv().await.ok()
+    }
+
+    /// The next event if one is already buffered.
+    pub fn try_next(&mut self) -> Option<GroupEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// This subscription's id on the connection.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl futures_lite::Stream for GroupSubscription {
+    type Item = GroupEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<GroupEvent>> {
+        self.rx.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for GroupSubscription {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if st.subs.remove(&self.id).is_some() {
+            st.subs_gen += 1;
+            if st.connected && !st.closed {
+                let was_empty = st.buf.is_empty();
+                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
+                if was_empty {
+                    self.shared.queued.notify(1);
+                }
+            }
+        }
+        // Deliveries still buffered are settled by leaving the group: the broker puts
+        // them back for the other members. Mark them so dropping them sends nothing.
+        drop(st);
+        while let Ok(ev) = self.rx.try_recv() {
+            if let GroupEvent::Message(mut d) = ev {
+                d.settled = true;
+            }
+        }
+    }
+}

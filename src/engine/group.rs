@@ -1,0 +1,732 @@
+//! Consumer groups: competing consumers with acks.
+//!
+//! A group has one shared cursor per topic its filter matches. A message at a group
+//! cursor is assigned to the next member with free credit (round-robin; credit is the
+//! group's `prefetch` minus the member's unacked messages), tagged, and put in that
+//! member's outbox, which its connection drains like any other cursor. The member acks
+//! or nacks by tag. A message not acked within the ack timeout, nacked, or left unacked
+//! by a member that went away is delivered again (to anyone, after the nack's delay);
+//! after `max_deliveries` deliveries it goes to the dead-letter topic
+//! `$dead/<group>/<topic>` instead, its key set to `<offset>` (or `<offset>/<key>`).
+//! A durable group keeps its cursors while it has no member; others go with the last.
+
+use std::collections::VecDeque;
+
+use mote_sdk::wire::GroupSettings;
+use mote_sdk::{ErrorCode, Filter, Start, Topic};
+
+use super::subscribe::{Cursor, Role, SubState};
+use super::{ConnId, CursorId, Engine, Refusal, SubId, TopicId};
+
+/// Defaults for settings a group's creator leaves at 0.
+pub(crate) const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
+/// Deliveries before a message is dead-lettered, by default.
+pub(crate) const DEFAULT_MAX_DELIVERIES: u32 = 5;
+/// Unacked messages a member may hold, by default.
+pub(crate) const DEFAULT_PREFETCH: u32 = 64;
+/// Longest group name.
+const MAX_GROUP_NAME: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct GroupId(pub(super) u32);
+
+/// A group's settings with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Time a member has to ack.
+    pub ack_timeout_ms: u64,
+    /// Deliveries before the dead-letter topic.
+    pub max_deliveries: u32,
+    /// Unacked messages per member.
+    pub prefetch: u32,
+    /// Kept while memberless.
+    pub durable: bool,
+}
+
+impl Settings {
+    /// `s` with 0 meaning the default.
+    pub fn resolve(s: GroupSettings) -> Settings {
+        let or = |v: u32, d: u32| if v == 0 { d } else { v };
+        Settings {
+            ack_timeout_ms: if s.ack_timeout_ms == 0 {
+                DEFAULT_ACK_TIMEOUT_MS
+            } else {
+                u64::from(s.ack_timeout_ms)
+            },
+            max_deliveries: or(s.max_deliveries, DEFAULT_MAX_DELIVERIES),
+            prefetch: or(s.prefetch, DEFAULT_PREFETCH),
+            durable: s.durable,
+        }
+    }
+}
+
+/// A message handed to a member and not settled yet.
+struct InFlight {
+    tag: u64,
+    topic: TopicId,
+    offset: u64,
+    attempt: u32,
+    deadline_ms: u64,
+}
+
+/// What a member's connection has to send for the group.
+pub(super) enum Out {
+    Tag(u64),
+    Lag {
+        topic: TopicId,
+        missed: u64,
+        next: u64,
+    },
+}
+
+/// A message waiting to be delivered again.
+struct Redelivery {
+    topic: TopicId,
+    offset: u64,
+    /// The delivery it will be (2 for the first redelivery).
+    attempt: u32,
+    not_before_ms: u64,
+}
+
+/// A member's side of a group subscription.
+pub(super) struct Member {
+    pub(super) group: GroupId,
+    next_tag: u64,
+    /// By tag, ascending.
+    inflight: VecDeque<InFlight>,
+    pub(super) outbox: VecDeque<Out>,
+    /// The pseudo-cursor that puts the outbox in the connection's ready queue.
+    pub(super) outbox_cursor: CursorId,
+}
+
+impl Member {
+    /// The message behind in-flight delivery `tag`: `(topic, offset, attempt)`.
+    pub(super) fn lookup(&self, tag: u64) -> Option<(TopicId, u64, u32)> {
+        let i = self.inflight.binary_search_by_key(&tag, |f| f.tag).ok()?;
+        let f = &self.inflight[i];
+        Some((f.topic, f.offset, f.attempt))
+    }
+}
+
+/// Counters of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounters {
+    /// Deliveries made (first ones and redeliveries).
+    pub delivered: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Redeliveries made.
+    pub redelivered: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Messages the group never got: they fell out of a ring first.
+    pub lag_missed: u64,
+}
+
+pub(super) struct GroupState {
+    name: Box<str>,
+    filter: Filter,
+    settings: Settings,
+    cursors: Vec<CursorId>,
+    members: Vec<SubId>,
+    next_member: usize,
+    next_cursor: usize,
+    redeliver: VecDeque<Redelivery>,
+    counters: GroupCounters,
+}
+
+/// A group named in the broker's config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Its name.
+    pub name: String,
+    /// Its settings (0: the default), which win over what members ask for.
+    pub settings: GroupSettings,
+    /// With a filter, a durable group exists from the start, at the latest message of
+    /// every topic, so it misses nothing published before its first member comes.
+    pub filter: Option<String>,
+}
+
+/// A snapshot of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name.
+    pub name: String,
+    /// The filter its members read.
+    pub filter: String,
+    /// Its settings.
+    pub settings: Settings,
+    /// Members connected.
+    pub members: usize,
+    /// Messages handed out and not settled.
+    pub in_flight: usize,
+    /// Messages waiting to be delivered again.
+    pub redeliveries: usize,
+    /// Messages stored but not handed out yet, over all its topics.
+    pub backlog: u64,
+    /// Its position in each topic.
+    pub cursors: Vec<(String, u64)>,
+    /// Its counters.
+    pub counters: GroupCounters,
+}
+
+/// Checks a group name: 1 to 64 characters, no `/`, `+`, `#`, `$` or control characters.
+fn check_name(name: &str) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_GROUP_NAME
+        && !name.contains(['/', '+', '#', '$'])
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::BAD_GROUP,
+            format!(
+                "bad group name {}: 1 to {MAX_GROUP_NAME} characters, without '/', '+', '#', '$' or control characters",
+                mote_sdk::topic::shown(name)
+            ),
+        ))
+    }
+}
+
+impl Engine {
+    /// Called by the broker's timer before it sleeps: returns when it should wake
+    /// (monotonic ms), at most `max_ms` after `now_ms`, sooner for a group deadline.
+    pub fn arm_timer(&mut self, now_ms: u64, max_ms: u64) -> u64 {
+        let mut at = now_ms.saturating_add(max_ms);
+        for (_, g) in &self.groups {
+            for r in &g.redeliver {
+                at = at.min(r.not_before_ms);
+            }
+            for k in &g.members {
+                if let Some(f) = self.subs[k.0 as usize]
+                    .member
+                    .as_ref()
+                    .and_then(|m| m.inflight.front())
+                {
+                    at = at.min(f.deadline_ms);
+                }
+            }
+        }
+        let at = at.max(now_ms);
+        self.timer_armed_ms = at;
+        self.timer_moved = false;
+        at
+    }
+
+    /// Whether a deadline before the armed timer appeared since [`Engine::arm_timer`].
+    pub fn take_timer_moved(&mut self) -> bool {
+        std::mem::take(&mut self.timer_moved)
+    }
+
+    fn note_deadline(&mut self, at_ms: u64) {
+        if at_ms < self.timer_armed_ms {
+            self.timer_armed_ms = at_ms;
+            self.timer_moved = true;
+        }
+    }
+
+    /// Sets the settings of group `name` from the config file; they win over what its
+    /// first member asks for.
+    pub fn set_group_settings(&mut self, name: &str, settings: GroupSettings) {
+        self.group_config.insert(name.into(), settings);
+    }
+
+    /// A group from the config file: its settings, and the group itself if it is durable
+    /// and names its filter.
+    pub fn configure_group(&mut self, g: &GroupConfig) -> Result<(), Refusal> {
+        check_name(&g.name)?;
+        self.set_group_settings(&g.name, g.settings);
+        let Some(filter) = &g.filter else {
+            return Ok(());
+        };
+        let filter = Filter::new(filter).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BAD_FILTER,
+                format!(
+                    "group {}: bad filter {}: {e}",
+                    g.name,
+                    mote_sdk::topic::shown(filter)
+                ),
+            )
+        })?;
+        if self.group_names.contains_key(g.name.as_str()) {
+            return Ok(());
+        }
+        if g.settings.durable {
+            self.create_group(&g.name, filter, Start::Latest, g.settings);
+        } else {
+            self.group_filters.insert(g.name.as_str().into(), filter);
+        }
+        Ok(())
+    }
+
+    /// Makes `conn`'s subscription `sub` a member of group `group` reading `filter`,
+    /// creating the group (at `from`, with `settings`) if needed.
+    pub fn handle_subscribe_group(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        from: Start,
+        settings: GroupSettings,
+    ) -> Result<u64, Refusal> {
+        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings);
+        if let Err(e) = &r {
+            self.stats.subscribe_refused += 1;
+            self.stats.count_error(e.code);
+        }
+        r
+    }
+
+    fn try_subscribe_group(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        from: Start,
+        settings: GroupSettings,
+    ) -> Result<u64, Refusal> {
+        check_name(group)?;
+        self.check_new_subscription(conn, sub)?;
+        let filter = Filter::new(filter).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BAD_FILTER,
+                format!("bad filter {}: {e}", mote_sdk::topic::shown(filter)),
+            )
+        })?;
+        let gid = match self.group_names.get(group) {
+            Some(&g) => {
+                let existing = &self.groups[g.0 as usize].filter;
+                if *existing != filter {
+                    return Err(Refusal::new(
+                        ErrorCode::BAD_GROUP,
+                        format!("group {group:?} reads {existing}; join it with that filter"),
+                    ));
+                }
+                g
+            }
+            None => {
+                if self.groups.len() >= self.limits.max_groups {
+                    return Err(Refusal::new(
+                        ErrorCode::BAD_GROUP,
+                        format!(
+                            "the broker holds {} consumer groups, the limit is {} (--max-groups)",
+                            self.groups.len(),
+                            self.limits.max_groups
+                        ),
+                    ));
+                }
+                if let Some(want) = self.group_filters.get(group) {
+                    if *want != filter {
+                        return Err(Refusal::new(
+                            ErrorCode::BAD_GROUP,
+                            format!(
+                                "group {group:?} reads {want} (the broker's config); join it with that filter"
+                            ),
+                        ));
+                    }
+                }
+                self.create_group(group, filter.clone(), from, settings)
+            }
+        };
+        let key = SubId(self.subs.insert(SubState {
+            conn,
+            id: sub,
+            filter,
+            cursors: Vec::new(),
+            member: None,
+        }) as u32);
+        let outbox = CursorId(self.cursors.insert(Cursor {
+            conn,
+            sub_id: sub,
+            topic: TopicId(0),
+            next: 0,
+            lag: 0,
+            queued: false,
+            role: Role::Outbox(key),
+        }) as u32);
+        let s = &mut self.subs[key.0 as usize];
+        s.cursors.push(outbox);
+        s.member = Some(Box::new(Member {
+            group: gid,
+            next_tag: 0,
+            inflight: VecDeque::new(),
+            outbox: VecDeque::new(),
+            outbox_cursor: outbox,
+        }));
+        self.conns[conn.index()].subs.push(key);
+        self.groups[gid.0 as usize].members.push(key);
+        self.pump(gid);
+        Ok(self.seq)
+    }
+
+    fn create_group(
+        &mut self,
+        name: &str,
+        filter: Filter,
+        from: Start,
+        asked: GroupSettings,
+    ) -> GroupId {
+        let settings = Settings::resolve(self.group_config.get(name).copied().unwrap_or(asked));
+        let gid = GroupId(self.groups.insert(GroupState {
+            name: name.into(),
+            filter,
+            settings,
+            cursors: Vec::new(),
+            members: Vec::new(),
+            next_member: 0,
+            next_cursor: 0,
+            redeliver: VecDeque::new(),
+            counters: GroupCounters::default(),
+        }) as u32);
+        self.group_names.insert(name.into(), gid);
+        let g = &self.groups[gid.0 as usize];
+        let matched: Vec<TopicId> = (0..self.topics.len())
+            .filter(|&i| g.filter.matches(&self.topics[i].name))
+            .map(|i| TopicId(i as u32))
+            .collect();
+        for tid in matched {
+            let ring = &self.topics[tid.0 as usize].ring;
+            let start = match from {
+                Start::Latest | Start::AfterSeq(_) => ring.next(),
+                Start::Earliest => ring.first(),
+                Start::Offset(n) => n.min(ring.next()),
+                Start::Last(n) => ring.next().saturating_sub(n).max(ring.first()),
+            };
+            self.attach_group(gid, tid, start);
+        }
+        gid
+    }
+
+    /// Gives group `gid` a cursor on topic `tid` at `start`.
+    pub(super) fn attach_group(&mut self, gid: GroupId, tid: TopicId, start: u64) {
+        let ck = CursorId(self.cursors.insert(Cursor {
+            conn: ConnId::EDGE,
+            sub_id: 0,
+            topic: tid,
+            next: start,
+            lag: 0,
+            queued: false,
+            role: Role::Group(gid),
+        }) as u32);
+        self.groups[gid.0 as usize].cursors.push(ck);
+        self.topics[tid.0 as usize].watchers.push(ck);
+    }
+
+    /// The groups whose filter matches `name`, for a new topic.
+    pub(super) fn groups_matching(&self, name: &str) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.filter.matches(name))
+            .map(|(k, _)| GroupId(k as u32))
+            .collect()
+    }
+
+    /// The member state of `conn`'s subscription `sub`.
+    fn member_of(&mut self, conn: ConnId, sub: u32) -> Option<SubId> {
+        let c = self.conns.get(conn.index())?;
+        c.subs
+            .iter()
+            .copied()
+            .find(|s| self.subs[s.0 as usize].id == sub && self.subs[s.0 as usize].member.is_some())
+    }
+
+    fn unknown_delivery(&mut self, sub: u32, tag: u64) -> Refusal {
+        self.stats.count_error(ErrorCode::UNKNOWN_DELIVERY);
+        Refusal::new(
+            ErrorCode::UNKNOWN_DELIVERY,
+            format!(
+                "subscription {sub} has no delivery {tag} in flight (acked already, or redelivered after its ack timeout)"
+            ),
+        )
+    }
+
+    /// Takes delivery `tag` out of `sub`'s in-flight messages.
+    fn settle(&mut self, key: SubId, tag: u64) -> Option<(GroupId, InFlight)> {
+        let m = self.subs[key.0 as usize].member.as_mut()?;
+        let i = m.inflight.binary_search_by_key(&tag, |f| f.tag).ok()?;
+        let f = m.inflight.remove(i)?;
+        Some((m.group, f))
+    }
+
+    /// The member acks delivery `tag`.
+    pub fn handle_ack(&mut self, conn: ConnId, sub: u32, tag: u64) -> Result<(), Refusal> {
+        let settled = self.member_of(conn, sub).and_then(|k| self.settle(k, tag));
+        let Some((gid, _)) = settled else {
+            return Err(self.unknown_delivery(sub, tag));
+        };
+        self.groups[gid.0 as usize].counters.acked += 1;
+        self.pump(gid);
+        Ok(())
+    }
+
+    /// The member gives delivery `tag` back, to be delivered again after `delay_ms`.
+    pub fn handle_nack(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        tag: u64,
+        delay_ms: u64,
+    ) -> Result<(), Refusal> {
+        let settled = self.member_of(conn, sub).and_then(|k| self.settle(k, tag));
+        let Some((gid, f)) = settled else {
+            return Err(self.unknown_delivery(sub, tag));
+        };
+        self.requeue(gid, f.topic, f.offset, f.attempt, delay_ms, false);
+        self.pump(gid);
+        Ok(())
+    }
+
+    /// A delivery that was not acked goes back, or to the dead-letter topic once it has
+    /// had `max_deliveries` tries. `front`: ahead of other redeliveries.
+    fn requeue(
+        &mut self,
+        gid: GroupId,
+        topic: TopicId,
+        offset: u64,
+        attempt: u32,
+        delay_ms: u64,
+        front: bool,
+    ) {
+        let g = &mut self.groups[gid.0 as usize];
+        if attempt >= g.settings.max_deliveries {
+            self.dead_letter(gid, topic, offset);
+            return;
+        }
+        let r = Redelivery {
+            topic,
+            offset,
+            attempt: attempt + 1,
+            not_before_ms: self.clock_ms.saturating_add(delay_ms),
+        };
+        let at = r.not_before_ms;
+        if front {
+            g.redeliver.push_front(r);
+        } else {
+            g.redeliver.push_back(r);
+        }
+        if delay_ms > 0 {
+            self.note_deadline(at);
+        }
+    }
+
+    /// Stores the message at `offset` of `topic` in `$dead/<group>/<topic>`.
+    fn dead_letter(&mut self, gid: GroupId, topic: TopicId, offset: u64) {
+        let t = &self.topics[topic.0 as usize];
+        let Some(e) = t.ring.get(offset) else {
+            // Gone from its ring already: nothing left to keep.
+            self.groups[gid.0 as usize].counters.lag_missed += 1;
+            return;
+        };
+        let mut key = offset.to_string().into_bytes();
+        if let Some(k) = e.key() {
+            key.push(b'/');
+            key.extend_from_slice(k);
+        }
+        let (payload, time_ms) = (e.payload().to_vec(), e.time_ms);
+        let g = &self.groups[gid.0 as usize];
+        let full = format!("$dead/{}/{}", g.name, t.name);
+        let name = if Topic::new_system(&full).is_ok() {
+            full
+        } else {
+            format!("$dead/{}", g.name)
+        };
+        if self.publish_system(&name, time_ms, &key, &payload).is_ok() {
+            self.groups[gid.0 as usize].counters.dead_lettered += 1;
+        } else {
+            self.groups[gid.0 as usize].counters.lag_missed += 1;
+        }
+    }
+
+    /// Hands messages to members with free credit, round-robin, until there is no
+    /// message or no credit left.
+    pub(super) fn pump(&mut self, gid: GroupId) {
+        loop {
+            let g = &self.groups[gid.0 as usize];
+            let n = g.members.len();
+            let prefetch = g.settings.prefetch as usize;
+            let chosen = (0..n).map(|i| (g.next_member + i) % n).find(|&i| {
+                let m = self.subs[g.members[i].0 as usize].member.as_ref();
+                m.is_some_and(|m| m.inflight.len() < prefetch)
+            });
+            let Some(idx) = chosen else { return };
+            let member = g.members[idx];
+            let Some((topic, offset, attempt)) = self.next_for(gid, member) else {
+                return;
+            };
+            let g = &mut self.groups[gid.0 as usize];
+            g.next_member = (idx + 1) % n;
+            g.counters.delivered += 1;
+            if attempt > 1 {
+                g.counters.redelivered += 1;
+            }
+            let deadline_ms = self.clock_ms.saturating_add(g.settings.ack_timeout_ms);
+            self.note_deadline(deadline_ms);
+            let Some(m) = self.subs[member.0 as usize].member.as_mut() else {
+                return;
+            };
+            let tag = m.next_tag;
+            m.next_tag += 1;
+            m.inflight.push_back(InFlight {
+                tag,
+                topic,
+                offset,
+                attempt,
+                deadline_ms,
+            });
+            m.outbox.push_back(Out::Tag(tag));
+            let ck = m.outbox_cursor;
+            self.queue_cursor(ck);
+        }
+    }
+
+    /// The next message for the group: a due redelivery first, else the next message at
+    /// one of its cursors (taking turns across topics). Lag found on the way is told to
+    /// `member`.
+    fn next_for(&mut self, gid: GroupId, member: SubId) -> Option<(TopicId, u64, u32)> {
+        let now = self.clock_ms;
+        let g = &mut self.groups[gid.0 as usize];
+        while let Some(i) = g.redeliver.iter().position(|r| r.not_before_ms <= now) {
+            let r = g.redeliver.remove(i)?;
+            if self.topics[r.topic.0 as usize].ring.get(r.offset).is_some() {
+                return Some((r.topic, r.offset, r.attempt));
+            }
+            g.counters.lag_missed += 1;
+        }
+        let n = g.cursors.len();
+        for i in 0..n {
+            let ci = (g.next_cursor + i) % n;
+            let ck = g.cursors[ci];
+            let cur = &mut self.cursors[ck.0 as usize];
+            let ring = &self.topics[cur.topic.0 as usize].ring;
+            if cur.next < ring.first() {
+                let missed = ring.first() - cur.next;
+                cur.next = ring.first();
+                g.counters.lag_missed += missed;
+                self.stats.lag_events += 1;
+                self.stats.lag_missed += missed;
+                let lag = Out::Lag {
+                    topic: cur.topic,
+                    missed,
+                    next: cur.next,
+                };
+                if let Some(m) = self.subs[member.0 as usize].member.as_mut() {
+                    m.outbox.push_back(lag);
+                }
+            }
+            if cur.next < ring.next() {
+                let offset = cur.next;
+                cur.next += 1;
+                g.next_cursor = ci;
+                return Some((cur.topic, offset, 1));
+            }
+        }
+        None
+    }
+
+    /// Redelivers what is past its ack timeout, and pumps the groups with redeliveries
+    /// now due. `now_ms` is monotonic.
+    pub(super) fn group_timeouts(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let ids: Vec<GroupId> = self.groups.iter().map(|(k, _)| GroupId(k as u32)).collect();
+        for gid in ids {
+            let members = self.groups[gid.0 as usize].members.clone();
+            let mut expired = Vec::new();
+            for key in members {
+                // Deadlines grow with tags: the expired ones are at the front.
+                if let Some(m) = self.subs[key.0 as usize].member.as_mut() {
+                    while m.inflight.front().is_some_and(|f| f.deadline_ms <= now_ms) {
+                        expired.extend(m.inflight.pop_front());
+                    }
+                }
+            }
+            for f in expired {
+                self.requeue(gid, f.topic, f.offset, f.attempt, 0, false);
+            }
+            let g = &self.groups[gid.0 as usize];
+            if !g.redeliver.is_empty()
+                || g.cursors.iter().any(|c| {
+                    let cur = &self.cursors[c.0 as usize];
+                    cur.next < self.topics[cur.topic.0 as usize].ring.next()
+                })
+            {
+                self.pump(gid);
+            }
+        }
+    }
+
+    /// A member leaves: what it held goes to the others at once; a non-durable group
+    /// without members goes away.
+    pub(super) fn remove_member(&mut self, key: SubId, m: Member) {
+        let gid = m.group;
+        let unsent: Vec<u64> = m
+            .outbox
+            .iter()
+            .filter_map(|o| if let Out::Tag(t) = o { Some(*t) } else { None })
+            .collect();
+        // In reverse, each to the front: the oldest ends up first.
+        for f in m.inflight.into_iter().rev() {
+            let tried = if unsent.contains(&f.tag) {
+                f.attempt - 1
+            } else {
+                f.attempt
+            };
+            self.requeue(gid, f.topic, f.offset, tried, 0, true);
+        }
+        let g = &mut self.groups[gid.0 as usize];
+        g.members.retain(|&k| k != key);
+        if g.members.is_empty() && !g.settings.durable {
+            let g = self.groups.remove(gid.0 as usize);
+            self.group_names.remove(&*g.name);
+            for ck in g.cursors {
+                let cur = self.cursors.remove(ck.0 as usize);
+                let w = &mut self.topics[cur.topic.0 as usize].watchers;
+                if let Some(i) = w.iter().position(|&k| k == ck) {
+                    w.swap_remove(i);
+                }
+            }
+            return;
+        }
+        self.pump(gid);
+    }
+
+    /// A snapshot of every group.
+    pub fn group_infos(&self) -> Vec<GroupInfo> {
+        self.groups
+            .iter()
+            .map(|(_, g)| {
+                let mut in_flight = 0;
+                for k in &g.members {
+                    if let Some(m) = &self.subs[k.0 as usize].member {
+                        in_flight += m.inflight.len();
+                    }
+                }
+                let mut backlog = 0;
+                let cursors = g
+                    .cursors
+                    .iter()
+                    .map(|c| {
+                        let cur = &self.cursors[c.0 as usize];
+                        let t = &self.topics[cur.topic.0 as usize];
+                        backlog += t.ring.next().saturating_sub(cur.next);
+                        (t.name.to_string(), cur.next)
+                    })
+                    .collect();
+                GroupInfo {
+                    name: g.name.to_string(),
+                    filter: g.filter.to_string(),
+                    settings: g.settings,
+                    members: g.members.len(),
+                    in_flight,
+                    redeliveries: g.redeliver.len(),
+                    backlog,
+                    cursors,
+                    counters: g.counters,
+                }
+            })
+            .collect()
+    }
+}
