@@ -260,7 +260,7 @@ async function openRun(browser) {
       await page.locator('#pub-topic').fill(formTopic);
       await page.locator('#pub-payload').fill(formPayload);
       await page.locator('#pub-key').fill('key-1');
-      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.getByRole('button', { name: 'Publish', exact: true }).click();
       await page.locator('#pub-result[data-state="ok"]').waitFor({ timeout: WAIT });
       const shown = await textOf(page, '#pub-result');
       const m = /offset (\d+)/.exec(shown);
@@ -282,7 +282,7 @@ async function openRun(browser) {
 
     await check('the publish form shows the broker\'s error for a bad topic', async () => {
       await page.locator('#pub-topic').fill('bad/+/topic');
-      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.getByRole('button', { name: 'Publish', exact: true }).click();
       await page.locator('#pub-result[data-state="error"]').waitFor({ timeout: WAIT });
       await waitText(page, '#pub-result', 'bad_topic');
     });
@@ -383,7 +383,7 @@ async function tokenRun(browser) {
 
     await check('with --token: a wrong token is refused and the field asks again', async () => {
       await page.getByLabel('Token', { exact: true }).fill('wrong-token');
-      await page.getByRole('button', { name: 'Use token' }).click();
+      await page.getByRole('button', { name: 'Use token', exact: true }).click();
       await waitText(page, '#auth-msg', 'refused');
       assert(await page.locator('#auth').isVisible(), 'the prompt went away');
     });
@@ -391,7 +391,7 @@ async function tokenRun(browser) {
     await check('with --token: the right token is sent as a bearer header and the page retries', async () => {
       const seen = page.waitForRequest((r) => r.url().endsWith('/api/stats') && r.headers().authorization === `Bearer ${secret}`, { timeout: WAIT });
       await page.getByLabel('Token', { exact: true }).fill(secret);
-      await page.getByRole('button', { name: 'Use token' }).click();
+      await page.getByRole('button', { name: 'Use token', exact: true }).click();
       await seen;
       await page.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
       await page.locator(rowSel('secure/topic')).waitFor({ timeout: WAIT });
@@ -409,7 +409,7 @@ async function tokenRun(browser) {
     await check('with --token: the publish form works with the token; curl finds the message', async () => {
       await page.locator('#pub-topic').fill('secure/form');
       await page.locator('#pub-payload').fill('published with a token');
-      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.getByRole('button', { name: 'Publish', exact: true }).click();
       await page.locator('#pub-result[data-state="ok"]').waitFor({ timeout: WAIT });
       await waitText(page, '#pub-result', 'offset 0');
       const r = curl([`${base}/t/secure/form`], secret);
