@@ -455,10 +455,15 @@ impl Engine {
     /// The member acks delivery `tag`.
     pub fn handle_ack(&mut self, conn: ConnId, sub: u32, tag: u64) -> Result<(), Refusal> {
         let settled = self.member_of(conn, sub).and_then(|k| self.settle(k, tag));
-        let Some((gid, _)) = settled else {
+        let Some((gid, f)) = settled else {
             return Err(self.unknown_delivery(sub, tag));
         };
         self.groups[gid.0 as usize].counters.acked += 1;
+        // An HTTP publish waiting for delivery counts an ack as one.
+        let t = &mut self.topics[f.topic.0 as usize];
+        if !t.waits.is_empty() {
+            t.settle_waits_at(f.offset, &mut self.delivered_waits, &mut self.wakeups);
+        }
         self.pump(gid);
         Ok(())
     }
@@ -496,11 +501,18 @@ impl Engine {
             self.dead_letter(gid, topic, offset);
             return;
         }
+        // The clock counts whole milliseconds: one more makes sure the full delay has
+        // passed since the nack arrived, however late within its millisecond.
+        let not_before_ms = if delay_ms > 0 {
+            self.clock_ms.saturating_add(delay_ms + 1)
+        } else {
+            self.clock_ms
+        };
         let r = Redelivery {
             topic,
             offset,
             attempt: attempt + 1,
-            not_before_ms: self.clock_ms.saturating_add(delay_ms),
+            not_before_ms,
         };
         let at = r.not_before_ms;
         if front {
@@ -563,7 +575,8 @@ impl Engine {
             if attempt > 1 {
                 g.counters.redelivered += 1;
             }
-            let deadline_ms = self.clock_ms.saturating_add(g.settings.ack_timeout_ms);
+            // As for a nack's delay: the whole timeout, not a millisecond less.
+            let deadline_ms = self.clock_ms.saturating_add(g.settings.ack_timeout_ms + 1);
             self.note_deadline(deadline_ms);
             let Some(m) = self.subs[member.0 as usize].member.as_mut() else {
                 return;

@@ -99,6 +99,24 @@ impl TopicState {
             }
         });
     }
+
+    /// Settles the waits for the message at `offset` now that a group member acked it.
+    fn settle_waits_at(
+        &mut self,
+        offset: u64,
+        done: &mut Vec<edge::WaitId>,
+        wake: &mut Vec<ConnId>,
+    ) {
+        self.waits.retain(|&(o, id, waiter)| {
+            if o == offset {
+                done.push(id);
+                wake.push(waiter);
+                false
+            } else {
+                true
+            }
+        });
+    }
 }
 
 struct ConnState {
