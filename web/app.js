@@ -230,6 +230,7 @@ function render(s) {
   if (!autoChosen && names.length) { autoChosen = true; sel = names[0]; }
   renderChoices(names);
   renderTopics();
+  renderGroups(s.groups || []);
   renderConns(s.connections);
   renderBroker(s);
 }
@@ -272,6 +273,12 @@ function drawChart() {
     : 'Message rates: collecting samples');
 }
 
+const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+// Counts that should stay at zero are marked when they are not.
+const warnNum = (n, wide) => h('td', { class: `num${wide ? ' wide' : ''}${n ? ' warn' : ''}` }, int(n));
+// The row that says how many of n rows were not drawn, if any.
+const more = (n, cols, tail = '') => (n > MAX_ROWS ? [h('tr', null, h('td', { colspan: cols, class: 'muted' }, `${int(n - MAX_ROWS)} more${tail}`))] : []);
+
 // Replaces a table body's rows, keeping keyboard focus on the same topic button.
 function swapRows(body, rows) {
   const a = document.activeElement;
@@ -287,7 +294,7 @@ function renderTopics() {
   if (!stats) return;
   const L = stats.limits;
   const q = $('topic-filter').value.trim().toLowerCase();
-  const all = stats.topics.slice().sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const all = stats.topics.slice().sort(byName);
   const list = q ? all.filter((t) => t.name.toLowerCase().includes(q)) : all;
   $('topics-count').textContent = all.length ? `(${q ? `${list.length} of ` : ''}${int(all.length)})` : '';
   const rows = list.slice(0, MAX_ROWS).map((t) => {
@@ -306,15 +313,35 @@ function renderTopics() {
       h('td', { class: 'num' }, int(t.subscribers)),
       h('td', { class: 'num wide' }, rate(t.publish_per_s)),
       h('td', { class: 'num wide' }, rate(t.deliver_per_s)),
-      h('td', { class: 'num wide' + (t.lag_missed ? ' warn' : '') }, int(t.lag_missed)));
+      warnNum(t.lag_missed, 1));
   });
-  if (list.length > MAX_ROWS) {
-    rows.push(h('tr', null, h('td', { colspan: 9, class: 'muted' }, `${int(list.length - MAX_ROWS)} more: filter to narrow`)));
-  }
+  rows.push(...more(list.length, 9, ': filter to narrow'));
   swapRows($('topics-body'), rows);
   const empty = $('topics-empty');
   empty.hidden = list.length > 0;
   empty.textContent = all.length ? 'No topic matches the filter.' : 'No topics yet. Publish a message to create one.';
+}
+
+function renderGroups(groups) {
+  const list = groups.slice().sort(byName);
+  $('groups-count').textContent = list.length ? `(${int(list.length)})` : '';
+  // Two rows a group: its counts, then its filter and settings across the table.
+  const rows = list.slice(0, MAX_ROWS).flatMap((g) => {
+    const S = g.settings;
+    return [h('tr', { 'data-group': g.name, class: 'lead' },
+      h('th', { scope: 'row' }, g.name),
+      h('td', { class: 'num' }, int(g.members)),
+      h('td', { class: 'num' }, int(g.backlog)),
+      h('td', { class: 'num' }, int(g.in_flight), g.redeliveries_pending ? h('small', null, `${int(g.redeliveries_pending)} to redeliver`) : null),
+      h('td', { class: 'num wide' }, int(g.acked), h('small', null, `of ${int(g.delivered)}`)),
+      h('td', { class: 'num wide' }, int(g.redelivered)),
+      warnNum(g.dead_lettered),
+      warnNum(g.lag_missed, 1)),
+    h('tr', null, h('td', { colspan: 8, class: 'subs set' }, h('code', null, levels(g.filter)),
+      `ack timeout ${S.ack_timeout_ms / 1000} s · at most ${int(S.max_deliveries)} deliveries · prefetch ${int(S.prefetch)} · ${S.durable ? '' : 'not '}durable`))];
+  });
+  swapRows($('groups-body'), [...rows, ...more(list.length, 8)]);
+  $('groups-empty').hidden = list.length > 0;
 }
 
 function renderConns(conns) {
@@ -328,8 +355,7 @@ function renderConns(conns) {
     h('td', { class: 'num wide' }, `${bytes(c.bytes_in)} / ${bytes(c.bytes_out)}`),
     h('td', { class: 'num' + (c.lag_missed ? ' warn' : '') }, `${int(c.lag_missed)} missed`,
       h('small', null, `${int(c.pending)} pending`))));
-  if (conns.length > MAX_ROWS) rows.push(h('tr', null, h('td', { colspan: 6, class: 'muted' }, `${int(conns.length - MAX_ROWS)} more`)));
-  swapRows($('conns-body'), rows);
+  swapRows($('conns-body'), [...rows, ...more(conns.length, 6)]);
   $('conns-empty').hidden = conns.length > 0;
 }
 

@@ -100,6 +100,14 @@ pub(super) struct Member {
 }
 
 impl Member {
+    /// Messages assigned to the member and not sent to it yet.
+    pub(super) fn unsent(&self) -> usize {
+        self.outbox
+            .iter()
+            .filter(|o| matches!(o, Out::Tag(_)))
+            .count()
+    }
+
     /// The message behind in-flight delivery `tag`: `(topic, offset, attempt)`.
     pub(super) fn lookup(&self, tag: u64) -> Option<(TopicId, u64, u32)> {
         let i = self.inflight.binary_search_by_key(&tag, |f| f.tag).ok()?;
@@ -423,6 +431,11 @@ impl Engine {
             .filter(|(_, g)| g.filter.matches(name))
             .map(|(k, _)| GroupId(k as u32))
             .collect()
+    }
+
+    /// The name of group `gid`.
+    pub(super) fn group_name(&self, gid: GroupId) -> &str {
+        self.groups.get(gid.0 as usize).map_or("", |g| &g.name)
     }
 
     /// The member state of `conn`'s subscription `sub`.

@@ -742,3 +742,22 @@ fn a_publish_waiting_for_delivery_is_answered_by_the_ack() {
     e.take_delivered(&mut done);
     assert_eq!(done, [id], "the ack answers the waiting publish");
 }
+
+#[test]
+fn stats_of_a_member_that_joined_before_any_topic() {
+    let mut e = engine();
+    let a = open(&mut e, "a");
+    join(&mut e, a, 1, "jobs/#", "workers", settings(0, 0, 2, false));
+    // No topic exists yet: the member's outbox has no topic to read.
+    let info = e.conn_infos().into_iter().find(|c| c.id == a).unwrap();
+    assert_eq!(info.subscriptions, ["jobs/# (group workers)"]);
+    assert_eq!(info.pending, 0);
+    let p = open(&mut e, "producer");
+    publish_n(&mut e, p, "jobs/a", 5);
+    let info = e.conn_infos().into_iter().find(|c| c.id == a).unwrap();
+    assert_eq!(info.pending, 2, "assigned (prefetch 2), not sent yet");
+    assert_eq!(drain(&mut e, a).len(), 2);
+    let info = e.conn_infos().into_iter().find(|c| c.id == a).unwrap();
+    assert_eq!(info.pending, 0);
+    assert_eq!(info.subscriptions.len(), 1);
+}

@@ -201,6 +201,16 @@ impl Engine {
                 let mut subscriptions = Vec::new();
                 for s in &c.subs {
                     let s = &self.subs[s.0 as usize];
+                    if let Some(m) = &s.member {
+                        // A group member: what the group assigned it and it was not sent yet.
+                        subscriptions.push(format!(
+                            "{} (group {})",
+                            s.filter,
+                            self.group_name(m.group)
+                        ));
+                        pending += m.unsent() as u64;
+                        continue;
+                    }
                     subscriptions.push(s.filter.to_string());
                     for ck in &s.cursors {
                         let cur = &self.cursors[ck.0 as usize];

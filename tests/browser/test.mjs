@@ -176,6 +176,17 @@ async function waitText(page, sel, text, timeout = WAIT) {
   }
 }
 
+// Calls fn every 100 ms until it returns something truthy, and returns that; throws after timeout ms.
+async function until(what, fn, timeout = WAIT) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeout} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 const rowSel = (topic) => `#topics-body tr[data-topic="${topic.replace(/["\\]/g, '\\$&')}"]`;
 
 async function shot(page, name) {
@@ -193,6 +204,7 @@ async function openRun(browser) {
   console.log(`# broker without tokens: http ${broker.http}, tcp ${broker.tcp}`);
   const sub = startHelper(MOTE, ['sub', '-p', port, '-t', 'home/+/temp', '-i', 'browser-test-sub']);
   const sse = startHelper('curl', ['-sS', '-N', '--max-time', '120', '-o', '/dev/null', `${base}/t/home/%2B/temp/sse`]);
+  let worker = null; // the consumer group's member, started once topics exist
   try {
     await check('the broker serves web/ as it is in the work tree (/, /app.js, /style.css)', async () => {
       for (const [url, file, type] of [['/', 'index.html', 'text/html'], ['/app.js', 'app.js', 'javascript'], ['/style.css', 'style.css', 'text/css']]) {
@@ -220,6 +232,14 @@ async function openRun(browser) {
       }
     });
 
+    const groupOf = () => curl([`${base}/api/stats`]).json?.groups?.find((g) => g.name === 'workers');
+    await check('mote sub --group joins a group; messages published with curl go in flight to it', async () => {
+      worker = startHelper(MOTE, ['sub', '-p', port, '-t', 'jobs/#', '--group', 'workers', '--no-ack', '-i', 'browser-test-worker']);
+      await until('/api/stats shows group workers with one member', () => groupOf()?.members === 1);
+      for (const [t, v] of [['jobs/a', 'job 1'], ['jobs/a', 'job 2'], ['jobs/b', 'job 3']]) curlPublish(base, t, v);
+      await until('/api/stats shows messages in flight to workers', () => groupOf()?.in_flight >= 1);
+    });
+
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
     const page = await ctx.newPage();
     page.setDefaultTimeout(WAIT);
@@ -239,6 +259,32 @@ async function openRun(browser) {
       const row = await page.locator(rowSel(curlTopic)).innerText();
       assert(/\b1\b/.test(row), `row shows no stored count: ${row}`);
       await page.locator(rowSel('home/kitchen/temp')).waitFor({ timeout: WAIT });
+    });
+
+    await check('the consumer groups panel shows workers: filter, settings, 1 member, messages in flight', async () => {
+      const row = '#groups-body tr[data-group="workers"]';
+      await page.locator(row).waitFor({ timeout: POLL_WAIT });
+      // A cell's own number, by its column's heading (a cell may add a small second line).
+      const cells = () => page.evaluate((sel) => {
+        const heads = [...document.querySelectorAll('#groups thead th')].map((th) => th.textContent.trim());
+        const tr = document.querySelector(sel);
+        return Object.fromEntries(heads.map((k, i) => [k, tr?.children[i]?.firstChild?.textContent.trim()]));
+      }, row);
+      const num = (v) => Number(String(v).replace(/[^\d]/g, '') || NaN);
+      try {
+        await until('members 1 and in flight at least 1', async () => {
+          const c = await cells();
+          return num(c.Members) === 1 && num(c['In flight']) >= 1;
+        }, POLL_WAIT);
+      } catch (e) {
+        throw new Error(`${e.message}; the row shows ${JSON.stringify(await cells())}`);
+      }
+      const text = await page.locator(`${row} + tr`).innerText();
+      for (const want of ['jobs/#', 'ack timeout 30 s', 'at most 5 deliveries', 'prefetch 64', 'not durable']) {
+        assert(text.includes(want), `the settings row lacks ${JSON.stringify(want)}: ${text}`);
+      }
+      assert(await page.locator('#groups-empty').isHidden(), 'the empty state is shown beside a group');
+      await waitText(page, '#groups-count', '(1)');
     });
 
     await check('choosing the topic shows its latest message', async () => {
@@ -350,6 +396,7 @@ async function openRun(browser) {
       await c.close();
     }
   } finally {
+    await stop(worker);
     await stop(sse);
     await stop(sub);
     await stop(broker.child);
@@ -397,6 +444,12 @@ async function tokenRun(browser) {
       await page.locator(rowSel('secure/topic')).waitFor({ timeout: WAIT });
       await waitText(page, '#messages', 'secret payload');
       assert(await page.locator('#auth').isHidden(), 'the prompt stays');
+    });
+
+    await check('with --token: the consumer groups panel says there are none and how to start one', async () => {
+      await waitText(page, '#groups-empty', "No consumer groups. Start one with mote sub -t 'jobs/#' --group workers");
+      assert(await page.locator('#groups-empty').isVisible(), 'the empty state is hidden');
+      assert((await page.locator('#groups-body tr').count()) === 0, 'the groups table has rows');
     });
 
     await check('with --token: the token is in sessionStorage only, never in the URL or localStorage', async () => {
