@@ -108,10 +108,20 @@ impl Member {
             .count()
     }
 
+    /// Where delivery `tag` is in `inflight`. Tags are handed out in order and mostly
+    /// settled in order, so the guess from the front's tag is nearly always right.
+    fn position(&self, tag: u64) -> Option<usize> {
+        let front = self.inflight.front()?.tag;
+        let guess = usize::try_from(tag.checked_sub(front)?).ok()?;
+        if self.inflight.get(guess).is_some_and(|f| f.tag == tag) {
+            return Some(guess);
+        }
+        self.inflight.binary_search_by_key(&tag, |f| f.tag).ok()
+    }
+
     /// The message behind in-flight delivery `tag`: `(topic, offset, attempt)`.
     pub(super) fn lookup(&self, tag: u64) -> Option<(TopicId, u64, u32)> {
-        let i = self.inflight.binary_search_by_key(&tag, |f| f.tag).ok()?;
-        let f = &self.inflight[i];
+        let f = &self.inflight[self.position(tag)?];
         Some((f.topic, f.offset, f.attempt))
     }
 }
@@ -460,7 +470,7 @@ impl Engine {
     /// Takes delivery `tag` out of `sub`'s in-flight messages.
     fn settle(&mut self, key: SubId, tag: u64) -> Option<(GroupId, InFlight)> {
         let m = self.subs[key.0 as usize].member.as_mut()?;
-        let i = m.inflight.binary_search_by_key(&tag, |f| f.tag).ok()?;
+        let i = m.position(tag)?;
         let f = m.inflight.remove(i)?;
         Some((m.group, f))
     }

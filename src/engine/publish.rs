@@ -131,11 +131,11 @@ impl Engine {
         }
 
         let t = &self.topics[tid.0 as usize];
-        let mut groups = Vec::new();
+        let mut grouped = false;
         for &ck in &t.watchers {
             let cur = &mut self.cursors[ck.0 as usize];
             match cur.role {
-                Role::Group(g) => groups.push(g),
+                Role::Group(_) => grouped = true,
                 _ if cur.queued => {}
                 _ => {
                     cur.queued = true;
@@ -147,8 +147,16 @@ impl Engine {
                 }
             }
         }
-        for g in groups {
-            self.pump(g);
+        // Groups reading the topic hand the message to a member now (no list: no
+        // allocation per message). Pumping never changes this topic's watchers.
+        if grouped {
+            let mut i = 0;
+            while let Some(&ck) = self.topics[tid.0 as usize].watchers.get(i) {
+                if let Role::Group(g) = self.cursors[ck.0 as usize].role {
+                    self.pump(g);
+                }
+                i += 1;
+            }
         }
         self.stats.published += 1;
         self.stats.bytes_published += payload.len() as u64;
