@@ -371,6 +371,10 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         }
         None => None,
     };
+    // Signal handlers first: a SIGTERM right after "ready" must shut down gracefully.
+    use async_signal::Signal;
+    let mut signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup])
+        .map_err(|e| CliError(format!("cannot install signal handlers: {e}")))?;
     let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
     log::info!(
         "{} listening on {addr} (tcp){}",
@@ -381,9 +385,6 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         }
     );
     notify_systemd("READY=1");
-    use async_signal::Signal;
-    let mut signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup])
-        .map_err(|e| CliError(format!("cannot install signal handlers: {e}")))?;
     let (reload_tx, reload_rx) = async_channel::unbounded();
     // Runs on the broker's thread: SIGHUP re-reads the tokens, SIGINT/SIGTERM stop.
     let shutdown = async move {
