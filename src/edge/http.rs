@@ -23,6 +23,8 @@ const CALL_PATIENCE: Duration = Duration::from_secs(10);
 /// Default and longest `timeout` of `wait=delivered`.
 const WAIT_DEFAULT: Duration = Duration::from_secs(5);
 const WAIT_MAX: Duration = Duration::from_secs(60);
+/// A stream chunk takes waiting events until it is this large.
+const CHUNK_TARGET: usize = 64 * 1024;
 /// Default and largest `limit` of a read.
 const READ_DEFAULT: usize = 100;
 const READ_MAX: usize = 1000;
@@ -84,6 +86,9 @@ pub(crate) fn error_answer(e: &HttpError) -> Answer {
         o.extend(extra.clone());
     }
     let mut a = json_answer(e.status, &v);
+    if let Some(allow) = v.get("allow").and_then(Value::as_str) {
+        a = a.with_header(header("Allow", allow));
+    }
     if e.status == 401 {
         a = a.with_header(header("WWW-Authenticate", "Bearer realm=\"mote\""));
     }
@@ -264,8 +269,13 @@ impl Context {
             .headers()
             .iter()
             .find(|h| h.field.equiv("Authorization"))
-            .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| {
+                // The scheme is case-insensitive (RFC 9110).
+                let v = h.value.as_str();
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| v[7..].trim())
+            })
             .or_else(|| q.get("auth"));
         let Some(cred) = bearer else {
             return Err(HttpError::new(
@@ -312,8 +322,84 @@ enum Plan {
     Stream(OpenStream),
 }
 
+/// How a request may be dropped. tiny_http 0.12 drains an unread request body when the
+/// request is dropped: it blocks until the client sent all of it, and first allocates a
+/// buffer of the size the client declared (tiny-http PR #290, unreleased), so a huge
+/// `Content-Length` would abort the process.
+pub(crate) enum Disposal {
+    /// Nothing left to read (no body, or one tiny_http already read: up to 1 KiB).
+    Now,
+    /// Dropping it waits for the client to send its body: not on the acceptor thread.
+    Later,
+    /// Declares more than `drain_max`: never dropped, see [`abandon`].
+    Never,
+}
+
+pub(crate) fn disposal(req: &Request, drain_max: usize) -> Disposal {
+    let expects_continue = req.headers().iter().any(|h| h.field.equiv("Expect"));
+    match req.body_length() {
+        Some(n) if n > drain_max => Disposal::Never,
+        Some(n) if n > 1024 || (n > 0 && expects_continue) => Disposal::Later,
+        _ => Disposal::Now,
+    }
+}
+
+/// The largest declared body a dropped request may leave unread: more than any route
+/// accepts (micro-mq's base64 form is the largest), at least 16 MiB.
+pub(crate) fn drain_max(max_payload: usize) -> usize {
+    (max_payload / 3 * 4 + 128 * 1024).max(16 << 20)
+}
+
+pub(crate) fn too_large(drain_max: usize) -> HttpError {
+    HttpError::new(
+        413,
+        "payload_too_large",
+        format!("the declared body is over {drain_max} bytes, more than any route takes"),
+    )
+}
+
+/// Most connections [`abandon`] gives up for good; past that the edge stops.
+pub(crate) const MAX_ABANDONED: usize = 64;
+
+/// Answers `req` with a 413, then leaks its connection rather than drop it unread (see
+/// [`Disposal`]): a few file descriptors and a parked tiny_http thread, instead of the
+/// whole broker. Only requests declaring bodies far over every limit come here. The only
+/// way tiny_http gives up a request without dropping its body is `upgrade`, which
+/// writes the head without a length: the JSON error follows. The leak is permanent, so
+/// it is bounded: after [`MAX_ABANDONED`] of them the edge stops taking requests (the
+/// TCP broker goes on) and says so in the log.
+pub(crate) fn abandon(req: Request, ctx: &super::Context) {
+    use std::sync::atomic::Ordering;
+    let e = &too_large(ctx.drain_max);
+    let n = ctx.abandoned.fetch_add(1, Ordering::AcqRel) + 1;
+    log::warn!(
+        "http: {} declared a {} byte body; answered {} and abandoned its connection ({n} of {MAX_ABANDONED})",
+        req.remote_addr()
+            .map_or_else(String::new, ToString::to_string),
+        req.body_length().unwrap_or(0),
+        e.status
+    );
+    if n >= MAX_ABANDONED {
+        ctx.down.store(true, Ordering::Release);
+        log::error!(
+            "http: {MAX_ABANDONED} requests declared bodies over {} bytes; the HTTP edge stops taking requests (the TCP broker goes on; restart to reopen it)",
+            ctx.drain_max
+        );
+    }
+    let body = json!({"error": e.message, "code": e.code}).to_string();
+    let head = error_answer(e).with_data(std::io::empty(), Some(0));
+    let mut stream = req.upgrade("close", head);
+    let _ = stream
+        .write_all(body.as_bytes())
+        .and_then(|()| stream.flush());
+    std::mem::forget(stream);
+}
+
 /// Handles one request on the calling thread.
 pub(crate) fn handle(mut req: Request, ctx: &Context) {
+    if let Disposal::Never = disposal(&req, ctx.drain_max) {
+        return abandon(req, ctx);
+    }
     let url = req.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     match Query::parse(query).and_then(|q| route(&mut req, ctx, path, &q)) {
@@ -676,11 +762,9 @@ fn run_stream(req: Request, ctx: &Context, s: OpenStream) {
         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         s.format.content_type()
     );
+    let head_only = *req.method() == Method::Head;
     let mut w = req.into_writer();
-    if w.write_all(head.as_bytes())
-        .and_then(|()| w.flush())
-        .is_err()
-    {
+    if write_within(&mut w, head.as_bytes(), ctx.write_timeout).is_err() || head_only {
         return;
     }
     let started = std::time::Instant::now();
@@ -717,19 +801,43 @@ fn run_stream(req: Request, ctx: &Context, s: OpenStream) {
                         end = true;
                         break;
                     }
+                    // Bounded: the broker refills the channel as fast as it is drained.
+                    if buf.len() >= CHUNK_TARGET {
+                        break;
+                    }
                     next = s.events.try_recv().ok();
                 }
             }
         }
         if !buf.is_empty() {
             let chunk = [format!("{:x}\r\n", buf.len()).as_bytes(), &buf, b"\r\n"].concat();
-            if w.write_all(&chunk).and_then(|()| w.flush()).is_err() {
+            if write_within(&mut w, &chunk, ctx.write_timeout).is_err() {
                 return;
             }
         }
         if end {
-            let _ = w.write_all(b"0\r\n\r\n").and_then(|()| w.flush());
+            let _ = write_within(&mut w, b"0\r\n\r\n", ctx.write_timeout);
             return;
         }
     }
+}
+
+/// Writes and flushes `data`, failing once `patience` has passed without all of it
+/// written: a client that reads a trickle (the socket's own send time-out only fires
+/// when nothing moves at all) cannot hold its stream forever.
+fn write_within(w: &mut dyn Write, data: &[u8], patience: Duration) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    let mut rest = data;
+    while !rest.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        match w.write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
 }

@@ -1,18 +1,25 @@
 //! micro-mq's HTTP producer form, so its existing producers publish to mote unchanged.
 //!
-//! `POST /api/edge/product` (waits until the message is stored) and
-//! `POST /api/edge/product/async` (answers once it is queued) take
-//! `{"topic", "key", "value", "token"}`: `value` is the payload in base64 and `token`, if
-//! set, is micro-mq's token, the SHA-256 hex of a password. The answer has micro-mq's
-//! shape, `{"status", "offset", "response_time", "message"}` (`status` is `Accepted`
-//! when the message was taken), plus mote's `error` and `code` on failures, with a
-//! status code that says what happened.
+//! `POST /api/edge/product` (answers once the message is stored, with its offset) and
+//! `POST /api/edge/product/async` (answers `202` once it is queued for the broker) take
+//! micro-mq's JSON body `{"topic", "key", "value", "token"}`. The answer has micro-mq's
+//! shape, `{"status", "offset", "response_time", "message"}` (`status` is `Accepted` when
+//! the message was taken, `response_time` in seconds since the Unix epoch), plus mote's
+//! `error` and `code` on failures, with an HTTP status that says what happened.
 //!
-//! Mapping: the topic is used as is (it must be a valid mote topic); `key` becomes the
-//! message key. On a broker with tokens, `token` must be the SHA-256 hex of one of them
-//! (configure a micro-mq producer with the mote token as its password); the message then
-//! has that token's rights.
+//! | micro-mq | mote |
+//! |---|---|
+//! | `topic` | the topic, as is (it must be a valid mote topic: no wildcards, at most 256 bytes and 16 levels) |
+//! | `key` | the message key (`""`: none) |
+//! | `value` (base64) | the payload; with a `token`, base64 of `nonce(12) ‖ AES-256-GCM(ciphertext ‖ tag)` under the key SHA-256(`token`), no associated data, as micro-mq's `TokenCrypto` seals it |
+//! | `token` | the SHA-256 hex of the password; on a broker with tokens it must be the SHA-256 hex of one of them (configure the producer with the mote token as its password) and the message has that token's rights; on a broker without tokens it only opens `value` |
+//! | `Accepted` | `200` (`offset` set) or `202` (async, `offset` 0) |
+//! | `UnmarshalFailed` | `400`: not JSON of that form, `value` not base64, a bad topic, or a `value` that does not open with `token` (code `bad_request`, `bad_topic` or `decrypt_failed`) |
+//! | `TokenIncorrect` | `401` (code `unauthorized`), `429` after repeated failures from one address (code `too_many_failures`, with `Retry-After`) |
+//! | `Refused` | `403` (the token may not publish there), `413` (over `--max-payload`), `503` (overloaded, at a limit) |
 
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -56,17 +63,41 @@ fn answer(
 fn failed(e: &HttpError) -> super::http::Answer {
     let micro = match e.status {
         400 => "UnmarshalFailed",
-        401 => "TokenIncorrect",
+        401 | 429 => "TokenIncorrect",
         _ => "Refused",
     };
-    answer(e.status, micro, 0, &e.message, Some(e.code))
+    let mut a = answer(e.status, micro, 0, &e.message, Some(e.code));
+    if e.status == 401 {
+        a = a.with_header(super::http::header(
+            "WWW-Authenticate",
+            "Bearer realm=\"mote\"",
+        ));
+    }
+    if let Some(s) = e.retry_after {
+        a = a.with_header(super::http::header("Retry-After", &s.to_string()));
+    }
+    a
 }
 
 /// The rules of the mote token whose SHA-256 hex is `form_token`, on a broker with tokens.
-fn rights(ctx: &Context, form_token: &str) -> Result<Option<std::sync::Arc<Rules>>, HttpError> {
+/// Failures count towards the per-address backoff, as bad Bearer tokens do.
+fn rights(
+    ctx: &Context,
+    peer: Option<std::net::IpAddr>,
+    form_token: &str,
+) -> Result<Option<std::sync::Arc<Rules>>, HttpError> {
     let auth = ctx.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
     if !auth.enabled() {
         return Ok(None);
+    }
+    let now = ctx.epoch.elapsed().as_millis() as u64;
+    if let Some(ip) = peer {
+        let backoff = ctx.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(b) = backoff.check(ip, now) {
+            let mut e = HttpError::new(429, "too_many_failures", b.to_string());
+            e.retry_after = Some(b.wait_ms.div_ceil(1000));
+            return Err(e);
+        }
     }
     let wanted = form_token.to_ascii_lowercase();
     let mut found = None;
@@ -77,9 +108,18 @@ fn rights(ctx: &Context, form_token: &str) -> Result<Option<std::sync::Arc<Rules
             found = Some(entry.rules.clone());
         }
     }
+    let mut backoff = ctx.backoff.lock().unwrap_or_else(|e| e.into_inner());
     match found {
-        Some(r) => Ok(Some(r)),
+        Some(r) => {
+            if let Some(ip) = peer {
+                backoff.handle_success(ip);
+            }
+            Ok(Some(r))
+        }
         None => {
+            if let Some(ip) = peer {
+                backoff.handle_failure(ip, now);
+            }
             let _ = ctx.calls.try_send(super::bridge::Call::AuthFailed);
             Err(HttpError::new(401, "unauthorized", "authentication failed"))
         }
@@ -123,7 +163,8 @@ fn product_inner(
             format!("expected {{\"topic\", \"key\", \"value\", \"token\"}}: {e}"),
         )
     })?;
-    let rules = rights(ctx, &form.token)?;
+    let peer = req.remote_addr().map(std::net::SocketAddr::ip);
+    let rules = rights(ctx, peer, &form.token)?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(form.value.as_bytes())
         .map_err(|e| HttpError::new(400, "bad_request", format!("value is not base64: {e}")))?;
@@ -185,11 +226,33 @@ fn product_inner(
     Ok(answer(200, "Accepted", p.offset, "", None))
 }
 
-/// Opens a `value` micro-mq encrypted with its token.
-fn open_value(_token: &str, _data: &[u8]) -> Result<Vec<u8>, HttpError> {
-    Err(HttpError::new(
-        501,
-        "not_implemented",
-        "encrypted micro-mq values are not supported yet",
-    ))
+/// Opens a `value` micro-mq sealed with its token (`proto.TokenCrypto`): `data` is
+/// `nonce(12) ‖ ciphertext ‖ tag(16)`, AES-256-GCM under SHA-256 of the token string as
+/// sent (the hex text, not its bytes), without associated data.
+fn open_value(token: &str, data: &[u8]) -> Result<Vec<u8>, HttpError> {
+    const NONCE: usize = 12;
+    const TAG: usize = 16;
+    let failed = |why: &str| {
+        HttpError::new(
+            400,
+            "decrypt_failed",
+            format!(
+                "value does not open with this token ({why}); micro-mq producers with a token \
+                 send base64(nonce ‖ AES-256-GCM ciphertext and tag) under SHA-256(token)"
+            ),
+        )
+    };
+    if data.len() < NONCE + TAG {
+        return Err(failed(&format!(
+            "{} bytes is shorter than a nonce and a tag",
+            data.len()
+        )));
+    }
+    let key = Sha256::digest(token.as_bytes());
+    let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| failed("bad key length"))?;
+    let (nonce, sealed) = data.split_at(NONCE);
+    let nonce = aes_gcm::Nonce::try_from(nonce).map_err(|_| failed("bad nonce length"))?;
+    cipher
+        .decrypt(&nonce, sealed)
+        .map_err(|_| failed("authentication failed: wrong token or altered value"))
 }

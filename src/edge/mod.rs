@@ -5,6 +5,15 @@
 //! most `max_requests` at once, 503 past that; streams at most `max_streams`), which
 //! talks to the executor through a bounded channel of [`bridge::Call`]s with one-slot
 //! replies and bounded waits; a slow or stuck HTTP client holds only its own thread.
+//!
+//! Writes time out: accepted sockets inherit `SO_SNDTIMEO` (`write_timeout`) from the
+//! listener, and a stream chunk not fully written within it ends the stream. tiny_http
+//! 0.12 offers no read time-out (it owns the accepted sockets), so a client that stalls
+//! mid-request holds a tiny_http thread, and one that stalls mid-body one request slot,
+//! until it goes away. tiny_http also drains an unread body when a request is dropped,
+//! into a buffer of the declared size: requests are never dropped where that could block
+//! the acceptor, and those declaring absurd bodies are never dropped at all
+//! (`http::Disposal`).
 
 pub(crate) mod bridge;
 mod http;
@@ -35,10 +44,14 @@ pub struct HttpConfig {
     pub stream_keepalive: Duration,
     /// Topics with their own series in `/metrics`; the rest are summed.
     pub metrics_topics: usize,
+    /// A write to a client that stays blocked this long (a client that stopped reading)
+    /// fails, ending its response or stream and freeing its slot.
+    pub write_timeout: Duration,
 }
 
 impl HttpConfig {
-    /// Defaults around `listener`: 64 requests, 32 streams, 30 s keepalive, 100 topics.
+    /// Defaults around `listener`: 64 requests, 32 streams, 30 s keepalive, 100 topics,
+    /// 30 s write timeout.
     pub fn new(listener: TcpListener) -> HttpConfig {
         HttpConfig {
             listener,
@@ -46,6 +59,7 @@ impl HttpConfig {
             max_streams: 32,
             stream_keepalive: Duration::from_secs(30),
             metrics_topics: 100,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +92,15 @@ pub(crate) struct Context {
     streams: Arc<AtomicUsize>,
     stream_keepalive: Duration,
     metrics_topics: usize,
+    write_timeout: Duration,
+    /// Requests declaring a larger body are never dropped (see [`http::disposal`]).
+    drain_max: usize,
+    /// Threads refusing a request whose body is still on the way, now.
+    refusing: Arc<AtomicUsize>,
+    /// Connections given up for good (see [`http::abandon`]), since the start.
+    abandoned: AtomicUsize,
+    /// Set when too many were given up: the edge stops taking requests.
+    down: AtomicBool,
 }
 
 impl Context {
@@ -103,6 +126,13 @@ pub(crate) fn start(
     tcp: SocketAddr,
 ) -> std::io::Result<(Edge, async_channel::Receiver<bridge::Call>, SocketAddr)> {
     let addr = config.listener.local_addr()?;
+    // tiny_http sets no socket time-outs; accepted sockets inherit SO_SNDTIMEO from the
+    // listener (Linux), so a client that stops reading cannot hold a thread forever.
+    rustix::net::sockopt::set_socket_timeout(
+        &config.listener,
+        rustix::net::sockopt::Timeout::Send,
+        Some(config.write_timeout.max(Duration::from_millis(1))),
+    )?;
     let server = Arc::new(
         tiny_http::Server::from_listener(config.listener, None)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -124,6 +154,11 @@ pub(crate) fn start(
         streams: Arc::new(AtomicUsize::new(0)),
         stream_keepalive: config.stream_keepalive,
         metrics_topics: config.metrics_topics,
+        write_timeout: config.write_timeout,
+        drain_max: http::drain_max(max_payload),
+        refusing: Arc::new(AtomicUsize::new(0)),
+        abandoned: AtomicUsize::new(0),
+        down: AtomicBool::new(false),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let (srv, stop) = (server.clone(), stopping.clone());
@@ -142,11 +177,15 @@ pub(crate) fn start(
     ))
 }
 
+/// Most threads refusing requests (past `--http-max-requests`) whose bodies are still
+/// on the way.
+const MAX_REFUSING: usize = 64;
+
 /// Hands each request to a thread of its own while fewer than `max` are running.
 fn accept(server: &tiny_http::Server, ctx: &Arc<Context>, stopping: &AtomicBool, max: usize) {
     let active = Arc::new(AtomicUsize::new(0));
     while let Ok(req) = server.recv() {
-        if stopping.load(Ordering::Acquire) {
+        if stopping.load(Ordering::Acquire) || ctx.down.load(Ordering::Acquire) {
             break;
         }
         if active.fetch_add(1, Ordering::AcqRel) >= max {
@@ -158,7 +197,38 @@ fn accept(server: &tiny_http::Server, ctx: &Arc<Context>, stopping: &AtomicBool,
                     "{max} requests are being handled, the limit (--http-max-requests); retry shortly"
                 ),
             );
-            let _ = req.respond(http::error_answer(&e));
+            // Not on this thread if dropping the request could wait for its body.
+            match http::disposal(&req, ctx.drain_max) {
+                http::Disposal::Now => {
+                    let _ = req.respond(http::error_answer(&e));
+                }
+                // At most MAX_REFUSING such threads: past that, this thread waits for
+                // the body (the edge stalls, the broker does not, and nothing grows).
+                http::Disposal::Later
+                    if ctx.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING =>
+                {
+                    let refusing = ctx.refusing.clone();
+                    let answered = std::thread::Builder::new()
+                        .name("mote-http-503".into())
+                        .stack_size(64 * 1024)
+                        .spawn(move || {
+                            let _ = req.respond(http::error_answer(&e));
+                            refusing.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = answered {
+                        ctx.refusing.fetch_sub(1, Ordering::AcqRel);
+                        log::warn!("http: cannot start a thread to refuse a request: {e}");
+                    }
+                }
+                http::Disposal::Later => {
+                    ctx.refusing.fetch_sub(1, Ordering::AcqRel);
+                    log::warn!(
+                        "http: {MAX_REFUSING} refusals wait for request bodies; this one waits here"
+                    );
+                    let _ = req.respond(http::error_answer(&e));
+                }
+                http::Disposal::Never => http::abandon(req, ctx),
+            }
             continue;
         }
         let (ctx, active2) = (ctx.clone(), active.clone());

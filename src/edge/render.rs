@@ -415,7 +415,7 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize) -> String {
     metric(
         "mote_errors_total",
         "counter",
-        "Error frames and HTTP errors by code.",
+        "Error frames sent, by code.",
         &errors,
     );
 

@@ -360,8 +360,10 @@ pub async fn run(
         engine.handle_shutdown();
         shared.wake_others(&mut engine, None);
     }
+    // Every client, but not the edge's own publishing connection, which has no socket.
+    let own = usize::from(edge.is_some());
     let deadline = Instant::now() + Duration::from_secs(2);
-    while shared.engine.borrow().connection_count() > 0 && Instant::now() < deadline {
+    while shared.engine.borrow().connection_count() > own && Instant::now() < deadline {
         Timer::after(Duration::from_millis(5)).await;
     }
     drop(sweeper);
