@@ -1686,3 +1686,185 @@ fn micromq_encrypted_values_with_broker_tokens() {
     assert_eq!(v["status"], "TokenIncorrect");
     assert!(r.header("Retry-After").is_some());
 }
+
+// ---------------------------------------------------------------------------------------
+// Consumer groups over HTTP.
+
+#[test]
+fn group_streams_share_messages_and_ack_by_id() {
+    let edge = Edge::start();
+    let mut a = Stream::open(edge.http, "/t/jobs/%23/json?group=w&prefetch=2", &[]).unwrap();
+    let mut b = Stream::open(edge.http, "/t/jobs/%23/json?group=w", &[]).unwrap();
+    // A plain stream sees everything.
+    let mut all = Stream::open(edge.http, "/t/jobs/%23/json", &[]).unwrap();
+    for i in 0..4 {
+        assert_eq!(edge.post(&format!("/t/jobs/{i}"), b"job").status, 200);
+    }
+    let (mut got, mut ids) = (Vec::new(), Vec::new());
+    for s in [&mut a, &mut b] {
+        for _ in 0..2 {
+            let v = s.event().unwrap();
+            assert_eq!(v["attempt"], 1, "{v}");
+            got.push(v["topic"].as_str().unwrap().to_string());
+            ids.push(v["ack"].as_str().unwrap().to_string());
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["jobs/0", "jobs/1", "jobs/2", "jobs/3"],
+        "each message to one member"
+    );
+    for _ in 0..4 {
+        assert!(
+            all.event().unwrap()["ack"].is_null(),
+            "plain streams carry no ack id"
+        );
+    }
+    // JSON ids, text ids; a second ack is refused as unknown.
+    let r = edge.post(
+        "/ack",
+        json!({ "ids": [ids[0], ids[1]] }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["acked"], 2);
+    let r = edge.post("/ack", format!("{} {}", ids[2], ids[3]).as_bytes());
+    assert_eq!(r.json()["acked"], 2);
+    let v = edge
+        .post("/ack", ids[0].as_bytes())
+        .assert_error(409, "unknown_delivery");
+    assert_eq!(v["unknown"], json!([ids[0]]));
+    edge.post("/ack", b"nonsense")
+        .assert_error(409, "unknown_delivery");
+    edge.req("GET", "/ack", &[], b"")
+        .assert_error(405, "method_not_allowed");
+    edge.post("/ack", b"").assert_error(400, "bad_request");
+    let g = &edge.stats()["groups"][0];
+    assert_eq!(
+        (
+            g["name"].as_str(),
+            g["members"].as_u64(),
+            g["acked"].as_u64()
+        ),
+        (Some("w"), Some(2), Some(4))
+    );
+    assert_eq!(g["settings"]["prefetch"], 2, "the first member's settings");
+}
+
+#[test]
+fn a_group_stream_nacks_and_its_unacked_messages_go_to_the_others_when_it_ends() {
+    let edge = Edge::start();
+    let mut a = Stream::open(edge.http, "/t/q/json?group=w&durable=true", &[]).unwrap();
+    edge.post("/t/q", b"x");
+    let first = a.event().unwrap();
+    let r = edge.post(
+        "/nack?delay=200ms",
+        first["ack"].as_str().unwrap().as_bytes(),
+    );
+    assert_eq!(r.json()["nacked"], 1, "{}", r.text());
+    let nacked = Instant::now();
+    let again = a.event().unwrap();
+    assert!(nacked.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        (again["offset"].as_u64(), again["attempt"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // The stream ends without acking: an SDK member of the same durable group gets it.
+    drop(a);
+    let client = edge.sdk();
+    let mut sub = client
+        .subscribe_group("q", mote_sdk::Group::new("w"))
+        .unwrap();
+    match sub.recv_timeout(PATIENCE).unwrap() {
+        Some(mote_sdk::GroupEvent::Message(d)) => {
+            assert_eq!((d.offset, d.attempt()), (0, 3));
+            d.ack().unwrap();
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+    // Its old id is gone with its stream.
+    edge.post("/ack", again["ack"].as_str().unwrap().as_bytes())
+        .assert_error(409, "unknown_delivery");
+}
+
+#[test]
+fn wait_delivered_with_a_group_answers_on_the_ack() {
+    let edge = Edge::start();
+    let mut a = Stream::open(edge.http, "/t/acked/json?group=w", &[]).unwrap();
+    let http = edge.http;
+    let waiting = std::thread::spawn(move || {
+        request(
+            http,
+            "POST",
+            "/t/acked?wait=delivered&timeout=5s",
+            &[],
+            b"do it",
+        )
+    });
+    let v = a.event().unwrap();
+    assert!(!waiting.is_finished(), "answered before the ack");
+    assert_eq!(
+        edge.post("/ack", v["ack"].as_str().unwrap().as_bytes())
+            .status,
+        200
+    );
+    let r = waiting.join().unwrap();
+    assert_eq!(r.json()["delivered"], true, "{}", r.text());
+}
+
+#[test]
+fn group_stream_errors() {
+    let edge = Edge::start();
+    let r = Stream::open(edge.http, "/t/jobs/raw?group=w", &[]).unwrap_err();
+    r.assert_error(400, "bad_request");
+    let r = Stream::open(edge.http, "/t/jobs/json?prefetch=3", &[]).unwrap_err();
+    assert!(
+        r.assert_error(400, "bad_request")["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs group")
+    );
+    let r = Stream::open(edge.http, "/t/jobs/json?group=a%2Fb", &[]).unwrap_err();
+    r.assert_error(400, "bad_group");
+    let r = Stream::open(edge.http, "/t/jobs/json?group=w&ack-timeout=soon", &[]).unwrap_err();
+    r.assert_error(400, "bad_request");
+}
+
+#[test]
+fn group_acks_need_the_token_of_the_stream() {
+    let edge = Edge::with(Setup {
+        auth: tokens,
+        ..Setup::default()
+    });
+    let kitchen = format!("Bearer kitchen:{KITCHEN_SECRET}");
+    let admin = format!("Bearer admin:{ADMIN_SECRET}");
+    let mut s = Stream::open(
+        edge.http,
+        "/t/home/%23/json?group=cooks",
+        &[("Authorization", kitchen.as_str())],
+    )
+    .unwrap();
+    edge.req(
+        "POST",
+        "/t/home/kitchen/oven",
+        &[("Authorization", kitchen.as_str())],
+        b"on",
+    );
+    let id = s.event().unwrap()["ack"].as_str().unwrap().to_string();
+    edge.req("POST", "/ack", &[], id.as_bytes())
+        .assert_error(401, "unauthorized");
+    edge.req(
+        "POST",
+        "/ack",
+        &[("Authorization", admin.as_str())],
+        id.as_bytes(),
+    )
+    .assert_error(403, "forbidden");
+    let r = edge.req(
+        "POST",
+        "/ack",
+        &[("Authorization", kitchen.as_str())],
+        id.as_bytes(),
+    );
+    assert_eq!(r.json()["acked"], 1, "{}", r.text());
+}

@@ -47,6 +47,8 @@ pub(crate) enum StreamEvent {
         time_ms: u64,
         key: Option<Vec<u8>>,
         payload: Vec<u8>,
+        /// For a consumer group: the id to `POST /ack`, and the delivery attempt.
+        ack: Option<(String, u32)>,
     },
     Lag {
         topic: String,
@@ -82,8 +84,33 @@ pub(crate) struct Snapshot {
     pub(crate) time_ms: u64,
 }
 
+/// A stream's wish to join consumer group `name` (created with `settings` if new).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupJoin {
+    pub(crate) name: String,
+    pub(crate) settings: mote_sdk::wire::GroupSettings,
+}
+
+/// What `POST /ack` or `/nack` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Settled {
+    /// Deliveries acked or nacked.
+    pub(crate) done: usize,
+    /// Ids that name no delivery in flight (settled, timed out, or their stream ended).
+    pub(crate) unknown: Vec<String>,
+    /// Ids of streams opened with another token.
+    pub(crate) forbidden: Vec<String>,
+}
+
 /// A request from an HTTP thread.
 pub(crate) enum Call {
+    /// Acks (`nack` none) or nacks deliveries of group streams, by their ids.
+    Settle {
+        ids: Vec<String>,
+        nack: Option<u64>,
+        token: Option<String>,
+        reply: SyncSender<Settled>,
+    },
     Publish {
         topic: String,
         key: Option<Vec<u8>>,
@@ -108,6 +135,8 @@ pub(crate) enum Call {
         /// Closed (never sent on) when the HTTP side is done with the stream, so the
         /// engine connection ends even if no message comes to notice it.
         gone: async_channel::Receiver<()>,
+        /// Join a consumer group instead of subscribing.
+        group: Option<GroupJoin>,
         reply: SyncSender<Result<(), Refused>>,
     },
     Snapshot {
@@ -214,6 +243,8 @@ fn handle(
     waits: &mut HashMap<WaitId, Waiting>,
     sampler: &RateSampler,
 ) {
+    // Group deadlines count from now, also when only HTTP clients are about.
+    shared.engine.borrow_mut().advance_clock(shared.mono_ms());
     match call {
         Call::Publish {
             topic,
@@ -275,19 +306,34 @@ fn handle(
             token,
             events,
             gone,
+            group,
             reply,
         } => {
             let mut engine = shared.engine.borrow_mut();
             let conn = engine.handle_connect(shared.mono_ms(), peer);
             engine.handle_open_http(conn, "http", token.as_deref());
-            match engine.handle_subscribe(conn, 1, &filter, from, &[]) {
+            let joined = match &group {
+                Some(g) => {
+                    engine.handle_subscribe_group(conn, 1, &filter, &g.name, from, g.settings)
+                }
+                None => engine.handle_subscribe(conn, 1, &filter, from, &[]),
+            };
+            match joined {
                 Ok(_) => {
                     shared.wake_others(&mut engine, None);
                     drop(engine);
+                    let stream = group.map(|_| {
+                        let n = shared.next_http_stream.get() + 1;
+                        shared.next_http_stream.set(n);
+                        let name = token.map(String::into_boxed_str);
+                        shared.http_groups.borrow_mut().insert(n, (conn, name));
+                        n
+                    });
                     let _ = reply.try_send(Ok(()));
                     ex.spawn(StreamTask {
                         shared: shared.clone(),
                         conn,
+                        stream,
                         events,
                         gone: Box::pin(gone),
                         sending: None,
@@ -304,7 +350,48 @@ fn handle(
             let _ = reply.try_send(snapshot(shared, sampler));
         }
         Call::AuthFailed => shared.engine.borrow_mut().count_http_auth_failure(),
+        Call::Settle {
+            ids,
+            nack,
+            token,
+            reply,
+        } => {
+            let _ = reply.try_send(settle(shared, &ids, nack, token.as_deref()));
+        }
     }
+}
+
+/// Acks or nacks the deliveries `ids` (`<stream>.<tag>`) for the caller with `token`.
+fn settle(shared: &Shared, ids: &[String], nack: Option<u64>, token: Option<&str>) -> Settled {
+    let mut out = Settled::default();
+    let groups = shared.http_groups.borrow();
+    let mut engine = shared.engine.borrow_mut();
+    for id in ids {
+        let parsed = id
+            .split_once('.')
+            .and_then(|(s, t)| Some((s.parse::<u64>().ok()?, t.parse::<u64>().ok()?)));
+        let Some((conn, owner)) = parsed.and_then(|(s, _)| groups.get(&s)) else {
+            engine.count_error(mote_sdk::ErrorCode::UNKNOWN_DELIVERY);
+            out.unknown.push(id.clone());
+            continue;
+        };
+        if owner.as_deref() != token {
+            engine.count_error(mote_sdk::ErrorCode::FORBIDDEN);
+            out.forbidden.push(id.clone());
+            continue;
+        }
+        let tag = parsed.map_or(0, |(_, t)| t);
+        let r = match nack {
+            None => engine.handle_ack(*conn, 1, tag),
+            Some(delay) => engine.handle_nack(*conn, 1, tag, delay),
+        };
+        match r {
+            Ok(()) => out.done += 1,
+            Err(_) => out.unknown.push(id.clone()),
+        }
+    }
+    shared.wake_others(&mut engine, None);
+    out
 }
 
 fn snapshot(shared: &Shared, sampler: &RateSampler) -> Snapshot {
@@ -381,6 +468,8 @@ impl RateSampler {
 struct StreamTask {
     shared: Rc<Shared>,
     conn: ConnId,
+    /// Its number, when it is a consumer group member (ack ids start with it).
+    stream: Option<u64>,
     events: async_channel::Sender<StreamEvent>,
     /// Closes when the HTTP thread is done with the stream.
     gone: Pin<Box<async_channel::Receiver<()>>>,
@@ -390,6 +479,9 @@ struct StreamTask {
 
 impl StreamTask {
     fn finish(&mut self) -> Poll<()> {
+        if let Some(n) = self.stream {
+            self.shared.http_groups.borrow_mut().remove(&n);
+        }
         self.shared.forget_waker(self.conn);
         self.shared.engine.borrow_mut().handle_disconnect(self.conn);
         Poll::Ready(())
@@ -430,6 +522,7 @@ impl Future for StreamTask {
             }
             let mut held = None;
             let events = &this.events;
+            let stream = this.stream;
             this.shared
                 .engine
                 .borrow_mut()
@@ -448,9 +541,25 @@ impl Future for StreamTask {
                             time_ms,
                             key: key.map(<[u8]>::to_vec),
                             payload: payload.to_vec(),
+                            ack: None,
                         },
-                        // HTTP streams join no group yet.
-                        Delivery::GroupMessage { .. } => return true,
+                        Delivery::GroupMessage {
+                            tag,
+                            topic,
+                            offset,
+                            time_ms,
+                            attempt,
+                            key,
+                            payload,
+                            ..
+                        } => StreamEvent::Message {
+                            topic: topic.to_string(),
+                            offset,
+                            time_ms,
+                            key: key.map(<[u8]>::to_vec),
+                            payload: payload.to_vec(),
+                            ack: Some((format!("{}.{tag}", stream.unwrap_or(0)), attempt)),
+                        },
                         Delivery::Lag {
                             topic,
                             missed,

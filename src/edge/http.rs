@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use super::Context;
-use super::bridge::{Call, Published, STREAM_QUEUE, StreamEvent};
+use super::bridge::{Call, GroupJoin, Published, STREAM_QUEUE, StreamEvent};
 use super::render::{self, Format};
 use crate::auth::Rules;
 use crate::engine::Since;
@@ -23,6 +23,8 @@ const CALL_PATIENCE: Duration = Duration::from_secs(10);
 /// Default and longest `timeout` of `wait=delivered`.
 const WAIT_DEFAULT: Duration = Duration::from_secs(5);
 const WAIT_MAX: Duration = Duration::from_secs(60);
+/// Keepalives of a group member's stream, at most this far apart.
+const GROUP_KEEPALIVE: Duration = Duration::from_secs(2);
 /// A stream chunk takes waiting events until it is this large.
 const CHUNK_TARGET: usize = 64 * 1024;
 /// Default and largest `limit` of a read.
@@ -61,6 +63,8 @@ fn refusal(r: &crate::engine::Refusal) -> HttpError {
         ErrorCode::FORBIDDEN => (403, "forbidden"),
         ErrorCode::TOPIC_LIMIT => (503, "topic_limit"),
         ErrorCode::SUBSCRIPTION_LIMIT => (503, "subscription_limit"),
+        ErrorCode::BAD_GROUP => (400, "bad_group"),
+        ErrorCode::UNKNOWN_DELIVERY => (409, "unknown_delivery"),
         _ => (500, "internal"),
     };
     HttpError::new(status, code, r.message.clone())
@@ -482,6 +486,12 @@ fn route(req: &mut Request, ctx: &Context, path: &str, q: &Query) -> Result<Plan
                 _ => only("GET, POST, PUT"),
             }
         }
+        ["ack"] | ["nack"] => {
+            if method != Method::Post {
+                return only("POST");
+            }
+            settle(req, ctx, q, segments == ["nack"]).map(Plan::Answer)
+        }
         ["api", "edge", "product"] | ["api", "edge", "product", "async"] => {
             if method != Method::Post {
                 return only("POST");
@@ -667,6 +677,8 @@ struct OpenStream {
     format: Format,
     limit: Option<u64>,
     lifetime: Option<Duration>,
+    /// A consumer group member's stream.
+    group: bool,
     /// Dropped with the stream: tells the broker to end its engine connection.
     _alive: async_channel::Sender<()>,
     _slot: Slot,
@@ -720,6 +732,15 @@ fn open_stream(
                 .map_err(|e| HttpError::new(400, "bad_request", format!("timeout: {e}")))
         })
         .transpose()?;
+    let group = group_join(q)?;
+    let is_group = group.is_some();
+    if group.is_some() && format == Format::Raw {
+        return Err(HttpError::new(
+            400,
+            "bad_request",
+            "a group stream carries ack ids: use /json or /sse, not /raw",
+        ));
+    }
     if ctx.streams.fetch_add(1, Ordering::AcqRel) >= ctx.max_streams {
         ctx.streams.fetch_sub(1, Ordering::AcqRel);
         return Err(HttpError::new(
@@ -741,6 +762,7 @@ fn open_stream(
         token: caller.name.clone(),
         events: tx,
         gone,
+        group,
         reply,
     })?
     .map_err(|e| refusal(&e))?;
@@ -749,9 +771,151 @@ fn open_stream(
         format,
         limit,
         lifetime,
+        group: is_group,
         _alive: alive,
         _slot: slot,
     })
+}
+
+/// `?group=NAME` and the settings of a new group: `ack-timeout`, `max-deliveries`,
+/// `prefetch`, `durable`.
+fn group_join(q: &Query) -> Result<Option<GroupJoin>, HttpError> {
+    let Some(name) = q.get("group") else {
+        for k in ["ack-timeout", "max-deliveries", "prefetch", "durable"] {
+            if q.get(k).is_some() {
+                return Err(HttpError::new(
+                    400,
+                    "bad_request",
+                    format!("{k} needs group=NAME"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let bad = |m: String| HttpError::new(400, "bad_request", m);
+    let count = |k: &str| -> Result<u32, HttpError> {
+        q.get(k).map_or(Ok(0), |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(format!("{k}: expected a whole number from 1")))
+        })
+    };
+    let ack_timeout_ms = match q.get("ack-timeout") {
+        None => 0,
+        Some(t) => {
+            let d =
+                crate::units::parse_duration(t).map_err(|e| bad(format!("ack-timeout: {e}")))?;
+            u32::try_from(d.as_millis())
+                .ok()
+                .filter(|&ms| ms > 0)
+                .ok_or_else(|| bad("ack-timeout: from 1ms to 49 days".into()))?
+        }
+    };
+    let durable = match q.get("durable") {
+        None | Some("false") => false,
+        Some("true" | "") => true,
+        Some(_) => return Err(bad("durable: expected true or false".into())),
+    };
+    Ok(Some(GroupJoin {
+        name: name.to_string(),
+        settings: mote_sdk::wire::GroupSettings {
+            ack_timeout_ms,
+            max_deliveries: count("max-deliveries")?,
+            prefetch: count("prefetch")?,
+            durable,
+        },
+    }))
+}
+
+/// `POST /ack` and `POST /nack`: the ids of group deliveries (from the stream's `ack`
+/// fields), as JSON `{"ids": [...]}` or as text, separated by white space or commas.
+fn settle(req: &mut Request, ctx: &Context, q: &Query, nack: bool) -> Result<Answer, HttpError> {
+    let caller = ctx.authenticate(req, q)?;
+    let Some(raw) = body(req, 64 * 1024)? else {
+        return Err(HttpError::new(
+            413,
+            "payload_too_large",
+            "at most 64 KiB of ids",
+        ));
+    };
+    let mut delay_ms = None;
+    let ids: Vec<String> = match serde_json::from_slice::<Value>(&raw) {
+        Ok(Value::Object(o)) => {
+            if let Some(d) = o.get("delay_ms") {
+                delay_ms = Some(d.as_u64().ok_or_else(|| {
+                    HttpError::new(400, "bad_request", "delay_ms: expected a whole number")
+                })?);
+            }
+            o.get("ids")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .or_else(|| {
+                    o.get("id")
+                        .and_then(Value::as_str)
+                        .map(|s| vec![s.to_string()])
+                })
+                .ok_or_else(|| {
+                    HttpError::new(
+                        400,
+                        "bad_request",
+                        "expected {\"ids\": [\"<ack id>\", ...]}",
+                    )
+                })?
+        }
+        _ => std::str::from_utf8(&raw)
+            .map_err(|_| HttpError::new(400, "bad_request", "ids are text"))?
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    if ids.is_empty() {
+        return Err(HttpError::new(400, "bad_request", "no ack id given"));
+    }
+    if let Some(d) = q.get("delay") {
+        let d = crate::units::parse_duration(d)
+            .map_err(|e| HttpError::new(400, "bad_request", format!("delay: {e}")))?;
+        delay_ms = Some(d.as_millis() as u64);
+    }
+    let nack = nack.then(|| delay_ms.unwrap_or(0));
+    let s = ctx.call(CALL_PATIENCE, |reply| Call::Settle {
+        ids,
+        nack,
+        token: caller.name.clone(),
+        reply,
+    })?;
+    let verb = if nack.is_some() { "nacked" } else { "acked" };
+    if !s.forbidden.is_empty() {
+        let mut e = HttpError::new(
+            403,
+            "forbidden",
+            format!(
+                "{} of the ids belong to a stream opened with another token",
+                s.forbidden.len()
+            ),
+        );
+        e.extra = Some(json!({ verb: s.done, "forbidden": s.forbidden, "unknown": s.unknown }));
+        return Err(e);
+    }
+    if !s.unknown.is_empty() {
+        let mut e = HttpError::new(
+            409,
+            "unknown_delivery",
+            format!(
+                "{} of the ids name no delivery in flight: settled already, past the ack timeout, or their stream ended (the message is delivered again)",
+                s.unknown.len()
+            ),
+        );
+        e.extra = Some(json!({ verb: s.done, "unknown": s.unknown }));
+        return Err(e);
+    }
+    Ok(json_answer(200, &json!({ verb: s.done })))
 }
 
 /// Writes a stream: the response head, then events as chunks, flushed as they come, with
@@ -770,9 +934,16 @@ fn run_stream(req: Request, ctx: &Context, s: OpenStream) {
     let started = std::time::Instant::now();
     let mut sent = 0u64;
     let mut buf = Vec::new();
+    // A group member's stream writes keepalives often: a client that went away is only
+    // noticed on a write, and what it held waits for that to go to the other members.
+    let every = if s.group {
+        ctx.stream_keepalive.min(GROUP_KEEPALIVE)
+    } else {
+        ctx.stream_keepalive
+    };
     loop {
         let left = s.lifetime.map(|l| l.saturating_sub(started.elapsed()));
-        let wait = left.map_or(ctx.stream_keepalive, |l| l.min(ctx.stream_keepalive));
+        let wait = left.map_or(every, |l| l.min(every));
         let got = async_io::block_on(async { s.events.recv().await.ok().map(Some) }.or(async {
             async_io::Timer::after(wait).await;
             Some(None)

@@ -98,9 +98,14 @@ impl Format {
                     time_ms,
                     key,
                     payload,
+                    ack,
                 },
             ) => {
-                let v = message(topic, *offset, *time_ms, key.as_deref(), payload);
+                let mut v = message(topic, *offset, *time_ms, key.as_deref(), payload);
+                if let (Some((id, attempt)), Some(o)) = (ack, v.as_object_mut()) {
+                    o.insert("ack".into(), id.as_str().into());
+                    o.insert("attempt".into(), (*attempt).into());
+                }
                 self.line(out, "message", &v);
             }
             (
@@ -584,6 +589,7 @@ mod tests {
             time_ms: 2,
             key: None,
             payload: b"x".to_vec(),
+            ack: None,
         };
         let mut out = Vec::new();
         Format::Json.event(&ev, &mut out);

@@ -232,6 +232,12 @@ impl Engine {
         at
     }
 
+    /// Time passes: `now_ms` (monotonic) is the clock ack deadlines and nack delays count
+    /// from. Called with every input; TCP input does it in `handle_received`.
+    pub fn advance_clock(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
     /// Whether a deadline before the armed timer appeared since [`Engine::arm_timer`].
     pub fn take_timer_moved(&mut self) -> bool {
         std::mem::take(&mut self.timer_moved)

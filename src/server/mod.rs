@@ -58,8 +58,15 @@ pub(crate) struct Shared {
     edge_woken: Cell<bool>,
     /// The engine connection HTTP publishes are made on.
     edge_conn: Cell<ConnId>,
+    /// HTTP streams that joined a consumer group, by their number (never reused): their
+    /// engine connection and token name, for `POST /ack`.
+    pub(crate) http_groups: RefCell<std::collections::HashMap<u64, HttpGroupStream>>,
+    pub(crate) next_http_stream: Cell<u64>,
     epoch: Instant,
 }
+
+/// An HTTP stream in a consumer group: its engine connection and its token's name.
+pub(crate) type HttpGroupStream = (ConnId, Option<Box<str>>);
 
 /// Refused connections told why at once; past this many they are just closed.
 const MAX_LINGERING_REFUSALS: usize = 64;
@@ -244,6 +251,8 @@ pub async fn run(
         sweeper_woken: Cell::new(false),
         edge_woken: Cell::new(false),
         edge_conn: Cell::new(ConnId::EDGE),
+        http_groups: RefCell::new(std::collections::HashMap::new()),
+        next_http_stream: Cell::new(0),
         epoch: Instant::now(),
     });
 
