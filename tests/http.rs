@@ -1285,6 +1285,11 @@ fn stats_match_what_was_published() {
     assert_eq!(conns.len(), 1, "the stream is an http connection: {stats}");
     assert_eq!(conns[0]["subscriptions"], json!(["st/#"]));
     assert_eq!(conns[0]["msgs_out"], 5);
+    // What the stream wrote to its client: five JSON lines of at least 60 bytes each.
+    wait_for("the stream's bytes counted", || {
+        let n = http_conns(&edge.stats())[0]["bytes_out"].as_u64().unwrap();
+        (n >= 5 * 60).then_some(n)
+    });
     assert!(conns[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     // The publishing side is not listed as a connection.
     assert_eq!(b["connections"], 1);
@@ -1475,10 +1480,12 @@ fn health_static_files_and_the_api_description() {
         "/t/{filter}/raw",
         "/api/edge/product",
         "/api/edge/product/async",
+        "/ack",
+        "/nack",
     ] {
         assert!(paths.iter().any(|x| *x == p), "{p} is not described");
     }
-    assert_eq!(paths.len(), 15, "{paths:?}");
+    assert_eq!(paths.len(), 17, "{paths:?}");
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -1867,4 +1874,25 @@ fn group_acks_need_the_token_of_the_stream() {
         id.as_bytes(),
     );
     assert_eq!(r.json()["acked"], 1, "{}", r.text());
+}
+
+#[test]
+fn http_errors_are_counted_by_code() {
+    let edge = Edge::start();
+    edge.post("/t/bad/%2B/t", b"x")
+        .assert_error(400, "bad_topic");
+    edge.post("/t/bad/%2B/t", b"x")
+        .assert_error(400, "bad_topic");
+    edge.get("/nowhere").assert_error(404, "not_found");
+    let stats = edge.stats();
+    let h = &stats["http"];
+    assert_eq!(h["errors"]["bad_topic"], 2, "{h}");
+    assert_eq!(h["errors"]["not_found"], 1, "{h}");
+    assert!(h["requests"].as_u64().unwrap() >= 4, "{h}");
+    let metrics = edge.get("/metrics").text();
+    assert!(
+        metrics.contains("mote_http_errors_total{code=\"bad_topic\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mote_http_requests_total "), "{metrics}");
 }

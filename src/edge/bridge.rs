@@ -137,10 +137,16 @@ pub(crate) enum Call {
         gone: async_channel::Receiver<()>,
         /// Join a consumer group instead of subscribing.
         group: Option<GroupJoin>,
-        reply: SyncSender<Result<(), Refused>>,
+        /// The stream's engine connection, once it is open.
+        reply: SyncSender<Result<ConnId, Refused>>,
     },
     Snapshot {
         reply: SyncSender<Snapshot>,
+    },
+    /// A stream wrote `bytes` to its client (counted as the connection's `bytes_out`).
+    Sent {
+        conn: ConnId,
+        bytes: usize,
     },
     /// A bad token on the HTTP side: counted with the TCP ones.
     AuthFailed,
@@ -329,7 +335,7 @@ fn handle(
                         shared.http_groups.borrow_mut().insert(n, (conn, name));
                         n
                     });
-                    let _ = reply.try_send(Ok(()));
+                    let _ = reply.try_send(Ok(conn));
                     ex.spawn(StreamTask {
                         shared: shared.clone(),
                         conn,
@@ -350,6 +356,7 @@ fn handle(
             let _ = reply.try_send(snapshot(shared, sampler));
         }
         Call::AuthFailed => shared.engine.borrow_mut().count_http_auth_failure(),
+        Call::Sent { conn, bytes } => shared.engine.borrow_mut().handle_sent(conn, bytes),
         Call::Settle {
             ids,
             nack,

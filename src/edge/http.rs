@@ -375,6 +375,7 @@ pub(crate) const MAX_ABANDONED: usize = 64;
 pub(crate) fn abandon(req: Request, ctx: &super::Context) {
     use std::sync::atomic::Ordering;
     let e = &too_large(ctx.drain_max);
+    ctx.counts.error(e.code);
     let n = ctx.abandoned.fetch_add(1, Ordering::AcqRel) + 1;
     log::warn!(
         "http: {} declared a {} byte body; answered {} and abandoned its connection ({n} of {MAX_ABANDONED})",
@@ -412,6 +413,7 @@ pub(crate) fn handle(mut req: Request, ctx: &Context) {
         }
         Ok(Plan::Stream(s)) => run_stream(req, ctx, s),
         Err(e) => {
+            ctx.counts.error(e.code);
             let _ = req.respond(error_answer(&e));
         }
     }
@@ -455,13 +457,23 @@ fn route(req: &mut Request, ctx: &Context, path: &str, q: &Query) -> Result<Plan
             let snap = ctx.call(CALL_PATIENCE, |reply| Call::Snapshot { reply })?;
             Ok(Plan::Answer(json_answer(
                 200,
-                &render::stats(&snap, &ctx.info, render::rss_bytes()),
+                &render::stats(
+                    &snap,
+                    &ctx.info,
+                    render::rss_bytes(),
+                    &ctx.counts.snapshot(),
+                ),
             )))
         }
         ["metrics"] if get => {
             ctx.authenticate(req, q)?.check_admin()?;
             let snap = ctx.call(CALL_PATIENCE, |reply| Call::Snapshot { reply })?;
-            let text = render::metrics(&snap, render::rss_bytes(), ctx.metrics_topics);
+            let text = render::metrics(
+                &snap,
+                render::rss_bytes(),
+                ctx.metrics_topics,
+                &ctx.counts.snapshot(),
+            );
             Ok(Plan::Answer(
                 Response::from_data(text.into_bytes()).with_header(header(
                     "Content-Type",
@@ -679,6 +691,8 @@ struct OpenStream {
     lifetime: Option<Duration>,
     /// A consumer group member's stream.
     group: bool,
+    /// Its engine connection, whose `bytes_out` counts what is written.
+    conn: crate::engine::ConnId,
     /// Dropped with the stream: tells the broker to end its engine connection.
     _alive: async_channel::Sender<()>,
     _slot: Slot,
@@ -755,23 +769,25 @@ fn open_stream(
     let slot = Slot(ctx.streams.clone());
     let (tx, rx) = async_channel::bounded(STREAM_QUEUE);
     let (alive, gone) = async_channel::bounded(1);
-    ctx.call(CALL_PATIENCE, |reply| Call::Stream {
-        filter: filter.to_string(),
-        from,
-        peer: req.remote_addr().copied(),
-        token: caller.name.clone(),
-        events: tx,
-        gone,
-        group,
-        reply,
-    })?
-    .map_err(|e| refusal(&e))?;
+    let conn = ctx
+        .call(CALL_PATIENCE, |reply| Call::Stream {
+            filter: filter.to_string(),
+            from,
+            peer: req.remote_addr().copied(),
+            token: caller.name.clone(),
+            events: tx,
+            gone,
+            group,
+            reply,
+        })?
+        .map_err(|e| refusal(&e))?;
     Ok(OpenStream {
         events: rx,
         format,
         limit,
         lifetime,
         group: is_group,
+        conn,
         _alive: alive,
         _slot: slot,
     })
@@ -934,6 +950,7 @@ fn run_stream(req: Request, ctx: &Context, s: OpenStream) {
     let started = std::time::Instant::now();
     let mut sent = 0u64;
     let mut buf = Vec::new();
+    let mut unsent = 0usize;
     // A group member's stream writes keepalives often: a client that went away is only
     // noticed on a write, and what it held waits for that to go to the other members.
     let every = if s.group {
@@ -984,6 +1001,15 @@ fn run_stream(req: Request, ctx: &Context, s: OpenStream) {
             let chunk = [format!("{:x}\r\n", buf.len()).as_bytes(), &buf, b"\r\n"].concat();
             if write_within(&mut w, &chunk, ctx.write_timeout).is_err() {
                 return;
+            }
+            // Counted by the broker; if its channel is full, with the next chunk.
+            unsent += chunk.len();
+            let sent = Call::Sent {
+                conn: s.conn,
+                bytes: unsent,
+            };
+            if ctx.calls.try_send(sent).is_ok() {
+                unsent = 0;
             }
         }
         if end {

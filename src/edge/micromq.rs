@@ -138,7 +138,10 @@ pub(crate) fn product(
 ) -> Result<super::http::Answer, HttpError> {
     Ok(match product_inner(req, ctx, wait) {
         Ok(a) => a,
-        Err(e) => failed(&e),
+        Err(e) => {
+            ctx.counts.error(e.code);
+            failed(&e)
+        }
     })
 }
 

@@ -101,6 +101,8 @@ pub(crate) struct Context {
     abandoned: AtomicUsize,
     /// Set when too many were given up: the edge stops taking requests.
     down: AtomicBool,
+    /// Requests, and error answers by code, since the start.
+    pub(crate) counts: HttpCounts,
 }
 
 impl Context {
@@ -108,6 +110,32 @@ impl Context {
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// What the edge counts itself (the broker's counters are the engine's).
+#[derive(Default)]
+pub(crate) struct HttpCounts {
+    pub(crate) requests: std::sync::atomic::AtomicU64,
+    pub(crate) errors: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl HttpCounts {
+    pub(crate) fn error(&self, code: &'static str) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            self.requests.load(Ordering::Relaxed),
+            errors.iter().map(|(k, v)| (*k, *v)).collect(),
+        )
     }
 }
 
@@ -159,6 +187,7 @@ pub(crate) fn start(
         refusing: Arc::new(AtomicUsize::new(0)),
         abandoned: AtomicUsize::new(0),
         down: AtomicBool::new(false),
+        counts: HttpCounts::default(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let (srv, stop) = (server.clone(), stopping.clone());
@@ -188,8 +217,10 @@ fn accept(server: &tiny_http::Server, ctx: &Arc<Context>, stopping: &AtomicBool,
         if stopping.load(Ordering::Acquire) || ctx.down.load(Ordering::Acquire) {
             break;
         }
+        ctx.counts.requests.fetch_add(1, Ordering::Relaxed);
         if active.fetch_add(1, Ordering::AcqRel) >= max {
             active.fetch_sub(1, Ordering::AcqRel);
+            ctx.counts.error("overloaded");
             let e = http::HttpError::new(
                 503,
                 "overloaded",

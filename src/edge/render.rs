@@ -175,7 +175,10 @@ pub(crate) struct Info {
 }
 
 /// The `/api/stats` document.
-pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64) -> Value {
+/// The edge's own counts: requests, and error answers by code.
+pub(crate) type HttpTotals = (u64, Vec<(&'static str, u64)>);
+
+pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64, http: &HttpTotals) -> Value {
     let st = &s.stats;
     let errors: Map<String, Value> = st
         .error_counts()
@@ -264,6 +267,10 @@ pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64) -> Value {
         "topics": topics,
         "connections": conns,
         "groups": groups,
+        "http": {
+            "requests": http.0,
+            "errors": http.1.iter().map(|(c, n)| ((*c).to_string(), Value::from(*n))).collect::<Map<String, Value>>(),
+        },
     })
 }
 
@@ -281,7 +288,7 @@ fn label(v: &str) -> String {
 /// The `/metrics` document, Prometheus text format 0.0.4. Per-topic series are kept for
 /// the `max_topics` most published topics; the rest are summed under `topic="_other"`,
 /// so the number of series stays bounded whatever clients do.
-pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize) -> String {
+pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTotals) -> String {
     let st = &s.stats;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
@@ -417,6 +424,23 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize) -> String {
         .error_counts()
         .map(|(c, n)| (format!("{{code=\"{}\"}}", c.name()), n as f64))
         .collect();
+    metric(
+        "mote_http_requests_total",
+        "counter",
+        "HTTP requests received.",
+        &one(edge.0 as f64),
+    );
+    let http_errors: Vec<(String, f64)> = edge
+        .1
+        .iter()
+        .map(|(c, n)| (format!("{{code=\"{c}\"}}"), *n as f64))
+        .collect();
+    metric(
+        "mote_http_errors_total",
+        "counter",
+        "HTTP error answers by code.",
+        &http_errors,
+    );
     metric(
         "mote_errors_total",
         "counter",
