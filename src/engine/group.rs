@@ -148,6 +148,9 @@ pub(super) struct GroupState {
     cursors: Vec<CursorId>,
     members: Vec<SubId>,
     next_member: usize,
+    /// Every member holds `prefetch` deliveries (or there is none): nothing to hand out
+    /// until an ack, a nack, a timeout or a new member frees credit.
+    full: bool,
     next_cursor: usize,
     redeliver: VecDeque<Redelivery>,
     counters: GroupCounters,
@@ -382,7 +385,9 @@ impl Engine {
             outbox_cursor: outbox,
         }));
         self.conns[conn.index()].subs.push(key);
-        self.groups[gid.0 as usize].members.push(key);
+        let g = &mut self.groups[gid.0 as usize];
+        g.members.push(key);
+        g.full = false;
         self.pump(gid);
         Ok(self.seq)
     }
@@ -402,6 +407,7 @@ impl Engine {
             cursors: Vec::new(),
             members: Vec::new(),
             next_member: 0,
+            full: false,
             next_cursor: 0,
             redeliver: VecDeque::new(),
             counters: GroupCounters::default(),
@@ -487,7 +493,9 @@ impl Engine {
         let Some((gid, f)) = settled else {
             return Err(self.unknown_delivery(sub, tag));
         };
-        self.groups[gid.0 as usize].counters.acked += 1;
+        let g = &mut self.groups[gid.0 as usize];
+        g.counters.acked += 1;
+        g.full = false;
         // An HTTP publish waiting for delivery counts an ack as one.
         let t = &mut self.topics[f.topic.0 as usize];
         if !t.waits.is_empty() {
@@ -509,6 +517,7 @@ impl Engine {
         let Some((gid, f)) = settled else {
             return Err(self.unknown_delivery(sub, tag));
         };
+        self.groups[gid.0 as usize].full = false;
         self.requeue(gid, f.topic, f.offset, f.attempt, delay_ms, false);
         self.pump(gid);
         Ok(())
@@ -587,19 +596,34 @@ impl Engine {
     pub(super) fn pump(&mut self, gid: GroupId) {
         loop {
             let g = &self.groups[gid.0 as usize];
+            // The common case while publishers are ahead: no credit, nothing to scan.
+            if g.full {
+                return;
+            }
             let n = g.members.len();
             let prefetch = g.settings.prefetch as usize;
-            let chosen = (0..n).map(|i| (g.next_member + i) % n).find(|&i| {
+            let (mut i, mut chosen) = (g.next_member.min(n), None);
+            for _ in 0..n {
+                if i >= n {
+                    i = 0;
+                }
                 let m = self.subs[g.members[i].0 as usize].member.as_ref();
-                m.is_some_and(|m| m.inflight.len() < prefetch)
-            });
-            let Some(idx) = chosen else { return };
+                if m.is_some_and(|m| m.inflight.len() < prefetch) {
+                    chosen = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            let Some(idx) = chosen else {
+                self.groups[gid.0 as usize].full = true;
+                return;
+            };
             let member = g.members[idx];
             let Some((topic, offset, attempt)) = self.next_for(gid, member) else {
                 return;
             };
             let g = &mut self.groups[gid.0 as usize];
-            g.next_member = (idx + 1) % n;
+            g.next_member = if idx + 1 == n { 0 } else { idx + 1 };
             g.counters.delivered += 1;
             if attempt > 1 {
                 g.counters.redelivered += 1;
@@ -684,6 +708,9 @@ impl Engine {
                         expired.extend(m.inflight.pop_front());
                     }
                 }
+            }
+            if !expired.is_empty() {
+                self.groups[gid.0 as usize].full = false;
             }
             for f in expired {
                 self.requeue(gid, f.topic, f.offset, f.attempt, 0, false);
