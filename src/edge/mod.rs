@@ -76,7 +76,8 @@ const STATIC: Static = Static {
     index: include_str!("../../web/index.html"),
     app: include_str!("../../web/app.js"),
     style: include_str!("../../web/style.css"),
-    openapi: include_str!("openapi.json"),
+    // src/edge/openapi.json without its indentation (build.rs).
+    openapi: include_str!(concat!(env!("OUT_DIR"), "/openapi.json")),
 };
 
 /// What every HTTP thread shares.
