@@ -25,7 +25,7 @@ let shown = '';             // topic@first:next of the messages on screen
 let choices = null;         // topic names in the chooser, joined
 let timer = 0, busy = null, again = false;
 
-// --- small helpers -------------------------------------------------------
+// --- small helpers
 
 function h(tag, props, ...kids) {
   const e = document.createElement(tag);
@@ -85,7 +85,7 @@ function topicFromHash() {
   try { return decodeURIComponent(m[1]); } catch { return ''; }
 }
 
-// --- talking to the broker -------------------------------------------------
+// --- talking to the broker
 
 class ApiError extends Error {
   constructor(status, message, code) { super(message); this.status = status; this.code = code; }
@@ -143,7 +143,7 @@ $('auth-form').addEventListener('submit', (e) => {
   refresh();
 });
 
-// --- the poll loop -----------------------------------------------------------
+// --- the poll loop
 
 async function tick() {
   clearTimeout(timer);
@@ -193,7 +193,7 @@ async function health() {
   else setHealth(r.status === 'ok' ? 'ok' : 'down', r.status);
 }
 
-// --- rendering -----------------------------------------------------------------
+// --- rendering
 
 function render(s) {
   const b = s.broker, T = s.totals;
@@ -391,7 +391,7 @@ function renderBroker(s) {
   ]);
 }
 
-// --- latest messages of the chosen topic -----------------------------------------
+// --- latest messages of the chosen topic
 
 function renderChoices(names) {
   const list = names.slice(0, MAX_CHOICES);
@@ -470,7 +470,7 @@ function message(m) {
     h('pre', { class: 'payload' }, m.payload === '' ? muted('(empty)') : text(m.payload, m.encoding)));
 }
 
-// --- publish form -----------------------------------------------------------------------
+// --- publish form
 
 $('pub-form').addEventListener('submit', async (e) => {
   e.preventDefault();
@@ -501,7 +501,7 @@ $('pub-form').addEventListener('submit', async (e) => {
   }
 });
 
-// --- start --------------------------------------------------------------------------------
+// --- start
 
 $('msg-topic').addEventListener('change', (e) => choose(e.target.value));
 $('topic-filter').addEventListener('input', renderTopics);
