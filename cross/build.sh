@@ -15,13 +15,15 @@
 #   target/cross/aarch64-unknown-linux-musl/mote       the same, static: any 64-bit ARM Linux
 #   target/cross/armv7-unknown-linux-musleabihf/mote   the same, static: any ARMv7 hard-float Linux
 #   target/cross/x86_64-unknown-linux-gnu/mote         host build, for the size table
+#   target/cross/x86_64-unknown-linux-musl/mote        static x86_64 (any distribution; the
+#                                                      smallest idle memory, see the README)
 #   target/cross/debian/mote_<version>-1_{arm64,armhf}.deb
 #   target/cross/sizes.txt
 # The .debs carry the static musl binaries when MUSL=1 (they then run on any Raspberry Pi OS
 # or Debian release, old or new), else the glibc ones (glibc >= the version they were linked
 # against, Debian 12 / Raspberry Pi OS bookworm).
 #
-# The release profile (opt-level 3, lto, codegen-units 1, panic=abort, strip) comes from
+# The release profile (lto, codegen-units 1, panic=abort, strip, opt-level per crate) comes from
 # Cargo.toml; nothing here overrides it.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -36,7 +38,7 @@ if [ -n "${TARGETS:-}" ]; then
   read -r -a targets <<< "$TARGETS"
 else
   targets=(x86_64-unknown-linux-gnu "${MOTE_GNU_TARGETS[@]}")
-  [ "$MUSL" = 1 ] && targets+=("${MOTE_MUSL_TARGETS[@]}")
+  [ "$MUSL" = 1 ] && targets+=("${MOTE_MUSL_TARGETS[@]}" "$MOTE_HOST_MUSL")
 fi
 
 for t in "${targets[@]}"; do

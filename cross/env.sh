@@ -13,8 +13,10 @@ MOTE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # glibc targets (Raspberry Pi OS 64-bit / 32-bit, Pi 2 and later) and static musl ones.
 MOTE_GNU_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 MOTE_MUSL_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf)
+# The static build for x86_64 machines (the smallest memory footprint; same route as ARM).
+MOTE_HOST_MUSL=x86_64-unknown-linux-musl
 declare -A MOTE_DEBARCH=(
-  [x86_64-unknown-linux-gnu]=amd64
+  [x86_64-unknown-linux-gnu]=amd64 [x86_64-unknown-linux-musl]=amd64
   [aarch64-unknown-linux-gnu]=arm64 [armv7-unknown-linux-gnueabihf]=armhf
   [aarch64-unknown-linux-musl]=arm64 [armv7-unknown-linux-musleabihf]=armhf)
 declare -A MOTE_QEMU=([arm64]=qemu-aarch64-static [armhf]=qemu-arm-static)
@@ -37,11 +39,12 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm-static -L /usr/arm-linux-gnueabihf"
 
 # Static musl: std rebuilt with -Zbuild-std from Debian's rust-web-src, linked by the gnu
-# cross gcc with musl's specs file and LLVM's libunwind (see setup.sh).
-for _t in "${MOTE_MUSL_TARGETS[@]}"; do
+# (cross) gcc with musl's specs file and LLVM's libunwind (see setup.sh).
+for _t in "${MOTE_MUSL_TARGETS[@]}" "$MOTE_HOST_MUSL"; do
   _a=${MOTE_DEBARCH[$_t]}; _s=$MOTE_CROSS_HOME/musl-$_a; _u=$(echo "$_t" | tr 'a-z-' 'A-Z_')
   export "CARGO_TARGET_${_u}_LINKER=$_s/cc"
-  export "CARGO_TARGET_${_u}_RUNNER=${MOTE_QEMU[$_a]}"
+  # x86_64 runs natively: no runner.
+  [ -z "${MOTE_QEMU[$_a]:-}" ] || export "CARGO_TARGET_${_u}_RUNNER=${MOTE_QEMU[$_a]}"
   export "CARGO_TARGET_${_u}_RUSTFLAGS=-C link-self-contained=no -C relocation-model=static -L $_s/unw"
 done
 unset _t _a _s _u

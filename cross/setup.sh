@@ -6,7 +6,8 @@
 #   - the aarch64 and armv7 standard libraries, unpacked from Debian's arm64 / armhf
 #     libstd-rust-web-dev into /usr/lib/rustlib/<target>
 #   - gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf (linkers + ARM glibc) and qemu-user-static
-#   - musl sysroots for static aarch64 / armv7 binaries (musl-dev + LLVM libunwind, unpacked)
+#   - musl sysroots for static aarch64 / armv7 binaries (musl-dev + LLVM libunwind, unpacked),
+#     and for static x86_64 ones (the host's musl-tools, musl-dev and libunwind-14-dev)
 #   - binfmt_misc handlers for qemu-aarch64 / qemu-arm, so that an ARM program a test spawns
 #     runs under qemu too
 #
@@ -31,7 +32,7 @@ VER=$MOTE_RUST_VER
 pkgs=(rustc-web="$VER" cargo-web="$VER" libstd-rust-web-dev="$VER" libstd-rust-web-1.85="$VER"
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
       qemu-user-static ca-certificates file binutils)
-[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER")
+[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER" musl-tools musl-dev libunwind-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   n=${p%%=*}; want=${p#*=}; [ "$want" = "$p" ] && want=
@@ -114,6 +115,21 @@ if [ "$MUSL" = 1 ]; then
     "${GCC[$a]%gcc}ar" rs "$S/unw/libunwind.a" "$S/unw/shim.o"
     touch "$S/.ok"
   done
+  # x86_64: the same with the host's own packages.
+  t=$MOTE_HOST_MUSL; S=$MOTE_CROSS_HOME/musl-amd64
+  if [ -e "$S/.ok" ]; then mote_step "musl sysroot for $t: in place"; else
+    mote_step "musl sysroot for $t (the host's musl-dev + libunwind-14-dev, wrapped in $S)"
+    rm -rf "$S"; mkdir -p "$S/unw"
+    printf '#!/bin/sh\nexec x86_64-linux-gnu-gcc "$@" -specs /usr/lib/x86_64-linux-musl/musl-gcc.specs\n' > "$S/cc"
+    chmod +x "$S/cc"
+    cp -L /usr/lib/llvm-14/lib/libunwind.a "$S/unw/"
+    printf '%s\n' '#include <stdarg.h>' '#include <stdio.h>' \
+      'int __fprintf_chk(FILE *f, int fl, const char *fmt, ...) { (void)fl; va_list ap; va_start(ap, fmt); int r = vfprintf(f, fmt, ap); va_end(ap); return r; }' \
+      > "$S/shim.c"
+    "$S/cc" -O2 -c "$S/shim.c" -o "$S/unw/shim.o"
+    ar rs "$S/unw/libunwind.a" "$S/unw/shim.o"
+    touch "$S/.ok"
+  fi
 fi
 
 # ------------------------------------------------------------------ 5. binfmt_misc
