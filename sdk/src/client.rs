@@ -219,6 +219,22 @@ impl Shared {
         // A panic while holding the lock leaves plain data behind; keep going with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Forgets subscription `id` (no resubscribing on reconnect) and, when connected,
+    /// tells the broker.
+    pub(crate) fn unsubscribe(&self, id: u32) {
+        let mut st = self.lock();
+        if st.subs.remove(&id).is_some() {
+            st.subs_gen += 1;
+            if st.connected && !st.closed {
+                let was_empty = st.buf.is_empty();
+                Frame::Unsubscribe(Unsubscribe { sub: id }).encode(&mut st.buf);
+                if was_empty {
+                    self.queued.notify(1);
+                }
+            }
+        }
+    }
 }
 
 impl State {
@@ -633,17 +649,7 @@ struct Unsubscribed {
 
 impl Drop for Unsubscribed {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if st.subs.remove(&self.id).is_some() {
-            st.subs_gen += 1;
-            if st.connected && !st.closed {
-                let was_empty = st.buf.is_empty();
-                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
-                if was_empty {
-                    self.shared.queued.notify(1);
-                }
-            }
-        }
+        self.shared.unsubscribe(self.id);
     }
 }
 
@@ -708,17 +714,7 @@ impl futures_lite::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if st.subs.remove(&self.id).is_some() {
-            st.subs_gen += 1;
-            if st.connected && !st.closed {
-                let was_empty = st.buf.is_empty();
-                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
-                if was_empty {
-                    self.shared.queued.notify(1);
-                }
-            }
-        }
+        self.shared.unsubscribe(self.id);
     }
 }
 

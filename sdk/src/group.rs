@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::Start;
 use crate::client::{Message, Shared};
 use crate::error::Error;
-use crate::wire::{Ack, Frame, GroupSettings, Nack, Unsubscribe};
+use crate::wire::{Ack, Frame, GroupSettings, Nack};
 
 /// Which group to join, and the settings it gets if this member creates it.
 ///
@@ -263,20 +263,9 @@ impl futures_lite::Stream for GroupSubscription {
 
 impl Drop for GroupSubscription {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        if st.subs.remove(&self.id).is_some() {
-            st.subs_gen += 1;
-            if st.connected && !st.closed {
-                let was_empty = st.buf.is_empty();
-                Frame::Unsubscribe(Unsubscribe { sub: self.id }).encode(&mut st.buf);
-                if was_empty {
-                    self.shared.queued.notify(1);
-                }
-            }
-        }
+        self.shared.unsubscribe(self.id);
         // Deliveries still buffered are settled by leaving the group: the broker puts
         // them back for the other members. Mark them so dropping them sends nothing.
-        drop(st);
         while let Ok(ev) = self.rx.try_recv() {
             if let GroupEvent::Message(mut d) = ev {
                 d.settled = true;
