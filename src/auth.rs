@@ -21,6 +21,8 @@ pub const DEFAULT_NAME: &str = "default";
 pub struct Rules {
     publish: Vec<Filter>,
     subscribe: Vec<Filter>,
+    /// A publish rule is `#`: every topic but `$…` ones, decided without matching.
+    publish_hash: bool,
 }
 
 impl Rules {
@@ -30,6 +32,7 @@ impl Rules {
         Rules {
             publish: all(),
             subscribe: all(),
+            publish_hash: true,
         }
     }
 
@@ -44,15 +47,23 @@ impl Rules {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let publish = parse("publish", publish)?;
         Ok(Rules {
-            publish: parse("publish", publish)?,
+            publish_hash: publish.iter().any(|f| f.as_str() == "#"),
+            publish,
             subscribe: parse("subscribe", subscribe)?,
         })
     }
 
+    /// Whether the token may publish to `topic` because it has a `#` rule: no matching,
+    /// so a session checks this first, for every publish.
+    pub fn may_publish_anywhere(&self, topic: &str) -> bool {
+        self.publish_hash && !topic.starts_with('$')
+    }
+
     /// Whether the token may publish to `topic`.
     pub fn may_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|f| f.matches(topic))
+        self.may_publish_anywhere(topic) || self.publish.iter().any(|f| f.matches(topic))
     }
 
     /// Whether the token may subscribe with `filter`.
@@ -338,6 +349,28 @@ mod tests {
                 .unwrap_err()
                 .contains("publish rule")
         );
+    }
+
+    #[test]
+    fn a_hash_rule_allows_every_topic_but_system_ones_without_matching() {
+        let filtered = Rules::new("x", &["home/#".into(), "#".into()], &[]).unwrap();
+        for r in [Rules::all(), filtered] {
+            for topic in ["a", "home/kitchen/temp", "x/y/z"] {
+                assert!(
+                    r.may_publish_anywhere(topic) && r.may_publish(topic),
+                    "{topic}"
+                );
+            }
+            for topic in ["$dead/g/a", "$sys"] {
+                assert!(
+                    !r.may_publish_anywhere(topic) && !r.may_publish(topic),
+                    "{topic}"
+                );
+            }
+        }
+        let narrow = Rules::new("x", &["home/#".into()], &[]).unwrap();
+        assert!(!narrow.may_publish_anywhere("home/a"));
+        assert!(narrow.may_publish("home/a"));
     }
 
     #[test]

@@ -376,7 +376,9 @@ impl Session {
         let Some(rules) = &self.rights else {
             return Ok(());
         };
-        if self.allowed_topic == topic {
+        // A `#` rule (a single `--token` has one) needs no matching; for narrower rules
+        // the last allowed topic is remembered.
+        if rules.may_publish_anywhere(topic) || self.allowed_topic == topic {
             return Ok(());
         }
         if rules.may_publish(topic) {
