@@ -416,6 +416,18 @@ fn request_when_free(addr: SocketAddr, method: &str, target: &str, body: &[u8]) 
     })
 }
 
+/// Whether the broker has answered (or closed) `s` already, without waiting.
+fn was_answered(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let r = s.peek(&mut [0u8; 1]);
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Polls `f` until it gives `Some`, failing after `PATIENCE`.
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let mut out = None;
@@ -1077,13 +1089,18 @@ fn past_max_requests_and_max_streams_comes_503() {
         request_when_free(edge.http, "POST", "/t/o", b"ok").status,
         200
     );
-    // A third request that stalls takes the last one...
-    let mut stalled = connect(edge.http).unwrap();
-    stalled
-        .write_all(b"POST /t/o HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nhalf")
-        .unwrap();
-    // ... and the next is told to come back.
-    let r = wait_for("the stalled request to take its slot", || {
+    // A third request that stalls takes the last one, and the next is told to come back.
+    // A request thread gives its slot back just after its answer is sent, so the stalled
+    // request may come while the POST above still holds it: then it is refused (answered
+    // at once) and sent again.
+    let mut stalled: Option<TcpStream> = None;
+    let r = wait_for("a stalled request to take the last slot", || {
+        if stalled.as_ref().is_none_or(was_answered) {
+            let mut s = connect(edge.http).unwrap();
+            s.write_all(b"POST /t/o HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nhalf")
+                .unwrap();
+            stalled = Some(s);
+        }
         let r = edge.get("/healthz");
         (r.status == 503).then_some(r)
     });
