@@ -341,3 +341,85 @@ fn a_configured_durable_group_collects_before_its_first_member() {
         "every message published before the member came"
     );
 }
+
+/// A broker that must stay responsive while a group has a redelivery it cannot place;
+/// on a broker that spins, dropping it would wait forever, so it is only stopped once
+/// the test passed.
+fn responsive_after(b: std::mem::ManuallyDrop<Broker>, what: &str) {
+    let started = Instant::now();
+    // A new connection's handshake and a ping, several times over seconds of
+    // redelivery deadlines (each read times out after 5 s).
+    for i in 0..5 {
+        let mut r = common::Raw::connect(b.addr);
+        r.ping(i);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "{what}: slow");
+    std::mem::ManuallyDrop::into_inner(b).stop();
+}
+
+fn group_settings(ack_timeout_ms: u32, prefetch: u32, durable: bool) -> GroupSettings {
+    GroupSettings {
+        ack_timeout_ms,
+        max_deliveries: 5,
+        prefetch,
+        durable,
+    }
+}
+
+#[test]
+fn a_dead_member_of_a_durable_group_does_not_freeze_the_broker() {
+    let b = std::mem::ManuallyDrop::new(Broker::default());
+    let mut member = common::Raw::connect(b.addr);
+    member.join_group(1, "jobs/#", "h", group_settings(1_000, 0, true));
+    let mut producer = common::Raw::connect(b.addr);
+    producer.publish(1, "jobs/a", b"job");
+    assert!(matches!(
+        member.next(),
+        Some(common::Got::GroupMessage { .. })
+    ));
+    drop(member); // kill -9: the socket closes with the message unacked
+    responsive_after(b, "durable group without members");
+}
+
+#[test]
+fn members_at_their_prefetch_with_a_dead_peer_do_not_freeze_the_broker() {
+    let b = std::mem::ManuallyDrop::new(Broker::default());
+    let mut m1 = common::Raw::connect(b.addr);
+    let mut m2 = common::Raw::connect(b.addr);
+    m1.join_group(1, "jobs/#", "g", group_settings(1_000, 1, false));
+    m2.join_group(1, "jobs/#", "g", group_settings(1_000, 1, false));
+    let mut producer = common::Raw::connect(b.addr);
+    producer.publish(1, "jobs/a", b"one");
+    producer.publish(2, "jobs/a", b"two");
+    assert!(matches!(m1.next(), Some(common::Got::GroupMessage { .. })));
+    assert!(matches!(m2.next(), Some(common::Got::GroupMessage { .. })));
+    drop(m1);
+    responsive_after(b, "prefetch-1 members, one dead");
+    drop(m2);
+}
+
+#[test]
+fn a_nack_delay_ending_while_members_are_full_does_not_freeze_the_broker() {
+    let b = std::mem::ManuallyDrop::new(Broker::default());
+    let mut m = common::Raw::connect(b.addr);
+    m.join_group(1, "jobs", "g", group_settings(60_000, 1, false));
+    let mut producer = common::Raw::connect(b.addr);
+    producer.publish(1, "jobs", b"one");
+    producer.publish(2, "jobs", b"two");
+    let Some(common::Got::GroupMessage { tag, .. }) = m.next() else {
+        panic!("expected a group message");
+    };
+    m.send(&mote_sdk::wire::Frame::Nack(mote_sdk::wire::Nack {
+        sub: 1,
+        tag,
+        delay_ms: 200,
+    }));
+    // The nack frees credit for the second message; when the delay ends, m is full.
+    assert!(matches!(
+        m.next(),
+        Some(common::Got::GroupMessage { offset: 1, .. })
+    ));
+    responsive_after(b, "nack delay with every member full");
+    drop(m);
+}

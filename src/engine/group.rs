@@ -212,12 +212,19 @@ fn check_name(name: &str) -> Result<(), Refusal> {
 
 impl Engine {
     /// Called by the broker's timer before it sleeps: returns when it should wake
-    /// (monotonic ms), at most `max_ms` after `now_ms`, sooner for a group deadline.
+    /// (monotonic ms), at most `max_ms` after `now_ms`, sooner for a group deadline, and
+    /// always after `now_ms`: a deadline that is already due was acted on by the sweep
+    /// just before, and what is left of it cannot be (a redelivery with no member that
+    /// has credit). It waits for the event that gives credit (an ack, a nack, a timeout,
+    /// a member joining or leaving), which hands it out then; waking for it again would
+    /// only spin.
     pub fn arm_timer(&mut self, now_ms: u64, max_ms: u64) -> u64 {
-        let mut at = now_ms.saturating_add(max_ms);
+        let mut at = now_ms.saturating_add(max_ms.max(1));
         for (_, g) in &self.groups {
             for r in &g.redeliver {
-                at = at.min(r.not_before_ms);
+                if r.not_before_ms > now_ms {
+                    at = at.min(r.not_before_ms);
+                }
             }
             for k in &g.members {
                 if let Some(f) = self.subs[k.0 as usize]
@@ -229,7 +236,7 @@ impl Engine {
                 }
             }
         }
-        let at = at.max(now_ms);
+        let at = at.max(now_ms.saturating_add(1));
         self.timer_armed_ms = at;
         self.timer_moved = false;
         at

@@ -761,3 +761,90 @@ fn stats_of_a_member_that_joined_before_any_topic() {
     assert_eq!(info.pending, 0);
     assert_eq!(info.subscriptions.len(), 1);
 }
+
+/// Runs the broker's timer loop as the server does (arm, sleep until then, sweep) from
+/// `from_ms` until virtual time reaches `until_ms`, and fails if it would spin: every
+/// armed deadline must lie ahead of the clock, and the loop must reach the end in a
+/// bounded number of wake-ups.
+fn sweep_until(e: &mut Engine, from_ms: u64, until_ms: u64) {
+    let mut now = from_ms;
+    for _ in 0..10_000 {
+        if now >= until_ms {
+            return;
+        }
+        let at = e.arm_timer(now, 1_000);
+        assert!(
+            at > now,
+            "timer armed at {at} ms, not after the clock ({now} ms): a spin"
+        );
+        now = at;
+        tick(e, now);
+    }
+    panic!("the timer sweep woke 10,000 times before reaching {until_ms} ms");
+}
+
+#[test]
+fn a_durable_group_without_members_does_not_spin_on_a_due_redelivery() {
+    let mut e = engine();
+    let p = open(&mut e, "producer");
+    let a = open(&mut e, "a");
+    join(&mut e, a, 1, "jobs/#", "h", settings(1_000, 5, 0, true));
+    publish_n(&mut e, p, "jobs/a", 1);
+    let got = drain(&mut e, a);
+    assert_eq!(got.len(), 1);
+    // The member dies holding it: a redelivery is due at once, but nobody can take it.
+    e.handle_disconnect(a);
+    sweep_until(&mut e, 0, 60_000);
+    let i = info(&e, "h");
+    assert_eq!(
+        i.counters.dead_lettered, 0,
+        "went to $dead without a live member"
+    );
+    assert_eq!(i.redeliveries, 1, "the message waits for a member");
+    // The next member to join gets it, as its second delivery.
+    let b = open(&mut e, "b");
+    join(&mut e, b, 1, "jobs/#", "h", settings(0, 0, 0, false));
+    let again = drain(&mut e, b);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].offset(), again[0].attempt()), (0, 2));
+}
+
+#[test]
+fn members_at_their_prefetch_do_not_make_a_due_redelivery_spin() {
+    let mut e = engine();
+    let p = open(&mut e, "producer");
+    let a = open(&mut e, "a");
+    let b = open(&mut e, "b");
+    join(&mut e, a, 1, "jobs", "g", settings(60_000, 5, 1, false));
+    join(&mut e, b, 1, "jobs", "g", settings(60_000, 5, 1, false));
+    publish_n(&mut e, p, "jobs", 3);
+    let (ga, gb) = (drain(&mut e, a), drain(&mut e, b));
+    assert_eq!((ga.len(), gb.len()), (1, 1));
+    // `a` dies holding one: `b` is at its prefetch, so the redelivery cannot be placed.
+    e.handle_disconnect(a);
+    sweep_until(&mut e, 0, 30_000);
+    assert!(drain(&mut e, b).is_empty(), "b is at its prefetch");
+    // b's ack frees credit: the waiting redelivery goes first.
+    e.handle_ack(b, 1, gb[0].tag()).unwrap();
+    let next = drain(&mut e, b);
+    assert_eq!((next[0].offset(), next[0].attempt()), (ga[0].offset(), 2));
+}
+
+#[test]
+fn a_nack_delay_that_ends_while_every_member_is_full_does_not_spin() {
+    let mut e = engine();
+    let p = open(&mut e, "producer");
+    let a = open(&mut e, "a");
+    join(&mut e, a, 1, "jobs", "g", settings(600_000, 5, 1, false));
+    publish_n(&mut e, p, "jobs", 2);
+    let first = drain(&mut e, a);
+    e.handle_nack(a, 1, first[0].tag(), 500).unwrap();
+    // The nack freed credit: the member takes the next message and is full again when
+    // the nack's delay ends.
+    let second = drain(&mut e, a);
+    assert_eq!(second[0].offset(), 1);
+    sweep_until(&mut e, 0, 120_000);
+    e.handle_ack(a, 1, second[0].tag()).unwrap();
+    let again = drain(&mut e, a);
+    assert_eq!((again[0].offset(), again[0].attempt()), (0, 2));
+}

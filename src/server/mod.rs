@@ -277,12 +277,16 @@ pub async fn run(
                         std::task::Poll::Pending
                     }))
                     .await;
-                let mut engine = shared.engine.borrow_mut();
-                if engine.handle_timeouts(shared.mono_ms()) > 0 {
-                    log::debug!("closed connections past their deadlines");
+                {
+                    let mut engine = shared.engine.borrow_mut();
+                    if engine.handle_timeouts(shared.mono_ms()) > 0 {
+                        log::debug!("closed connections past their deadlines");
+                    }
+                    engine.handle_idle();
+                    shared.wake_others(&mut engine, None);
                 }
-                engine.handle_idle();
-                shared.wake_others(&mut engine, None);
+                // Every loop on the executor yields, whatever its timer says.
+                futures_lite::future::yield_now().await;
             }
         })
     };

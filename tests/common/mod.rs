@@ -105,6 +105,12 @@ pub enum Got {
         missed: u64,
         next: u64,
     },
+    GroupMessage {
+        sub: u32,
+        tag: u64,
+        offset: u64,
+        attempt: u32,
+    },
     Pong(u64),
     Other(u8),
 }
@@ -141,6 +147,12 @@ pub fn own(f: Frame<'_>) -> Got {
             topic: l.topic.to_string(),
             missed: l.missed,
             next: l.next,
+        },
+        Frame::GroupMessage(m) => Got::GroupMessage {
+            sub: m.sub,
+            tag: m.tag,
+            offset: m.offset,
+            attempt: m.attempt,
         },
         Frame::Pong(p) => Got::Pong(p.nonce),
         other => Got::Other(other.tag()),
@@ -213,6 +225,39 @@ impl Raw {
         match self.next() {
             Some(Got::Subscribed { sub: s, seq }) if s == sub => seq,
             other => panic!("expected subscribed, got {other:?}"),
+        }
+    }
+
+    /// Joins consumer group `group` as subscription `sub`, with `settings`.
+    pub fn join_group(
+        &mut self,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        settings: wire::GroupSettings,
+    ) {
+        self.send(&Frame::SubscribeGroup(wire::SubscribeGroup {
+            sub,
+            filter,
+            group,
+            from: mote_sdk::Start::Earliest,
+            settings,
+        }));
+        match self.next() {
+            Some(Got::Subscribed { sub: s, .. }) if s == sub => {}
+            other => panic!("expected subscribed, got {other:?}"),
+        }
+    }
+
+    /// Pings and waits for the pong, failing after the read timeout.
+    pub fn ping(&mut self, nonce: u64) {
+        self.send(&Frame::Ping(wire::Ping { nonce }));
+        loop {
+            match self.next() {
+                Some(Got::Pong(n)) if n == nonce => return,
+                Some(_) => {}
+                None => panic!("the broker closed the connection instead of answering a ping"),
+            }
         }
     }
 
