@@ -4,9 +4,9 @@
 use std::{env, fs, path::Path};
 
 fn main() {
-    let src = "src/edge/openapi.json";
+    let src = "src/http/openapi.json";
     println!("cargo::rerun-if-changed={src}");
-    let pretty = fs::read_to_string(src).expect("src/edge/openapi.json is readable");
+    let pretty = fs::read_to_string(src).expect("src/http/openapi.json is readable");
     let out = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("openapi.json");
     fs::write(out, compact(&pretty)).expect("OUT_DIR is writable");
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP edge against its own OpenAPI document (src/edge/openapi.json, served at
+# Fuzzes the HTTP edge against its own OpenAPI document (src/http/openapi.json, served at
 # /api/openapi.json) with schemathesis, on a live release broker: once without tokens and
 # once with --token. Fails on any 5xx, any status code, content type, header or body the
 # document does not describe, and on /metrics that a strict Prometheus parser rejects.

@@ -2,12 +2,14 @@
 //!
 //! - [`engine`]: the ring-buffer topic engine (sans-IO).
 //! - [`session`]: one connection's protocol on top of the engine (sans-IO).
-//! - [`server`]: the TCP transport on a single-threaded smol executor.
+//! - [`broker`]: the single-threaded smol executor that owns the engine and runs every
+//!   front-end: [`server`] (the binary protocol over TCP) and [`http`] (the HTTP edge).
 //! - [`limits`]: every bound the broker enforces.
 
 pub mod auth;
-pub mod edge;
+pub mod broker;
 pub mod engine;
+pub mod http;
 pub mod limits;
 pub mod server;
 pub mod session;

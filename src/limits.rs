@@ -10,6 +10,20 @@ pub const FRAME_OVERHEAD: usize = 64 * 1024;
 pub struct Limits {
     /// Most TCP connections at once (`--max-connections`, default 1024).
     pub max_connections: usize,
+    /// Most TCP connections that have not finished their handshake, in all
+    /// (`--max-pending`, default a quarter of `--max-connections`: 256); the rest is kept
+    /// for peers that authenticate.
+    pub max_pending: usize,
+    /// Most of those from one address (`--max-pending-per-address`, default a quarter of
+    /// `--max-pending`: 64).
+    pub max_pending_per_address: usize,
+    /// Bytes of frames, records and HTTP requests still arriving, over all connections
+    /// (`--max-partial`, default 16 MiB). A connection that would go past it is not read
+    /// until room frees; one frame alone always fits.
+    pub max_partial_bytes: usize,
+    /// A frame, record or HTTP request must arrive whole within this of its first byte
+    /// (`--partial-timeout`, default 30 s).
+    pub partial_timeout_ms: u64,
     /// Most topics the broker keeps (`--max-topics`, default 10,000).
     pub max_topics: usize,
     /// Most subscriptions per connection (`--max-subscriptions`, default 64).
@@ -35,6 +49,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_pending: 256,
+            max_pending_per_address: 64,
+            max_partial_bytes: 16 * 1024 * 1024,
+            partial_timeout_ms: 30_000,
             max_topics: 10_000,
             max_subscriptions: 64,
             max_groups: 1_000,
@@ -61,6 +79,18 @@ impl fmt::Display for LimitsError {
 impl std::error::Error for LimitsError {}
 
 impl Limits {
+    /// The defaults around `max_connections`: `--max-pending` a quarter of it and
+    /// `--max-pending-per-address` a quarter of that (each at least 1).
+    pub fn with_connections(max_connections: usize) -> Limits {
+        let max_pending = (max_connections / 4).max(1);
+        Limits {
+            max_connections,
+            max_pending,
+            max_pending_per_address: (max_pending / 4).max(1),
+            ..Limits::default()
+        }
+    }
+
     /// Largest frame the broker accepts after the length prefix.
     pub fn max_frame(&self) -> usize {
         self.max_payload + FRAME_OVERHEAD
@@ -71,6 +101,9 @@ impl Limits {
         let err = |m: String| Err(LimitsError(m));
         let nonzero = [
             ("--max-connections", self.max_connections),
+            ("--max-pending", self.max_pending),
+            ("--max-pending-per-address", self.max_pending_per_address),
+            ("--max-partial", self.max_partial_bytes),
             ("--max-topics", self.max_topics),
             ("--max-subscriptions", self.max_subscriptions),
             ("--max-payload", self.max_payload),
@@ -107,6 +140,9 @@ impl Limits {
         }
         if self.handshake_ms == 0 {
             return err("--handshake-timeout must be greater than 0".into());
+        }
+        if self.partial_timeout_ms == 0 {
+            return err("--partial-timeout must be greater than 0".into());
         }
         Ok(())
     }

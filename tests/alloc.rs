@@ -92,7 +92,7 @@ fn no_allocation_per_message_on_the_broker_thread() {
     };
     let broker = std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
-        mote::server::serve(listener, limits, async move {
+        mote::broker::serve(listener, limits, async move {
             let _ = stopped.recv().await;
         })
     });

@@ -299,7 +299,7 @@ fn refusals_are_clear() {
 
 #[test]
 fn a_configured_durable_group_collects_before_its_first_member() {
-    let b = Broker::with(|| mote::server::Config {
+    let b = Broker::with(|| mote::broker::Config {
         groups: vec![GroupConfig {
             name: "mailer".into(),
             settings: GroupSettings {

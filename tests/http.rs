@@ -15,7 +15,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use base64::Engine as _;
 use common::{Broker, eventually};
 use mote::auth::{Auth, Rules};
-use mote::edge::HttpConfig;
+use mote::http::HttpConfig;
 use mote::limits::Limits;
 use mote_sdk::Start;
 use mote_sdk::secure::Token;
@@ -65,7 +65,7 @@ impl Edge {
         let broker = Broker::with(move || {
             let mut h = HttpConfig::new(listener);
             tune(&mut h);
-            mote::server::Config {
+            mote::broker::Config {
                 limits,
                 auth: auth(),
                 http: Some(h),
@@ -390,41 +390,6 @@ impl Stream {
                 panic!("not an SSE line: {l:?}");
             }
         }
-    }
-}
-
-/// Opens a stream on an edge with a small request cap: a request slot is given back
-/// just after its answer was sent, so a request right after another may still find it
-/// taken (503 `overloaded`); that one is tried again.
-fn open_when_free(addr: SocketAddr, target: &str) -> Stream {
-    wait_for("a free request slot", || {
-        match Stream::open(addr, target, &[]) {
-            Ok(s) => Some(s),
-            Err(r) if r.status == 503 && r.json()["code"] == "overloaded" => None,
-            Err(r) => panic!("{target}: {} {}", r.status, r.text()),
-        }
-    })
-}
-
-/// A request on an edge with a small request cap, tried again while it is refused with
-/// 503 `overloaded` (see [`open_when_free`]).
-fn request_when_free(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Reply {
-    wait_for("a free request slot", || {
-        let r = request(addr, method, target, &[], body);
-        let busy = r.status == 503 && r.json()["code"] == "overloaded";
-        (!busy).then_some(r)
-    })
-}
-
-/// Whether the broker has answered (or closed) `s` already, without waiting.
-fn was_answered(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let r = s.peek(&mut [0u8; 1]);
-    s.set_nonblocking(false).unwrap();
-    match r {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(e) => panic!("{e}"),
     }
 }
 
@@ -1079,66 +1044,61 @@ fn past_max_requests_and_max_streams_comes_503() {
         }),
         ..Setup::default()
     });
-    let s1 = open_when_free(edge.http, "/t/o/json");
-    let s2 = open_when_free(edge.http, "/t/o/sse");
-    let r = request_when_free(edge.http, "GET", "/t/o/raw", b"");
+    let s1 = Stream::open(edge.http, "/t/o/json", &[]).unwrap();
+    let s2 = Stream::open(edge.http, "/t/o/sse", &[]).unwrap();
+    let r = edge.get("/t/o/raw");
     let v = r.assert_error(503, "too_many_streams");
     assert!(v["error"].as_str().unwrap().contains("--http-max-streams"));
-    // Two streams hold two of the three request threads: one request at a time remains.
-    assert_eq!(
-        request_when_free(edge.http, "POST", "/t/o", b"ok").status,
-        200
-    );
-    // A third request that stalls takes the last one, and the next is told to come back.
-    // A request thread gives its slot back just after its answer is sent, so the stalled
-    // request may come while the POST above still holds it: then it is refused (answered
-    // at once) and sent again.
-    let mut stalled: Option<TcpStream> = None;
-    let r = wait_for("a stalled request to take the last slot", || {
-        if stalled.as_ref().is_none_or(was_answered) {
-            let mut s = connect(edge.http).unwrap();
-            s.write_all(b"POST /t/o HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nhalf")
-                .unwrap();
-            stalled = Some(s);
-        }
+    // Two streams hold two of the three request slots: one request at a time remains.
+    assert_eq!(edge.post("/t/o", b"ok").status, 200);
+    // A publish waiting for a delivery that will not come takes the last one, and the
+    // next request is told to come back.
+    let mut waiting = connect(edge.http).unwrap();
+    send_head(
+        &mut waiting,
+        "POST",
+        "/t/nobody?wait=delivered&timeout=10s",
+        &[],
+        b"w",
+    )
+    .unwrap();
+    let r = wait_for("the waiting publish to take the last slot", || {
         let r = edge.get("/healthz");
         (r.status == 503).then_some(r)
     });
     let v = r.assert_error(503, "overloaded");
     assert!(v["error"].as_str().unwrap().contains("--http-max-requests"));
-    // Slots come back when requests end.
-    drop(stalled);
+    // Slots come back when requests end: the streams when their clients go.
     drop(s1);
     drop(s2);
-    eventually(PATIENCE, "slots are given back", || {
-        try_request(edge.http, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
-    });
-    edge.post("/t/o", b"wakes the streams' writers");
+    assert_eq!(edge.get("/healthz").status, 200);
     eventually(PATIENCE, "stream slots are given back", || {
         Stream::open(edge.http, "/t/o/json?timeout=10ms", &[]).is_ok()
     });
+    drop(waiting);
 }
 
 #[test]
-fn a_refused_request_with_a_stalled_body_does_not_stall_the_edge() {
+fn a_stalled_body_holds_no_request_slot() {
     let edge = Edge::with(Setup {
         tune: Box::new(|h| h.max_requests = 1),
         ..Setup::default()
     });
-    let _busy = open_when_free(edge.http, "/t/b/json");
-    // Refused at the request cap with its body still to come (over 1 KiB, so tiny_http
-    // left it unread): answering it must not wait for the body.
+    // Bodies still arriving are capped by connections, bytes and time, not by request
+    // slots: a stalled one does not stop others from being answered.
     let mut stalled = connect(edge.http).unwrap();
     stalled
-        .write_all(b"POST /t/b HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nhalf")
+        .write_all(b"POST /t/b HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nhalf")
         .unwrap();
-    let mut r = BufReader::new(stalled.try_clone().unwrap());
-    let (status, _) = read_head(&mut r).unwrap();
-    assert_eq!(status, 503);
     for _ in 0..5 {
-        edge.get("/healthz").assert_error(503, "overloaded");
+        assert_eq!(edge.get("/healthz").status, 200);
     }
-    drop(stalled);
+    // When the rest comes, it is answered.
+    stalled.write_all(b"-done").unwrap();
+    let (status, _) = read_head(&mut BufReader::new(stalled)).unwrap();
+    assert_eq!(status, 200);
+    let read = edge.get("/t/b").json();
+    assert_eq!(read["messages"][0]["payload"], "half-done");
 }
 
 #[test]
@@ -1147,7 +1107,9 @@ fn a_huge_declared_body_is_refused_without_harm() {
         tune: Box::new(|h| h.max_requests = 2),
         ..Setup::default()
     });
-    // tiny_http would allocate the declared size to drain it: 100 TB.
+    // Refused by its declared length before a byte of it is read (tiny_http used to
+    // allocate the declared size to drain it: 100 TB), with a length and a close, so the
+    // client is done at once.
     for target in ["/t/a", "/healthz", "/api/edge/product", "/nope"] {
         let mut s = connect(edge.http).unwrap();
         s.write_all(
@@ -1160,37 +1122,80 @@ fn a_huge_declared_body_is_refused_without_harm() {
         let mut r = BufReader::new(s);
         let (status, headers) = read_head(&mut r).unwrap();
         assert_eq!(status, 413, "{target}");
-        assert!(
+        let header = |name: &str| {
             headers
                 .iter()
-                .any(|(k, v)| k == "Content-Type" && v == "application/json")
-        );
-        let mut line = String::new();
-        // No length: the JSON error is all that comes before the (never closed) end.
-        while !line.ends_with('}') {
-            let mut b = [0u8; 1];
-            r.read_exact(&mut b).unwrap();
-            line.push(b[0] as char);
-        }
-        let v: Value = serde_json::from_str(&line).unwrap();
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("Content-Type").as_deref(), Some("application/json"));
+        assert_eq!(header("Connection").as_deref(), Some("close"));
+        let n: usize = header("Content-Length").unwrap().parse().unwrap();
+        let mut body = vec![0; n];
+        r.read_exact(&mut body).unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "payload_too_large");
+        // And then the broker closes the connection.
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{target}: {rest:?}");
     }
-    // Also when refused at the request cap.
-    let _a = open_when_free(edge.http, "/t/h/json?timeout=1s");
-    let _b = open_when_free(edge.http, "/t/h/sse?timeout=1s");
+    // Also while every request slot is taken.
+    let _a = Stream::open(edge.http, "/t/h/json?timeout=1s", &[]).unwrap();
+    let _b = Stream::open(edge.http, "/t/h/sse?timeout=1s", &[]).unwrap();
     let mut s = connect(edge.http).unwrap();
     s.write_all(b"PUT /t/a HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000\r\n\r\n")
         .unwrap();
     let (status, _) = read_head(&mut BufReader::new(s)).unwrap();
     assert_eq!(status, 413);
     drop((_a, _b));
-    eventually(PATIENCE, "the broker still serves", || {
-        try_request(edge.http, "POST", "/t/a", &[], b"fine").is_ok_and(|r| r.status == 200)
-    });
+    assert_eq!(edge.post("/t/a", b"fine").status, 200);
     let client = edge.sdk();
     client
         .publish_confirmed("t/tcp", "and the TCP side too")
         .unwrap();
+}
+
+#[test]
+fn a_client_waiting_for_100_continue_gets_413_and_a_close() {
+    let edge = Edge::start();
+    // What `curl --data-binary @20MB.bin` sends: it waits for 100 Continue.
+    let mut s = connect(edge.http).unwrap();
+    s.write_all(
+        b"POST /t/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut r = BufReader::new(s);
+    let (status, headers) = read_head(&mut r).unwrap();
+    assert_eq!(status, 413);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "Connection" && v == "close")
+    );
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "closed at once");
+    // One that sends its body anyway is answered as soon as the head is read.
+    let mut s = connect(edge.http).unwrap();
+    s.write_all(b"POST /t/x HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n")
+        .unwrap();
+    let _ = s.write_all(&vec![b'z'; 256 * 1024]);
+    let (status, _) = read_head(&mut BufReader::new(s)).unwrap();
+    assert_eq!(status, 413);
+    // And a body within the limit that waits for 100 Continue gets it.
+    let mut s = connect(edge.http).unwrap();
+    s.write_all(
+        b"POST /t/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let (status, _) = read_head(&mut r).unwrap();
+    assert_eq!(status, 100);
+    s.write_all(b"hello").unwrap();
+    let (status, _) = read_head(&mut r).unwrap();
+    assert_eq!(status, 200);
 }
 
 #[test]

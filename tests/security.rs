@@ -30,7 +30,7 @@ fn broker(limits: Limits) -> Broker {
             .unwrap();
         auth.insert("admin", Token::new(ADMIN).unwrap(), Rules::all())
             .unwrap();
-        mote::server::Config {
+        mote::broker::Config {
             limits,
             auth,
             ..Default::default()

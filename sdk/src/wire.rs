@@ -178,6 +178,9 @@ codes! {
     UNKNOWN_DELIVERY = 17, "unknown_delivery";
     /// A group name that is not valid, or a member that does not match its group.
     BAD_GROUP = 18, "bad_group";
+    /// A frame (or record) did not arrive whole within the broker's partial-input
+    /// deadline (connection closed).
+    FRAME_TIMEOUT = 19, "frame_timeout";
 }
 
 impl ErrorCode {
@@ -193,6 +196,7 @@ impl ErrorCode {
                 | ErrorCode::HANDSHAKE_TIMEOUT
                 | ErrorCode::SHUTTING_DOWN
                 | ErrorCode::UNAUTHORIZED
+                | ErrorCode::FRAME_TIMEOUT
         )
     }
 }

@@ -73,11 +73,18 @@ pub(crate) static SPEC: Spec = Spec {
             help: "address of the HTTP edge (curl, stats, metrics, status page), or off [default: 127.0.0.1:7271; 0.0.0.0:7271 with a token]",
         },
         opt(
+            "http-max-connections",
+            "N",
+            "MOTE_HTTP_MAX_CONNECTIONS",
+            "256",
+            "most HTTP connections open at once (503 past it)",
+        ),
+        opt(
             "http-max-requests",
             "N",
             "MOTE_HTTP_MAX_REQUESTS",
             "64",
-            "most HTTP requests handled at once, streams included (503 past it)",
+            "most HTTP requests being answered at once, streams and waits included (503 past it)",
         ),
         opt(
             "http-max-streams",
@@ -92,6 +99,36 @@ pub(crate) static SPEC: Spec = Spec {
             "MOTE_MAX_CONNECTIONS",
             "1024",
             "most connections at once",
+        ),
+        Opt {
+            long: "max-pending",
+            short: None,
+            value: Some("N"),
+            env: Some("MOTE_MAX_PENDING"),
+            default: None,
+            help: "most connections still in their handshake [default: a quarter of --max-connections]",
+        },
+        Opt {
+            long: "max-pending-per-address",
+            short: None,
+            value: Some("N"),
+            env: Some("MOTE_MAX_PENDING_PER_ADDRESS"),
+            default: None,
+            help: "most of those from one address [default: a quarter of --max-pending]",
+        },
+        opt(
+            "max-partial",
+            "SIZE",
+            "MOTE_MAX_PARTIAL",
+            "16M",
+            "bytes of frames and HTTP requests still arriving, all connections together",
+        ),
+        opt(
+            "partial-timeout",
+            "DURATION",
+            "MOTE_PARTIAL_TIMEOUT",
+            "30s",
+            "a frame or HTTP request must arrive whole within this of its first byte",
         ),
         opt(
             "max-topics",
@@ -166,6 +203,7 @@ pub(crate) struct ServeConfig {
     pub(crate) tcp: SocketAddr,
     /// `None`: `--http off`. `Some(None)`: the default, decided once the tokens are known.
     pub(crate) http: Option<Option<SocketAddr>>,
+    pub(crate) http_max_connections: usize,
     pub(crate) http_max_requests: usize,
     pub(crate) http_max_streams: usize,
     pub(crate) limits: Limits,
@@ -264,6 +302,22 @@ fn load(p: &mut args::Parsed) -> Result<(Auth, Vec<GroupConfig>), CliError> {
     Ok((auth(p, rest.get("tokens"))?, groups(rest.get("groups"))?))
 }
 
+/// Reads the config file again on `SIGHUP`. A file that is missing, does not parse or
+/// is empty (an edit cut short by a power cut) changes nothing: the error says why. (That
+/// the tokens never go from some to none is the broker's rule, whatever asks.)
+fn reload(p: &mut args::Parsed) -> Result<(Auth, Vec<GroupConfig>), CliError> {
+    if let Some(path) = p.get("config") {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError(format!("cannot read config file {path}: {e}")))?;
+        if text.trim().is_empty() {
+            return Err(CliError(format!(
+                "config file {path} is empty (an edit cut short?)"
+            )));
+        }
+    }
+    load(p)
+}
+
 /// Refuses to open the broker to the network without tokens unless told to.
 fn check_exposure(tcp: SocketAddr, auth: &Auth, insecure: bool) -> Result<(), CliError> {
     if auth.enabled() || tcp.ip().is_loopback() {
@@ -293,9 +347,17 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
             Ok(d.as_millis() as u64)
         })
     };
-    let d = Limits::default();
+    let max_connections = count("max-connections")?.unwrap_or(Limits::default().max_connections);
+    // Derived from the limits given, when not given themselves.
+    let d = Limits::with_connections(max_connections);
+    let max_pending = count("max-pending")?.unwrap_or(d.max_pending);
     let limits = Limits {
-        max_connections: count("max-connections")?.unwrap_or(d.max_connections),
+        max_connections,
+        max_pending,
+        max_pending_per_address: count("max-pending-per-address")?
+            .unwrap_or((max_pending / 4).max(1)),
+        max_partial_bytes: size("max-partial")?.unwrap_or(d.max_partial_bytes),
+        partial_timeout_ms: ms("partial-timeout")?.unwrap_or(d.partial_timeout_ms),
         max_topics: count("max-topics")?.unwrap_or(d.max_topics),
         max_groups: count("max-groups")?.unwrap_or(d.max_groups),
         max_subscriptions: count("max-subscriptions")?.unwrap_or(d.max_subscriptions),
@@ -324,6 +386,7 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
     Ok(ServeConfig {
         tcp,
         http,
+        http_max_connections: count("http-max-connections")?.unwrap_or(256).max(1),
         http_max_requests: count("http-max-requests")?.unwrap_or(64).max(1),
         http_max_streams: count("http-max-streams")?.unwrap_or(32),
         limits,
@@ -364,7 +427,8 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         Some(a) => {
             let l = TcpListener::bind(a)
                 .map_err(|e| CliError(format!("cannot listen on {a} (--http): {e}")))?;
-            let mut h = mote::edge::HttpConfig::new(l);
+            let mut h = mote::http::HttpConfig::new(l);
+            h.max_connections = cfg.http_max_connections;
             h.max_requests = cfg.http_max_requests;
             h.max_streams = cfg.http_max_streams;
             Some(h)
@@ -384,7 +448,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             n => format!(", {n} token(s): authenticated and encrypted"),
         }
     );
-    notify_systemd("READY=1");
+    mote::broker::systemd::notify("READY=1");
     let (reload_tx, reload_rx) = async_channel::unbounded();
     // Runs on the broker's thread: SIGHUP re-reads the tokens, SIGINT/SIGTERM stop.
     let shutdown = async move {
@@ -393,25 +457,26 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 log::info!("received {sig:?}");
                 return;
             }
-            match load(&mut p) {
+            match reload(&mut p) {
                 // Groups are read at start only.
                 Ok((auth, _)) => {
                     let _ = reload_tx.send(auth).await;
                 }
-                Err(e) => log::error!("SIGHUP: keeping the current tokens: {e}"),
+                Err(e) => log::error!("SIGHUP: keeping the current configuration: {e}"),
             }
         }
     };
-    let server = mote::server::Config {
+    let server = mote::broker::Config {
         limits: cfg.limits,
         auth: cfg.auth,
         reload: Some(reload_rx),
         http,
         groups,
+        watchdog: mote::broker::systemd::watchdog_interval(),
     };
-    let stats = mote::server::serve_with(listener, server, shutdown)
+    let stats = mote::broker::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;
-    notify_systemd("STOPPING=1");
+    mote::broker::systemd::notify("STOPPING=1");
     log::info!(
         "stopped: {} messages published, {} delivered, {} skipped by slow subscribers",
         stats.published,
@@ -419,28 +484,6 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         stats.lag_missed
     );
     Ok(())
-}
-
-/// Tells systemd (`Type=notify`) about our state, when started by it.
-fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = (|| {
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = path.as_encoded_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            sock.send_to(state.as_bytes(), &path)?;
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    if let Err(e) = sent {
-        log::warn!("cannot notify systemd ({state}): {e}");
-    }
 }
 
 /// Each connection is a file descriptor: lift the soft limit to the hard one so

@@ -45,9 +45,9 @@ pub struct Stored {
 pub struct WaitId(pub u64);
 
 impl Engine {
-    /// Copies up to `limit` stored messages of `topic` from `since`. An unknown topic
-    /// reads as empty.
-    pub fn read_topic(&self, topic: &str, since: Since, limit: usize) -> Stored {
+    /// Copies up to `limit` stored messages of `topic` from `since`, and no more once
+    /// their payloads reach `max_bytes` (one at least). An unknown topic reads as empty.
+    pub fn read_topic(&self, topic: &str, since: Since, limit: usize, max_bytes: usize) -> Stored {
         let Some(&tid) = self.by_name.get(topic) else {
             return Stored {
                 first: 0,
@@ -61,15 +61,20 @@ impl Engine {
             Since::Latest => ring.next(),
             Since::Offset(o) => o.clamp(ring.first(), ring.next()),
         };
+        let mut bytes = 0;
         let messages = (start..ring.next())
             .take(limit)
-            .filter_map(|o| {
-                ring.get(o).map(|e| StoredMessage {
-                    offset: o,
-                    time_ms: e.time_ms,
-                    key: e.key().map(<[u8]>::to_vec),
-                    payload: e.payload().to_vec(),
-                })
+            .filter_map(|o| ring.get(o).map(|e| (o, e)))
+            .take_while(|(_, e)| {
+                let first = bytes == 0;
+                bytes += e.payload().len().max(1);
+                first || bytes <= max_bytes
+            })
+            .map(|(o, e)| StoredMessage {
+                offset: o,
+                time_ms: e.time_ms,
+                key: e.key().map(<[u8]>::to_vec),
+                payload: e.payload().to_vec(),
             })
             .collect();
         Stored {

@@ -773,36 +773,51 @@ impl Engine {
     pub fn group_infos(&self) -> Vec<GroupInfo> {
         self.groups
             .iter()
-            .map(|(_, g)| {
-                let mut in_flight = 0;
-                for k in &g.members {
-                    if let Some(m) = &self.subs[k.0 as usize].member {
-                        in_flight += m.inflight.len();
-                    }
-                }
-                let mut backlog = 0;
-                let cursors = g
-                    .cursors
-                    .iter()
-                    .map(|c| {
-                        let cur = &self.cursors[c.0 as usize];
-                        let t = &self.topics[cur.topic.0 as usize];
-                        backlog += t.ring.next().saturating_sub(cur.next);
-                        (t.name.to_string(), cur.next)
-                    })
-                    .collect();
-                GroupInfo {
-                    name: g.name.to_string(),
-                    filter: g.filter.to_string(),
-                    settings: g.settings,
-                    members: g.members.len(),
-                    in_flight,
-                    redeliveries: g.redeliver.len(),
-                    backlog,
-                    cursors,
-                    counters: g.counters,
-                }
-            })
+            .filter_map(|(k, _)| self.group_info(k))
             .collect()
+    }
+
+    /// The keys of every group now, for reading their snapshots in slices.
+    pub fn group_keys(&self) -> Vec<usize> {
+        self.groups.iter().map(|(k, _)| k).collect()
+    }
+
+    /// Number of consumer groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// A snapshot of the group with key `key` (see [`Engine::group_keys`]), if it still
+    /// exists.
+    pub fn group_info(&self, key: usize) -> Option<GroupInfo> {
+        let g = self.groups.get(key)?;
+        let mut in_flight = 0;
+        for k in &g.members {
+            if let Some(m) = &self.subs[k.0 as usize].member {
+                in_flight += m.inflight.len();
+            }
+        }
+        let mut backlog = 0;
+        let cursors = g
+            .cursors
+            .iter()
+            .map(|c| {
+                let cur = &self.cursors[c.0 as usize];
+                let t = &self.topics[cur.topic.0 as usize];
+                backlog += t.ring.next().saturating_sub(cur.next);
+                (t.name.to_string(), cur.next)
+            })
+            .collect();
+        Some(GroupInfo {
+            name: g.name.to_string(),
+            filter: g.filter.to_string(),
+            settings: g.settings,
+            members: g.members.len(),
+            in_flight,
+            redeliveries: g.redeliver.len(),
+            backlog,
+            cursors,
+            counters: g.counters,
+        })
     }
 }

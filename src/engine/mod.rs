@@ -20,7 +20,7 @@ mod stats;
 mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use mote_sdk::ErrorCode;
 use slab::Slab;
@@ -30,7 +30,7 @@ pub use edge::{Since, Stored, StoredMessage, WaitId};
 pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
-pub use stats::{ConnInfo, Stats, TopicInfo};
+pub use stats::{ConnInfo, Rates, Stats, TopicInfo};
 pub use subscribe::Delivery;
 
 /// A connection known to the engine.
@@ -84,6 +84,9 @@ struct TopicState {
     evicted: u64,
     /// `wait=delivered` publishes: (offset, id, waiting connection).
     waits: Vec<(u64, edge::WaitId, ConnId)>,
+    /// `published` and `delivered` at the last rate sample, and the rates they gave.
+    sampled: (u64, u64),
+    rates: (f32, f32),
 }
 
 impl TopicState {
@@ -128,6 +131,8 @@ struct ConnState {
     http: bool,
     connected_ms: u64,
     last_rx_ms: u64,
+    /// Since when a frame (or record) has been arriving without being whole yet.
+    partial_since_ms: Option<u64>,
     open: bool,
     close: Option<ErrorCode>,
     subs: Vec<SubId>,
@@ -140,6 +145,9 @@ struct ConnState {
     bytes_in: u64,
     bytes_out: u64,
     lag_missed: u64,
+    /// `msgs_in + msgs_out` at the last rate sample, and the rate it gave.
+    sampled_msgs: u64,
+    msgs_per_s: f32,
 }
 
 /// The broker's state. One owner, one thread; see the module docs.
@@ -181,6 +189,13 @@ pub struct Engine {
     /// before it appeared since.
     timer_armed_ms: u64,
     timer_moved: bool,
+    /// Connections of the HTTP edge (its publisher and its streams): they do not count
+    /// toward `--max-connections`, which is the TCP listener's.
+    http_conns: usize,
+    /// TCP connections that have not finished their handshake, in all and per address.
+    pending: usize,
+    pending_by_ip: HashMap<IpAddr, u32>,
+    rates: stats::Rates,
 }
 
 impl Engine {
@@ -212,6 +227,10 @@ impl Engine {
             clock_ms: 0,
             timer_armed_ms: u64::MAX,
             timer_moved: false,
+            http_conns: 0,
+            pending: 0,
+            pending_by_ip: HashMap::new(),
+            rates: stats::Rates::default(),
         }
     }
 
@@ -225,28 +244,81 @@ impl Engine {
         self.broker_id
     }
 
-    /// Whether another connection may be accepted; counts a refusal if not.
-    pub fn admit(&mut self) -> bool {
-        if self.conns.len() < self.limits.max_connections {
-            true
+    /// Whether another TCP connection from `ip` may be accepted: below
+    /// `--max-connections`, and, while it has not finished its handshake, below
+    /// `--max-pending` (in all) and `--max-pending-per-address` (from `ip`), so peers that
+    /// never authenticate cannot take the room of those that do. Counts a refusal, and
+    /// says which limit, if not.
+    pub fn admit(&mut self, ip: Option<IpAddr>) -> Result<(), String> {
+        let l = &self.limits;
+        let tcp = self.conns.len() - self.http_conns;
+        let why = if tcp >= l.max_connections {
+            Some(format!(
+                "the broker holds {tcp} connections, its limit (--max-connections); try later"
+            ))
+        } else if self.pending >= l.max_pending.min(l.max_connections) {
+            Some(format!(
+                "{} connections are still in their handshake, the limit (--max-pending); try later",
+                self.pending
+            ))
+        } else if ip.is_some_and(|ip| {
+            self.pending_by_ip.get(&ip).copied().unwrap_or(0) as usize >= l.max_pending_per_address
+        }) {
+            Some(format!(
+                "{} connections from this address are still in their handshake, the limit (--max-pending-per-address); finish those first",
+                l.max_pending_per_address
+            ))
         } else {
-            self.stats.connections_refused += 1;
-            self.stats.count_error(ErrorCode::CONNECTION_LIMIT);
-            false
+            None
+        };
+        match why {
+            None => Ok(()),
+            Some(m) => {
+                self.stats.connections_refused += 1;
+                self.stats.count_error(ErrorCode::CONNECTION_LIMIT);
+                Err(m)
+            }
         }
     }
 
-    /// A new connection, not yet through the handshake. `now_ms` is monotonic time.
+    /// A new TCP connection, not yet through the handshake. `now_ms` is monotonic time.
     pub fn handle_connect(&mut self, now_ms: u64, peer: Option<SocketAddr>) -> ConnId {
+        self.pending += 1;
+        if let Some(p) = peer {
+            *self.pending_by_ip.entry(p.ip()).or_insert(0) += 1;
+        }
+        self.insert_conn(now_ms, peer, false)
+    }
+
+    /// A connection of the HTTP edge (its publisher, or a stream) named `client`, proven
+    /// as `token` if any: open at once, outside `--max-connections` and the TCP
+    /// deadlines (the edge has its own).
+    pub fn handle_connect_http(
+        &mut self,
+        now_ms: u64,
+        peer: Option<SocketAddr>,
+        client: &str,
+        token: Option<&str>,
+    ) -> ConnId {
+        self.http_conns += 1;
+        let id = self.insert_conn(now_ms, peer, true);
+        let c = &mut self.conns[id.index()];
+        c.client = client.into();
+        c.token = token.map(Into::into);
+        id
+    }
+
+    fn insert_conn(&mut self, now_ms: u64, peer: Option<SocketAddr>, http: bool) -> ConnId {
         self.stats.connections_accepted += 1;
         let key = self.conns.insert(ConnState {
             peer,
             client: Box::from(""),
             token: None,
-            http: false,
+            http,
             connected_ms: now_ms,
             last_rx_ms: now_ms,
-            open: false,
+            partial_since_ms: None,
+            open: http,
             close: None,
             subs: Vec::new(),
             ready: VecDeque::new(),
@@ -256,25 +328,36 @@ impl Engine {
             bytes_in: 0,
             bytes_out: 0,
             lag_missed: 0,
+            sampled_msgs: 0,
+            msgs_per_s: 0.0,
         });
         ConnId(key as u32)
     }
 
-    /// The connection finished its handshake as `client`.
-    pub fn handle_open(&mut self, conn: ConnId, client: &str) {
-        if let Some(c) = self.conns.get_mut(conn.index()) {
-            c.open = true;
-            c.client = client.into();
+    /// A connection leaves the handshake (opened or gone): it no longer counts as pending.
+    fn end_pending(&mut self, peer: Option<SocketAddr>) {
+        self.pending = self.pending.saturating_sub(1);
+        if let Some(ip) = peer.map(|p| p.ip()) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.pending_by_ip.entry(ip)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 
-    /// Marks the connection as an HTTP stream (for stats), named `client`, proven as
-    /// `token` if any.
-    pub fn handle_open_http(&mut self, conn: ConnId, client: &str, token: Option<&str>) {
-        self.handle_open(conn, client);
-        if let Some(c) = self.conns.get_mut(conn.index()) {
-            c.http = true;
-            c.token = token.map(Into::into);
+    /// The connection finished its handshake as `client`.
+    pub fn handle_open(&mut self, conn: ConnId, client: &str) {
+        let Some(c) = self.conns.get_mut(conn.index()) else {
+            return;
+        };
+        c.client = client.into();
+        if !c.open {
+            c.open = true;
+            let peer = c.peer;
+            self.end_pending(peer);
         }
     }
 
@@ -313,10 +396,19 @@ impl Engine {
         r
     }
 
-    /// A missing or wrong token on the HTTP edge.
-    pub fn count_http_auth_failure(&mut self) {
+    /// A missing or wrong token on the HTTP edge from `ip`, at monotonic `now_ms`:
+    /// counted, and the address slowed on both front-ends (one backoff table).
+    pub fn handle_http_auth_failure(&mut self, ip: Option<IpAddr>, now_ms: u64) {
         self.stats.auth_failures += 1;
         self.stats.count_error(ErrorCode::UNAUTHORIZED);
+        if let Some(ip) = ip {
+            self.backoff.handle_failure(ip, now_ms);
+        }
+    }
+
+    /// A good token on the HTTP edge from `ip`: its failures are forgotten.
+    pub fn handle_http_auth_success(&mut self, ip: IpAddr) {
+        self.backoff.handle_success(ip);
     }
 
     /// A record that failed to open (tampered, replayed, reordered, foreign).
@@ -333,6 +425,14 @@ impl Engine {
         }
     }
 
+    /// Whether the connection holds part of a frame (or record) since monotonic `since_ms`
+    /// (`None`: nothing partial). A frame must arrive whole within `--partial-timeout`.
+    pub fn handle_partial(&mut self, conn: ConnId, since_ms: Option<u64>) {
+        if let Some(c) = self.conns.get_mut(conn.index()) {
+            c.partial_since_ms = since_ms;
+        }
+    }
+
     /// Bytes were written to the connection.
     pub fn handle_sent(&mut self, conn: ConnId, bytes: usize) {
         if let Some(c) = self.conns.get_mut(conn.index()) {
@@ -345,6 +445,11 @@ impl Engine {
         let Some(c) = self.conns.try_remove(conn.index()) else {
             return;
         };
+        if c.http {
+            self.http_conns -= 1;
+        } else if !c.open {
+            self.end_pending(c.peer);
+        }
         for sub in c.subs {
             self.remove_sub(sub);
         }
@@ -378,6 +483,7 @@ impl Engine {
     pub fn handle_timeouts(&mut self, now_ms: u64) -> usize {
         let handshake = self.limits.handshake_ms;
         let silence = self.limits.keepalive_ms.saturating_mul(3);
+        let partial = self.limits.partial_timeout_ms;
         let expired: Vec<(ConnId, ErrorCode)> = self
             .conns
             .iter()
@@ -391,6 +497,11 @@ impl Engine {
                     Some((id, ErrorCode::HANDSHAKE_TIMEOUT))
                 } else if c.open && now_ms.saturating_sub(c.last_rx_ms) >= silence {
                     Some((id, ErrorCode::KEEPALIVE_TIMEOUT))
+                } else if c
+                    .partial_since_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= partial)
+                {
+                    Some((id, ErrorCode::FRAME_TIMEOUT))
                 } else {
                     None
                 }
@@ -426,9 +537,14 @@ impl Engine {
         std::mem::swap(into, &mut self.wakeups);
     }
 
-    /// Number of open connections.
+    /// Number of connections, TCP and HTTP streams (and the edge's publisher).
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Number of TCP connections (those `--max-connections` counts).
+    pub fn tcp_connection_count(&self) -> usize {
+        self.conns.len() - self.http_conns
     }
 }
 

@@ -233,6 +233,8 @@ impl Engine {
             lag_missed: 0,
             evicted: 0,
             waits: Vec::new(),
+            sampled: (0, 0),
+            rates: (0.0, 0.0),
         });
         self.by_name.insert(name.into(), tid);
         let matching: Vec<_> = self

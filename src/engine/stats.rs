@@ -92,8 +92,21 @@ impl Stats {
     }
 }
 
+/// Broker-wide message rates over the last sampling period ([`Engine::sample_rates`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rates {
+    /// Messages stored per second.
+    pub publish_per_s: f64,
+    /// Messages handed to subscribers per second.
+    pub deliver_per_s: f64,
+    /// When the last sample was taken (monotonic ms), and the totals then.
+    at_ms: Option<u64>,
+    published: u64,
+    delivered: u64,
+}
+
 /// A snapshot of one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicInfo {
     /// Topic name.
     pub name: String,
@@ -115,10 +128,14 @@ pub struct TopicInfo {
     pub evicted: u64,
     /// Cursors watching it.
     pub subscribers: usize,
+    /// Messages stored per second over the last sampling period.
+    pub publish_per_s: f64,
+    /// Deliveries per second over the last sampling period.
+    pub deliver_per_s: f64,
 }
 
 /// A snapshot of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnInfo {
     /// Its id.
     pub id: ConnId,
@@ -144,6 +161,8 @@ pub struct ConnInfo {
     pub lag_missed: u64,
     /// Messages stored but not yet delivered to it, over all its cursors.
     pub pending: u64,
+    /// Messages in and out per second over the last sampling period.
+    pub msgs_per_s: f64,
 }
 
 impl Engine {
@@ -175,20 +194,90 @@ impl Engine {
 
     /// A snapshot of every topic, in creation order.
     pub fn topic_infos(&self) -> Vec<TopicInfo> {
-        self.topics
-            .iter()
-            .map(|t| TopicInfo {
-                name: t.name.to_string(),
-                first: t.ring.first(),
-                next: t.ring.next(),
-                stored: t.ring.len(),
-                bytes: t.ring.bytes(),
-                published: t.published,
-                delivered: t.delivered,
-                lag_missed: t.lag_missed,
-                evicted: t.evicted,
-                subscribers: t.watchers.len(),
-            })
+        (0..self.topics.len())
+            .filter_map(|i| self.topic_info_at(i))
+            .collect()
+    }
+
+    /// A snapshot of the topic at `index` (creation order), if there is one: the HTTP
+    /// edge reads long lists in slices by index.
+    pub fn topic_info_at(&self, index: usize) -> Option<TopicInfo> {
+        let t = self.topics.get(index)?;
+        Some(TopicInfo {
+            name: t.name.to_string(),
+            first: t.ring.first(),
+            next: t.ring.next(),
+            stored: t.ring.len(),
+            bytes: t.ring.bytes(),
+            published: t.published,
+            delivered: t.delivered,
+            lag_missed: t.lag_missed,
+            evicted: t.evicted,
+            subscribers: t.watchers.len(),
+            publish_per_s: f64::from(t.rates.0),
+            deliver_per_s: f64::from(t.rates.1),
+        })
+    }
+
+    /// Every topic's counters summed (the `name` is empty; rates too are sums).
+    pub fn topic_totals(&self) -> TopicInfo {
+        let mut sum = TopicInfo {
+            name: String::new(),
+            first: 0,
+            next: 0,
+            stored: 0,
+            bytes: 0,
+            published: 0,
+            delivered: 0,
+            lag_missed: 0,
+            evicted: 0,
+            subscribers: 0,
+            publish_per_s: 0.0,
+            deliver_per_s: 0.0,
+        };
+        for t in &self.topics {
+            sum.stored += t.ring.len();
+            sum.bytes += t.ring.bytes();
+            sum.published += t.published;
+            sum.delivered += t.delivered;
+            sum.lag_missed += t.lag_missed;
+            sum.evicted += t.evicted;
+            sum.subscribers += t.watchers.len();
+            sum.publish_per_s += f64::from(t.rates.0);
+            sum.deliver_per_s += f64::from(t.rates.1);
+        }
+        sum
+    }
+
+    /// The `n` most published topics, most first (ties by name).
+    pub fn most_published_topics(&self, n: usize) -> Vec<TopicInfo> {
+        let mut order: Vec<usize> = (0..self.topics.len()).collect();
+        busiest_first(&mut order, n, |&a, &b| {
+            let (ta, tb) = (&self.topics[a], &self.topics[b]);
+            tb.published.cmp(&ta.published).then(ta.name.cmp(&tb.name))
+        });
+        order
+            .into_iter()
+            .filter_map(|i| self.topic_info_at(i))
+            .collect()
+    }
+
+    /// The `n` busiest topics (most messages in and out per second, then most
+    /// published), busiest first. Costs one pass over the topics and a snapshot of
+    /// `n` of them, however many there are.
+    pub fn busiest_topics(&self, n: usize) -> Vec<TopicInfo> {
+        let key = |i: usize| {
+            let t = &self.topics[i];
+            (t.rates.0 + t.rates.1, t.published + t.delivered)
+        };
+        let mut order: Vec<usize> = (0..self.topics.len()).collect();
+        busiest_first(&mut order, n, |&a, &b| {
+            let ((ra, ta), (rb, tb)) = (key(a), key(b));
+            rb.total_cmp(&ra).then(tb.cmp(&ta)).then(a.cmp(&b))
+        });
+        order
+            .into_iter()
+            .filter_map(|i| self.topic_info_at(i))
             .collect()
     }
 
@@ -196,43 +285,130 @@ impl Engine {
     pub fn conn_infos(&self) -> Vec<ConnInfo> {
         self.conns
             .iter()
-            .map(|(k, c)| {
-                let mut pending = 0;
-                let mut subscriptions = Vec::new();
-                for s in &c.subs {
-                    let s = &self.subs[s.0 as usize];
-                    if let Some(m) = &s.member {
-                        // A group member: what the group assigned it and it was not sent yet.
-                        subscriptions.push(format!(
-                            "{} (group {})",
-                            s.filter,
-                            self.group_name(m.group)
-                        ));
-                        pending += m.unsent() as u64;
-                        continue;
-                    }
-                    subscriptions.push(s.filter.to_string());
-                    for ck in &s.cursors {
-                        let cur = &self.cursors[ck.0 as usize];
-                        let next = self.topics[cur.topic.0 as usize].ring.next();
-                        pending += next.saturating_sub(cur.next);
-                    }
-                }
-                ConnInfo {
-                    id: ConnId(k as u32),
-                    peer: c.peer,
-                    client: c.client.to_string(),
-                    token: c.token.as_deref().map(str::to_string),
-                    http: c.http,
-                    subscriptions,
-                    msgs_in: c.msgs_in,
-                    msgs_out: c.msgs_out,
-                    bytes_in: c.bytes_in,
-                    bytes_out: c.bytes_out,
-                    lag_missed: c.lag_missed,
-                    pending,
-                }
-            })
+            .map(|(k, _)| self.conn_info(ConnId(k as u32)))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default()
+    }
+
+    /// The `n` busiest connections (most messages per second, then most in all),
+    /// busiest first, leaving out `skip` (the HTTP edge's own publisher).
+    pub fn busiest_conns(&self, n: usize, skip: Option<ConnId>) -> Vec<ConnInfo> {
+        let mut order: Vec<usize> = self
+            .conns
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|&k| Some(ConnId(k as u32)) != skip)
+            .collect();
+        let key = |k: usize| {
+            let c = &self.conns[k];
+            (c.msgs_per_s, c.msgs_in + c.msgs_out)
+        };
+        busiest_first(&mut order, n, |&a, &b| {
+            let ((ra, ta), (rb, tb)) = (key(a), key(b));
+            rb.total_cmp(&ra).then(tb.cmp(&ta)).then(a.cmp(&b))
+        });
+        order
+            .into_iter()
+            .filter_map(|k| self.conn_info(ConnId(k as u32)))
             .collect()
     }
+
+    /// The ids of every connection now, for reading their snapshots in slices.
+    pub fn conn_ids(&self) -> Vec<ConnId> {
+        self.conns.iter().map(|(k, _)| ConnId(k as u32)).collect()
+    }
+
+    /// A snapshot of one connection.
+    pub fn conn_info(&self, id: ConnId) -> Option<ConnInfo> {
+        let c = self.conns.get(id.index())?;
+        let mut pending = 0;
+        let mut subscriptions = Vec::new();
+        for s in &c.subs {
+            let s = &self.subs[s.0 as usize];
+            if let Some(m) = &s.member {
+                // A group member: what the group assigned it and it was not sent yet.
+                subscriptions.push(format!("{} (group {})", s.filter, self.group_name(m.group)));
+                pending += m.unsent() as u64;
+                continue;
+            }
+            subscriptions.push(s.filter.to_string());
+            for ck in &s.cursors {
+                let cur = &self.cursors[ck.0 as usize];
+                let next = self.topics[cur.topic.0 as usize].ring.next();
+                pending += next.saturating_sub(cur.next);
+            }
+        }
+        Some(ConnInfo {
+            id,
+            peer: c.peer,
+            client: c.client.to_string(),
+            token: c.token.as_deref().map(str::to_string),
+            http: c.http,
+            subscriptions,
+            msgs_in: c.msgs_in,
+            msgs_out: c.msgs_out,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            lag_missed: c.lag_missed,
+            pending,
+            msgs_per_s: f64::from(c.msgs_per_s),
+        })
+    }
+
+    /// Broker-wide rates over the last sampling period.
+    pub fn rates(&self) -> Rates {
+        self.rates
+    }
+
+    /// Turns the counters since the last call into per-second rates, for the broker,
+    /// every topic and every connection, in place (no allocation): called every few
+    /// seconds with monotonic `now_ms`.
+    pub fn sample_rates(&mut self, now_ms: u64) {
+        let secs = self
+            .rates
+            .at_ms
+            .map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1000.0);
+        let rate = |now: u64, then: u64| {
+            if secs > 0.0 {
+                (now.saturating_sub(then) as f64 / secs) as f32
+            } else {
+                0.0
+            }
+        };
+        for t in &mut self.topics {
+            t.rates = (
+                rate(t.published, t.sampled.0),
+                rate(t.delivered, t.sampled.1),
+            );
+            t.sampled = (t.published, t.delivered);
+        }
+        for (_, c) in &mut self.conns {
+            let msgs = c.msgs_in + c.msgs_out;
+            c.msgs_per_s = rate(msgs, c.sampled_msgs);
+            c.sampled_msgs = msgs;
+        }
+        let r = &mut self.rates;
+        let (p, d) = (self.stats.published, self.stats.delivered);
+        r.publish_per_s = f64::from(rate(p, r.published));
+        r.deliver_per_s = f64::from(rate(d, r.delivered));
+        (r.published, r.delivered, r.at_ms) = (p, d, Some(now_ms));
+    }
+}
+
+/// Puts the first `n` of `order` by `cmp` at its front, sorted, and drops the rest:
+/// a partial selection, so the cost grows with `n log n`, not with the whole list's sort.
+fn busiest_first<T>(
+    order: &mut Vec<T>,
+    n: usize,
+    mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) {
+    if n == 0 {
+        order.clear();
+        return;
+    }
+    if order.len() > n {
+        order.select_nth_unstable_by(n - 1, &mut cmp);
+        order.truncate(n);
+    }
+    order.sort_unstable_by(cmp);
 }

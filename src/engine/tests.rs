@@ -1497,18 +1497,78 @@ fn admit_refuses_at_the_connection_cap() {
         max_connections: 2,
         ..limits()
     });
-    assert!(e.admit());
+    assert!(e.admit(None).is_ok());
     let a = e.handle_connect(0, None);
-    assert!(e.admit());
+    assert!(e.admit(None).is_ok());
     let _b = e.handle_connect(0, None);
-    assert!(!e.admit());
-    assert!(!e.admit());
+    let why = e.admit(None).unwrap_err();
+    assert!(why.contains("--max-connections"), "{why}");
+    assert!(e.admit(None).is_err());
     let s = e.stats();
     assert_eq!((s.connections_accepted, s.connections_refused), (2, 2));
     assert_eq!(s.errors(ErrorCode::CONNECTION_LIMIT), 2);
     e.handle_disconnect(a);
-    assert!(e.admit());
+    assert!(e.admit(None).is_ok());
     assert_eq!(e.stats().connections_refused, 2);
+}
+
+#[test]
+fn connections_in_their_handshake_are_capped_in_all_and_per_address() {
+    let mut e = engine(Limits {
+        max_connections: 10,
+        max_pending: 4,
+        max_pending_per_address: 2,
+        ..limits()
+    });
+    let peer = |last: u8| -> std::net::SocketAddr { ([10, 0, 0, last], 1000).into() };
+    let ip = |last: u8| Some(peer(last).ip());
+    // One address may hold two unfinished handshakes, not three.
+    assert!(e.admit(ip(1)).is_ok());
+    let a1 = e.handle_connect(0, Some(peer(1)));
+    assert!(e.admit(ip(1)).is_ok());
+    let _a2 = e.handle_connect(0, Some(peer(1)));
+    let why = e.admit(ip(1)).unwrap_err();
+    assert!(why.contains("--max-pending-per-address"), "{why}");
+    // Another address is still welcome, until four are pending in all.
+    let _b1 = e.handle_connect(0, Some(peer(2)));
+    let _b2 = e.handle_connect(0, Some(peer(2)));
+    let why = e.admit(ip(3)).unwrap_err();
+    assert!(why.contains("--max-pending"), "{why}");
+    // A finished handshake makes room, and the room left is for connections that
+    // authenticate: six more may be open.
+    e.handle_open(a1, "a1");
+    assert!(e.admit(ip(1)).is_ok());
+    for i in 0..6 {
+        let c = e.handle_connect(0, Some(peer(20 + i)));
+        e.handle_open(c, "open");
+    }
+    let why = e.admit(ip(9)).unwrap_err();
+    assert!(why.contains("--max-connections"), "{why}");
+    // HTTP streams never count toward the TCP limits.
+    let _h = e.handle_connect_http(0, None, "http", None);
+    assert_eq!(e.tcp_connection_count(), 10);
+    assert_eq!(e.connection_count(), 11);
+    assert_eq!(e.stats().connections_refused, 3);
+}
+
+#[test]
+fn a_frame_that_does_not_arrive_whole_in_time_closes_its_connection() {
+    let mut e = engine(Limits {
+        partial_timeout_ms: 1_000,
+        ..limits()
+    });
+    let c = e.handle_connect(0, None);
+    e.handle_open(c, "slow");
+    e.handle_partial(c, Some(100));
+    assert_eq!(e.handle_timeouts(1_099), 0);
+    assert_eq!(e.handle_timeouts(1_100), 1);
+    assert_eq!(e.close_reason(c), Some(ErrorCode::FRAME_TIMEOUT));
+    // A frame that completed in time leaves nothing to time out.
+    let d = e.handle_connect(0, None);
+    e.handle_open(d, "fine");
+    e.handle_partial(d, Some(100));
+    e.handle_partial(d, None);
+    assert_eq!(e.handle_timeouts(5_000), 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,13 +9,11 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use async_io::{Async, Timer};
-use futures_lite::{AsyncReadExt, FutureExt};
 use mote_sdk::ErrorCode;
 
-use super::Shared;
+use crate::broker::{LINGER, Shared};
 use crate::engine::ConnId;
 use crate::session::Session;
 
@@ -25,19 +23,19 @@ pub(crate) const READ_CHUNK: usize = 128 * 1024;
 const WRITE_HIGH: usize = 128 * 1024;
 /// Stop reading while this many bytes wait for the socket to take them.
 const PENDING_HIGH: usize = 256 * 1024;
+/// Bytes read per call while `--max-partial` is spent.
+const SMALL_READ: usize = 4 * 1024;
 /// Read/write rounds before a busy connection yields to the others.
 const ROUNDS: u32 = 16;
-/// How long a closing connection drains what the peer still sends, so that its last
-/// error frame is not lost to a reset.
-const LINGER: Duration = Duration::from_millis(500);
 
 struct ConnIo {
     session: Session,
     /// An incomplete frame or record carried over to the next read: `inbuf[..kept]`.
+    /// It grows with what arrives (not to the size the frame announces), and all of it
+    /// counts toward `--max-partial`: `charged` bytes of the budget are this buffer's.
     inbuf: Vec<u8>,
     kept: usize,
-    /// Size of that frame when known.
-    need: Option<usize>,
+    charged: usize,
     /// Encoded bytes the socket has not taken yet; `pending[written..]` is still to go.
     pending: Vec<u8>,
     written: usize,
@@ -87,7 +85,7 @@ impl ConnTask {
                 session: Session::new(id, max_frame, auth, nonce),
                 inbuf: Vec::new(),
                 kept: 0,
-                need: None,
+                charged: 0,
                 pending: Vec::new(),
                 written: 0,
                 closing: None,
@@ -113,6 +111,8 @@ impl std::future::Future for ConnTask {
             this.shared.forget_waker(id);
             this.shared.engine.borrow_mut().handle_disconnect(id);
             this.io.inbuf = Vec::new();
+            this.shared
+                .release_partial(std::mem::take(&mut this.io.charged));
             this.io.pending = Vec::new();
             if let End::Gone = end {
                 return Poll::Ready(());
@@ -147,26 +147,6 @@ impl std::future::Future for ConnTask {
     }
 }
 
-/// Half-closes and reads until the peer closes too (or `LINGER` passes), so the kernel
-/// does not answer unread bytes with a reset that could swallow our last frame.
-pub(crate) async fn linger(stream: &Async<TcpStream>) {
-    let _ = stream.get_ref().shutdown(Shutdown::Write);
-    let drain = async {
-        let mut buf = vec![0u8; 4096];
-        let mut s = stream;
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    drain
-        .or(async {
-            Timer::after(LINGER).await;
-        })
-        .await;
-}
-
 impl ConnIo {
     fn poll(
         &mut self,
@@ -195,6 +175,7 @@ impl ConnIo {
         }
         if self.kept == 0 && self.inbuf.capacity() > 0 {
             self.inbuf = Vec::new();
+            shared.release_partial(std::mem::take(&mut self.charged));
         }
         if scratch.read.len() > READ_CHUNK {
             scratch.read.truncate(READ_CHUNK);
@@ -333,8 +314,16 @@ impl ConnIo {
     ) -> Poll<Result<bool, ()>> {
         let own = self.kept > 0;
         let read = if own {
-            let want = (self.kept + READ_CHUNK).max(self.need.unwrap_or(0));
+            // Grows with what arrives, within the budget for input still arriving; past
+            // it, this connection is not read until room frees (or its partial-input
+            // deadline closes it).
+            let want = self.kept + READ_CHUNK;
             if self.inbuf.len() < want {
+                let more = want - self.charged.max(self.inbuf.len());
+                if more > 0 && !shared.reserve_partial(more, cx) {
+                    return Poll::Pending;
+                }
+                self.charged += more;
                 self.inbuf.resize(want, 0);
             }
             read_some(cx, stream, &mut self.inbuf[self.kept..])
@@ -342,7 +331,14 @@ impl ConnIo {
             if rbuf.len() < READ_CHUNK {
                 rbuf.resize(READ_CHUNK, 0);
             }
-            read_some(cx, stream, rbuf)
+            // What a read leaves of a frame is kept whatever the budget says: while the
+            // budget is spent, reads are small, so that is little per connection.
+            let size = if shared.partial_full() {
+                SMALL_READ
+            } else {
+                rbuf.len()
+            };
+            read_some(cx, stream, &mut rbuf[..size])
         };
         let n = match read {
             Poll::Pending => return Poll::Pending,
@@ -360,6 +356,17 @@ impl ConnIo {
             &mut rbuf[..filled]
         };
         let r = self.session.handle_input(&mut engine, wall, data, out);
+        if let Ok(p) = &r {
+            // A frame must arrive whole within --partial-timeout of its first byte.
+            let rest = filled - p.consumed;
+            if rest == 0 {
+                if self.kept > 0 {
+                    engine.handle_partial(id, None);
+                }
+            } else if self.kept == 0 || p.consumed > 0 {
+                engine.handle_partial(id, Some(mono));
+            }
+        }
         shared.wake_others(&mut engine, Some(id));
         drop(engine);
         let p = match r {
@@ -373,14 +380,19 @@ impl ConnIo {
         if own {
             self.inbuf.copy_within(p.consumed..filled, 0);
         } else if rest > 0 {
-            let want = rest.max(p.need.unwrap_or(0));
-            if self.inbuf.len() < want {
-                self.inbuf.resize(want, 0);
+            // Counted toward --max-partial like what grows later; a few bytes over the
+            // budget here are bounded by one read per connection.
+            if self.inbuf.len() < rest {
+                let more = rest - self.charged.max(self.inbuf.len());
+                if more > 0 {
+                    shared.force_partial(more);
+                    self.charged += more;
+                }
+                self.inbuf.resize(rest, 0);
             }
             self.inbuf[..rest].copy_from_slice(&rbuf[p.consumed..filled]);
         }
         self.kept = rest;
-        self.need = p.need;
         Poll::Ready(Ok(true))
     }
 }
@@ -419,6 +431,9 @@ pub(crate) fn close_message(code: ErrorCode) -> &'static str {
         ErrorCode::SHUTTING_DOWN => "the broker is shutting down",
         ErrorCode::CONNECTION_LIMIT => {
             "the broker holds as many connections as it may (--max-connections); try later"
+        }
+        ErrorCode::FRAME_TIMEOUT => {
+            "a frame did not arrive whole within --partial-timeout of its first byte"
         }
         _ => "connection closed by the broker",
     }

@@ -21,7 +21,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn start(limits: Limits) -> Broker {
-        Broker::with(move || mote::server::Config {
+        Broker::with(move || mote::broker::Config {
             limits,
             ..Default::default()
         })
@@ -29,12 +29,12 @@ impl Broker {
 
     /// A broker with the config `make` builds (on the broker's thread: `Auth` is not
     /// `Send`).
-    pub fn with(make: impl FnOnce() -> mote::server::Config + Send + 'static) -> Broker {
+    pub fn with(make: impl FnOnce() -> mote::broker::Config + Send + 'static) -> Broker {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let thread = std::thread::spawn(move || {
-            mote::server::serve_with(listener, make(), async move {
+            mote::broker::serve_with(listener, make(), async move {
                 let _ = stopped.recv().await;
             })
         });

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::bridge::{Snapshot, StreamEvent};
-use crate::engine::StoredMessage;
+use crate::engine::{ConnInfo, GroupInfo, Rates, Stats, StoredMessage, TopicInfo};
+use crate::limits::Limits;
 
 /// A byte string as JSON: text if it is UTF-8, else base64 (the caller marks which).
 fn bytes(b: &[u8]) -> (Value, bool) {
@@ -61,6 +61,28 @@ pub(crate) fn stored(topic: &str, first: u64, next: u64, messages: &[StoredMessa
     })
 }
 
+/// One event of an HTTP stream, borrowed from the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event<'a> {
+    Message {
+        topic: &'a str,
+        offset: u64,
+        time_ms: u64,
+        key: Option<&'a [u8]>,
+        payload: &'a [u8],
+        /// For a consumer group: the stream's number, the delivery's tag (the ack id is
+        /// `<stream>.<tag>`) and the delivery attempt.
+        ack: Option<(u64, u64, u32)>,
+    },
+    Lag {
+        topic: &'a str,
+        missed: u64,
+        next: u64,
+    },
+    /// The broker is shutting down.
+    End,
+}
+
 /// How a stream is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -82,9 +104,9 @@ impl Format {
     }
 
     /// Appends `ev` to `out` in this format.
-    pub(crate) fn event(self, ev: &StreamEvent, out: &mut Vec<u8>) {
+    pub(crate) fn event(self, ev: &Event<'_>, out: &mut Vec<u8>) {
         match (self, ev) {
-            (Format::Raw, StreamEvent::Message { payload, .. }) => {
+            (Format::Raw, Event::Message { payload, .. }) => {
                 out.extend_from_slice(payload);
                 out.push(b'\n');
             }
@@ -92,7 +114,7 @@ impl Format {
             (Format::Raw, _) => {}
             (
                 _,
-                StreamEvent::Message {
+                Event::Message {
                     topic,
                     offset,
                     time_ms,
@@ -101,16 +123,16 @@ impl Format {
                     ack,
                 },
             ) => {
-                let mut v = message(topic, *offset, *time_ms, key.as_deref(), payload);
-                if let (Some((id, attempt)), Some(o)) = (ack, v.as_object_mut()) {
-                    o.insert("ack".into(), id.as_str().into());
+                let mut v = message(topic, *offset, *time_ms, *key, payload);
+                if let (Some((stream, tag, attempt)), Some(o)) = (ack, v.as_object_mut()) {
+                    o.insert("ack".into(), format!("{stream}.{tag}").into());
                     o.insert("attempt".into(), (*attempt).into());
                 }
                 self.line(out, "message", &v);
             }
             (
                 _,
-                StreamEvent::Lag {
+                Event::Lag {
                     topic,
                     missed,
                     next,
@@ -119,7 +141,7 @@ impl Format {
                 let v = json!({"event": "lag", "topic": topic, "missed": missed, "next": next});
                 self.line(out, "lag", &v);
             }
-            (_, StreamEvent::End) => {
+            (_, Event::End) => {
                 let v = json!({"event": "end", "reason": "the broker is shutting down"});
                 self.line(out, "end", &v);
             }
@@ -174,79 +196,101 @@ pub(crate) struct Info {
     pub(crate) http: String,
 }
 
-/// The `/api/stats` document.
-/// The edge's own counts: requests, and error answers by code.
-pub(crate) type HttpTotals = (u64, Vec<(&'static str, u64)>);
+/// Everything `/api/stats` and `/metrics` show besides the lists of topics,
+/// connections and groups.
+#[derive(Debug, Clone)]
+pub(crate) struct Summary {
+    pub(crate) stats: Stats,
+    pub(crate) limits: Limits,
+    pub(crate) memory_used: usize,
+    pub(crate) stored: usize,
+    pub(crate) partial_bytes: usize,
+    pub(crate) uptime: std::time::Duration,
+    pub(crate) rates: Rates,
+    pub(crate) tokens: usize,
+    pub(crate) time_ms: u64,
+    pub(crate) topics: usize,
+    pub(crate) tcp_connections: usize,
+    pub(crate) http_streams: usize,
+    pub(crate) groups: usize,
+    pub(crate) rss: u64,
+    pub(crate) http: HttpTotals,
+    pub(crate) log_dropped: u64,
+}
 
-pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64, http: &HttpTotals) -> Value {
+/// The edge's own counts: requests, connections refused, and error answers by code.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpTotals {
+    pub(crate) requests: u64,
+    pub(crate) refused: u64,
+    pub(crate) connections: usize,
+    pub(crate) errors: Vec<(&'static str, u64)>,
+}
+
+pub(crate) fn topic(t: &TopicInfo) -> Value {
+    json!({
+        "name": t.name, "first": t.first, "next": t.next, "stored": t.stored,
+        "bytes": t.bytes, "published": t.published, "delivered": t.delivered,
+        "lag_missed": t.lag_missed, "evicted": t.evicted, "subscribers": t.subscribers,
+        "publish_per_s": round(t.publish_per_s), "deliver_per_s": round(t.deliver_per_s),
+    })
+}
+
+pub(crate) fn connection(c: &ConnInfo) -> Value {
+    json!({
+        "id": c.id.index(), "kind": if c.http { "http" } else { "tcp" },
+        "peer": c.peer.map(|p| p.to_string()), "client": c.client, "token": c.token,
+        "subscriptions": c.subscriptions, "msgs_in": c.msgs_in, "msgs_out": c.msgs_out,
+        "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "lag_missed": c.lag_missed,
+        "pending": c.pending, "msgs_per_s": round(c.msgs_per_s),
+    })
+}
+
+pub(crate) fn group(g: &GroupInfo) -> Value {
+    let c = &g.counters;
+    let cursors: Map<String, Value> = g
+        .cursors
+        .iter()
+        .map(|(t, n)| (t.clone(), (*n).into()))
+        .collect();
+    json!({
+        "name": g.name, "filter": g.filter, "members": g.members,
+        "in_flight": g.in_flight, "redeliveries_pending": g.redeliveries,
+        "backlog": g.backlog, "cursors": cursors,
+        "settings": {
+            "ack_timeout_ms": g.settings.ack_timeout_ms,
+            "max_deliveries": g.settings.max_deliveries,
+            "prefetch": g.settings.prefetch, "durable": g.settings.durable,
+        },
+        "delivered": c.delivered, "acked": c.acked, "redelivered": c.redelivered,
+        "dead_lettered": c.dead_lettered, "lag_missed": c.lag_missed,
+    })
+}
+
+/// The `/api/stats` document without its lists (`topics`, `connections`, `groups`),
+/// which the caller adds: the busiest, or all of them in slices.
+pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
     let st = &s.stats;
     let errors: Map<String, Value> = st
         .error_counts()
         .map(|(code, n)| (code.name().to_string(), n.into()))
         .collect();
-    let topics: Vec<Value> = s
-        .topics
-        .iter()
-        .map(|t| {
-            let (p, d) = s.rates.topics.get(&t.name).copied().unwrap_or((0.0, 0.0));
-            json!({
-                "name": t.name, "first": t.first, "next": t.next, "stored": t.stored,
-                "bytes": t.bytes, "published": t.published, "delivered": t.delivered,
-                "lag_missed": t.lag_missed, "evicted": t.evicted, "subscribers": t.subscribers,
-                "publish_per_s": round(p), "deliver_per_s": round(d),
-            })
-        })
-        .collect();
-    let conns: Vec<Value> = s
-        .conns
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id.index(), "kind": if c.http { "http" } else { "tcp" },
-                "peer": c.peer.map(|p| p.to_string()), "client": c.client, "token": c.token,
-                "subscriptions": c.subscriptions, "msgs_in": c.msgs_in, "msgs_out": c.msgs_out,
-                "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "lag_missed": c.lag_missed,
-                "pending": c.pending,
-            })
-        })
-        .collect();
-    let groups: Vec<Value> = s
-        .groups
-        .iter()
-        .map(|g| {
-            let c = &g.counters;
-            let cursors: Map<String, Value> = g
-                .cursors
-                .iter()
-                .map(|(t, n)| (t.clone(), (*n).into()))
-                .collect();
-            json!({
-                "name": g.name, "filter": g.filter, "members": g.members,
-                "in_flight": g.in_flight, "redeliveries_pending": g.redeliveries,
-                "backlog": g.backlog, "cursors": cursors,
-                "settings": {
-                    "ack_timeout_ms": g.settings.ack_timeout_ms,
-                    "max_deliveries": g.settings.max_deliveries,
-                    "prefetch": g.settings.prefetch, "durable": g.settings.durable,
-                },
-                "delivered": c.delivered, "acked": c.acked, "redelivered": c.redelivered,
-                "dead_lettered": c.dead_lettered, "lag_missed": c.lag_missed,
-            })
-        })
-        .collect();
     let l = &s.limits;
-    json!({
+    let connections = s.tcp_connections + s.http_streams;
+    let v = json!({
         "broker": {
-            "version": info.version, "uptime_s": round(s.uptime.as_secs_f64()), "rss_bytes": rss,
+            "version": info.version, "uptime_s": round(s.uptime.as_secs_f64()), "rss_bytes": s.rss,
             "memory_used_bytes": s.memory_used, "memory_budget_bytes": l.memory,
-            "stored_messages": s.stored, "topics": s.topics.len(), "connections": s.conns.len(),
+            "partial_bytes": s.partial_bytes, "log_dropped": s.log_dropped,
+            "stored_messages": s.stored, "topics": s.topics, "connections": connections,
             "tokens": s.tokens, "time_ms": s.time_ms, "tcp": info.tcp, "http": info.http,
         },
         "limits": {
             "max_connections": l.max_connections, "max_topics": l.max_topics,
             "max_subscriptions": l.max_subscriptions, "max_payload": l.max_payload,
             "ring_messages": l.ring_messages, "ring_bytes": l.ring_bytes, "memory": l.memory,
-            "keepalive_ms": l.keepalive_ms,
+            "keepalive_ms": l.keepalive_ms, "max_pending": l.max_pending,
+            "max_partial_bytes": l.max_partial_bytes,
         },
         "totals": {
             "published": st.published, "delivered": st.delivered,
@@ -264,14 +308,20 @@ pub(crate) fn stats(s: &Snapshot, info: &Info, rss: u64, http: &HttpTotals) -> V
             "publish_per_s": round(s.rates.publish_per_s),
             "deliver_per_s": round(s.rates.deliver_per_s),
         },
-        "topics": topics,
-        "connections": conns,
-        "groups": groups,
+        "topics_total": s.topics,
+        "connections_total": connections,
+        "groups_total": s.groups,
         "http": {
-            "requests": http.0,
-            "errors": http.1.iter().map(|(c, n)| ((*c).to_string(), Value::from(*n))).collect::<Map<String, Value>>(),
+            "requests": s.http.requests,
+            "connections": s.http.connections,
+            "connections_refused": s.http.refused,
+            "errors": s.http.errors.iter().map(|(c, n)| ((*c).to_string(), Value::from(*n))).collect::<Map<String, Value>>(),
         },
-    })
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 fn round(x: f64) -> f64 {
@@ -285,11 +335,19 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The `/metrics` document, Prometheus text format 0.0.4. Per-topic series are kept for
-/// the `max_topics` most published topics; the rest are summed under `topic="_other"`,
-/// so the number of series stays bounded whatever clients do.
-pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTotals) -> String {
+/// The `/metrics` document, Prometheus text format 0.0.4. Per-topic series are those of
+/// `shown` (the most published topics), with `rest` (the sum of all the others) under
+/// `topic="_other"`; groups likewise past `max_groups`: the number of series stays
+/// bounded whatever clients do.
+pub(crate) fn metrics(
+    s: &Summary,
+    shown: &[TopicInfo],
+    rest: Option<&TopicInfo>,
+    groups: &[GroupInfo],
+    max_groups: usize,
+) -> String {
     let st = &s.stats;
+    let rss = s.rss;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -329,23 +387,29 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTota
         "Messages all rings hold.",
         &one(s.stored as f64),
     );
-    metric(
-        "mote_topics",
-        "gauge",
-        "Topics.",
-        &one(s.topics.len() as f64),
-    );
-    let http = s.conns.iter().filter(|c| c.http).count();
+    metric("mote_topics", "gauge", "Topics.", &one(s.topics as f64));
     metric(
         "mote_connections",
         "gauge",
         "Open connections by kind (HTTP streams are connections too).",
         &[
-            ("{kind=\"tcp\"}".into(), (s.conns.len() - http) as f64),
-            ("{kind=\"http\"}".into(), http as f64),
+            ("{kind=\"tcp\"}".into(), s.tcp_connections as f64),
+            ("{kind=\"http\"}".into(), s.http_streams as f64),
         ],
     );
-    let counters: [(&str, &str, u64); 13] = [
+    metric(
+        "mote_http_connections",
+        "gauge",
+        "Open HTTP connections (streams and keep-alive ones).",
+        &one(s.http.connections as f64),
+    );
+    metric(
+        "mote_partial_bytes",
+        "gauge",
+        "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
+        &one(s.partial_bytes as f64),
+    );
+    let counters: [(&str, &str, u64); 15] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -389,8 +453,18 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTota
         ),
         (
             "mote_connections_refused_total",
-            "Connections refused at --max-connections.",
+            "TCP connections refused at --max-connections, --max-pending or --max-pending-per-address.",
             st.connections_refused,
+        ),
+        (
+            "mote_http_connections_refused_total",
+            "HTTP connections refused at --http-max-connections.",
+            s.http.refused,
+        ),
+        (
+            "mote_log_dropped_total",
+            "Log lines dropped because stderr was not being read fast enough.",
+            s.log_dropped,
         ),
         (
             "mote_auth_failures_total",
@@ -428,10 +502,11 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTota
         "mote_http_requests_total",
         "counter",
         "HTTP requests received.",
-        &one(edge.0 as f64),
+        &one(s.http.requests as f64),
     );
-    let http_errors: Vec<(String, f64)> = edge
-        .1
+    let http_errors: Vec<(String, f64)> = s
+        .http
+        .errors
         .iter()
         .map(|(c, n)| (format!("{{code=\"{c}\"}}"), *n as f64))
         .collect();
@@ -448,11 +523,8 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTota
         &errors,
     );
 
-    // Per topic, bounded: the most published topics by name, the rest as one series.
-    let mut topics: Vec<&crate::engine::TopicInfo> = s.topics.iter().collect();
-    topics.sort_by(|a, b| b.published.cmp(&a.published).then(a.name.cmp(&b.name)));
-    let (shown, rest) = topics.split_at(topics.len().min(max_topics));
-    type Pick = fn(&crate::engine::TopicInfo) -> u64;
+    // Per topic, bounded: the most published topics, the rest as one series.
+    type Pick = fn(&TopicInfo) -> u64;
     let per_topic: [(&str, &str, &str, Pick); 6] = [
         (
             "mote_topic_published_total",
@@ -496,25 +568,22 @@ pub(crate) fn metrics(s: &Snapshot, rss: u64, max_topics: usize, edge: &HttpTota
             .iter()
             .map(|t| (format!("{{topic=\"{}\"}}", label(&t.name)), pick(t) as f64))
             .collect();
-        if !rest.is_empty() {
-            samples.push((
-                "{topic=\"_other\"}".into(),
-                rest.iter().map(|t| pick(t)).sum::<u64>() as f64,
-            ));
+        if let Some(rest) = rest {
+            samples.push(("{topic=\"_other\"}".into(), pick(rest) as f64));
         }
         metric(name, kind, help, &samples);
     }
 
     // Per consumer group, bounded like topics.
-    let mut groups: Vec<&crate::engine::GroupInfo> = s.groups.iter().collect();
+    let mut groups: Vec<&GroupInfo> = groups.iter().collect();
     groups.sort_by(|a, b| {
         b.counters
             .delivered
             .cmp(&a.counters.delivered)
             .then(a.name.cmp(&b.name))
     });
-    let (shown, rest) = groups.split_at(groups.len().min(max_topics));
-    type PickGroup = fn(&crate::engine::GroupInfo) -> u64;
+    let (shown, rest) = groups.split_at(groups.len().min(max_groups));
+    type PickGroup = fn(&GroupInfo) -> u64;
     let per_group: [(&str, &str, &str, PickGroup); 9] = [
         (
             "mote_group_members",
@@ -607,12 +676,12 @@ mod tests {
 
     #[test]
     fn stream_formats() {
-        let ev = StreamEvent::Message {
-            topic: "t".into(),
+        let ev = Event::Message {
+            topic: "t",
             offset: 1,
             time_ms: 2,
             key: None,
-            payload: b"x".to_vec(),
+            payload: b"x",
             ack: None,
         };
         let mut out = Vec::new();
@@ -628,8 +697,8 @@ mod tests {
         Format::Raw.event(&ev, &mut out);
         assert_eq!(out, b"x\n");
         out.clear();
-        let lag = StreamEvent::Lag {
-            topic: "t".into(),
+        let lag = Event::Lag {
+            topic: "t",
             missed: 5,
             next: 9,
         };
@@ -643,6 +712,21 @@ mod tests {
         out.clear();
         Format::Sse.keepalive(0, &mut out);
         assert_eq!(out, b": keepalive\n\n");
+        out.clear();
+        let group = Event::Message {
+            topic: "t",
+            offset: 1,
+            time_ms: 2,
+            key: None,
+            payload: b"x",
+            ack: Some((3, 7, 2)),
+        };
+        Format::Json.event(&group, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["ack"].as_str(), v["attempt"].as_u64()),
+            (Some("3.7"), Some(2))
+        );
     }
 
     #[test]

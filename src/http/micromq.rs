@@ -24,10 +24,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tiny_http::Request;
 
-use super::Context;
-use super::http::{HttpError, body, publish_as};
+use super::Edge;
+use super::answer::{Answer, HttpError};
+use super::routes::{Request, check_backoff, note_auth, publish_as};
 use crate::auth::Rules;
 
 #[derive(serde::Deserialize)]
@@ -41,13 +41,7 @@ struct Form {
 }
 
 /// The answer in micro-mq's shape, with mote's error fields when it failed.
-fn answer(
-    status: u16,
-    micro: &str,
-    offset: u64,
-    message: &str,
-    code: Option<&str>,
-) -> super::http::Answer {
+fn answer(status: u16, micro: &str, offset: u64, message: &str, code: Option<&str>) -> Answer {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -57,10 +51,10 @@ fn answer(
         v["error"] = Value::from(message);
         v["code"] = Value::from(code);
     }
-    super::http::json_answer(status, &v)
+    Answer::json(status, &v)
 }
 
-fn failed(e: &HttpError) -> super::http::Answer {
+fn failed(e: &HttpError) -> Answer {
     let micro = match e.status {
         400 => "UnmarshalFailed",
         401 | 429 => "TokenIncorrect",
@@ -68,13 +62,10 @@ fn failed(e: &HttpError) -> super::http::Answer {
     };
     let mut a = answer(e.status, micro, 0, &e.message, Some(e.code));
     if e.status == 401 {
-        a = a.with_header(super::http::header(
-            "WWW-Authenticate",
-            "Bearer realm=\"mote\"",
-        ));
+        a = a.with_header("WWW-Authenticate", "Bearer realm=\"mote\"");
     }
     if let Some(s) = e.retry_after {
-        a = a.with_header(super::http::header("Retry-After", &s.to_string()));
+        a = a.with_header("Retry-After", &s.to_string());
     }
     a
 }
@@ -82,23 +73,15 @@ fn failed(e: &HttpError) -> super::http::Answer {
 /// The rules of the mote token whose SHA-256 hex is `form_token`, on a broker with tokens.
 /// Failures count towards the per-address backoff, as bad Bearer tokens do.
 fn rights(
-    ctx: &Context,
-    peer: Option<std::net::IpAddr>,
+    edge: &Edge,
+    peer: std::net::IpAddr,
     form_token: &str,
 ) -> Result<Option<std::sync::Arc<Rules>>, HttpError> {
-    let auth = ctx.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let auth = edge.shared.auth_now();
     if !auth.enabled() {
         return Ok(None);
     }
-    let now = ctx.epoch.elapsed().as_millis() as u64;
-    if let Some(ip) = peer {
-        let backoff = ctx.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(b) = backoff.check(ip, now) {
-            let mut e = HttpError::new(429, "too_many_failures", b.to_string());
-            e.retry_after = Some(b.wait_ms.div_ceil(1000));
-            return Err(e);
-        }
-    }
+    check_backoff(edge, peer)?;
     let wanted = form_token.to_ascii_lowercase();
     let mut found = None;
     // Every token is compared (in constant time), so timing says nothing of which matched.
@@ -108,22 +91,10 @@ fn rights(
             found = Some(entry.rules.clone());
         }
     }
-    let mut backoff = ctx.backoff.lock().unwrap_or_else(|e| e.into_inner());
-    match found {
-        Some(r) => {
-            if let Some(ip) = peer {
-                backoff.handle_success(ip);
-            }
-            Ok(Some(r))
-        }
-        None => {
-            if let Some(ip) = peer {
-                backoff.handle_failure(ip, now);
-            }
-            let _ = ctx.calls.try_send(super::bridge::Call::AuthFailed);
-            Err(HttpError::new(401, "unauthorized", "authentication failed"))
-        }
-    }
+    note_auth(edge, peer, found.is_some());
+    found
+        .map(Some)
+        .ok_or_else(|| HttpError::new(401, "unauthorized", "authentication failed"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -131,43 +102,25 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Handles a micro-mq producer request; `wait` for the synchronous route.
-pub(crate) fn product(
-    req: &mut Request,
-    ctx: &Context,
-    wait: bool,
-) -> Result<super::http::Answer, HttpError> {
-    Ok(match product_inner(req, ctx, wait) {
+pub(crate) fn product(edge: &Edge, req: &Request<'_>, wait: bool) -> Answer {
+    match product_inner(edge, req, wait) {
         Ok(a) => a,
         Err(e) => {
-            ctx.counts.error(e.code);
+            edge.count_error(e.code);
             failed(&e)
         }
-    })
+    }
 }
 
-fn product_inner(
-    req: &mut Request,
-    ctx: &Context,
-    wait: bool,
-) -> Result<super::http::Answer, HttpError> {
-    // Base64 and JSON make the form about a third larger than the payload.
-    let limit = ctx.max_payload / 3 * 4 + 64 * 1024;
-    let Some(raw) = body(req, limit)? else {
-        return Err(HttpError::new(
-            413,
-            "payload_too_large",
-            "the form is over the payload limit (--max-payload)",
-        ));
-    };
-    let form: Form = serde_json::from_slice(&raw).map_err(|e| {
+fn product_inner(edge: &Edge, req: &Request<'_>, wait: bool) -> Result<Answer, HttpError> {
+    let form: Form = serde_json::from_slice(&req.body).map_err(|e| {
         HttpError::new(
             400,
             "bad_request",
             format!("expected {{\"topic\", \"key\", \"value\", \"token\"}}: {e}"),
         )
     })?;
-    let peer = req.remote_addr().map(std::net::SocketAddr::ip);
-    let rules = rights(ctx, peer, &form.token)?;
+    let rules = rights(edge, req.peer.ip(), &form.token)?;
     let data = base64::engine::general_purpose::STANDARD
         .decode(form.value.as_bytes())
         .map_err(|e| HttpError::new(400, "bad_request", format!("value is not base64: {e}")))?;
@@ -196,37 +149,24 @@ fn product_inner(
             ));
         }
     }
-    if payload.len() > ctx.max_payload {
+    if payload.len() > edge.max_payload {
         return Err(HttpError::new(
             413,
             "payload_too_large",
             format!(
                 "the payload is over the limit of {} bytes (--max-payload)",
-                ctx.max_payload
+                edge.max_payload
             ),
         ));
     }
-    let key = (!form.key.is_empty()).then(|| form.key.into_bytes());
-    if !wait {
-        let (reply, _answer) = std::sync::mpsc::sync_channel(1);
-        let call = super::bridge::Call::Publish {
-            topic: form.topic,
-            key,
-            payload,
-            wait: None,
-            reply,
-        };
-        return match ctx.calls.try_send(call) {
-            Ok(()) => Ok(answer(202, "Accepted", 0, "queued", None)),
-            Err(_) => Err(HttpError::new(
-                503,
-                "overloaded",
-                "the broker is busy; retry shortly",
-            )),
-        };
-    }
-    let p = publish_as(ctx, &form.topic, key, payload, None)?;
-    Ok(answer(200, "Accepted", p.offset, "", None))
+    let key = (!form.key.is_empty()).then_some(form.key.as_bytes());
+    let (offset, _) = publish_as(edge, &form.topic, key, &payload)?;
+    Ok(if wait {
+        answer(200, "Accepted", offset, "", None)
+    } else {
+        // micro-mq's asynchronous form answers without an offset.
+        answer(202, "Accepted", 0, "queued", None)
+    })
 }
 
 /// Opens a `value` micro-mq sealed with its token (`proto.TokenCrypto`): `data` is

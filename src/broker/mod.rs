@@ -1,0 +1,219 @@
+//! The broker process: one smol executor thread that owns the engine and the state its
+//! tasks share ([`Shared`]), and starts every front-end on it — the binary protocol
+//! ([`crate::server`]) and the HTTP edge ([`crate::http`]) — beside the timer sweep,
+//! token reloads and the systemd watchdog.
+//!
+//! Rule for every task here: no loop runs without yielding. A deadline that is already
+//! due and cannot be acted on waits for the event that makes it actionable.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let (stop, stopped) = async_channel::bounded::<()>(1);
+//! std::thread::spawn(move || mote::broker::serve(listener, Default::default(), async move {
+//!     let _ = stopped.recv().await;
+//! }));
+//! // ... talk to the broker ...
+//! drop(stop); // closing the channel shuts the broker down
+//! # Ok(()) }
+//! ```
+
+mod shared;
+pub mod systemd;
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use smol::LocalExecutor;
+
+use crate::auth::Auth;
+use crate::engine::{Engine, Stats};
+use crate::limits::Limits;
+pub(crate) use shared::{LINGER, Shared, linger};
+
+/// How often message rates are sampled for stats and metrics.
+const RATE_EVERY_MS: u64 = 2_000;
+
+/// What a broker runs with besides its listener.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Every bound it enforces.
+    pub limits: Limits,
+    /// The tokens it accepts (none: no authentication).
+    pub auth: Auth,
+    /// New token tables to switch to (sent on `SIGHUP`); existing connections keep the
+    /// rights they proved until they reconnect. A table without tokens is refused while
+    /// the broker has some: a reload never turns authentication off.
+    pub reload: Option<async_channel::Receiver<Auth>>,
+    /// The HTTP edge, if any.
+    pub http: Option<crate::http::HttpConfig>,
+    /// Consumer groups from the config file.
+    pub groups: Vec<crate::engine::GroupConfig>,
+    /// Tell systemd `WATCHDOG=1` this often, from the executor thread itself, so a hung
+    /// broker is restarted (`WatchdogSec=`; see [`systemd::watchdog_interval`]).
+    pub watchdog: Option<Duration>,
+}
+
+/// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
+/// thread. Returns the final counters.
+pub fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    serve_with(
+        listener,
+        Config {
+            limits,
+            ..Config::default()
+        },
+        shutdown,
+    )
+}
+
+/// Runs a broker with `config` on `listener` until `shutdown` completes, on the calling
+/// thread. Returns the final counters.
+pub fn serve_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    let ex = Rc::new(LocalExecutor::new());
+    futures_lite::future::block_on(ex.run(run(ex.clone(), listener, config, shutdown)))
+}
+
+/// The broker's main task; `ex` is the executor every other task is spawned on.
+pub async fn run(
+    ex: Rc<LocalExecutor<'static>>,
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stats> {
+    let Config {
+        limits,
+        auth,
+        reload,
+        http,
+        groups,
+        watchdog,
+    } = config;
+    limits
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let sweep = sweep_interval(&limits);
+    let mut engine = Engine::new(limits, broker_id());
+    for g in &groups {
+        engine
+            .configure_group(g)
+            .map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, r.message))?;
+    }
+    let shared = Rc::new(Shared::new(engine, auth, crate::server::READ_CHUNK));
+
+    let sweeper = ex.spawn(sweeper(shared.clone(), sweep));
+    let tcp_addr = listener.local_addr()?;
+    let tcp = crate::server::start(&ex, &shared, listener)?;
+    let http = match http {
+        Some(h) => {
+            let (task, addr) = crate::http::start(&ex, &shared, h, tcp_addr)?;
+            log::info!("http listening on {addr}");
+            Some(task)
+        }
+        None => None,
+    };
+    let reloader = reload.map(|rx| ex.spawn(reloader(shared.clone(), rx)));
+    let watchdog = watchdog.map(|every| {
+        ex.spawn(async move {
+            loop {
+                systemd::notify("WATCHDOG=1");
+                Timer::after(every).await;
+            }
+        })
+    });
+
+    shutdown.await;
+
+    log::info!("shutting down");
+    drop(tcp);
+    {
+        let mut engine = shared.engine.borrow_mut();
+        engine.handle_shutdown();
+        shared.wake_others(&mut engine, None);
+    }
+    // Every TCP connection and HTTP stream is told, and closes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while shared.engine.borrow().connection_count() > 0 && Instant::now() < deadline {
+        Timer::after(Duration::from_millis(5)).await;
+    }
+    drop((sweeper, reloader, watchdog, http));
+    let stats = shared.engine.borrow().stats().clone();
+    Ok(stats)
+}
+
+/// Closes connections past their deadlines, redelivers what group members did not ack
+/// in time, samples message rates, and frees recycled buffers of a quiet broker. Sleeps
+/// until the next deadline (woken early when a sooner one appears); the engine never
+/// arms a deadline that is already due, and each round yields besides.
+async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
+    let mut next_sample = 0;
+    loop {
+        let now = shared.mono_ms();
+        let at = shared
+            .engine
+            .borrow_mut()
+            .arm_timer(now, sweep.as_millis() as u64);
+        shared.sweeper_sleep(at).await;
+        let now = shared.mono_ms();
+        {
+            let mut engine = shared.engine.borrow_mut();
+            if engine.handle_timeouts(now) > 0 {
+                log::debug!("closed connections past their deadlines");
+            }
+            if now >= next_sample {
+                engine.sample_rates(now);
+                engine.handle_idle();
+                next_sample = now + RATE_EVERY_MS;
+            }
+            shared.wake_others(&mut engine, None);
+        }
+        futures_lite::future::yield_now().await;
+    }
+}
+
+/// Switches to each new token table, unless it would turn authentication off.
+async fn reloader(shared: Rc<Shared>, rx: async_channel::Receiver<Auth>) {
+    while let Ok(auth) = rx.recv().await {
+        let old = shared.auth_now();
+        if old.enabled() && !auth.enabled() {
+            log::error!(
+                "reload: the new configuration has no tokens; keeping the {} current token(s): a reload never turns authentication off (restart the broker to run without tokens)",
+                old.len()
+            );
+            continue;
+        }
+        log::info!("token table reloaded: {} tokens", auth.len());
+        shared.set_auth(auth);
+    }
+}
+
+/// How often deadlines are checked: a quarter of the shortest one, within 5 ms..=1 s.
+fn sweep_interval(l: &Limits) -> Duration {
+    let ms = l.keepalive_ms.min(l.handshake_ms).min(l.partial_timeout_ms) / 4;
+    Duration::from_millis(ms.clamp(5, 1000))
+}
+
+/// A random id for this broker process, from the OS's hash seed and the clock.
+fn broker_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
