@@ -5,6 +5,10 @@ use std::fmt;
 /// Bytes a frame may carry beyond its payload: topic, key, and field overhead.
 pub const FRAME_OVERHEAD: usize = 64 * 1024;
 
+/// Bytes a record may hold beyond the largest frame: replies and deliveries are batched
+/// into records of up to a few hundred KiB.
+pub const RECORD_SLACK: usize = 512 * 1024;
+
 /// The broker's bounds. Each one has a `mote serve` flag and a `MOTE_*` variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -96,6 +100,11 @@ impl Limits {
         self.max_payload + FRAME_OVERHEAD
     }
 
+    /// Largest encrypted record the broker accepts (length prefix and tag included).
+    pub fn max_record(&self) -> usize {
+        self.max_frame() + RECORD_SLACK
+    }
+
     /// Checks the limits make sense together.
     pub fn validate(&self) -> Result<(), LimitsError> {
         let err = |m: String| Err(LimitsError(m));
@@ -133,6 +142,14 @@ impl Limits {
             return err(format!(
                 "--ring-bytes ({}) must not exceed --memory ({})",
                 self.ring_bytes, self.memory
+            ));
+        }
+        if self.max_partial_bytes < self.max_record() {
+            return err(format!(
+                "--max-partial ({}) must hold one whole record: --max-payload ({}) and {} bytes",
+                self.max_partial_bytes,
+                self.max_payload,
+                self.max_record() - self.max_payload
             ));
         }
         if self.keepalive_ms == 0 || self.keepalive_ms > u64::from(u32::MAX) {

@@ -414,3 +414,77 @@ fn an_idle_encrypted_client_keeps_its_connection_with_sealed_pings() {
     assert_eq!(stats.records_rejected, 0, "every ping was a valid record");
     assert_eq!(stats.errors(ErrorCode::KEEPALIVE_TIMEOUT), 0);
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.x.y.z), so one test
+/// can be several peers.
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &SocketAddr::from((from, 0))).unwrap();
+    connect(&fd, &to).unwrap();
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+#[test]
+fn anonymous_peers_cannot_take_the_room_of_those_with_a_token() {
+    // Eight connections in all, at most four still in their handshake, two per address.
+    let b = broker(Limits {
+        max_connections: 8,
+        max_pending: 4,
+        max_pending_per_address: 2,
+        ..Limits::default()
+    });
+    // Two peers without a token open ten silent connections each.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for from in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        for _ in 0..10 {
+            let mut s = connect_from(from, b.addr);
+            // Refused ones are told why at once and closed; held ones hear nothing
+            // until they say hello.
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Ok(n) => match wire::decode(&buf[..n], usize::MAX) {
+                    Ok(Decoded::Frame(Frame::Error(e), _)) => {
+                        assert_eq!(e.code, ErrorCode::CONNECTION_LIMIT);
+                        assert!(
+                            e.message.contains("--max-pending-per-address"),
+                            "{}",
+                            e.message
+                        );
+                        refused += 1;
+                    }
+                    other => panic!("{other:?}"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(s),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (4, 16));
+    // A peer with a token still gets in, closing the oldest silent one, and is served.
+    let c = Client::connect(opts(b.addr, "admin", ADMIN)).unwrap();
+    c.publish_confirmed("home/x", "in").unwrap();
+    held[0].set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = held[0].read(&mut buf).unwrap();
+    match wire::decode(&buf[..n], usize::MAX) {
+        Ok(Decoded::Frame(Frame::Error(e), _)) => {
+            assert_eq!(e.code, ErrorCode::HANDSHAKE_TIMEOUT);
+        }
+        other => panic!("the oldest was not closed: {other:?}"),
+    }
+    // With one place free again, the next needs to close none.
+    let k = Client::connect(opts(b.addr, "kitchen", SECRET)).unwrap();
+    k.publish_confirmed("home/kitchen/t", "in too").unwrap();
+    drop(held);
+    let stats = b.stop();
+    assert_eq!(
+        (stats.connections_refused, stats.connections_evicted),
+        (16, 1)
+    );
+}

@@ -197,9 +197,9 @@ impl Shared {
         self.partial.set(self.partial.get() + bytes);
     }
 
-    /// Whether the budget for input still arriving is spent.
-    pub(crate) fn partial_full(&self) -> bool {
-        self.partial.get() >= self.max_partial
+    /// What is left of the budget for input still arriving.
+    pub(crate) fn partial_room(&self) -> usize {
+        self.max_partial.saturating_sub(self.partial.get())
     }
 
     /// Gives back `bytes` of the budget and wakes those waiting for room.

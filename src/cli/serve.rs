@@ -356,7 +356,12 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
         max_pending,
         max_pending_per_address: count("max-pending-per-address")?
             .unwrap_or((max_pending / 4).max(1)),
-        max_partial_bytes: size("max-partial")?.unwrap_or(d.max_partial_bytes),
+        // Room for two records at the largest payload, at least the default.
+        max_partial_bytes: size("max-partial")?.unwrap_or_else(|| {
+            let payload = size("max-payload").ok().flatten().unwrap_or(d.max_payload);
+            let record = payload + mote::limits::FRAME_OVERHEAD + mote::limits::RECORD_SLACK;
+            d.max_partial_bytes.max(2 * record)
+        }),
         partial_timeout_ms: ms("partial-timeout")?.unwrap_or(d.partial_timeout_ms),
         max_topics: count("max-topics")?.unwrap_or(d.max_topics),
         max_groups: count("max-groups")?.unwrap_or(d.max_groups),

@@ -245,21 +245,18 @@ impl Engine {
     }
 
     /// Whether another TCP connection from `ip` may be accepted: below
-    /// `--max-connections`, and, while it has not finished its handshake, below
-    /// `--max-pending` (in all) and `--max-pending-per-address` (from `ip`), so peers that
-    /// never authenticate cannot take the room of those that do. Counts a refusal, and
-    /// says which limit, if not.
+    /// `--max-connections`, and below `--max-pending-per-address` connections from `ip`
+    /// that have not finished their handshake. At `--max-pending` such connections in
+    /// all, the oldest of them is closed to make room (counted as evicted): peers that
+    /// authenticate finish in milliseconds, so the oldest is the likeliest never to, and
+    /// silent peers from many addresses cannot keep the others out. Counts a refusal,
+    /// and says which limit, if not.
     pub fn admit(&mut self, ip: Option<IpAddr>) -> Result<(), String> {
         let l = &self.limits;
         let tcp = self.conns.len() - self.http_conns;
         let why = if tcp >= l.max_connections {
             Some(format!(
                 "the broker holds {tcp} connections, its limit (--max-connections); try later"
-            ))
-        } else if self.pending >= l.max_pending.min(l.max_connections) {
-            Some(format!(
-                "{} connections are still in their handshake, the limit (--max-pending); try later",
-                self.pending
             ))
         } else if ip.is_some_and(|ip| {
             self.pending_by_ip.get(&ip).copied().unwrap_or(0) as usize >= l.max_pending_per_address
@@ -268,6 +265,18 @@ impl Engine {
                 "{} connections from this address are still in their handshake, the limit (--max-pending-per-address); finish those first",
                 l.max_pending_per_address
             ))
+        } else if self.pending >= l.max_pending.min(l.max_connections) {
+            match self.oldest_pending() {
+                Some(oldest) => {
+                    self.close(oldest, ErrorCode::HANDSHAKE_TIMEOUT);
+                    self.stats.connections_evicted += 1;
+                    None
+                }
+                None => Some(format!(
+                    "{} connections are still in their handshake, the limit (--max-pending); try later",
+                    self.pending
+                )),
+            }
         } else {
             None
         };
@@ -279,6 +288,15 @@ impl Engine {
                 Err(m)
             }
         }
+    }
+
+    /// The connection that has been in its handshake the longest and is not closing.
+    fn oldest_pending(&self) -> Option<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| !c.open && !c.http && c.close.is_none())
+            .min_by_key(|(k, c)| (c.connected_ms, *k))
+            .map(|(k, _)| ConnId(k as u32))
     }
 
     /// A new TCP connection, not yet through the handshake. `now_ms` is monotonic time.

@@ -16,6 +16,8 @@ pub struct Stats {
     pub connections_accepted: u64,
     /// Connections refused at the cap.
     pub connections_refused: u64,
+    /// Connections closed in their handshake to make room for new ones (`--max-pending`).
+    pub connections_evicted: u64,
     /// Connections ended, for any reason.
     pub connections_closed: u64,
     /// Messages stored.
@@ -52,6 +54,7 @@ impl Default for Stats {
         Stats {
             connections_accepted: 0,
             connections_refused: 0,
+            connections_evicted: 0,
             connections_closed: 0,
             published: 0,
             bytes_published: 0,

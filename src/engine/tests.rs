@@ -1513,7 +1513,7 @@ fn admit_refuses_at_the_connection_cap() {
 }
 
 #[test]
-fn connections_in_their_handshake_are_capped_in_all_and_per_address() {
+fn connections_in_their_handshake_are_capped_per_address_and_the_oldest_make_room() {
     let mut e = engine(Limits {
         max_connections: 10,
         max_pending: 4,
@@ -1526,29 +1526,37 @@ fn connections_in_their_handshake_are_capped_in_all_and_per_address() {
     assert!(e.admit(ip(1)).is_ok());
     let a1 = e.handle_connect(0, Some(peer(1)));
     assert!(e.admit(ip(1)).is_ok());
-    let _a2 = e.handle_connect(0, Some(peer(1)));
+    let a2 = e.handle_connect(1, Some(peer(1)));
     let why = e.admit(ip(1)).unwrap_err();
     assert!(why.contains("--max-pending-per-address"), "{why}");
-    // Another address is still welcome, until four are pending in all.
-    let _b1 = e.handle_connect(0, Some(peer(2)));
-    let _b2 = e.handle_connect(0, Some(peer(2)));
-    let why = e.admit(ip(3)).unwrap_err();
-    assert!(why.contains("--max-pending"), "{why}");
-    // A finished handshake makes room, and the room left is for connections that
-    // authenticate: six more may be open.
-    e.handle_open(a1, "a1");
-    assert!(e.admit(ip(1)).is_ok());
+    // Another address is still welcome; at four pending in all, a newcomer closes the
+    // oldest (it would have finished by now if it ever meant to).
+    let b1 = e.handle_connect(2, Some(peer(2)));
+    let _b2 = e.handle_connect(3, Some(peer(2)));
+    assert!(e.admit(ip(3)).is_ok());
+    assert_eq!(e.close_reason(a1), Some(ErrorCode::HANDSHAKE_TIMEOUT));
+    assert_eq!(e.close_reason(a2), None);
+    let _c1 = e.handle_connect(4, Some(peer(3)));
+    assert!(e.admit(ip(4)).is_ok());
+    assert_eq!(e.close_reason(a2), Some(ErrorCode::HANDSHAKE_TIMEOUT));
+    assert_eq!(e.stats().connections_evicted, 2);
+    // A finished handshake leaves the pending ones; the room left is for connections
+    // that authenticate, up to --max-connections.
+    e.handle_disconnect(a1);
+    e.handle_disconnect(a2);
+    e.handle_open(b1, "b1");
     for i in 0..6 {
-        let c = e.handle_connect(0, Some(peer(20 + i)));
+        let c = e.handle_connect(10, Some(peer(20 + i)));
         e.handle_open(c, "open");
     }
+    let _d = e.handle_connect(11, Some(peer(9)));
     let why = e.admit(ip(9)).unwrap_err();
     assert!(why.contains("--max-connections"), "{why}");
     // HTTP streams never count toward the TCP limits.
     let _h = e.handle_connect_http(0, None, "http", None);
     assert_eq!(e.tcp_connection_count(), 10);
     assert_eq!(e.connection_count(), 11);
-    assert_eq!(e.stats().connections_refused, 3);
+    assert_eq!(e.stats().connections_refused, 2);
 }
 
 #[test]

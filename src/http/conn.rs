@@ -63,9 +63,8 @@ impl Drop for Conn {
     }
 }
 
-/// Serves one connection until it closes.
+/// Serves one connection (counted in `edge.conns` by the caller) until it closes.
 pub(super) async fn serve(edge: Rc<Edge>, stream: Async<TcpStream>, peer: SocketAddr) {
-    edge.conns.set(edge.conns.get() + 1);
     let mut c = Conn {
         edge,
         stream,
@@ -96,6 +95,7 @@ impl Conn {
                 match parse::head(&self.buf, self.edge.cfg.head) {
                     Ok(Some((head, len))) => {
                         self.buf.drain(..len);
+                        self.release_if_empty();
                         break head;
                     }
                     Ok(None) => {}
@@ -111,10 +111,7 @@ impl Conn {
             self.edge.counts.borrow_mut().requests += 1;
             let next = self.request(head, deadline).await;
             self.settle_budget(self.buf.capacity());
-            if self.buf.is_empty() {
-                self.buf = Vec::new();
-                self.settle_budget(0);
-            }
+            self.release_if_empty();
             match next {
                 Next::KeepAlive => {}
                 Next::Close => return true,
@@ -140,10 +137,16 @@ impl Conn {
                 return self.too_large(&head, limit).await;
             }
             Framing::Length(n) => {
+                // Reserved whole in --max-partial before it is read, so that whoever
+                // holds a reservation can always finish; then read as it arrives.
+                let n = n as usize;
+                if !self.reserve_to(n.max(self.buf.capacity()), deadline).await {
+                    let e = timeout(&self.edge);
+                    return self.answer_error(&e, &head).await;
+                }
                 if head.expect_continue && !self.go_ahead().await {
                     return Next::Gone;
                 }
-                let n = n as usize;
                 while self.buf.len() < n {
                     let step = (n - self.buf.len()).min(BODY_STEP);
                     match self.read_more(step, deadline).await {
@@ -159,6 +162,11 @@ impl Conn {
                 std::mem::replace(&mut self.buf, rest)
             }
             Framing::Chunked => {
+                // Its length is unknown: the most it may be is reserved.
+                if !self.reserve_to(limit + BODY_STEP, deadline).await {
+                    let e = timeout(&self.edge);
+                    return self.answer_error(&e, &head).await;
+                }
                 if head.expect_continue && !self.go_ahead().await {
                     return Next::Gone;
                 }
@@ -272,14 +280,6 @@ impl Conn {
             if dec.done() {
                 return Ok(body);
             }
-            // The decoded body counts toward the budget as much as the raw bytes do.
-            let held = body.capacity() + self.buf.capacity();
-            if held > self.charged {
-                let more = held - self.charged;
-                if !self.reserve(more, deadline).await {
-                    return Err(Some(timeout(&self.edge)));
-                }
-            }
             match self.read_more(BODY_STEP, deadline).await {
                 Ok(()) => {}
                 Err(ReadEnd::Closed) => return Err(None),
@@ -361,6 +361,15 @@ impl Conn {
             .await
     }
 
+    /// Makes sure the connection holds `total` bytes of `--max-partial`, waiting for
+    /// room until `deadline`; `false` if it passed.
+    async fn reserve_to(&mut self, total: usize, deadline: Instant) -> bool {
+        if total <= self.charged {
+            return true;
+        }
+        self.reserve(total - self.charged, deadline).await
+    }
+
     /// Takes `bytes` more of the `--max-partial` budget, waiting for room until
     /// `deadline`; `false` if it passed.
     async fn reserve(&mut self, bytes: usize, deadline: Instant) -> bool {
@@ -386,6 +395,14 @@ impl Conn {
         got
     }
 
+    /// Frees the buffer, and its part of the budget, when nothing waits in it.
+    fn release_if_empty(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+            self.settle_budget(0);
+        }
+    }
+
     /// Gives back what the connection holds of the budget beyond `keep` bytes.
     fn settle_budget(&mut self, keep: usize) {
         if self.charged > keep {
@@ -394,13 +411,13 @@ impl Conn {
         }
     }
 
-    /// Reads up to `step` more bytes into `buf` by `deadline`.
+    /// Reads up to `step` more bytes into `buf` by `deadline`. What the buffer takes is
+    /// counted in `--max-partial` without waiting: a head is bounded by `max_head` (so a
+    /// full budget never keeps `/healthz` or `/api/stats` from being asked), and a body
+    /// was reserved whole before it is read ([`Conn::reserve_to`]).
     async fn read_more(&mut self, step: usize, deadline: Instant) -> Result<(), ReadEnd> {
         let old = self.buf.len();
         let want = old + step;
-        if want > self.charged && !self.reserve(want - self.charged, deadline).await {
-            return Err(ReadEnd::Timeout);
-        }
         self.buf.resize(want, 0);
         // What the allocator gave counts, not just what was asked for.
         if self.buf.capacity() > self.charged {

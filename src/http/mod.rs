@@ -262,6 +262,8 @@ async fn accept(ex: &LocalExecutor<'static>, edge: &Rc<Edge>, listener: Async<Tc
             continue;
         }
         let _ = stream.get_ref().set_nodelay(true);
+        // Counted now, not when its task first runs: a burst of accepts sees them all.
+        edge.conns.set(edge.conns.get() + 1);
         ex.spawn(conn::serve(edge.clone(), stream, peer)).detach();
     }
 }

@@ -300,6 +300,7 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "evicted_ring": st.evicted_ring, "evicted_memory": st.evicted_memory,
             "connections_accepted": st.connections_accepted,
             "connections_refused": st.connections_refused,
+            "connections_evicted": st.connections_evicted,
             "connections_closed": st.connections_closed, "auth_failures": st.auth_failures,
             "auth_blocked": st.auth_blocked, "records_rejected": st.records_rejected,
             "errors": errors,
@@ -409,7 +410,7 @@ pub(crate) fn metrics(
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 16] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -455,6 +456,11 @@ pub(crate) fn metrics(
             "mote_connections_refused_total",
             "TCP connections refused at --max-connections, --max-pending or --max-pending-per-address.",
             st.connections_refused,
+        ),
+        (
+            "mote_connections_evicted_total",
+            "Connections closed in their handshake to make room for new ones (--max-pending).",
+            st.connections_evicted,
         ),
         (
             "mote_http_connections_refused_total",

@@ -23,8 +23,11 @@ pub(crate) const READ_CHUNK: usize = 128 * 1024;
 const WRITE_HIGH: usize = 128 * 1024;
 /// Stop reading while this many bytes wait for the socket to take them.
 const PENDING_HIGH: usize = 256 * 1024;
-/// Bytes read per call while `--max-partial` is spent.
+/// Bytes read per call while `--max-partial` has no room for a whole read.
 const SMALL_READ: usize = 4 * 1024;
+/// Frames (or records) larger than this are reserved whole in `--max-partial` before
+/// they are read; smaller ones are read along with what follows them.
+const SMALL_FRAME: usize = 64 * 1024;
 /// Read/write rounds before a busy connection yields to the others.
 const ROUNDS: u32 = 16;
 
@@ -36,6 +39,8 @@ struct ConnIo {
     inbuf: Vec<u8>,
     kept: usize,
     charged: usize,
+    /// Size of that frame (or record) when known.
+    need: Option<usize>,
     /// Encoded bytes the socket has not taken yet; `pending[written..]` is still to go.
     pending: Vec<u8>,
     written: usize,
@@ -86,6 +91,7 @@ impl ConnTask {
                 inbuf: Vec::new(),
                 kept: 0,
                 charged: 0,
+                need: None,
                 pending: Vec::new(),
                 written: 0,
                 closing: None,
@@ -314,26 +320,44 @@ impl ConnIo {
     ) -> Poll<Result<bool, ()>> {
         let own = self.kept > 0;
         let read = if own {
-            // Grows with what arrives, within the budget for input still arriving; past
-            // it, this connection is not read until room frees (or its partial-input
-            // deadline closes it).
-            let want = self.kept + READ_CHUNK;
-            if self.inbuf.len() < want {
-                let more = want - self.charged.max(self.inbuf.len());
-                if more > 0 && !shared.reserve_partial(more, cx) {
-                    return Poll::Pending;
+            let frame_end = self
+                .need
+                .filter(|&n| n > self.kept)
+                .unwrap_or(self.kept + SMALL_READ);
+            let end = if frame_end - self.kept > SMALL_FRAME {
+                // A large frame is reserved whole in --max-partial before a byte more
+                // is read, so whoever holds a reservation can always finish; past the
+                // budget this connection is not read until room frees (or its
+                // --partial-timeout closes it). The buffer grows with what arrives.
+                if frame_end > self.charged {
+                    if !shared.reserve_partial(frame_end - self.charged, cx) {
+                        return Poll::Pending;
+                    }
+                    self.charged = frame_end;
                 }
-                self.charged += more;
-                self.inbuf.resize(want, 0);
+                frame_end.min(self.kept + READ_CHUNK)
+            } else if shared.partial_room() >= READ_CHUNK {
+                // The usual case: a small frame cut by the last read, more behind it.
+                self.kept + READ_CHUNK
+            } else {
+                frame_end
+            };
+            if self.inbuf.len() < end {
+                self.inbuf.resize(end, 0);
             }
-            read_some(cx, stream, &mut self.inbuf[self.kept..])
+            if end > self.charged {
+                shared.force_partial(end - self.charged);
+                self.charged = end;
+            }
+            read_some(cx, stream, &mut self.inbuf[self.kept..end])
         } else {
             if rbuf.len() < READ_CHUNK {
                 rbuf.resize(READ_CHUNK, 0);
             }
             // What a read leaves of a frame is kept whatever the budget says: while the
-            // budget is spent, reads are small, so that is little per connection.
-            let size = if shared.partial_full() {
+            // budget has no room for a whole read, reads are small, so that is little
+            // per connection.
+            let size = if shared.partial_room() < rbuf.len() {
                 SMALL_READ
             } else {
                 rbuf.len()
@@ -380,19 +404,19 @@ impl ConnIo {
         if own {
             self.inbuf.copy_within(p.consumed..filled, 0);
         } else if rest > 0 {
-            // Counted toward --max-partial like what grows later; a few bytes over the
-            // budget here are bounded by one read per connection.
+            // Counted toward --max-partial; what a read leaves is bounded by the read,
+            // which is small while the budget has no room.
             if self.inbuf.len() < rest {
-                let more = rest - self.charged.max(self.inbuf.len());
-                if more > 0 {
-                    shared.force_partial(more);
-                    self.charged += more;
-                }
                 self.inbuf.resize(rest, 0);
+            }
+            if rest > self.charged {
+                shared.force_partial(rest - self.charged);
+                self.charged = rest;
             }
             self.inbuf[..rest].copy_from_slice(&rbuf[p.consumed..filled]);
         }
         self.kept = rest;
+        self.need = p.need;
         Poll::Ready(Ok(true))
     }
 }

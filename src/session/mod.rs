@@ -26,9 +26,7 @@ use handshake::Phase;
 /// Software name and version sent in `Welcome`.
 pub const BROKER_NAME: &str = concat!("mote ", env!("CARGO_PKG_VERSION"));
 
-/// Bytes a record may hold beyond the largest frame: replies and deliveries are batched
-/// into records of up to a few hundred KiB.
-const RECORD_SLACK: usize = 512 * 1024;
+use crate::limits::RECORD_SLACK;
 
 /// How far [`Session::handle_input`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

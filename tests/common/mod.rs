@@ -12,6 +12,9 @@ use mote::engine::Stats;
 use mote::limits::Limits;
 use mote_sdk::wire::{self, Decoded, Frame, Hello};
 
+pub mod http;
+pub mod served;
+
 /// A broker running on its own thread until dropped (or `stop`ped).
 pub struct Broker {
     pub addr: SocketAddr,
