@@ -273,6 +273,8 @@ function drawChart() {
     : 'Message rates: collecting samples');
 }
 
+// "(n)", or "(n busiest of total)" when the broker listed only the busiest.
+const of = (n, total = n) => (n ? `(${n < total ? `${int(n)} busiest of ` : ''}${int(total)})` : '');
 const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 // Counts that should stay at zero are marked when they are not.
 const warnNum = (n, wide) => h('td', { class: `num${wide ? ' wide' : ''}${n ? ' warn' : ''}` }, int(n));
@@ -296,7 +298,7 @@ function renderTopics() {
   const q = $('topic-filter').value.trim().toLowerCase();
   const all = stats.topics.slice().sort(byName);
   const list = q ? all.filter((t) => t.name.toLowerCase().includes(q)) : all;
-  $('topics-count').textContent = all.length ? `(${q ? `${list.length} of ` : ''}${int(all.length)})` : '';
+  $('topics-count').textContent = q ? `(${list.length} of ${int(all.length)})` : of(all.length, stats.topics_total);
   const rows = list.slice(0, MAX_ROWS).map((t) => {
     const fill = Math.max(L.ring_messages ? t.stored / L.ring_messages : 0, L.ring_bytes ? t.bytes / L.ring_bytes : 0);
     const chosen = t.name === sel;
@@ -324,7 +326,7 @@ function renderTopics() {
 
 function renderGroups(groups) {
   const list = groups.slice().sort(byName);
-  $('groups-count').textContent = list.length ? `(${int(list.length)})` : '';
+  $('groups-count').textContent = of(list.length, stats.groups_total);
   // Two rows a group: its counts, then its filter and settings across the table.
   const rows = list.slice(0, MAX_ROWS).flatMap((g) => {
     const S = g.settings;
@@ -345,7 +347,7 @@ function renderGroups(groups) {
 }
 
 function renderConns(conns) {
-  $('conns-count').textContent = conns.length ? `(${int(conns.length)})` : '';
+  $('conns-count').textContent = of(conns.length, stats.connections_total);
   const rows = conns.slice(0, MAX_ROWS).map((c) => h('tr', null,
     h('td', { class: 'num wide' }, String(c.id)),
     h('td', null, h('span', { class: 'tag' }, c.kind), ' ', c.client || muted('unnamed'),

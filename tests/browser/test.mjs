@@ -395,6 +395,17 @@ async function openRun(browser) {
       await shot(p, name);
       await c.close();
     }
+
+    await check('past 100 topics the tables say they list the busiest, of how many', async () => {
+      for (let i = 0; i < 110; i++) curlPublish(base, `many/${i}`, 'x');
+      const c = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const p = await c.newPage();
+      await p.goto(base + '/', { timeout: WAIT });
+      await waitText(p, '#topics-count', '(100 busiest of ', POLL_WAIT);
+      const rows = await p.locator('#topics-body tr[data-topic]').count();
+      assert(rows === 100, `${rows} rows`);
+      await c.close();
+    });
   } finally {
     await stop(worker);
     await stop(sse);
