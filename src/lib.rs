@@ -4,8 +4,10 @@
 //! - [`session`]: one connection's protocol on top of the engine (sans-IO).
 //! - [`server`]: the TCP transport on a single-threaded smol executor.
 //! - [`limits`]: every bound the broker enforces.
+//! - [`bench`]: measuring a broker (`mote bench`, and `mote-bench` against other brokers).
 
 pub mod auth;
+pub mod bench;
 pub mod edge;
 pub mod engine;
 pub mod limits;

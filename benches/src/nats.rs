@@ -4,11 +4,23 @@
 //! handled everything before it. Pings from the server are answered with `PONG`.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
-use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+use mote::bench::{Client, Conn, Driver, Step};
 
-pub(super) struct Nats {
+use crate::peer::Peer;
+use crate::text::{line, parse_len, push_decimal};
+
+/// nats-server, plain core NATS (no JetStream).
+pub(crate) const PEER: Peer = Peer {
+    driver: Driver::new::<Nats>("nats", 1),
+    program: "nats-server",
+    package: "nats-server",
+    args: |port| vec!["-a", "127.0.0.1", "-p", port],
+    version_flag: "--version",
+};
+
+pub(crate) struct Nats {
     c: Conn,
 }
 
@@ -120,8 +132,5 @@ impl Client for Nats {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
-
-    fn into_stream(self) -> TcpStream {
-        self.c.s
-    }
 }
+

@@ -4,11 +4,34 @@
 //! to RESP3 (`HELLO 3`), where it may and deliveries arrive as `>` pushes.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
-use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+use mote::bench::{Client, Conn, Driver, Step};
 
-pub(super) struct Redis {
+use crate::peer::Peer;
+use crate::text::{line, parse_len, push_decimal};
+
+/// redis-server with persistence off.
+pub(crate) const PEER: Peer = Peer {
+    driver: Driver::new::<Redis>("redis", 1),
+    program: "redis-server",
+    package: "redis-server",
+    args: |port| {
+        vec![
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+    },
+    version_flag: "--version",
+};
+
+pub(crate) struct Redis {
     c: Conn,
 }
 
@@ -201,8 +224,5 @@ impl Client for Redis {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
-
-    fn into_stream(self) -> TcpStream {
-        self.c.s
-    }
 }
+
