@@ -195,3 +195,22 @@ impl Client for Mqtt {
     }
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_round_trip_with_a_two_byte_length() {
+        let payload = [b'm'; 200];
+        let mut out = Vec::new();
+        Mqtt::encode_publish("bench/x", &payload, &mut out);
+        // 2 + 7 + 200 = 209 = 0x51 + 1 * 128.
+        assert_eq!(out[..3], [PUBLISH, 0xd1, 0x01]);
+        let (first, body, n) = packet(&out).unwrap().unwrap();
+        assert_eq!((first, n), (PUBLISH, out.len()));
+        assert_eq!(publish_payload(first & 0x0f, body).unwrap(), payload);
+        assert!(packet(&out[..out.len() - 1]).unwrap().is_none());
+        assert!(packet(&[PUBLISH, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

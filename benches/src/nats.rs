@@ -134,3 +134,46 @@ impl Client for Nats {
     }
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_pings_and_errors() {
+        let mut out = Vec::new();
+        Nats::encode_publish("bench.x", b"hello", &mut out);
+        assert_eq!(out, b"PUB bench.x 5\r\nhello\r\n");
+        let msg = b"MSG bench.x 1 5\r\nhello\r\nPING\r\n";
+        let (mut replies, mut got) = (Vec::new(), Vec::new());
+        let (c, n, more) = parse(msg, &mut replies, |p| {
+            got.extend_from_slice(p);
+            false
+        })
+        .unwrap()
+        .unwrap();
+        assert!(c == Control::Other && n == msg.len() - b"PING\r\n".len() && !more);
+        assert_eq!(got, b"hello");
+        // A delivery cut short waits for more bytes.
+        assert!(parse(&msg[..20], &mut replies, |_| true).unwrap().is_none());
+        let (c, n, _) = parse(&msg[n..], &mut replies, |_| true).unwrap().unwrap();
+        assert!(c == Control::Other && n == 6);
+        assert_eq!(replies, b"PONG\r\n");
+        assert!(
+            parse(b"PONG\r\n", &mut replies, |_| true)
+                .unwrap()
+                .unwrap()
+                .0
+                == Control::Pong
+        );
+        let e = parse(b"-ERR 'Authorization Violation'\r\n", &mut replies, |_| {
+            true
+        });
+        assert!(
+            e.err()
+                .unwrap()
+                .to_string()
+                .contains("Authorization Violation")
+        );
+    }
+}

@@ -43,3 +43,22 @@ pub(crate) fn parse_len(s: &[u8]) -> io::Result<usize> {
         })
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_and_lines() {
+        let mut out = Vec::new();
+        for n in [0, 7, 1024, usize::MAX] {
+            out.clear();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        assert_eq!(line(b"PONG\r\nrest").unwrap(), Some((&b"PONG"[..], 6)));
+        assert_eq!(line(b"PON").unwrap(), None);
+        assert_eq!(parse_len(b"42").unwrap(), 42);
+        assert!(parse_len(b"4x").is_err());
+    }
+}
