@@ -138,7 +138,10 @@ impl Options {
 pub(crate) fn help() -> String {
     let left = |f: &Flag| {
         let short = f.short.map_or("    ".to_string(), |c| format!("-{c}, "));
-        format!("{short}--{} {}", f.long, f.value.unwrap_or(""))
+        match f.value {
+            Some(v) => format!("{short}--{} {v}", f.long),
+            None => format!("{short}--{}", f.long),
+        }
     };
     let width = flags().map(|f| left(f).len()).max().unwrap_or(0);
     let mut s = format!("{ABOUT}\nOptions:\n");
