@@ -5,8 +5,10 @@
 //! - [`broker`]: the single-threaded smol executor that owns the engine and runs every
 //!   front-end: [`server`] (the binary protocol over TCP) and [`http`] (the HTTP edge).
 //! - [`limits`]: every bound the broker enforces.
+//! - [`bench`]: measuring a broker (`mote bench`, and `mote-bench` against other brokers).
 
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod engine;
 pub mod http;

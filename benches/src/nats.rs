@@ -4,11 +4,23 @@
 //! handled everything before it. Pings from the server are answered with `PONG`.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
-use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+use mote::bench::{Client, Conn, Driver, Step};
 
-pub(super) struct Nats {
+use crate::peer::Peer;
+use crate::text::{line, parse_len, push_decimal};
+
+/// nats-server, plain core NATS (no JetStream).
+pub(crate) const PEER: Peer = Peer {
+    driver: Driver::new::<Nats>("nats", 1),
+    program: "nats-server",
+    package: "nats-server",
+    args: |port| vec!["-a", "127.0.0.1", "-p", port],
+    version_flag: "--version",
+};
+
+pub(crate) struct Nats {
     c: Conn,
 }
 
@@ -120,8 +132,48 @@ impl Client for Nats {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
+}
 
-    fn into_stream(self) -> TcpStream {
-        self.c.s
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_pings_and_errors() {
+        let mut out = Vec::new();
+        Nats::encode_publish("bench.x", b"hello", &mut out);
+        assert_eq!(out, b"PUB bench.x 5\r\nhello\r\n");
+        let msg = b"MSG bench.x 1 5\r\nhello\r\nPING\r\n";
+        let (mut replies, mut got) = (Vec::new(), Vec::new());
+        let (c, n, more) = parse(msg, &mut replies, |p| {
+            got.extend_from_slice(p);
+            false
+        })
+        .unwrap()
+        .unwrap();
+        assert!(c == Control::Other && n == msg.len() - b"PING\r\n".len() && !more);
+        assert_eq!(got, b"hello");
+        // A delivery cut short waits for more bytes.
+        assert!(parse(&msg[..20], &mut replies, |_| true).unwrap().is_none());
+        let (c, n, _) = parse(&msg[n..], &mut replies, |_| true).unwrap().unwrap();
+        assert!(c == Control::Other && n == 6);
+        assert_eq!(replies, b"PONG\r\n");
+        assert!(
+            parse(b"PONG\r\n", &mut replies, |_| true)
+                .unwrap()
+                .unwrap()
+                .0
+                == Control::Pong
+        );
+        let e = parse(b"-ERR 'Authorization Violation'\r\n", &mut replies, |_| {
+            true
+        });
+        assert!(
+            e.err()
+                .unwrap()
+                .to_string()
+                .contains("Authorization Violation")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! mote's own wire protocol (the SDK's codec, no SDK client).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use mote_sdk::secure::{Opener, Record, Sealer, SessionKeys, Token, transcript};
 
@@ -9,7 +9,27 @@ use mote_sdk::wire::{self, AuthInit, Decoded, Frame, Hello, Publish, Subscribe};
 
 use super::conn::{Client, Conn, Step};
 
-pub(super) struct Mote {
+/// The frame that subscribes to `topic` from its next message.
+fn subscribe_frame(topic: &str) -> Vec<u8> {
+    Frame::Subscribe(Subscribe {
+        sub: 1,
+        filter: topic,
+        from: wire::Start::Latest,
+        resume: Vec::new(),
+    })
+    .to_vec()
+}
+
+/// Whether the broker's answer to a subscribe was `Subscribed`, as an error if not.
+fn subscribed(ok: bool) -> io::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::other("subscribe was refused"))
+    }
+}
+
+pub(crate) struct Mote {
     c: Conn,
 }
 
@@ -53,18 +73,8 @@ impl Client for Mote {
     }
 
     fn subscribe(&mut self, topic: &str) -> io::Result<()> {
-        let f = Frame::Subscribe(Subscribe {
-            sub: 1,
-            filter: topic,
-            from: wire::Start::Latest,
-            resume: Vec::new(),
-        });
-        self.c.write(&f.to_vec())?;
-        if self.expect(|f| Some(matches!(f, Frame::Subscribed(_))))? {
-            Ok(())
-        } else {
-            Err(io::Error::other("subscribe was refused"))
-        }
+        self.c.write(&subscribe_frame(topic))?;
+        subscribed(self.expect(|f| Some(matches!(f, Frame::Subscribed(_))))?)
     }
 
     fn encode_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
@@ -95,18 +105,14 @@ impl Client for Mote {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
-
-    fn into_stream(self) -> TcpStream {
-        self.c.s
-    }
 }
 
 /// The token of the encrypted runs (`mote bench --token`), set once before they start.
-pub(super) static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+pub(crate) static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// mote's protocol with a token: the handshake, then every batch sealed into one record
 /// and every record opened, as the SDK does.
-pub(super) struct SecureMote {
+pub(crate) struct SecureMote {
     c: Conn,
     sealer: Sealer,
     opener: Opener,
@@ -235,18 +241,8 @@ impl Client for SecureMote {
     }
 
     fn subscribe(&mut self, topic: &str) -> io::Result<()> {
-        let f = Frame::Subscribe(Subscribe {
-            sub: 1,
-            filter: topic,
-            from: wire::Start::Latest,
-            resume: Vec::new(),
-        });
-        self.seal_and_send(&f.to_vec())?;
-        if self.expect(|f| Some(matches!(f, Frame::Subscribed(_))))? {
-            Ok(())
-        } else {
-            Err(io::Error::other("subscribe was refused"))
-        }
+        self.seal_and_send(&subscribe_frame(topic))?;
+        subscribed(self.expect(|f| Some(matches!(f, Frame::Subscribed(_))))?)
     }
 
     fn encode_publish(topic: &str, payload: &[u8], out: &mut Vec<u8>) {
@@ -275,9 +271,5 @@ impl Client for SecureMote {
 
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
-    }
-
-    fn into_stream(self) -> TcpStream {
-        self.c.s
     }
 }

@@ -23,18 +23,18 @@ const TAIL_WAIT: Duration = Duration::from_secs(2);
 
 /// What one throughput run measured.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Throughput {
-    pub(super) delivered: u64,
-    pub(super) missed: u64,
-    pub(super) seconds: f64,
-    pub(super) broker_cpu_sec: Option<f64>,
+pub(crate) struct Throughput {
+    pub(crate) delivered: u64,
+    pub(crate) missed: u64,
+    pub(crate) seconds: f64,
+    pub(crate) broker_cpu_sec: Option<f64>,
 }
 
 impl Throughput {
-    pub(super) fn msgs_per_sec(&self) -> f64 {
+    pub(crate) fn msgs_per_sec(&self) -> f64 {
         self.delivered as f64 / self.seconds
     }
-    pub(super) fn cpu_per_million(&self) -> Option<f64> {
+    pub(crate) fn cpu_per_million(&self) -> Option<f64> {
         self.broker_cpu_sec
             .map(|c| c / (self.delivered as f64 / 1e6))
     }
@@ -42,13 +42,13 @@ impl Throughput {
 
 /// The shape of one throughput run.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Load {
+pub(crate) struct Load {
     /// Names the topic.
-    pub(super) run: &'static str,
-    pub(super) size: usize,
-    pub(super) count: u64,
-    pub(super) subs: usize,
-    pub(super) window: u64,
+    pub(crate) run: &'static str,
+    pub(crate) size: usize,
+    pub(crate) count: u64,
+    pub(crate) subs: usize,
+    pub(crate) window: u64,
 }
 
 /// What a subscriber thread shares with the publisher.
@@ -134,7 +134,7 @@ fn subscriber<C: Client>(
 /// One publisher, `load.subs` subscribers, `load.count` messages of `load.size` bytes,
 /// the publisher at most `load.window` messages ahead of the slowest subscriber. `pid`
 /// is the broker's, to read its CPU time.
-pub(super) fn throughput<C: Client>(
+pub(crate) fn throughput<C: Client>(
     addr: SocketAddr,
     pid: Option<u32>,
     load: Load,
@@ -285,7 +285,7 @@ fn publish<C: Client>(
 
 /// Publish-to-delivery round trips, in microseconds and sorted, on one connection
 /// subscribed to the topic it publishes to.
-pub(super) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec<f64>, String> {
+pub(crate) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec<f64>, String> {
     let mut c = C::connect_for_latency(addr).map_err(|e| e.to_string())?;
     let topic = C::topic("latency");
     c.subscribe(&topic).map_err(|e| e.to_string())?;
@@ -310,7 +310,7 @@ pub(super) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec
     Ok(rtts)
 }
 
-pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -320,7 +320,7 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Opens `n` connections that each subscribe, and returns the broker's RSS growth per
 /// connection in bytes.
-pub(super) fn idle_cost<C: Client>(addr: SocketAddr, pid: u32, n: usize) -> Result<f64, String> {
+pub(crate) fn idle_cost<C: Client>(addr: SocketAddr, pid: u32, n: usize) -> Result<f64, String> {
     let before = status_kib(pid, "VmRSS");
     let mut conns = Vec::with_capacity(n);
     let topic = C::topic("idle");
@@ -330,7 +330,10 @@ pub(super) fn idle_cost<C: Client>(addr: SocketAddr, pid: u32, n: usize) -> Resu
         c.subscribe(&topic)
             .map_err(|e| format!("idle connection {i}: {e}"))?;
         // Keep the socket only: the client side's buffer is not the broker's memory.
-        conns.push(c.into_stream());
+        conns.push(
+            c.into_stream()
+                .map_err(|e| format!("idle connection {i}: {e}"))?,
+        );
     }
     let after = status_kib(pid, "VmRSS");
     drop(conns);

@@ -103,7 +103,7 @@ fn member(mut c: Conn, count: u64, shared: &Shared) -> io::Result<Instant> {
 
 /// `count` messages of `size` bytes through a group of `members`, the publisher at most
 /// `window` messages ahead of what the members took.
-pub(super) fn group_throughput(
+pub(crate) fn group_throughput(
     addr: SocketAddr,
     pid: Option<u32>,
     size: usize,

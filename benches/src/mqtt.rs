@@ -2,11 +2,13 @@
 //! `PUBLISH`, and `PINGREQ` to keep a quiet subscriber's session alive.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::conn::{Client, Conn, Step};
+use mote::bench::{Client, Conn, Driver, Step};
+
+use crate::peer::Peer;
 
 /// The keepalive we announce; a quiet connection pings at a third of it.
 const KEEPALIVE_SECS: u16 = 60;
@@ -15,7 +17,19 @@ const CONNACK: u8 = 0x20;
 const PUBLISH: u8 = 0x30;
 const SUBACK: u8 = 0x90;
 
-pub(super) struct Mqtt {
+/// mosquitto is an order of magnitude slower: its runs send this fraction of the messages.
+const MOSQUITTO_DIVISOR: u64 = 10;
+
+/// mosquitto, spoken to in MQTT 3.1.1.
+pub(crate) const PEER: Peer = Peer {
+    driver: Driver::new::<Mqtt>("mosquitto", MOSQUITTO_DIVISOR),
+    program: "mosquitto",
+    package: "mosquitto",
+    args: |port| vec!["-p", port],
+    version_flag: "-h",
+};
+
+pub(crate) struct Mqtt {
     c: Conn,
     last_sent: Instant,
 }
@@ -179,8 +193,24 @@ impl Client for Mqtt {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
+}
 
-    fn into_stream(self) -> TcpStream {
-        self.c.s
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_round_trip_with_a_two_byte_length() {
+        let payload = [b'm'; 200];
+        let mut out = Vec::new();
+        Mqtt::encode_publish("bench/x", &payload, &mut out);
+        // 2 + 7 + 200 = 209 = 0x51 + 1 * 128.
+        assert_eq!(out[..3], [PUBLISH, 0xd1, 0x01]);
+        let (first, body, n) = packet(&out).unwrap().unwrap();
+        assert_eq!((first, n), (PUBLISH, out.len()));
+        assert_eq!(publish_payload(first & 0x0f, body).unwrap(), payload);
+        assert!(packet(&out[..out.len() - 1]).unwrap().is_none());
+        assert!(packet(&[PUBLISH, 0xff, 0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -4,11 +4,34 @@
 //! to RESP3 (`HELLO 3`), where it may and deliveries arrive as `>` pushes.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
-use super::conn::{Client, Conn, Step, line, parse_len, push_decimal};
+use mote::bench::{Client, Conn, Driver, Step};
 
-pub(super) struct Redis {
+use crate::peer::Peer;
+use crate::text::{line, parse_len, push_decimal};
+
+/// redis-server with persistence off.
+pub(crate) const PEER: Peer = Peer {
+    driver: Driver::new::<Redis>("redis", 1),
+    program: "redis-server",
+    package: "redis-server",
+    args: |port| {
+        vec![
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+    },
+    version_flag: "--version",
+};
+
+pub(crate) struct Redis {
     c: Conn,
 }
 
@@ -201,8 +224,37 @@ impl Client for Redis {
     fn conn(&mut self) -> &mut Conn {
         &mut self.c
     }
+}
 
-    fn into_stream(self) -> TcpStream {
-        self.c.s
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_pushes_and_errors() {
+        let mut out = Vec::new();
+        Redis::encode_publish("bench:x", b"hi", &mut out);
+        assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$7\r\nbench:x\r\n$2\r\nhi\r\n");
+        // RESP2 array and RESP3 push: the same message.
+        for kind in ["*", ">"] {
+            let m = format!("{kind}3\r\n$7\r\nmessage\r\n$7\r\nbench:x\r\n$5\r\nhello\r\n");
+            let Some((Value::Message(p), n)) = value(m.as_bytes()).unwrap() else {
+                panic!("not a message: {m:?}");
+            };
+            assert_eq!((p, n), (&b"hello"[..], m.len()));
+            assert!(value(&m.as_bytes()[..m.len() - 1]).unwrap().is_none());
+        }
+        let sub = b"*3\r\n$9\r\nsubscribe\r\n$7\r\nbench:x\r\n:1\r\n";
+        assert!(matches!(value(sub).unwrap(), Some((Value::Subscribed, 36))));
+        assert!(matches!(
+            value(b"+PONG\r\n").unwrap(),
+            Some((Value::Pong, 7))
+        ));
+        // A HELLO 3 answer (a map holding an array) is skipped whole.
+        let hello = b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nmodules\r\n*0\r\n+OK\r\n";
+        assert!(matches!(value(hello).unwrap(), Some((Value::Other, n)) if n == hello.len() - 5));
+        let e = value(b"-ERR unknown command\r\n").err().unwrap();
+        assert!(e.to_string().contains("unknown command"), "{e}");
     }
 }

@@ -7,15 +7,15 @@ use std::fmt::Write;
 /// Every value of each figure, with the repetition it came from (0 for figures measured
 /// once), keyed by mote's JSON name for it.
 #[derive(Default)]
-pub(super) struct Figures(BTreeMap<String, Vec<(usize, f64)>>);
+pub(crate) struct Figures(BTreeMap<String, Vec<(usize, f64)>>);
 
 impl Figures {
-    pub(super) fn add(&mut self, key: impl Into<String>, rep: usize, x: f64) {
+    pub(crate) fn add(&mut self, key: impl Into<String>, rep: usize, x: f64) {
         self.0.entry(key.into()).or_default().push((rep, x));
     }
 
     /// The value measured in repetition `rep`.
-    pub(super) fn get(&self, key: &str, rep: usize) -> Option<f64> {
+    pub(crate) fn get(&self, key: &str, rep: usize) -> Option<f64> {
         self.0
             .get(key)?
             .iter()
@@ -23,17 +23,17 @@ impl Figures {
             .map(|(_, x)| *x)
     }
 
-    pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
 
-    pub(super) fn median(&self, key: &str) -> Option<f64> {
+    pub(crate) fn median(&self, key: &str) -> Option<f64> {
         let v = self.0.get(key)?;
         median(v.iter().map(|(_, x)| *x).collect())
     }
 
     /// The smallest and largest value, if the figure was measured more than once.
-    pub(super) fn range(&self, key: &str) -> Option<(f64, f64)> {
+    pub(crate) fn range(&self, key: &str) -> Option<(f64, f64)> {
         let v = self.0.get(key).filter(|v| v.len() > 1)?;
         let lo = v.iter().map(|(_, x)| *x).fold(f64::INFINITY, f64::min);
         let hi = v.iter().map(|(_, x)| *x).fold(f64::NEG_INFINITY, f64::max);
@@ -42,7 +42,7 @@ impl Figures {
 
     /// The median over repetitions of `self / other`, each ratio taken within one
     /// repetition, so that noise which hit both runs of a repetition cancels.
-    pub(super) fn ratio(&self, other: &Figures, key: &str) -> Option<f64> {
+    pub(crate) fn ratio(&self, other: &Figures, key: &str) -> Option<f64> {
         let (a, b) = (self.0.get(key)?, other.0.get(key)?);
         let ratios = a
             .iter()
@@ -55,7 +55,7 @@ impl Figures {
     }
 }
 
-pub(super) fn median(mut xs: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut xs: Vec<f64>) -> Option<f64> {
     if xs.is_empty() {
         return None;
     }
@@ -69,7 +69,7 @@ pub(super) fn median(mut xs: Vec<f64>) -> Option<f64> {
 }
 
 /// The figures shown and compared: label, JSON name.
-pub(super) const ROWS: &[(&str, &str)] = &[
+pub(crate) const ROWS: &[(&str, &str)] = &[
     ("1->1 64 B msgs/s", "msgs_per_sec_64b"),
     ("  CPU s per million", "broker_cpu_sec_per_million_64b"),
     ("1->1 1 KiB msgs/s", "msgs_per_sec_1kib"),
@@ -89,12 +89,12 @@ pub(super) const ROWS: &[(&str, &str)] = &[
 ];
 
 /// Figures whose JSON value is a whole number.
-pub(super) fn is_integer(key: &str) -> bool {
+pub(crate) fn is_integer(key: &str) -> bool {
     key.starts_with("messages_") || key.ends_with("_kib")
 }
 
 /// A figure in about four significant digits: `2.41M`, `612.3k`, `95`, `0.412`.
-pub(super) fn short(x: f64) -> String {
+pub(crate) fn short(x: f64) -> String {
     let a = x.abs();
     if a >= 1e6 {
         format!("{:.2}M", x / 1e6)
@@ -111,7 +111,7 @@ pub(super) fn short(x: f64) -> String {
 
 /// The side-by-side table: a column per broker (mote first), then mote/peer for each
 /// peer; with repetitions, a min-max line under each figure measured more than once.
-pub(super) fn table(cols: &[(&str, &Figures)]) -> String {
+pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
     const LABEL: usize = 22;
     const W: usize = 15;
     let Some((_, mote)) = cols.first() else {

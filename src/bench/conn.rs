@@ -1,14 +1,15 @@
-//! A buffered blocking socket and the few operations every protocol's client needs.
+//! A buffered blocking socket and the few operations every protocol's client needs: mote's
+//! own clients here, the other brokers' in the `mote-bench` crate.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long a handshake, a confirmation or a latency round trip may take.
-pub(super) const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 /// What a parser made of the start of the buffered bytes.
-pub(super) enum Step {
+pub enum Step {
     /// The bytes end inside a unit: read more.
     Need,
     /// A unit of this many bytes was handled; go on.
@@ -19,8 +20,9 @@ pub(super) enum Step {
 
 /// A connected socket with a read buffer that keeps a partial unit across reads and
 /// timeouts, and a buffer of replies the parser wants sent (a NATS `PONG`).
-pub(super) struct Conn {
-    pub(super) s: TcpStream,
+pub struct Conn {
+    /// The socket, for what the buffering does not cover (a clone to drain, a shutdown).
+    pub s: TcpStream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -28,7 +30,8 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn connect(addr: SocketAddr) -> io::Result<Conn> {
+    /// Connects with [`PATIENCE`] (10 s) as the connect, read and write timeout, Nagle off.
+    pub fn connect(addr: SocketAddr) -> io::Result<Conn> {
         let s = TcpStream::connect_timeout(&addr, PATIENCE)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(PATIENCE))?;
@@ -42,12 +45,13 @@ impl Conn {
         })
     }
 
-    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes all of `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.s.write_all(bytes)
     }
 
     /// Sends the replies the parser queued, now rather than before the next read.
-    pub(super) fn flush_replies(&mut self) -> io::Result<()> {
+    pub fn flush_replies(&mut self) -> io::Result<()> {
         if !self.replies.is_empty() {
             self.s.write_all(&self.replies)?;
             self.replies.clear();
@@ -56,14 +60,14 @@ impl Conn {
     }
 
     /// How long one read may wait before failing with [`is_timeout`].
-    pub(super) fn set_patience(&self, d: Duration) -> io::Result<()> {
+    pub fn set_patience(&self, d: Duration) -> io::Result<()> {
         self.s.set_read_timeout(Some(d))
     }
 
     /// Hands the buffered bytes to `parse` (with a buffer for replies) until it says
     /// [`Step::Stop`], reading more whenever it says [`Step::Need`]. A read timeout is
     /// returned as an error; the bytes read so far stay buffered for the next call.
-    pub(super) fn read_with(
+    pub fn read_with(
         &mut self,
         mut parse: impl FnMut(&[u8], &mut Vec<u8>) -> io::Result<Step>,
     ) -> io::Result<()> {
@@ -103,7 +107,7 @@ impl Conn {
 }
 
 /// Whether `e` is a read timeout rather than a failure.
-pub(super) fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
@@ -111,7 +115,7 @@ pub(super) fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// A benchmark client of one broker's protocol.
-pub(super) trait Client: Sized + Send + 'static {
+pub trait Client: Sized + Send + 'static {
     /// Connects and completes the protocol's handshake; `name` tells the broker who we are
     /// where the protocol has a place for it.
     fn connect(addr: SocketAddr, name: &str) -> io::Result<Self>;
@@ -141,6 +145,7 @@ pub(super) trait Client: Sized + Send + 'static {
         Ok(())
     }
 
+    /// The buffered socket underneath.
     fn conn(&mut self) -> &mut Conn;
 
     /// Sends bytes made by [`Client::encode_publish`] (an encrypting client seals them
@@ -149,47 +154,9 @@ pub(super) trait Client: Sized + Send + 'static {
         self.conn().write(bytes)
     }
 
-    /// The socket alone (idle connections keep nothing else).
-    fn into_stream(self) -> TcpStream;
-}
-
-/// Appends `n` in decimal (the text protocols' lengths), without formatting machinery.
-pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    /// The socket alone (idle connections keep nothing else): a second descriptor of it,
+    /// the client with its buffers dropped.
+    fn into_stream(mut self) -> io::Result<TcpStream> {
+        self.conn().s.try_clone()
     }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// The line at the start of `buf` without its `\r\n`, and the bytes it takes with it;
-/// `None` if the line is not complete yet.
-pub(super) fn line(buf: &[u8]) -> io::Result<Option<(&[u8], usize)>> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(i) => {
-            let l = &buf[..i];
-            Ok(Some((l.strip_suffix(b"\r").unwrap_or(l), i + 1)))
-        }
-        None if buf.len() > 64 * 1024 => Err(io::Error::other("a protocol line is too long")),
-        None => Ok(None),
-    }
-}
-
-/// Parses an ASCII decimal length.
-pub(super) fn parse_len(s: &[u8]) -> io::Result<usize> {
-    std::str::from_utf8(s)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::other(format!(
-                "bad length {:?} from the broker",
-                String::from_utf8_lossy(s)
-            ))
-        })
 }
