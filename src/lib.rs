@@ -4,11 +4,13 @@
 //! - [`session`]: one connection's protocol on top of the engine (sans-IO).
 //! - [`server`]: the TCP transport on a single-threaded smol executor.
 //! - [`limits`]: every bound the broker enforces.
+//! - [`logging`]: log lines to stderr through a bounded queue, rate-limited per call site.
 
 pub mod auth;
 pub mod edge;
 pub mod engine;
 pub mod limits;
+pub mod logging;
 pub mod server;
 pub mod session;
 pub mod units;
