@@ -6,6 +6,7 @@
 //!   front-end: [`server`] (the binary protocol over TCP) and [`http`] (the HTTP edge).
 //! - [`limits`]: every bound the broker enforces.
 //! - [`bench`]: measuring a broker (`mote bench`, and `mote-bench` against other brokers).
+//! - [`logging`]: log lines to stderr through a bounded queue, rate-limited per call site.
 
 pub mod auth;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod broker;
 pub mod engine;
 pub mod http;
 pub mod limits;
+pub mod logging;
 pub mod server;
 pub mod session;
 pub mod units;

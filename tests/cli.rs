@@ -650,3 +650,83 @@ fn readme_consumer_groups() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 10, item 4: a broker whose stderr nobody reads (journald under pressure, a stuck
+/// docker log driver) keeps serving. Each refused connection logs a warning; 2,000 of them
+/// are several times what a pipe holds, and the broker used to block writing them.
+#[test]
+fn a_broker_whose_stderr_is_not_read_keeps_answering() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let mut child = Command::new(MOTE)
+        .args(["serve", "--tcp", "127.0.0.1:0", "--http", "off"])
+        .args(["--max-connections", "1", "--handshake-timeout", "1m"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // Read up to the line with the address, then never again (the reader is kept open).
+    let (tx, rx) = mpsc::channel();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let child = Kill(child);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while log.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                let addr: SocketAddr = rest.split(' ').next().unwrap().parse().unwrap();
+                let _ = tx.send((addr, log));
+                return;
+            }
+            line.clear();
+        }
+    });
+    let (addr, mut unread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let mut held = TcpStream::connect(addr).unwrap();
+    let mut refused = 0;
+    while refused < 2000 {
+        // A broker that stopped accepting fills its backlog, then connects time out.
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(_) => refused += 1,
+            Err(_) => break,
+        }
+    }
+    // Give the slot back, and wait until the broker has noticed.
+    held.shutdown(std::net::Shutdown::Write).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let noticed = held.read(&mut [0; 64]);
+    assert!(
+        matches!(noticed, Ok(0)),
+        "the broker stopped after {refused} refused connections with its stderr unread: \
+         a closed connection was not noticed ({noticed:?})"
+    );
+    let o = mote(
+        &["ping", "-p", &addr.port().to_string(), "--timeout", "5s"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(refused, 2000);
+
+    // A normal exit writes the last lines, and how many warnings were left out.
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = unread.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(rest.contains("] stopped: "), "{rest}");
+    assert!(
+        rest.contains("WARN  mote::server] ") && rest.contains(" similar lines suppressed ("),
+        "{rest}"
+    );
+}

@@ -49,13 +49,14 @@ fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
     }
 }
 
-/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise.
-pub(crate) fn init_logging(default: &str) {
-    let env = env_logger::Env::default().default_filter_or(default);
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
+/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise; `output` says from
+/// which thread (the broker's lines never wait for stderr).
+pub(crate) fn init_logging(default: &str, output: mote::logging::Output) {
+    mote::logging::init(default, output);
 }
+
+/// How long the last log lines may take to reach stderr at exit.
+const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the command line; returns the process exit code.
 pub(crate) fn main() -> i32 {
@@ -65,28 +66,32 @@ pub(crate) fn main() -> i32 {
         return 2;
     }
     let cmd = argv.remove(0);
-    let client = |r: Result<(), client::Exit>, name: &str| match r {
-        Ok(()) => 0,
-        Err(client::Exit::Usage(e)) => {
-            eprintln!("mote {name}: {e}");
-            2
-        }
-        Err(client::Exit::Failed(client::Failure(m))) => {
-            if !m.is_empty() {
-                eprintln!("mote {name}: {m}");
+    let client = |r: Result<(), client::Exit>, name: &str| {
+        // Counts of rate-limited lines come before the last word.
+        mote::logging::flush(LOG_FLUSH_WAIT);
+        match r {
+            Ok(()) => 0,
+            Err(client::Exit::Usage(e)) => {
+                eprintln!("mote {name}: {e}");
+                2
             }
-            1
+            Err(client::Exit::Failed(client::Failure(m))) => {
+                if !m.is_empty() {
+                    eprintln!("mote {name}: {m}");
+                }
+                1
+            }
         }
     };
     let result = match cmd.to_str().unwrap_or("") {
         "serve" => serve::main(argv),
         "bench" => bench::main(argv),
         "pub" => {
-            init_logging("warn");
+            init_logging("warn", mote::logging::Output::Direct);
             return client(client::publish(argv), "pub");
         }
         "sub" => {
-            init_logging("warn");
+            init_logging("warn", mote::logging::Output::Direct);
             return client(client::subscribe(argv), "sub");
         }
         "ping" => return client(client::ping(argv), "ping"),
@@ -103,6 +108,9 @@ pub(crate) fn main() -> i32 {
             "unknown command {other:?} (try mote --help)"
         ))),
     };
+    // `mote serve`'s last lines ("stopped: ...") may still be queued: before the exit, and
+    // before an error that comes after them.
+    mote::logging::flush(LOG_FLUSH_WAIT);
     match result {
         Ok(()) => 0,
         Err(e) => {

@@ -410,7 +410,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
     let (auth, groups) = load(&mut p)?;
     let mut cfg = config(&p)?;
     cfg.auth = auth;
-    super::init_logging("info");
+    super::init_logging("info", mote::logging::Output::Background);
     check_exposure(cfg.tcp, &cfg.auth, p.on("insecure"))?;
     let http_addr = cfg.http.map(|a| {
         a.unwrap_or_else(|| {

@@ -39,7 +39,7 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
             connections: edge.conns.get(),
             errors: counts.errors.iter().map(|(k, v)| (*k, *v)).collect(),
         },
-        log_dropped: 0,
+        log_dropped: crate::logging::dropped(),
     }
 }
 
