@@ -196,6 +196,9 @@ pub struct Engine {
     pending: usize,
     pending_by_ip: HashMap<IpAddr, u32>,
     rates: stats::Rates,
+    /// The busiest topics (indexes) as ranked last, for how many topics, at which rate
+    /// sample: ranking every topic per `/api/stats` would touch all of them each time.
+    busiest: Option<(u64, usize, usize, Vec<u32>)>,
 }
 
 impl Engine {
@@ -231,6 +234,7 @@ impl Engine {
             pending: 0,
             pending_by_ip: HashMap::new(),
             rates: stats::Rates::default(),
+            busiest: None,
         }
     }
 

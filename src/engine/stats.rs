@@ -104,6 +104,8 @@ pub struct Rates {
     pub deliver_per_s: f64,
     /// When the last sample was taken (monotonic ms), and the totals then.
     at_ms: Option<u64>,
+    /// Samples taken.
+    pub(super) samples: u64,
     published: u64,
     delivered: u64,
 }
@@ -254,33 +256,53 @@ impl Engine {
 
     /// The `n` most published topics, most first (ties by name).
     pub fn most_published_topics(&self, n: usize) -> Vec<TopicInfo> {
-        let mut order: Vec<usize> = (0..self.topics.len()).collect();
-        busiest_first(&mut order, n, |&a, &b| {
-            let (ta, tb) = (&self.topics[a], &self.topics[b]);
-            tb.published.cmp(&ta.published).then(ta.name.cmp(&tb.name))
+        let mut keys: Vec<(u64, u32)> = self
+            .topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.published, i as u32))
+            .collect();
+        busiest_first(&mut keys, n, |a, b| {
+            let (ta, tb) = (&self.topics[a.1 as usize], &self.topics[b.1 as usize]);
+            b.0.cmp(&a.0).then(ta.name.cmp(&tb.name))
         });
-        order
-            .into_iter()
-            .filter_map(|i| self.topic_info_at(i))
+        keys.into_iter()
+            .filter_map(|(_, i)| self.topic_info_at(i as usize))
             .collect()
     }
 
     /// The `n` busiest topics (most messages in and out per second, then most
     /// published), busiest first. Costs one pass over the topics and a snapshot of
     /// `n` of them, however many there are.
-    pub fn busiest_topics(&self, n: usize) -> Vec<TopicInfo> {
-        let key = |i: usize| {
-            let t = &self.topics[i];
-            (t.rates.0 + t.rates.1, t.published + t.delivered)
+    pub fn busiest_topics(&mut self, n: usize) -> Vec<TopicInfo> {
+        // Ranked again only when the rates were sampled again or topics came: the rates
+        // change no more often, and a ranking touches every topic.
+        let stamp = (self.rates.samples, self.topics.len(), n);
+        let fresh = self
+            .busiest
+            .as_ref()
+            .is_some_and(|(s, len, k, _)| (*s, *len, *k) == stamp);
+        if !fresh {
+            // Keys first, in one array: the selection then compares without chasing
+            // topics.
+            let mut keys: Vec<(f32, u64, u32)> = self
+                .topics
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.rates.0 + t.rates.1, t.published + t.delivered, i as u32))
+                .collect();
+            busiest_first(&mut keys, n, |a, b| {
+                b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
+            });
+            let order = keys.into_iter().map(|(_, _, i)| i).collect();
+            self.busiest = Some((stamp.0, stamp.1, stamp.2, order));
+        }
+        let Some((_, _, _, order)) = &self.busiest else {
+            return Vec::new();
         };
-        let mut order: Vec<usize> = (0..self.topics.len()).collect();
-        busiest_first(&mut order, n, |&a, &b| {
-            let ((ra, ta), (rb, tb)) = (key(a), key(b));
-            rb.total_cmp(&ra).then(tb.cmp(&ta)).then(a.cmp(&b))
-        });
         order
-            .into_iter()
-            .filter_map(|i| self.topic_info_at(i))
+            .iter()
+            .filter_map(|&i| self.topic_info_at(i as usize))
             .collect()
     }
 
@@ -296,23 +318,17 @@ impl Engine {
     /// The `n` busiest connections (most messages per second, then most in all),
     /// busiest first, leaving out `skip` (the HTTP edge's own publisher).
     pub fn busiest_conns(&self, n: usize, skip: Option<ConnId>) -> Vec<ConnInfo> {
-        let mut order: Vec<usize> = self
+        let mut keys: Vec<(f32, u64, u32)> = self
             .conns
             .iter()
-            .map(|(k, _)| k)
-            .filter(|&k| Some(ConnId(k as u32)) != skip)
+            .filter(|&(k, _)| Some(ConnId(k as u32)) != skip)
+            .map(|(k, c)| (c.msgs_per_s, c.msgs_in + c.msgs_out, k as u32))
             .collect();
-        let key = |k: usize| {
-            let c = &self.conns[k];
-            (c.msgs_per_s, c.msgs_in + c.msgs_out)
-        };
-        busiest_first(&mut order, n, |&a, &b| {
-            let ((ra, ta), (rb, tb)) = (key(a), key(b));
-            rb.total_cmp(&ra).then(tb.cmp(&ta)).then(a.cmp(&b))
+        busiest_first(&mut keys, n, |a, b| {
+            b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
         });
-        order
-            .into_iter()
-            .filter_map(|k| self.conn_info(ConnId(k as u32)))
+        keys.into_iter()
+            .filter_map(|(_, _, k)| self.conn_info(ConnId(k)))
             .collect()
     }
 
@@ -395,6 +411,7 @@ impl Engine {
         r.publish_per_s = f64::from(rate(p, r.published));
         r.deliver_per_s = f64::from(rate(d, r.delivered));
         (r.published, r.delivered, r.at_ms) = (p, d, Some(now_ms));
+        r.samples += 1;
     }
 }
 

@@ -227,23 +227,74 @@ pub(crate) struct HttpTotals {
     pub(crate) errors: Vec<(&'static str, u64)>,
 }
 
-pub(crate) fn topic(t: &TopicInfo) -> Value {
-    json!({
-        "name": t.name, "first": t.first, "next": t.next, "stored": t.stored,
-        "bytes": t.bytes, "published": t.published, "delivered": t.delivered,
-        "lag_missed": t.lag_missed, "evicted": t.evicted, "subscribers": t.subscribers,
-        "publish_per_s": round(t.publish_per_s), "deliver_per_s": round(t.deliver_per_s),
-    })
+/// One topic of the stats document, written straight from its snapshot.
+#[derive(serde::Serialize)]
+pub(crate) struct TopicJson<'a> {
+    name: &'a str,
+    first: u64,
+    next: u64,
+    stored: usize,
+    bytes: usize,
+    published: u64,
+    delivered: u64,
+    lag_missed: u64,
+    evicted: u64,
+    subscribers: usize,
+    publish_per_s: f64,
+    deliver_per_s: f64,
 }
 
-pub(crate) fn connection(c: &ConnInfo) -> Value {
-    json!({
-        "id": c.id.index(), "kind": if c.http { "http" } else { "tcp" },
-        "peer": c.peer.map(|p| p.to_string()), "client": c.client, "token": c.token,
-        "subscriptions": c.subscriptions, "msgs_in": c.msgs_in, "msgs_out": c.msgs_out,
-        "bytes_in": c.bytes_in, "bytes_out": c.bytes_out, "lag_missed": c.lag_missed,
-        "pending": c.pending, "msgs_per_s": round(c.msgs_per_s),
-    })
+pub(crate) fn topic(t: &TopicInfo) -> TopicJson<'_> {
+    TopicJson {
+        name: &t.name,
+        first: t.first,
+        next: t.next,
+        stored: t.stored,
+        bytes: t.bytes,
+        published: t.published,
+        delivered: t.delivered,
+        lag_missed: t.lag_missed,
+        evicted: t.evicted,
+        subscribers: t.subscribers,
+        publish_per_s: round(t.publish_per_s),
+        deliver_per_s: round(t.deliver_per_s),
+    }
+}
+
+/// One connection of the stats document.
+#[derive(serde::Serialize)]
+pub(crate) struct ConnJson<'a> {
+    id: usize,
+    kind: &'static str,
+    peer: Option<String>,
+    client: &'a str,
+    token: Option<&'a str>,
+    subscriptions: &'a [String],
+    msgs_in: u64,
+    msgs_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    lag_missed: u64,
+    pending: u64,
+    msgs_per_s: f64,
+}
+
+pub(crate) fn connection(c: &ConnInfo) -> ConnJson<'_> {
+    ConnJson {
+        id: c.id.index(),
+        kind: if c.http { "http" } else { "tcp" },
+        peer: c.peer.map(|p| p.to_string()),
+        client: &c.client,
+        token: c.token.as_deref(),
+        subscriptions: &c.subscriptions,
+        msgs_in: c.msgs_in,
+        msgs_out: c.msgs_out,
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        lag_missed: c.lag_missed,
+        pending: c.pending,
+        msgs_per_s: round(c.msgs_per_s),
+    }
 }
 
 pub(crate) fn group(g: &GroupInfo) -> Value {
@@ -265,6 +316,29 @@ pub(crate) fn group(g: &GroupInfo) -> Value {
         "delivered": c.delivered, "acked": c.acked, "redelivered": c.redelivered,
         "dead_lettered": c.dead_lettered, "lag_missed": c.lag_missed,
     })
+}
+
+/// Appends `items` to `out` as a JSON array's elements (after `written` earlier ones).
+pub(crate) fn push_items<T: serde::Serialize>(
+    out: &mut Vec<u8>,
+    written: &mut usize,
+    items: impl IntoIterator<Item = T>,
+) {
+    for item in items {
+        if *written > 0 {
+            out.push(b',');
+        }
+        *written += 1;
+        // Serializing plain structs and maps into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &item);
+    }
+}
+
+/// The stats document's head as JSON, left open (without its last `}`) for the lists.
+pub(crate) fn stats_open(s: &Summary, info: &Info) -> Vec<u8> {
+    let mut text = Value::Object(stats_head(s, info)).to_string().into_bytes();
+    text.pop();
+    text
 }
 
 /// The `/api/stats` document without its lists (`topics`, `connections`, `groups`),

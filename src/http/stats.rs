@@ -3,10 +3,8 @@
 //! over the engine; `?topics=all` lists every one, written in slices so the executor is
 //! never held for long.
 
-use serde_json::{Map, Value};
-
 use super::Edge;
-use super::answer::{self, Answer, HttpError};
+use super::answer::{self, Answer, Body, HttpError};
 use super::parse::Query;
 use super::render::{self, Summary};
 use super::routes::Outcome;
@@ -56,15 +54,20 @@ pub(crate) fn stats(edge: &Edge, q: &Query) -> Result<Outcome, HttpError> {
             ));
         }
     }
-    let engine = edge.shared.engine.borrow();
+    let mut engine = edge.shared.engine.borrow_mut();
     let n = edge.cfg.stats_topics;
-    let mut doc = render::stats_head(&summary(edge, &engine), &edge.info);
-    let topics: Vec<Value> = engine.busiest_topics(n).iter().map(render::topic).collect();
-    let conns: Vec<Value> = engine
-        .busiest_conns(n, None)
-        .iter()
-        .map(render::connection)
-        .collect();
+    let mut out = render::stats_open(&summary(edge, &engine), &edge.info);
+    let mut written = 0;
+    out.extend_from_slice(b",\"topics\":[");
+    render::push_items(
+        &mut out,
+        &mut written,
+        engine.busiest_topics(n).iter().map(render::topic),
+    );
+    written = 0;
+    out.extend_from_slice(b"],\"connections\":[");
+    let conns = engine.busiest_conns(n, None);
+    render::push_items(&mut out, &mut written, conns.iter().map(render::connection));
     let mut groups = engine.group_infos();
     groups.sort_by(|a, b| {
         b.counters
@@ -73,13 +76,14 @@ pub(crate) fn stats(edge: &Edge, q: &Query) -> Result<Outcome, HttpError> {
             .then(a.name.cmp(&b.name))
     });
     groups.truncate(n);
-    doc.insert("topics".into(), Value::Array(topics));
-    doc.insert("connections".into(), Value::Array(conns));
-    doc.insert(
-        "groups".into(),
-        Value::Array(groups.iter().map(render::group).collect()),
-    );
-    Ok(Outcome::Answer(Answer::json(200, &Value::Object(doc))))
+    written = 0;
+    out.extend_from_slice(b"],\"groups\":[");
+    render::push_items(&mut out, &mut written, groups.iter().map(render::group));
+    out.extend_from_slice(b"]}");
+    Ok(Outcome::Answer(
+        Answer::new(200, "application/json", Body::Owned(out))
+            .with_header("Cache-Control", "no-store"),
+    ))
 }
 
 /// `GET /metrics`.
@@ -146,66 +150,52 @@ impl Paged {
     pub(crate) fn next(&mut self, edge: &Edge, out: &mut Vec<u8>) -> bool {
         let engine = edge.shared.engine.borrow();
         self.body.clear();
+        let body = &mut self.body;
         let written = &mut self.written;
-        let mut list = |body: &mut Vec<u8>, v: Value| {
-            if *written > 0 {
-                body.push(b',');
-            }
-            *written += 1;
-            body.extend_from_slice(v.to_string().as_bytes());
-        };
         self.part = match std::mem::replace(&mut self.part, Part::Done) {
             Part::Head => {
-                let head: Map<String, Value> =
-                    render::stats_head(&summary(edge, &engine), &edge.info);
-                let text = Value::Object(head).to_string();
-                // The head's object, left open for the lists: without its last `}`.
-                let open = text.strip_suffix('}').unwrap_or(&text);
-                self.body.extend_from_slice(open.as_bytes());
-                self.body.extend_from_slice(b",\"topics\":[");
+                body.extend_from_slice(&render::stats_open(&summary(edge, &engine), &edge.info));
+                body.extend_from_slice(b",\"topics\":[");
                 Part::Topics(0)
             }
             Part::Topics(from) => {
                 let to = (from + SLICE).min(engine.topic_count());
-                for i in from..to {
-                    if let Some(t) = engine.topic_info_at(i) {
-                        list(&mut self.body, render::topic(&t));
-                    }
-                }
+                let topics: Vec<_> = (from..to).filter_map(|i| engine.topic_info_at(i)).collect();
+                render::push_items(body, written, topics.iter().map(render::topic));
                 if to < engine.topic_count() {
                     Part::Topics(to)
                 } else {
-                    self.body.extend_from_slice(b"],\"connections\":[");
-                    self.written = 0;
+                    body.extend_from_slice(b"],\"connections\":[");
+                    *written = 0;
                     Part::Conns(engine.conn_ids(), 0)
                 }
             }
             Part::Conns(ids, from) => {
                 let to = (from + SLICE).min(ids.len());
-                for id in &ids[from..to] {
-                    if let Some(c) = engine.conn_info(*id) {
-                        list(&mut self.body, render::connection(&c));
-                    }
-                }
+                let conns: Vec<_> = ids[from..to]
+                    .iter()
+                    .filter_map(|id| engine.conn_info(*id))
+                    .collect();
+                render::push_items(body, written, conns.iter().map(render::connection));
                 if to < ids.len() {
                     Part::Conns(ids, to)
                 } else {
-                    self.body.extend_from_slice(b"],\"groups\":[");
-                    self.written = 0;
+                    body.extend_from_slice(b"],\"groups\":[");
+                    *written = 0;
                     Part::Groups(engine.group_keys(), 0)
                 }
             }
             Part::Groups(keys, from) => {
                 let to = (from + SLICE).min(keys.len());
-                for k in &keys[from..to] {
-                    if let Some(g) = engine.group_info(*k) {
-                        list(&mut self.body, render::group(&g));
-                    }
-                }
+                let groups: Vec<_> = keys[from..to]
+                    .iter()
+                    .filter_map(|k| engine.group_info(*k))
+                    .collect();
+                render::push_items(body, written, groups.iter().map(render::group));
                 if to < keys.len() {
                     Part::Groups(keys, to)
                 } else {
-                    self.body.extend_from_slice(b"]}");
+                    body.extend_from_slice(b"]}");
                     Part::Done
                 }
             }
