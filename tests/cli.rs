@@ -113,6 +113,98 @@ fn mote(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Lines a child writes to one of its pipes, on a channel (closed at end of file).
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A client command running as a child: its stdin is ours to write, its stdout and
+/// stderr lines come on channels.
+struct Running {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(MOTE)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Running {
+            stdin: child.stdin.take(),
+            out: lines_of(child.stdout.take().unwrap()),
+            err: lines_of(child.stderr.take().unwrap()),
+            child,
+        }
+    }
+
+    fn write(&mut self, s: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(s.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line of stdout, within 10 s.
+    fn out_line(&self) -> String {
+        self.out
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line on stdout: {e}"))
+    }
+
+    /// The next line of stderr, within 10 s.
+    fn err_line(&self) -> String {
+        self.err
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line on stderr: {e}"))
+    }
+
+    /// Waits for the exit, failing after `limit`.
+    fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything left on stdout and stderr, once the child has exited.
+    fn rest(&self) -> (Vec<String>, Vec<String>) {
+        let drain = |rx: &mpsc::Receiver<String>| {
+            let mut v = Vec::new();
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
+                v.push(l);
+            }
+            v
+        };
+        (drain(&self.out), drain(&self.err))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -649,4 +741,233 @@ fn readme_consumer_groups() {
         stderr(&o)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends `signal` to the broker process.
+fn signal(s: &Served, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(s.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+#[test]
+fn pub_confirm_says_so_and_gives_up_when_the_broker_dies_mid_stream() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "1s",
+    ]);
+    // Each offset is printed as soon as it is confirmed, while stdin stays open.
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    publ.write("b\n");
+    assert_eq!(publ.out_line(), "1");
+    let killed = Instant::now();
+    drop(s);
+    publ.write("c\n");
+    let lost = publ.err_line();
+    assert!(
+        lost.starts_with(&format!("mote pub: lost the connection to 127.0.0.1:{p} ("))
+            && lost.ends_with("reconnecting for up to 1.0 s (--timeout)"),
+        "{lost}"
+    );
+    let status = publ.exit_within(Duration::from_secs(10));
+    let took = killed.elapsed();
+    assert_eq!(status.code(), Some(1));
+    assert!(took >= Duration::from_secs(1), "gave up early: {took:?}");
+    let (out, err) = publ.rest();
+    assert_eq!(
+        out,
+        Vec::<String>::new(),
+        "only confirmed offsets are printed"
+    );
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].starts_with(&format!(
+            "mote pub: no connection to 127.0.0.1:{p} for 1.0 s (cannot connect to"
+        )) && err[0].ends_with(
+            "1 message not confirmed; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pub_confirm_stream_longer_than_the_timeout_succeeds() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "300ms",
+    ]);
+    let t0 = Instant::now();
+    for i in 0..8 {
+        publ.write(&format!("{i}\n"));
+        assert_eq!(publ.out_line(), i.to_string());
+        // The pace of a sensor: the run lasts several timeouts, and one pause with
+        // nothing waiting for an answer is longer than the timeout.
+        let pause = if i == 4 { 600 } else { 100 };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    assert!(t0.elapsed() > Duration::from_millis(1200));
+    drop(publ.stdin.take());
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(publ.rest(), (vec![], vec![]));
+}
+
+#[test]
+fn pub_retry_forever_waits_for_the_broker_to_come_back() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--retry-forever",
+        "--timeout",
+        "200ms",
+    ]);
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    drop(s);
+    let lost = publ.err_line();
+    assert!(
+        lost.ends_with("reconnecting until it is back (--retry-forever)"),
+        "{lost}"
+    );
+    publ.write("b\n");
+    // Five timeouts without a broker: still waiting, nothing printed.
+    assert!(
+        publ.out.recv_timeout(Duration::from_secs(1)).is_err(),
+        "an offset without a broker"
+    );
+    assert!(publ.child.try_wait().unwrap().is_none(), "gave up");
+    // A broker on the same port: "b" is published there (a new broker starts at 0).
+    let _s2 = Served::start_on(&format!("127.0.0.1:{p}"), &[]);
+    assert_eq!(publ.out_line(), "0");
+    let back = publ.err_line();
+    assert!(
+        back.starts_with(&format!("mote pub: reconnected to 127.0.0.1:{p} after ")),
+        "{back}"
+    );
+    drop(publ.stdin.take());
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(publ.rest(), (vec![], vec![]));
+}
+
+#[test]
+fn plain_pub_gives_up_when_the_broker_dies() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let sub =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    let mut events = sub.subscribe("t", mote_sdk::Start::Latest).unwrap();
+    let mut publ = Running::start(&["pub", "-p", &p, "-t", "t", "-l", "--timeout", "1s"]);
+    publ.write("a\n");
+    match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Some(mote_sdk::Event::Message(m)) => assert_eq!(m.payload, b"a"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    drop((events, sub, s));
+    publ.write("b\n");
+    let lost = publ.err_line();
+    assert!(
+        lost.starts_with(&format!("mote pub: lost the connection to 127.0.0.1:{p} (")),
+        "{lost}"
+    );
+    assert_eq!(publ.exit_within(Duration::from_secs(10)).code(), Some(1));
+    let (out, err) = publ.rest();
+    assert_eq!(out, Vec::<String>::new(), "fire and forget prints nothing");
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].starts_with(&format!(
+            "mote pub: no connection to 127.0.0.1:{p} for 1.0 s ("
+        )) && err[0].ends_with(
+            "; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pub_gives_up_on_a_broker_that_stops_answering() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "1s",
+    ]);
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    // Frozen: the connection stays up, nothing is answered.
+    signal(&s, rustix::process::Signal::STOP);
+    let frozen = Instant::now();
+    publ.write("b\n");
+    let status = publ.exit_within(Duration::from_secs(10));
+    signal(&s, rustix::process::Signal::CONT);
+    assert_eq!(status.code(), Some(1));
+    assert!(frozen.elapsed() >= Duration::from_secs(1));
+    let (out, err) = publ.rest();
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        err,
+        [format!(
+            "mote pub: the broker at 127.0.0.1:{p} answered nothing for 1.0 s; 1 message not confirmed; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        )]
+    );
+    // The same bound for one message: -m with --confirm.
+    signal(&s, rustix::process::Signal::STOP);
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "-t",
+            "t",
+            "-m",
+            "c",
+            "--confirm",
+            "--timeout",
+            "500ms",
+        ],
+        b"",
+    );
+    signal(&s, rustix::process::Signal::CONT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("mote pub: cannot connect to"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(
+        &["pub", "-p", &p, "-t", "t", "-m", "x", "--timeout", "0"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must be more than 0"), "{}", stderr(&o));
 }
