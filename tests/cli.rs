@@ -971,3 +971,149 @@ fn pub_gives_up_on_a_broker_that_stops_answering() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("must be more than 0"), "{}", stderr(&o));
 }
+
+/// `mote ARGS` with extra environment variables.
+fn mote_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(MOTE)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn readme_token_files() {
+    let dir = std::env::temp_dir().join(format!("mote-token-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // (umask 077; mote token new > ~/.mote-token): the file as `mote token new` writes it.
+    let token = stdout(&mote(&["token", "new"], b""));
+    assert!(token.ends_with('\n'));
+    let token_file = path("mote-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let token = token.trim();
+    let mut s = Served::start(&["--token-file", &token_file]);
+    s.wait_log("authenticated and encrypted");
+    let p = s.port();
+    // mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "--token-file",
+            &token_file,
+            "-t",
+            "home/kitchen/temp",
+            "-m",
+            "21.5",
+            "--confirm",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    // MOTE_TOKEN_FILE=~/.mote-token mote sub -h pi.local -t 'home/#' -v, with a named
+    // token and whitespace around it.
+    let named = path("named");
+    std::fs::write(&named, format!("  default:{token}\r\n\n")).unwrap();
+    let o = mote_env(
+        &[
+            "sub", "-p", &p, "-t", "home/#", "-v", "--from", "earliest", "-C", "1",
+        ],
+        &[("MOTE_TOKEN_FILE", &named)],
+    );
+    assert_eq!(stdout(&o), "home/kitchen/temp 21.5\n", "{}", stderr(&o));
+    let o = mote(&["ping", "-p", &p, "--token-file", &named], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Errors: one line, exit 2 for what the command line got wrong, never the token.
+    let empty = path("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let wrong = path("wrong");
+    std::fs::write(&wrong, "wrong-secret-0123456789\n").unwrap();
+    let missing = path("missing");
+    // Arguments, environment, exit code, how stderr starts.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, String);
+    let cases: [Case<'_>; 6] = [
+        (
+            vec!["pub", "-p", &p, "--token-file", &missing, "-t", "a", "-m", "x"],
+            vec![],
+            2,
+            format!("mote pub: cannot read the token file {missing} (--token-file): "),
+        ),
+        (
+            vec!["sub", "-p", &p, "-t", "a"],
+            vec![("MOTE_TOKEN_FILE", empty.as_str())],
+            2,
+            format!(
+                "mote sub: the token file {empty} (MOTE_TOKEN_FILE) is empty: write the token in it (make one with `mote token new`)"
+            ),
+        ),
+        (
+            vec!["ping", "-p", &p, "--token-file", &token_file, "--token", token],
+            vec![],
+            2,
+            "mote ping: --token and --token-file are both set: give the token one way (--token-file keeps it out of ps)".into(),
+        ),
+        (
+            vec!["pub", "-p", &p, "--token-file", &token_file, "-t", "a", "-m", "x"],
+            vec![("MOTE_TOKEN", token)],
+            2,
+            "mote pub: MOTE_TOKEN and --token-file are both set".into(),
+        ),
+        (
+            vec!["serve", "--token-file", &missing, "--http", "off"],
+            vec![],
+            2,
+            format!("mote: cannot read the token file {missing} (--token-file): "),
+        ),
+        (
+            vec!["pub", "-p", &p, "--token-file", &wrong, "-t", "a", "-m", "x"],
+            vec![],
+            1,
+            "mote pub: authentication failed (unauthorized)".into(),
+        ),
+    ];
+    for (args, env, code, start) in cases {
+        let o = mote_env(&args, &env);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
+        assert!(e.starts_with(&start), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(!e.contains(token) && !e.contains("wrong-secret"), "{e}");
+    }
+    // SIGHUP reads the file again: the new token opens sessions, the old one no longer.
+    let new = stdout(&mote(&["token", "new"], b""));
+    std::fs::write(&token_file, &new).unwrap();
+    signal(&s, rustix::process::Signal::HUP);
+    s.wait_log("token table reloaded: 1 tokens");
+    let o = mote_env(&["ping", "-p", &p], &[("MOTE_TOKEN_FILE", &token_file)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(&["ping", "-p", &p, "-q", "--token-file", &named], b"");
+    assert_eq!(o.status.code(), Some(1));
+    // An empty file on reload keeps the table, and says why without the token.
+    std::fs::write(&token_file, "").unwrap();
+    signal(&s, rustix::process::Signal::HUP);
+    let line = s.wait_log("SIGHUP: keeping the current tokens");
+    assert!(
+        line.contains(&format!(
+            "the token file {token_file} (--token-file) is empty"
+        )),
+        "{line}"
+    );
+    std::fs::write(&token_file, &new).unwrap();
+    let o = mote(&["ping", "-p", &p, "--token-file", &token_file], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The help shows the file and the variable first.
+    for cmd in ["serve", "pub", "sub", "ping"] {
+        let help = stdout(&mote(&[cmd, "--help"], b""));
+        let file = help
+            .find("--token-file FILE")
+            .unwrap_or_else(|| panic!("{help}"));
+        let flag = help.find("--token ").unwrap_or_else(|| panic!("{help}"));
+        assert!(file < flag, "{help}");
+        assert!(help.contains("env: MOTE_TOKEN_FILE"), "{help}");
+        assert!(help.contains("every local user sees it in ps"), "{help}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -30,13 +30,21 @@ const PORT: Opt = Opt {
     default: Some("7270"),
     help: "broker port",
 };
+const TOKEN_FILE: Opt = Opt {
+    long: "token-file",
+    short: None,
+    value: Some("FILE"),
+    env: Some("MOTE_TOKEN_FILE"),
+    default: None,
+    help: "authenticate and encrypt with the token written in FILE as [NAME:]TOKEN (NAME defaults to `default`)",
+};
 const TOKEN: Opt = Opt {
     long: "token",
     short: None,
     value: Some("[NAME:]TOKEN"),
     env: Some("MOTE_TOKEN"),
     default: None,
-    help: "authenticate and encrypt with this token (NAME defaults to `default`)",
+    help: "the token itself; on the command line every local user sees it in ps: prefer --token-file or MOTE_TOKEN",
 };
 const URL: Opt = Opt {
     long: "url",
@@ -88,6 +96,7 @@ pub(crate) static PUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -138,7 +147,7 @@ pub(crate) static PUB: Spec = Spec {
     after: "With --confirm, offsets are printed one per line, in order, as the broker confirms\n\
             them. If the connection drops, pub says so on stderr and reconnects; messages not\n\
             yet confirmed are sent again (the broker may then store one twice).\n\
-            Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l",
+            Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l\n  mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5",
 };
 
 pub(crate) static SUB: Spec = Spec {
@@ -147,6 +156,7 @@ pub(crate) static SUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -225,6 +235,7 @@ pub(crate) static PING: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -314,9 +325,9 @@ fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
             Options::new(format!("{host}:{port}"))
         }
     };
-    if let Some(t) = p.get("token") {
+    if let Some((t, from)) = p.token()? {
         let (name, secret) = t.split_once(':').unwrap_or(("", t.as_str()));
-        o = o.with_token(name, secret).map_err(|e| bad("--token", e))?;
+        o = o.with_token(name, secret).map_err(|e| bad(&from, e))?;
     }
     o.name = p.get("id").unwrap_or_else(|| default_name.to_string());
     Ok(o)
