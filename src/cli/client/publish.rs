@@ -22,9 +22,9 @@ use super::Failure;
 const MAX_IN_FLIGHT: usize = 1024;
 const MAX_IN_FLIGHT_BYTES: usize = 1 << 20;
 
-/// Lines of stdin read before they are handed over, so a fast pipe costs one hand-over
-/// per batch and a slow one none of its latency.
-const LINE_BATCH: usize = 256;
+/// Bytes of stdin lines read before they are handed over: a fast pipe costs one
+/// hand-over per batch, a slow one none of its latency (what is there goes at once).
+const LINE_BATCH_BYTES: usize = 64 * 1024;
 
 /// What to publish, and how long to wait for the broker.
 pub(crate) struct Plan<'a> {
@@ -77,7 +77,7 @@ pub(crate) async fn run(
     input: Input,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    let waits = Waits::new();
+    let waits = Waits::default();
     let work = publish_all(client, plan, input, out, &waits);
     let watchdog = Watchdog {
         client,
@@ -88,40 +88,28 @@ pub(crate) async fn run(
     work.or(watchdog.run()).await
 }
 
-/// What the publishing side tells the watchdog: how many answers it waits for, and
-/// since when nothing came back.
+/// What the publishing side tells the watchdog. Counters only: on some machines reading
+/// the clock costs more than publishing a message.
+#[derive(Default)]
 struct Waits {
+    /// Answers awaited now: unconfirmed messages, or a publish or flush under way.
     waiting: Cell<usize>,
-    /// The latest answer (or reconnect), or when waiting began.
-    since: Cell<Instant>,
+    /// Answers so far.
+    answers: Cell<u64>,
 }
 
 impl Waits {
-    fn new() -> Waits {
-        Waits {
-            waiting: Cell::new(0),
-            since: Cell::new(Instant::now()),
-        }
-    }
-
     fn more(&self) {
-        if self.waiting.get() == 0 {
-            self.since.set(Instant::now());
-        }
         self.waiting.set(self.waiting.get() + 1);
     }
 
     fn answered(&self) {
         self.waiting.set(self.waiting.get().saturating_sub(1));
-        self.since.set(Instant::now());
+        self.answers.set(self.answers.get() + 1);
     }
 
-    /// Awaits `f`, counting it as a wait for the broker unless it is ready at once.
+    /// Awaits `f`, counted as a wait for the broker.
     async fn on<T>(&self, f: impl Future<Output = T>) -> T {
-        let mut f = std::pin::pin!(f);
-        if let Some(v) = poll_once(f.as_mut()).await {
-            return v;
-        }
         self.more();
         let v = f.await;
         self.answered();
@@ -129,31 +117,73 @@ impl Waits {
     }
 }
 
+/// Messages one after another in one buffer, and where each ends: a batch of lines
+/// costs two allocations, not one per line.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// Messages read and not yet published, oldest first.
+#[derive(Default)]
+struct Ready {
+    batches: VecDeque<Batch>,
+    /// The next message of the front batch.
+    next: usize,
+}
+
+impl Ready {
+    fn front(&self) -> Option<&[u8]> {
+        let b = self.batches.front()?;
+        let start = match self.next {
+            0 => 0,
+            i => *b.ends.get(i - 1)?,
+        };
+        b.data.get(start..*b.ends.get(self.next)?)
+    }
+
+    fn pop(&mut self) {
+        self.next += 1;
+        if self
+            .batches
+            .front()
+            .is_some_and(|b| self.next >= b.ends.len())
+        {
+            self.batches.pop_front();
+            self.next = 0;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+}
+
 /// Reads stdin on a thread, a batch of lines at a time (without their `\n` or `\r\n`).
-fn read_lines() -> Result<async_channel::Receiver<io::Result<Vec<Vec<u8>>>>, Failure> {
+fn read_lines() -> Result<async_channel::Receiver<io::Result<Batch>>, Failure> {
     let (tx, rx) = async_channel::bounded(2);
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut stdin = io::BufReader::with_capacity(64 * 1024, io::stdin().lock());
+            let mut stdin = io::BufReader::with_capacity(LINE_BATCH_BYTES, io::stdin().lock());
             loop {
-                let mut batch = Vec::new();
+                let mut batch = Batch::default();
                 let mut end = false;
-                while batch.len() < LINE_BATCH {
-                    let mut line = Vec::new();
-                    match stdin.read_until(b'\n', &mut line) {
+                while batch.data.len() < LINE_BATCH_BYTES {
+                    match stdin.read_until(b'\n', &mut batch.data) {
                         Ok(0) => {
                             end = true;
                             break;
                         }
                         Ok(_) => {
-                            if line.ends_with(b"\n") {
-                                line.pop();
-                                if line.ends_with(b"\r") {
-                                    line.pop();
+                            if batch.data.ends_with(b"\n") {
+                                batch.data.pop();
+                                if batch.data.ends_with(b"\r") {
+                                    batch.data.pop();
                                 }
                             }
-                            batch.push(line);
+                            batch.ends.push(batch.data.len());
                         }
                         Err(e) => {
                             let _ = tx.send_blocking(Err(e));
@@ -165,7 +195,7 @@ fn read_lines() -> Result<async_channel::Receiver<io::Result<Vec<Vec<u8>>>>, Fai
                         break;
                     }
                 }
-                if !batch.is_empty() && tx.send_blocking(Ok(batch)).is_err() {
+                if !batch.ends.is_empty() && tx.send_blocking(Ok(batch)).is_err() {
                     return;
                 }
                 if end {
@@ -185,9 +215,16 @@ async fn publish_all(
     out: &mut impl Write,
     waits: &Waits,
 ) -> Result<(), Failure> {
-    let (mut ready, lines) = match input {
-        Input::One(m) => (VecDeque::from([m]), None),
-        Input::Lines => (VecDeque::new(), Some(read_lines()?)),
+    let mut ready = Ready::default();
+    let lines = match input {
+        Input::One(m) => {
+            ready.batches.push_back(Batch {
+                ends: vec![m.len()],
+                data: m,
+            });
+            None
+        }
+        Input::Lines => Some(read_lines()?),
     };
     let mut input_open = lines.is_some();
     let mut link = client.watch_link();
@@ -218,14 +255,14 @@ async fn publish_all(
                         Err(e) => Err(e),
                     }
                 } else {
-                    waits
-                        .on(client.publish_with_key(plan.topic, plan.key, m))
-                        .await
+                    // Counted as a wait: it blocks while the broker does not read.
+                    waits.more();
+                    let r = client.publish_with_key(plan.topic, plan.key, m).await;
+                    waits.answered();
+                    r
                 };
                 match sent {
-                    Ok(()) => {
-                        ready.pop_front();
-                    }
+                    Ok(()) => ready.pop(),
                     // Disconnected with a full queue: wait for the connection (the
                     // watchdog bounds the wait), then try again.
                     Err(Error::QueueFull { .. }) => {
@@ -242,7 +279,7 @@ async fn publish_all(
         }
         out.flush()?;
         enum Next {
-            Lines(Option<io::Result<Vec<Vec<u8>>>>),
+            Lines(Option<io::Result<Batch>>),
             Confirmed(Result<u64, Error>),
         }
         let read = async {
@@ -260,7 +297,7 @@ async fn publish_all(
             }
         };
         match read.or(confirmed).await {
-            Next::Lines(Some(Ok(batch))) => ready.extend(batch),
+            Next::Lines(Some(Ok(batch))) => ready.batches.push_back(batch),
             Next::Lines(Some(Err(e))) => return Err(Failure(format!("cannot read stdin: {e}"))),
             Next::Lines(None) => input_open = false,
             Next::Confirmed(r) => {
@@ -318,19 +355,33 @@ impl Watchdog<'_> {
         // Connected when the run began; the link now is taken as its first change.
         let mut link = Link::Up;
         let mut next = Some(watch.get());
+        let mut seen = self.waits.answers.get();
+        // Since when messages wait without an answer, as first seen by a look.
+        let mut quiet: Option<Instant> = None;
         loop {
             if let Some(new) = next.take() {
                 self.report(&link, &new, &mut resent)?;
                 link = new;
             }
+            let now = Instant::now();
+            let answers = self.waits.answers.get();
+            if answers != seen || self.waits.waiting.get() == 0 || link != Link::Up {
+                seen = answers;
+                quiet = None;
+            } else if quiet.is_none() {
+                quiet = Some(now);
+            }
             if let Some(t) = self.plan.timeout {
-                let since = match &link {
-                    Link::Down { since, .. } => *since,
-                    _ if self.waits.waiting.get() > 0 => self.waits.since.get(),
-                    // Nothing to wait for: look again later, as waits may have begun.
-                    _ => Instant::now(),
-                };
-                timer.set_at(since + t);
+                if let Some(why) = self.expired(&link, quiet, now, t) {
+                    return Err(Failure(why));
+                }
+                // A tenth of the timeout between looks: it gives up at most that late,
+                // never early.
+                let mut at = now + (t / 10).max(Duration::from_millis(1));
+                if let Link::Down { since, .. } = &link {
+                    at = at.min(*since + t);
+                }
+                timer.set_at(at);
             }
             next = async { Some(watch.changed().await) }
                 .or(async {
@@ -338,11 +389,6 @@ impl Watchdog<'_> {
                     None
                 })
                 .await;
-            if next.is_none() {
-                if let Some(why) = self.expired(&link) {
-                    return Err(Failure(why));
-                }
-            }
         }
     }
 
@@ -360,7 +406,6 @@ impl Watchdog<'_> {
                 );
             }
             (Link::Down { since, .. }, Link::Up) => {
-                self.waits.since.set(Instant::now());
                 let again = self.client.resent() - *resent;
                 *resent += again;
                 let again = match again {
@@ -383,10 +428,14 @@ impl Watchdog<'_> {
         Ok(())
     }
 
-    /// Why to give up now, if it is time.
-    fn expired(&self, link: &Link) -> Option<String> {
-        let t = self.plan.timeout?;
-        let now = Instant::now();
+    /// Why to give up now, if it is time: `t` without a connection, or `t` since `quiet`.
+    fn expired(
+        &self,
+        link: &Link,
+        quiet: Option<Instant>,
+        now: Instant,
+        t: Duration,
+    ) -> Option<String> {
         let waiting = self.waits.waiting.get();
         let unconfirmed = match (self.plan.confirm, waiting) {
             (true, n) if n > 0 => format!("; {n} message{} not confirmed", plural(n as u64)),
@@ -399,7 +448,7 @@ impl Watchdog<'_> {
                 self.addr,
                 super::humantime(t)
             )),
-            Link::Up if waiting > 0 && now >= self.waits.since.get() + t => Some(format!(
+            Link::Up if quiet.is_some_and(|q| now >= q + t) => Some(format!(
                 "the broker at {} answered nothing for {}{unconfirmed}; giving up ({what_to_do})",
                 self.addr,
                 super::humantime(t)
