@@ -169,8 +169,6 @@ pub(crate) struct Pending {
     /// A copy of the frame, to send again after a reconnect
     /// ([`Options::resend_unconfirmed`]).
     pub(crate) frame: Option<Vec<u8>>,
-    /// Queued after every pending request with a smaller one: the order to send again in.
-    pub(crate) order: u64,
 }
 
 /// Where a subscription's events go.
@@ -219,8 +217,6 @@ pub(crate) struct State {
     pub(crate) link: Link,
     /// Bumped at every change of `link`.
     pub(crate) link_version: u64,
-    /// Counts queued requests, for [`Pending::order`].
-    pub(crate) queued_requests: u64,
     /// Confirmed publishes lost with the connection, in their order: sent again first
     /// on the next one.
     pub(crate) resend: Vec<u32>,
@@ -266,12 +262,6 @@ impl State {
     pub(crate) fn take_id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.next_id
-    }
-
-    /// The next [`Pending::order`].
-    fn take_order(&mut self) -> u64 {
-        self.queued_requests += 1;
-        self.queued_requests
     }
 }
 
@@ -364,7 +354,6 @@ impl Client {
                     reason: "not connected yet".into(),
                 },
                 link_version: 0,
-                queued_requests: 0,
                 resend: Vec::new(),
                 resent: 0,
             }),
@@ -556,7 +545,6 @@ impl Client {
                 tx: tx.clone(),
                 sent: false,
                 frame: resend.then(|| st.buf[start..].to_vec()),
-                order: st.take_order(),
             })
         })
         .await?;
@@ -577,7 +565,6 @@ impl Client {
                 tx: tx.clone(),
                 sent: false,
                 frame: None,
-                order: st.take_order(),
             })
         })
         .await?;

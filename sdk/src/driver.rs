@@ -288,11 +288,14 @@ fn disconnected(shared: &Shared, reason: Option<String>) {
     st.connected = false;
     let mut lost = Vec::new();
     let mut again = Vec::new();
+    // Ids are taken in queue order from a wrapping counter: counted back from the
+    // newest, they sort in the order the requests were queued.
+    let newest = st.next_id;
     for (id, p) in &st.pending {
         match (p.sent, &p.frame) {
             (false, _) => {}
             (true, None) => lost.push(*id),
-            (true, Some(_)) => again.push((p.order, *id)),
+            (true, Some(_)) => again.push(newest.wrapping_sub(*id)),
         }
     }
     for id in lost {
@@ -300,13 +303,15 @@ fn disconnected(shared: &Shared, reason: Option<String>) {
             let _ = p.tx.try_send(Err(Error::ConnectionLost));
         }
     }
+    // Oldest (counted back farthest) first.
     again.sort_unstable();
-    for (_, id) in &again {
-        if let Some(p) = st.pending.get_mut(id) {
+    for age in again.into_iter().rev() {
+        let id = newest.wrapping_sub(age);
+        if let Some(p) = st.pending.get_mut(&id) {
             p.sent = false;
+            st.resend.push(id);
         }
     }
-    st.resend.extend(again.into_iter().map(|(_, id)| id));
     drop(st);
     if let Some(reason) = reason {
         shared.set_link(Link::Down {
