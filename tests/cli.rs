@@ -874,6 +874,56 @@ fn pub_retry_forever_waits_for_the_broker_to_come_back() {
 }
 
 #[test]
+fn pub_retry_forever_waits_for_a_broker_not_started_yet() {
+    // A port nobody listens on (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &port,
+        "-t",
+        "t",
+        "-m",
+        "early",
+        "--confirm",
+        "--retry-forever",
+    ]);
+    let waiting = publ.err_line();
+    assert!(
+        waiting.starts_with(&format!("mote pub: cannot connect to 127.0.0.1:{port}: "))
+            && waiting.ends_with("; trying again until it answers (--retry-forever)"),
+        "{waiting}"
+    );
+    let s = Served::start_on(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(publ.out_line(), "0");
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(
+        publ.rest(),
+        (
+            vec![],
+            vec![format!("mote pub: connected to 127.0.0.1:{port}")]
+        )
+    );
+    // Without --retry-forever the first failure is the answer, at once.
+    drop(s);
+    let o = mote(
+        &["pub", "-p", &port, "-t", "t", "-m", "x", "--confirm"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("mote pub: cannot connect to"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn plain_pub_gives_up_when_the_broker_dies() {
     let s = Served::start(&[]);
     let p = s.port();
