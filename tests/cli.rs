@@ -1144,7 +1144,7 @@ fn readme_token_files() {
     // An empty file on reload keeps the table, and says why without the token.
     std::fs::write(&token_file, "").unwrap();
     signal(&s, rustix::process::Signal::HUP);
-    let line = s.wait_log("SIGHUP: keeping the current tokens");
+    let line = s.wait_log("SIGHUP: keeping the current");
     assert!(
         line.contains(&format!(
             "the token file {token_file} (--token-file) is empty"
