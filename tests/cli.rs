@@ -113,6 +113,98 @@ fn mote(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Lines a child writes to one of its pipes, on a channel (closed at end of file).
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A client command running as a child: its stdin is ours to write, its stdout and
+/// stderr lines come on channels.
+struct Running {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(MOTE)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Running {
+            stdin: child.stdin.take(),
+            out: lines_of(child.stdout.take().unwrap()),
+            err: lines_of(child.stderr.take().unwrap()),
+            child,
+        }
+    }
+
+    fn write(&mut self, s: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(s.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line of stdout, within 10 s.
+    fn out_line(&self) -> String {
+        self.out
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line on stdout: {e}"))
+    }
+
+    /// The next line of stderr, within 10 s.
+    fn err_line(&self) -> String {
+        self.err
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no line on stderr: {e}"))
+    }
+
+    /// Waits for the exit, failing after `limit`.
+    fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything left on stdout and stderr, once the child has exited.
+    fn rest(&self) -> (Vec<String>, Vec<String>) {
+        let drain = |rx: &mpsc::Receiver<String>| {
+            let mut v = Vec::new();
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
+                v.push(l);
+            }
+            v
+        };
+        (drain(&self.out), drain(&self.err))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -729,4 +821,429 @@ fn a_broker_whose_stderr_is_not_read_keeps_answering() {
         rest.contains("WARN  mote::server] ") && rest.contains(" similar lines suppressed ("),
         "{rest}"
     );
+}
+
+/// Sends `signal` to the broker process.
+fn signal(s: &Served, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(s.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+#[test]
+fn pub_confirm_says_so_and_gives_up_when_the_broker_dies_mid_stream() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "1s",
+    ]);
+    // Each offset is printed as soon as it is confirmed, while stdin stays open.
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    publ.write("b\n");
+    assert_eq!(publ.out_line(), "1");
+    let killed = Instant::now();
+    drop(s);
+    publ.write("c\n");
+    let lost = publ.err_line();
+    assert!(
+        lost.starts_with(&format!("mote pub: lost the connection to 127.0.0.1:{p} ("))
+            && lost.ends_with("reconnecting for up to 1.0 s (--timeout)"),
+        "{lost}"
+    );
+    let status = publ.exit_within(Duration::from_secs(10));
+    let took = killed.elapsed();
+    assert_eq!(status.code(), Some(1));
+    assert!(took >= Duration::from_secs(1), "gave up early: {took:?}");
+    let (out, err) = publ.rest();
+    assert_eq!(
+        out,
+        Vec::<String>::new(),
+        "only confirmed offsets are printed"
+    );
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].starts_with(&format!(
+            "mote pub: no connection to 127.0.0.1:{p} for 1.0 s (cannot connect to"
+        )) && err[0].ends_with(
+            "1 message not confirmed; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pub_confirm_stream_longer_than_the_timeout_succeeds() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "300ms",
+    ]);
+    let t0 = Instant::now();
+    for i in 0..8 {
+        publ.write(&format!("{i}\n"));
+        assert_eq!(publ.out_line(), i.to_string());
+        // The pace of a sensor: the run lasts several timeouts, and one pause with
+        // nothing waiting for an answer is longer than the timeout.
+        let pause = if i == 4 { 600 } else { 100 };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    assert!(t0.elapsed() > Duration::from_millis(1200));
+    drop(publ.stdin.take());
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(publ.rest(), (vec![], vec![]));
+}
+
+#[test]
+fn pub_retry_forever_waits_for_the_broker_to_come_back() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--retry-forever",
+        "--timeout",
+        "200ms",
+    ]);
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    drop(s);
+    let lost = publ.err_line();
+    assert!(
+        lost.ends_with("reconnecting until it is back (--retry-forever)"),
+        "{lost}"
+    );
+    publ.write("b\n");
+    // Five timeouts without a broker: still waiting, nothing printed.
+    assert!(
+        publ.out.recv_timeout(Duration::from_secs(1)).is_err(),
+        "an offset without a broker"
+    );
+    assert!(publ.child.try_wait().unwrap().is_none(), "gave up");
+    // A broker on the same port: "b" is published there (a new broker starts at 0).
+    let _s2 = Served::start_on(&format!("127.0.0.1:{p}"), &[]);
+    assert_eq!(publ.out_line(), "0");
+    let back = publ.err_line();
+    assert!(
+        back.starts_with(&format!("mote pub: reconnected to 127.0.0.1:{p} after ")),
+        "{back}"
+    );
+    drop(publ.stdin.take());
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(publ.rest(), (vec![], vec![]));
+}
+
+#[test]
+fn pub_retry_forever_waits_for_a_broker_not_started_yet() {
+    // A port nobody listens on (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &port,
+        "-t",
+        "t",
+        "-m",
+        "early",
+        "--confirm",
+        "--retry-forever",
+    ]);
+    let waiting = publ.err_line();
+    assert!(
+        waiting.starts_with(&format!("mote pub: cannot connect to 127.0.0.1:{port}: "))
+            && waiting.ends_with("; trying again until it answers (--retry-forever)"),
+        "{waiting}"
+    );
+    let s = Served::start_on(&format!("127.0.0.1:{port}"), &[]);
+    assert_eq!(publ.out_line(), "0");
+    assert!(publ.exit_within(Duration::from_secs(10)).success());
+    assert_eq!(
+        publ.rest(),
+        (
+            vec![],
+            vec![format!("mote pub: connected to 127.0.0.1:{port}")]
+        )
+    );
+    // Without --retry-forever the first failure is the answer, at once.
+    drop(s);
+    let o = mote(
+        &["pub", "-p", &port, "-t", "t", "-m", "x", "--confirm"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("mote pub: cannot connect to"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn plain_pub_gives_up_when_the_broker_dies() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let sub =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    let mut events = sub.subscribe("t", mote_sdk::Start::Latest).unwrap();
+    let mut publ = Running::start(&["pub", "-p", &p, "-t", "t", "-l", "--timeout", "1s"]);
+    publ.write("a\n");
+    match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+        Some(mote_sdk::Event::Message(m)) => assert_eq!(m.payload, b"a"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    drop((events, sub, s));
+    publ.write("b\n");
+    let lost = publ.err_line();
+    assert!(
+        lost.starts_with(&format!("mote pub: lost the connection to 127.0.0.1:{p} (")),
+        "{lost}"
+    );
+    assert_eq!(publ.exit_within(Duration::from_secs(10)).code(), Some(1));
+    let (out, err) = publ.rest();
+    assert_eq!(out, Vec::<String>::new(), "fire and forget prints nothing");
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].starts_with(&format!(
+            "mote pub: no connection to 127.0.0.1:{p} for 1.0 s ("
+        )) && err[0].ends_with(
+            "; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pub_gives_up_on_a_broker_that_stops_answering() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut publ = Running::start(&[
+        "pub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "-l",
+        "--confirm",
+        "--timeout",
+        "1s",
+    ]);
+    publ.write("a\n");
+    assert_eq!(publ.out_line(), "0");
+    // Frozen: the connection stays up, nothing is answered.
+    signal(&s, rustix::process::Signal::STOP);
+    let frozen = Instant::now();
+    publ.write("b\n");
+    let status = publ.exit_within(Duration::from_secs(10));
+    signal(&s, rustix::process::Signal::CONT);
+    assert_eq!(status.code(), Some(1));
+    assert!(frozen.elapsed() >= Duration::from_secs(1));
+    let (out, err) = publ.rest();
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        err,
+        [format!(
+            "mote pub: the broker at 127.0.0.1:{p} answered nothing for 1.0 s; 1 message not confirmed; giving up (wait longer with --timeout, or for ever with --retry-forever)"
+        )]
+    );
+    // The same bound for one message: -m with --confirm.
+    signal(&s, rustix::process::Signal::STOP);
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "-t",
+            "t",
+            "-m",
+            "c",
+            "--confirm",
+            "--timeout",
+            "500ms",
+        ],
+        b"",
+    );
+    signal(&s, rustix::process::Signal::CONT);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("mote pub: cannot connect to"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(
+        &["pub", "-p", &p, "-t", "t", "-m", "x", "--timeout", "0"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must be more than 0"), "{}", stderr(&o));
+}
+
+/// `mote ARGS` with extra environment variables.
+fn mote_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(MOTE)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn readme_token_files() {
+    let dir = std::env::temp_dir().join(format!("mote-token-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // (umask 077; mote token new > ~/.mote-token): the file as `mote token new` writes it.
+    let token = stdout(&mote(&["token", "new"], b""));
+    assert!(token.ends_with('\n'));
+    let token_file = path("mote-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let token = token.trim();
+    let mut s = Served::start(&["--token-file", &token_file]);
+    s.wait_log("authenticated and encrypted");
+    let p = s.port();
+    // mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5
+    let o = mote(
+        &[
+            "pub",
+            "-p",
+            &p,
+            "--token-file",
+            &token_file,
+            "-t",
+            "home/kitchen/temp",
+            "-m",
+            "21.5",
+            "--confirm",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+    // MOTE_TOKEN_FILE=~/.mote-token mote sub -h pi.local -t 'home/#' -v, with a named
+    // token and whitespace around it.
+    let named = path("named");
+    std::fs::write(&named, format!("  default:{token}\r\n\n")).unwrap();
+    let o = mote_env(
+        &[
+            "sub", "-p", &p, "-t", "home/#", "-v", "--from", "earliest", "-C", "1",
+        ],
+        &[("MOTE_TOKEN_FILE", &named)],
+    );
+    assert_eq!(stdout(&o), "home/kitchen/temp 21.5\n", "{}", stderr(&o));
+    let o = mote(&["ping", "-p", &p, "--token-file", &named], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Errors: one line, exit 2 for what the command line got wrong, never the token.
+    let empty = path("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let wrong = path("wrong");
+    std::fs::write(&wrong, "wrong-secret-0123456789\n").unwrap();
+    let missing = path("missing");
+    // Arguments, environment, exit code, how stderr starts.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, String);
+    let cases: [Case<'_>; 6] = [
+        (
+            vec!["pub", "-p", &p, "--token-file", &missing, "-t", "a", "-m", "x"],
+            vec![],
+            2,
+            format!("mote pub: cannot read the token file {missing} (--token-file): "),
+        ),
+        (
+            vec!["sub", "-p", &p, "-t", "a"],
+            vec![("MOTE_TOKEN_FILE", empty.as_str())],
+            2,
+            format!(
+                "mote sub: the token file {empty} (MOTE_TOKEN_FILE) is empty: write the token in it (make one with `mote token new`)"
+            ),
+        ),
+        (
+            vec!["ping", "-p", &p, "--token-file", &token_file, "--token", token],
+            vec![],
+            2,
+            "mote ping: --token and --token-file are both set: give the token one way (--token-file keeps it out of ps)".into(),
+        ),
+        (
+            vec!["pub", "-p", &p, "--token-file", &token_file, "-t", "a", "-m", "x"],
+            vec![("MOTE_TOKEN", token)],
+            2,
+            "mote pub: MOTE_TOKEN and --token-file are both set".into(),
+        ),
+        (
+            vec!["serve", "--token-file", &missing, "--http", "off"],
+            vec![],
+            2,
+            format!("mote: cannot read the token file {missing} (--token-file): "),
+        ),
+        (
+            vec!["pub", "-p", &p, "--token-file", &wrong, "-t", "a", "-m", "x"],
+            vec![],
+            1,
+            "mote pub: authentication failed (unauthorized)".into(),
+        ),
+    ];
+    for (args, env, code, start) in cases {
+        let o = mote_env(&args, &env);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {e}");
+        assert!(e.starts_with(&start), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(!e.contains(token) && !e.contains("wrong-secret"), "{e}");
+    }
+    // SIGHUP reads the file again: the new token opens sessions, the old one no longer.
+    let new = stdout(&mote(&["token", "new"], b""));
+    std::fs::write(&token_file, &new).unwrap();
+    signal(&s, rustix::process::Signal::HUP);
+    s.wait_log("token table reloaded: 1 tokens");
+    let o = mote_env(&["ping", "-p", &p], &[("MOTE_TOKEN_FILE", &token_file)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(&["ping", "-p", &p, "-q", "--token-file", &named], b"");
+    assert_eq!(o.status.code(), Some(1));
+    // An empty file on reload keeps the table, and says why without the token.
+    std::fs::write(&token_file, "").unwrap();
+    signal(&s, rustix::process::Signal::HUP);
+    let line = s.wait_log("SIGHUP: keeping the current");
+    assert!(
+        line.contains(&format!(
+            "the token file {token_file} (--token-file) is empty"
+        )),
+        "{line}"
+    );
+    std::fs::write(&token_file, &new).unwrap();
+    let o = mote(&["ping", "-p", &p, "--token-file", &token_file], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The help shows the file and the variable first.
+    for cmd in ["serve", "pub", "sub", "ping"] {
+        let help = stdout(&mote(&[cmd, "--help"], b""));
+        let file = help
+            .find("--token-file FILE")
+            .unwrap_or_else(|| panic!("{help}"));
+        let flag = help.find("--token ").unwrap_or_else(|| panic!("{help}"));
+        assert!(file < flag, "{help}");
+        assert!(help.contains("env: MOTE_TOKEN_FILE"), "{help}");
+        assert!(help.contains("every local user sees it in ps"), "{help}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

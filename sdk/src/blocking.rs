@@ -91,6 +91,11 @@ impl Client {
         self.inner.is_connected()
     }
 
+    /// See [`crate::Client::link`].
+    pub fn link(&self) -> crate::Link {
+        self.inner.link()
+    }
+
     /// See [`crate::Client::close`].
     pub fn close(self) -> Result<(), Error> {
         wait(self.inner.close())

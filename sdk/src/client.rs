@@ -28,6 +28,7 @@ use event_listener::Event as Notify;
 
 use crate::error::Error;
 use crate::group::{Group, GroupEvent, GroupSubscription};
+use crate::link::{Link, LinkWatch};
 use crate::secure::Token;
 use crate::wire::{self, Frame, Ping, Publish, Subscribe, SubscribeGroup, Unsubscribe};
 use crate::{Filter, Start, Topic};
@@ -57,6 +58,12 @@ pub struct Options {
     /// Token name and token, for a broker with tokens: the connection is then
     /// authenticated and encrypted, and never falls back to plaintext.
     pub token: Option<(String, Token)>,
+    /// Confirmed publishes whose connection drops before the broker answers are sent
+    /// again once the client reconnects (in their order, before anything queued later),
+    /// instead of failing with [`Error::ConnectionLost`]: each is stored at least once,
+    /// and may be stored twice. Each confirmed publish then keeps a copy of its frame
+    /// until it is answered. Off by default. [`Client::resent`] counts them.
+    pub resend_unconfirmed: bool,
 }
 
 impl Options {
@@ -78,6 +85,7 @@ impl Options {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             token: None,
+            resend_unconfirmed: false,
         }
     }
 
@@ -158,6 +166,9 @@ pub(crate) struct Pending {
     pub(crate) tx: async_channel::Sender<Result<u64, Error>>,
     /// The frame has left the queue (it may be on the wire).
     pub(crate) sent: bool,
+    /// A copy of the frame, to send again after a reconnect
+    /// ([`Options::resend_unconfirmed`]).
+    pub(crate) frame: Option<Vec<u8>>,
 }
 
 /// Where a subscription's events go.
@@ -203,6 +214,14 @@ pub(crate) struct State {
     pub(crate) broker: Option<BrokerInfo>,
     /// Refusals of fire-and-forget publishes since the last [`Client::flush`].
     pub(crate) refused: Vec<Error>,
+    pub(crate) link: Link,
+    /// Bumped at every change of `link`.
+    pub(crate) link_version: u64,
+    /// Confirmed publishes lost with the connection, in their order: sent again first
+    /// on the next one.
+    pub(crate) resend: Vec<u32>,
+    /// Confirmed publishes sent again so far.
+    pub(crate) resent: u64,
 }
 
 pub(crate) struct Shared {
@@ -212,6 +231,8 @@ pub(crate) struct Shared {
     pub(crate) queued: Notify,
     /// Publishers wait on this: the queue has room, or the connection state changed.
     pub(crate) room: Notify,
+    /// [`LinkWatch`]es wait on this.
+    pub(crate) link_changed: Notify,
 }
 
 impl Shared {
@@ -241,6 +262,20 @@ impl State {
     pub(crate) fn take_id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.next_id
+    }
+}
+
+impl Shared {
+    /// Sets the link; watchers are woken when it changed.
+    pub(crate) fn set_link(&self, link: Link) {
+        let mut st = self.lock();
+        if st.link == link {
+            return;
+        }
+        st.link = link;
+        st.link_version += 1;
+        drop(st);
+        self.link_changed.notify(usize::MAX);
     }
 }
 
@@ -314,9 +349,17 @@ impl Client {
                 subs_gen: 0,
                 broker: None,
                 refused: Vec::new(),
+                link: Link::Down {
+                    since: std::time::Instant::now(),
+                    reason: "not connected yet".into(),
+                },
+                link_version: 0,
+                resend: Vec::new(),
+                resent: 0,
             }),
             queued: Notify::new(),
             room: Notify::new(),
+            link_changed: Notify::new(),
         });
         let (tx, rx) = async_channel::bounded(1);
         let s = shared.clone();
@@ -343,6 +386,23 @@ impl Client {
     /// Whether the client is connected right now.
     pub fn is_connected(&self) -> bool {
         self.shared().lock().connected
+    }
+
+    /// Whether the client is connected, and if not since when and why.
+    pub fn link(&self) -> Link {
+        self.shared().lock().link.clone()
+    }
+
+    /// A watch on [`Client::link`]: wait for the connection to drop or come back, to
+    /// say so or to bound how long to wait for the broker.
+    pub fn watch_link(&self) -> LinkWatch {
+        LinkWatch::new(self.shared().clone())
+    }
+
+    /// How many confirmed publishes were sent again after a reconnect
+    /// ([`Options::resend_unconfirmed`]).
+    pub fn resent(&self) -> u64 {
+        self.shared().lock().resent
     }
 
     /// The largest payload the broker accepts.
@@ -437,7 +497,10 @@ impl Client {
     ///
     /// Stored means in the broker's memory (its ring), not on disk. If the connection
     /// drops after the message was sent, the result is [`Error::ConnectionLost`]: the
-    /// message may or may not have been stored.
+    /// message may or may not have been stored. With [`Options::resend_unconfirmed`] it
+    /// is sent again after the reconnect instead. While disconnected it waits for the
+    /// connection to come back: bound the wait with [`Client::watch_link`] if it must
+    /// end.
     pub async fn publish_confirmed(
         &self,
         topic: &str,
@@ -467,8 +530,10 @@ impl Client {
         let payload = payload.as_ref();
         self.check(topic, payload)?;
         let (tx, rx) = async_channel::bounded(1);
+        let resend = self.shared().opts.resend_unconfirmed;
         self.enqueue(|st| {
             let req = st.take_id();
+            let start = st.buf.len();
             Frame::Publish(Publish {
                 req,
                 topic,
@@ -479,6 +544,7 @@ impl Client {
             Some(Pending {
                 tx: tx.clone(),
                 sent: false,
+                frame: resend.then(|| st.buf[start..].to_vec()),
             })
         })
         .await?;
@@ -498,6 +564,7 @@ impl Client {
             Some(Pending {
                 tx: tx.clone(),
                 sent: false,
+                frame: None,
             })
         })
         .await?;

@@ -15,6 +15,7 @@ use crate::Start;
 use crate::client::{BrokerInfo, Event, Message, Shared, State, Tx, subscribe_frame};
 use crate::error::Error;
 use crate::group::{Delivery, GroupEvent};
+use crate::link::Link;
 use crate::secure::{Opener, Record, Sealer};
 use crate::wire::{self, Decoded, Frame, Ping, Resume};
 
@@ -101,6 +102,9 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
                     st.broker = Some(connected.info);
                     st.connected = true;
                 }
+                if first.is_some() {
+                    shared.set_link(Link::Up);
+                }
                 if let Some(tx) = first.take() {
                     let _ = tx.try_send(Ok(()));
                 }
@@ -118,10 +122,10 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
                 }
                 broker_id = Some(id);
                 let r = session(&shared, connected, &mut subs).await;
-                disconnected(&shared);
-                match r {
-                    Ok(()) => {}
-                    Err(e) => log::info!("connection to {} lost: {e}", shared.opts.addr),
+                // Ok: the client closed, and the link goes straight to `Closed` below.
+                disconnected(&shared, r.as_ref().err().map(ToString::to_string));
+                if let Err(e) = r {
+                    log::info!("connection to {} lost: {e}", shared.opts.addr);
                 }
             }
             Err(e) => {
@@ -130,6 +134,14 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
                     return;
                 }
                 log::debug!("reconnect failed: {e}");
+                let since = match shared.lock().link {
+                    Link::Down { since, .. } => since,
+                    _ => Instant::now(),
+                };
+                shared.set_link(Link::Down {
+                    since,
+                    reason: e.to_string(),
+                });
             }
         }
         if shared.lock().closed {
@@ -161,6 +173,8 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
             let _ = ack.try_send(Err(Error::Closed));
         }
     }
+    drop(st);
+    shared.set_link(Link::Closed);
 }
 
 /// Cheap randomness for backoff jitter, so clients of a restarted broker spread out.
@@ -240,12 +254,24 @@ async fn session(
                 .collect();
             subscribe_frame(id, &sh.filter, from, sh.group.as_ref(), &resume).encode(&mut head);
         }
+        // Confirmed publishes lost with the last connection go first, in their order.
+        let mut reqs = Vec::new();
+        for id in std::mem::take(&mut st.resend) {
+            if let Some(frame) = st.pending.get(&id).and_then(|p| p.frame.as_deref()) {
+                head.extend_from_slice(frame);
+                reqs.push(id);
+            }
+        }
+        st.resent += reqs.len() as u64;
+        reqs.extend_from_slice(&st.buf_reqs);
+        st.buf_reqs = reqs;
         head.extend_from_slice(&without_subscription_frames(&st.buf));
         st.buf = head;
         st.connected = true;
         st.conn_gen += 1;
         st.broker = Some(info);
     }
+    shared.set_link(Link::Up);
     shared.queued.notify(1);
     shared.room.notify(usize::MAX);
     let last_rx = Cell::new(Instant::now());
@@ -254,21 +280,45 @@ async fn session(
         .await
 }
 
-fn disconnected(shared: &Shared) {
+/// The connection ended, for `reason` unless the client closed it: requests on the wire
+/// are answered with [`Error::ConnectionLost`], or kept to be sent again
+/// ([`crate::Options::resend_unconfirmed`]).
+fn disconnected(shared: &Shared, reason: Option<String>) {
     let mut st = shared.lock();
     st.connected = false;
-    let lost: Vec<u32> = st
-        .pending
-        .iter()
-        .filter(|(_, p)| p.sent)
-        .map(|(id, _)| *id)
-        .collect();
+    let mut lost = Vec::new();
+    let mut again = Vec::new();
+    // Ids are taken in queue order from a wrapping counter: counted back from the
+    // newest, they sort in the order the requests were queued.
+    let newest = st.next_id;
+    for (id, p) in &st.pending {
+        match (p.sent, &p.frame) {
+            (false, _) => {}
+            (true, None) => lost.push(*id),
+            (true, Some(_)) => again.push(newest.wrapping_sub(*id)),
+        }
+    }
     for id in lost {
         if let Some(p) = st.pending.remove(&id) {
             let _ = p.tx.try_send(Err(Error::ConnectionLost));
         }
     }
+    // Oldest (counted back farthest) first.
+    again.sort_unstable();
+    for age in again.into_iter().rev() {
+        let id = newest.wrapping_sub(age);
+        if let Some(p) = st.pending.get_mut(&id) {
+            p.sent = false;
+            st.resend.push(id);
+        }
+    }
     drop(st);
+    if let Some(reason) = reason {
+        shared.set_link(Link::Down {
+            since: Instant::now(),
+            reason,
+        });
+    }
     shared.room.notify(usize::MAX);
 }
 
@@ -413,7 +463,10 @@ async fn reader(
         }
         let n = s.read(&mut buf[end..]).await?;
         if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the broker closed the connection",
+            ));
         }
         last_rx.set(Instant::now());
         end += n;

@@ -1,7 +1,8 @@
 //! Client SDK and wire protocol for the mote edge message broker.
 //!
 //! - [`Client`]: async client with automatic reconnect that resumes every subscription
-//!   after the last offset it delivered; [`blocking`] for plain threads.
+//!   after the last offset it delivered; [`blocking`] for plain threads; [`Link`] to
+//!   watch the connection and bound how long to wait for the broker.
 //! - [`wire`]: the one definition of the TCP protocol (frames, framing, error codes),
 //!   shared with the broker. `PROTOCOL.md` documents it byte by byte.
 //! - [`topic`]: topic and filter validation and matching.
@@ -23,6 +24,7 @@ mod driver;
 mod error;
 mod group;
 mod handshake;
+mod link;
 pub mod secure;
 pub mod topic;
 pub mod wire;
@@ -30,5 +32,6 @@ pub mod wire;
 pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
 pub use error::Error;
 pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
+pub use link::{Link, LinkWatch};
 pub use topic::{Filter, Topic, TopicError};
 pub use wire::{ErrorCode, Start};

@@ -223,18 +223,92 @@ impl Parsed {
             return Ok(None);
         };
         f(&v).map(Some).map_err(|e| {
-            let opt = self.opt(long);
-            let on_line = self.values.iter().any(|(l, _)| *l == long);
-            let from_env = !on_line && opt.env.is_some_and(|e| std::env::var(e).is_ok());
-            let from_file = !on_line && !from_env && self.config.iter().any(|(l, _)| *l == long);
-            let src = match (from_env, opt.env) {
-                (true, Some(env)) => format!("{env} (--{long})"),
-                _ if from_file => format!("{long} in the config file"),
+            let src = match (self.source(long), self.opt(long).env) {
+                (Source::Env, Some(env)) => format!("{env} (--{long})"),
+                (Source::Config, _) => format!("{long} in the config file"),
                 _ => format!("--{long}"),
             };
             CliError(format!("invalid value {v:?} for {src}: {e}"))
         })
     }
+
+    /// Where the value of `--long` comes from.
+    pub(crate) fn source(&self, long: &str) -> Source {
+        let opt = self.opt(long);
+        if self.values.iter().any(|(l, _)| *l == long) || self.switches.contains(&long) {
+            Source::Line
+        } else if opt.env.is_some_and(|e| std::env::var(e).is_ok()) {
+            Source::Env
+        } else if self.config.iter().any(|(l, _)| *l == long) {
+            Source::Config
+        } else {
+            Source::Default
+        }
+    }
+
+    /// How to name `--long` to the user: as the flag, variable or config key that set it.
+    pub(crate) fn named(&self, long: &str) -> String {
+        match (self.source(long), self.opt(long).env) {
+            (Source::Env, Some(env)) => env.to_string(),
+            (Source::Config, _) => format!("{long} in the config file"),
+            _ => format!("--{long}"),
+        }
+    }
+
+    /// The token from `--token` or from the file `--token-file` names (not both), as
+    /// written (the caller reads the `NAME:` in it or not), and where it came from, to
+    /// name in errors.
+    pub(crate) fn token(&self) -> Result<Option<(String, String)>, CliError> {
+        match (self.get("token"), self.get("token-file")) {
+            (Some(_), Some(_)) => Err(CliError(format!(
+                "{} and {} are both set: give the token one way (--token-file keeps it out of ps)",
+                self.named("token"),
+                self.named("token-file")
+            ))),
+            (Some(t), None) => Ok(Some((t, self.named("token")))),
+            (None, Some(path)) => {
+                let from = format!("the token file {path} ({})", self.named("token-file"));
+                Ok(Some((read_token_file(&path, &from)?, from)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Where an option's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Line,
+    Env,
+    Config,
+    Default,
+}
+
+/// Most bytes read from a token file: a token is tens of bytes, so anything larger is
+/// the wrong file.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Reads a token from `path`, trimming the whitespace around it (a trailing newline).
+/// `from` names the file and its option in errors, which never show what it holds.
+pub(crate) fn read_token_file(path: &str, from: &str) -> Result<String, CliError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| CliError(format!("cannot read {from}: {e}")))?;
+    let write_it = "write the token in it (make one with `mote token new`)";
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(CliError(format!(
+            "{from} is larger than {MAX_TOKEN_FILE} bytes, not a token: {write_it}"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError(format!("{from} is not text: {write_it}")))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CliError(format!("{from} is empty: {write_it}")));
+    }
+    Ok(token.to_string())
 }
 
 /// Help text generated from the table.
@@ -344,6 +418,33 @@ mod tests {
         assert!(p.on("verbose"));
         assert_eq!(p.get("port").as_deref(), Some("7270"));
         assert_eq!(p.parse_with("port", parse_count).unwrap(), Some(7270));
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_bounded() {
+        let dir = std::env::temp_dir().join(format!("mote-args-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t");
+        let path = file.to_str().unwrap();
+        std::fs::write(&file, " \tname:secret-0123456789abcdef\r\n\n").unwrap();
+        assert_eq!(
+            read_token_file(path, "F").unwrap(),
+            "name:secret-0123456789abcdef"
+        );
+        std::fs::write(&file, "x".repeat(4097)).unwrap();
+        let e = read_token_file(path, "F").unwrap_err().0;
+        assert_eq!(
+            e,
+            "F is larger than 4096 bytes, not a token: write the token in it (make one with `mote token new`)"
+        );
+        std::fs::write(&file, [0xff, 0xfe]).unwrap();
+        assert!(
+            read_token_file(path, "F")
+                .unwrap_err()
+                .0
+                .starts_with("F is not text")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

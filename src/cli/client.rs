@@ -1,9 +1,10 @@
 //! `mote pub`, `mote sub` and `mote ping`: command-line clients in the manner of
 //! mosquitto_pub and mosquitto_sub (`-h` is the host; `--help` is help).
 
-use std::collections::VecDeque;
+mod publish;
+
 use std::ffi::OsString;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -29,13 +30,21 @@ const PORT: Opt = Opt {
     default: Some("7270"),
     help: "broker port",
 };
+const TOKEN_FILE: Opt = Opt {
+    long: "token-file",
+    short: None,
+    value: Some("FILE"),
+    env: Some("MOTE_TOKEN_FILE"),
+    default: None,
+    help: "authenticate and encrypt with the token written in FILE as [NAME:]TOKEN (NAME defaults to `default`)",
+};
 const TOKEN: Opt = Opt {
     long: "token",
     short: None,
     value: Some("[NAME:]TOKEN"),
     env: Some("MOTE_TOKEN"),
     default: None,
-    help: "authenticate and encrypt with this token (NAME defaults to `default`)",
+    help: "the token itself; on the command line every local user sees it in ps: prefer --token-file or MOTE_TOKEN",
 };
 const URL: Opt = Opt {
     long: "url",
@@ -87,6 +96,7 @@ pub(crate) static PUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -120,8 +130,24 @@ pub(crate) static PUB: Spec = Spec {
             None,
             "wait for the broker to store each message; print its offset",
         ),
+        Opt {
+            long: "timeout",
+            short: None,
+            value: Some("DURATION"),
+            env: None,
+            default: Some("5s"),
+            help: "give up (exit 1) after DURATION without a connection, or without an answer while messages wait for one",
+        },
+        switch(
+            "retry-forever",
+            None,
+            "never give up: wait for the broker as long as it takes (--timeout then bounds each attempt to connect)",
+        ),
     ],
-    after: "Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l",
+    after: "With --confirm, offsets are printed one per line, in order, as the broker confirms\n\
+            them. If the connection drops, pub says so on stderr and reconnects; messages not\n\
+            yet confirmed are sent again (the broker may then store one twice).\n\
+            Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l\n  mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5",
 };
 
 pub(crate) static SUB: Spec = Spec {
@@ -130,6 +156,7 @@ pub(crate) static SUB: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -208,6 +235,7 @@ pub(crate) static PING: Spec = Spec {
     opts: &[
         HOST,
         PORT,
+        TOKEN_FILE,
         TOKEN,
         URL,
         ID,
@@ -297,9 +325,9 @@ fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
             Options::new(format!("{host}:{port}"))
         }
     };
-    if let Some(t) = p.get("token") {
+    if let Some((t, from)) = p.token()? {
         let (name, secret) = t.split_once(':').unwrap_or(("", t.as_str()));
-        o = o.with_token(name, secret).map_err(|e| bad("--token", e))?;
+        o = o.with_token(name, secret).map_err(|e| bad(&from, e))?;
     }
     o.name = p.get("id").unwrap_or_else(|| default_name.to_string());
     Ok(o)
@@ -333,89 +361,50 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
         _ => return Err(CliError("give only one of -m, -f, -l, -s and -n".into()).into()),
     }
     mote_sdk::Topic::new(&topic).map_err(|e| CliError(format!("bad topic {topic:?}: {e}")))?;
+    let timeout = p
+        .parse_with("timeout", |s| {
+            let d = args::parse_duration(s)?;
+            if d.is_zero() {
+                return Err("must be more than 0 (--retry-forever waits for ever)".into());
+            }
+            Ok(d)
+        })?
+        .unwrap_or(Duration::from_secs(5));
     let key = p.get("key");
-    let key = key.as_deref().map(str::as_bytes);
-    let confirm = p.on("confirm");
-    let opts = options(&p, "mote-pub")?;
-    block_on(async {
-        let client = Client::connect(opts).await?;
-        let mut pubr = Publisher {
-            client: &client,
-            topic: &topic,
-            key,
-            confirm,
-            inflight: VecDeque::new(),
-            out: io::stdout().lock(),
-        };
-        if let Some(m) = p.get("message") {
-            pubr.send(m.as_bytes()).await?;
-        } else if let Some(f) = p.get("file") {
-            let data = std::fs::read(&f).map_err(|e| Failure(format!("cannot read {f}: {e}")))?;
-            pubr.send(&data).await?;
-        } else if p.on("stdin-file") {
-            let mut data = Vec::new();
-            io::stdin().lock().read_to_end(&mut data)?;
-            pubr.send(&data).await?;
-        } else if p.on("null-message") {
-            pubr.send(b"").await?;
-        } else {
-            let mut line = Vec::new();
-            let mut stdin = io::stdin().lock();
-            loop {
-                line.clear();
-                if stdin.read_until(b'\n', &mut line)? == 0 {
-                    break;
-                }
-                let l = line.strip_suffix(b"\n").unwrap_or(&line);
-                let l = l.strip_suffix(b"\r").unwrap_or(l);
-                pubr.send(l).await?;
-            }
-        }
-        pubr.finish().await?;
-        // Fire-and-forget refusals (a bad topic, a full broker) come back by the flush.
-        client.close().await?;
-        Ok(())
-    })
-}
-
-/// Publishes one message after another, keeping confirmations in flight.
-struct Publisher<'a> {
-    client: &'a Client,
-    topic: &'a str,
-    key: Option<&'a [u8]>,
-    confirm: bool,
-    inflight: VecDeque<mote_sdk::Confirmation>,
-    out: io::StdoutLock<'static>,
-}
-
-impl Publisher<'_> {
-    async fn send(&mut self, payload: &[u8]) -> Result<(), Failure> {
-        if !self.confirm {
-            return Ok(self
-                .client
-                .publish_with_key(self.topic, self.key, payload)
-                .await?);
-        }
-        let c = self
-            .client
-            .publish_pipelined(self.topic, self.key, payload)
-            .await?;
-        self.inflight.push_back(c);
-        // Many in flight; offsets are printed in order as they come back.
-        while self.inflight.len() > 1024 {
-            if let Some(c) = self.inflight.pop_front() {
-                writeln!(self.out, "{}", c.await?)?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> Result<(), Failure> {
-        while let Some(c) = self.inflight.pop_front() {
-            writeln!(self.out, "{}", c.await?)?;
-        }
-        Ok(self.out.flush()?)
-    }
+    let plan = publish::Plan {
+        topic: &topic,
+        key: key.as_deref().map(str::as_bytes),
+        confirm: p.on("confirm"),
+        timeout: (!p.on("retry-forever")).then_some(timeout),
+    };
+    let mut opts = options(&p, "mote-pub")?;
+    opts.connect_timeout = timeout;
+    // Unconfirmed messages go again after a reconnect: one offset per message, in order.
+    opts.resend_unconfirmed = true;
+    let input = if let Some(m) = p.get("message") {
+        publish::Input::One(m.into_bytes())
+    } else if let Some(f) = p.get("file") {
+        publish::Input::One(
+            std::fs::read(&f).map_err(|e| Failure(format!("cannot read {f}: {e}")))?,
+        )
+    } else if p.on("stdin-file") {
+        let mut data = Vec::new();
+        io::stdin().lock().read_to_end(&mut data)?;
+        publish::Input::One(data)
+    } else if p.on("null-message") {
+        publish::Input::One(Vec::new())
+    } else {
+        publish::Input::Lines
+    };
+    let addr = opts.addr.clone();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let r = block_on(async {
+        let client = publish::connect(opts, &plan).await?;
+        publish::run(&client, &addr, &plan, input, &mut out).await
+    });
+    // The offsets confirmed before a failure are printed before it is.
+    out.flush()?;
+    Ok(r?)
 }
 
 /// Where `--from` starts.

@@ -42,12 +42,20 @@ pub(crate) static SPEC: Spec = Spec {
             help: "TOML file whose keys are these options' long names (flags and MOTE_* override it)",
         },
         Opt {
+            long: "token-file",
+            short: None,
+            value: Some("FILE"),
+            env: Some("MOTE_TOKEN_FILE"),
+            default: None,
+            help: "require the token written in FILE (named `default`, every right; read again on SIGHUP); more in the config file's [tokens.NAME]",
+        },
+        Opt {
             long: "token",
             short: None,
             value: Some("TOKEN"),
             env: Some("MOTE_TOKEN"),
             default: None,
-            help: "require this token (named `default`, every right); more in the config file's [tokens.NAME]",
+            help: "require this token; on the command line every local user sees it in ps: prefer --token-file or MOTE_TOKEN",
         },
         Opt {
             long: "insecure",
@@ -195,7 +203,8 @@ pub(crate) static SPEC: Spec = Spec {
         ),
     ],
     after: "Sizes take K, M or G (powers of 1024); durations ms, s, m or h.\n\
-            Logs go to stderr; set RUST_LOG=debug for more, RUST_LOG=warn for less.",
+            Logs go to stderr; set RUST_LOG=debug for more, RUST_LOG=warn for less.\n\
+            Example, with a token only you can read:\n  (umask 077; mote token new > ~/.mote-token)\n  mote serve --tcp 0.0.0.0:7270 --token-file ~/.mote-token",
 };
 
 /// Everything `mote serve` was asked for.
@@ -210,7 +219,8 @@ pub(crate) struct ServeConfig {
     pub(crate) auth: Auth,
 }
 
-/// The token table from `--token` and the config file's `[tokens.NAME]` tables.
+/// The token table from `--token` or `--token-file` and the config file's
+/// `[tokens.NAME]` tables.
 fn auth(p: &args::Parsed, tokens: Option<&toml::Value>) -> Result<Auth, CliError> {
     let mut auth = match tokens {
         Some(toml::Value::Table(t)) => Auth::from_toml(t).map_err(CliError)?,
@@ -221,10 +231,10 @@ fn auth(p: &args::Parsed, tokens: Option<&toml::Value>) -> Result<Auth, CliError
         }
         None => Auth::none(),
     };
-    if let Some(secret) = p.get("token") {
-        let token = Token::new(&secret).map_err(|e| CliError(format!("--token: {e}")))?;
+    if let Some((secret, from)) = p.token()? {
+        let token = Token::new(&secret).map_err(|e| CliError(format!("{from}: {e}")))?;
         auth.insert(mote::auth::DEFAULT_NAME, token, Rules::all())
-            .map_err(|e| CliError(format!("--token: {e}")))?;
+            .map_err(|e| CliError(format!("{from}: {e}")))?;
     }
     Ok(auth)
 }
