@@ -1,4 +1,4 @@
-//! Sizes and durations as people write them: `64K`, `8M`, `500ms`, `30s`.
+//! Sizes and durations as people write them: `64K`, `8M`, `500ms`, `30s`, `7d`.
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| "size is too large".to_string())
 }
 
-/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, `7d`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -31,15 +31,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| "expected a duration such as 500ms, 30s or 5m".to_string())?;
+        .map_err(|_| "expected a duration such as 500ms, 30s, 5m or 7d".to_string())?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} (use ms, s, m or h)"
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -71,7 +72,12 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("0.5d"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(
+            parse_duration("5 parsecs").unwrap_err(),
+            "unknown duration unit \"parsecs\" (use ms, s, m, h or d)"
+        );
         assert!(parse_duration("-1s").is_err());
     }
 }

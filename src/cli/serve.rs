@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use futures_lite::StreamExt;
 use mote::auth::{Auth, Rules};
 use mote::engine::GroupConfig;
+use mote::engine::settings::TopicPatterns;
 use mote::limits::Limits;
 use mote_sdk::secure::Token;
 use mote_sdk::wire::GroupSettings;
@@ -303,19 +304,34 @@ fn groups(groups: Option<&toml::Value>) -> Result<Vec<GroupConfig>, CliError> {
     Ok(out)
 }
 
-/// Loads the config file (if any): the token table and the groups.
-fn load(p: &mut args::Parsed) -> Result<(Auth, Vec<GroupConfig>), CliError> {
+/// What the config file's tables say (its plain keys are options, in `args::Parsed`).
+struct FileConfig {
+    auth: Auth,
+    groups: Vec<GroupConfig>,
+    #[allow(
+        dead_code,
+        reason = "checked at start and on SIGHUP; the engine takes them with --data (issue 11)"
+    )]
+    topics: TopicPatterns,
+}
+
+/// Loads the config file (if any): the token table, the groups and the topic patterns.
+fn load(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
     let rest = match p.get("config") {
-        Some(path) => p.load_config(&path, &["tokens", "groups"])?,
+        Some(path) => p.load_config(&path, &["tokens", "groups", "topics"])?,
         None => toml::Table::new(),
     };
-    Ok((auth(p, rest.get("tokens"))?, groups(rest.get("groups"))?))
+    Ok(FileConfig {
+        auth: auth(p, rest.get("tokens"))?,
+        groups: groups(rest.get("groups"))?,
+        topics: super::topics::topics(rest.get("topics"))?,
+    })
 }
 
 /// Reads the config file again on `SIGHUP`. A file that is missing, does not parse or
 /// is empty (an edit cut short by a power cut) changes nothing: the error says why. (That
 /// the tokens never go from some to none is the broker's rule, whatever asks.)
-fn reload(p: &mut args::Parsed) -> Result<(Auth, Vec<GroupConfig>), CliError> {
+fn reload(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
     if let Some(path) = p.get("config") {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| CliError(format!("cannot read config file {path}: {e}")))?;
@@ -417,7 +433,8 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    let (auth, groups) = load(&mut p)?;
+    // The topic patterns are checked (a bad [topics] table stops the start), not used yet.
+    let FileConfig { auth, groups, .. } = load(&mut p)?;
     let mut cfg = config(&p)?;
     cfg.auth = auth;
     super::init_logging("info", mote::logging::Output::Background);
@@ -473,8 +490,9 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 return;
             }
             match reload(&mut p) {
-                // Groups are read at start only.
-                Ok((auth, _)) => {
+                // Groups are read at start only. Topic patterns are checked, so a bad
+                // [topics] table keeps the whole old configuration, but not applied yet.
+                Ok(FileConfig { auth, .. }) => {
                     let _ = reload_tx.send(auth).await;
                 }
                 Err(e) => log::error!("SIGHUP: keeping the current configuration: {e}"),
@@ -561,6 +579,24 @@ mod tests {
         p.load_config(file.to_str().unwrap(), &[]).unwrap();
         let e = config(&p).err().unwrap();
         assert!(e.0.contains("for keepalive in the config file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_config_file_has_topic_tables() {
+        let dir = std::env::temp_dir().join(format!("mote-topics-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mote.toml");
+        let argv = ["--config", file.to_str().unwrap()].map(OsString::from);
+        let Outcome::Run(mut p) = args::parse(&SPEC, argv).unwrap() else {
+            panic!("help")
+        };
+        std::fs::write(&file, "[topics.\"debug/#\"]\npersist = false\n").unwrap();
+        let loaded = load(&mut p).unwrap();
+        assert_eq!(loaded.topics.len(), 1);
+        std::fs::write(&file, "[topics.\"debug/#\"]\npersist = 0\n").unwrap();
+        let e = reload(&mut p).err().unwrap();
+        assert_eq!(e.0, "[topics.\"debug/#\"] persist: must be true or false");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,6 +16,7 @@ mod group;
 mod pool;
 mod publish;
 mod ring;
+pub mod settings;
 mod stats;
 mod subscribe;
 
