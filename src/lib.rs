@@ -17,6 +17,7 @@ pub mod limits;
 pub mod logging;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod units;
 
 /// The README's Rust examples, compiled by `cargo test` so they stay true.

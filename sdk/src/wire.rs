@@ -181,6 +181,12 @@ codes! {
     /// A frame (or record) did not arrive whole within the broker's partial-input
     /// deadline (connection closed).
     FRAME_TIMEOUT = 19, "frame_timeout";
+    /// A publish to a persisted topic refused because the disk (or the broker's disk
+    /// budget, for a topic that keeps its data) is full; retry later.
+    STORAGE_FULL = 20, "storage_full";
+    /// A publish to a persisted topic refused because writing to disk fails (a
+    /// read-only file system, an IO error); retry later.
+    STORAGE_FAILED = 21, "storage_failed";
 }
 
 impl ErrorCode {

@@ -19,6 +19,7 @@
 //! ```
 
 mod shared;
+mod store;
 pub mod systemd;
 
 use std::future::Future;
@@ -38,6 +39,26 @@ pub(crate) use shared::{LINGER, Shared, linger};
 /// How often message rates are sampled for stats and metrics.
 const RATE_EVERY_MS: u64 = 2_000;
 
+/// Where and how topics are kept on disk (`--data`).
+#[derive(Debug)]
+pub struct DataConfig {
+    /// The data directory.
+    pub dir: std::path::PathBuf,
+    /// How the log runs (sync policy, disk budget, ...).
+    pub log: crate::store::LogConfig,
+    /// Per-topic settings by pattern (`[topics."pattern"]`).
+    pub topics: crate::engine::settings::TopicPatterns,
+}
+
+/// A new configuration to switch to (`SIGHUP`).
+#[derive(Debug)]
+pub struct Reload {
+    /// The token table.
+    pub auth: Auth,
+    /// The per-topic settings.
+    pub topics: crate::engine::settings::TopicPatterns,
+}
+
 /// What a broker runs with besides its listener.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -45,10 +66,11 @@ pub struct Config {
     pub limits: Limits,
     /// The tokens it accepts (none: no authentication).
     pub auth: Auth,
-    /// New token tables to switch to (sent on `SIGHUP`); existing connections keep the
-    /// rights they proved until they reconnect. A table without tokens is refused while
-    /// the broker has some: a reload never turns authentication off.
-    pub reload: Option<async_channel::Receiver<Auth>>,
+    /// New configurations to switch to (sent on `SIGHUP`): token tables (existing
+    /// connections keep the rights they proved until they reconnect; a table without
+    /// tokens is refused while the broker has some: a reload never turns authentication
+    /// off) and per-topic settings.
+    pub reload: Option<async_channel::Receiver<Reload>>,
     /// The HTTP edge, if any.
     pub http: Option<crate::http::HttpConfig>,
     /// Consumer groups from the config file.
@@ -56,6 +78,8 @@ pub struct Config {
     /// Tell systemd `WATCHDOG=1` this often, from the executor thread itself, so a hung
     /// broker is restarted (`WatchdogSec=`; see [`systemd::watchdog_interval`]).
     pub watchdog: Option<Duration>,
+    /// Durable topics: the data directory, or memory only.
+    pub data: Option<DataConfig>,
 }
 
 /// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
@@ -100,12 +124,57 @@ pub async fn run(
         http,
         groups,
         watchdog,
+        data,
     } = config;
     limits
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let sweep = sweep_interval(&limits);
-    let mut engine = Engine::new(limits, broker_id());
+    // The data directory first: it holds the broker's id, and what the engine restores.
+    let fresh_id = broker_id();
+    let opened = match data {
+        Some(d) => {
+            let started = Instant::now();
+            let (log, opened) = crate::store::Log::open(&d.dir, d.log, fresh_id)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            for n in &opened.notes {
+                log::warn!("store: {n}");
+            }
+            log::info!(
+                "data in {}: {} topic(s), {} durable group(s), {} MiB, recovered in {} ms",
+                d.dir.display(),
+                opened.topics.len(),
+                opened.groups.len(),
+                opened.disk_bytes >> 20,
+                started.elapsed().as_millis()
+            );
+            Some((log, opened, d.topics, d.dir))
+        }
+        None => {
+            log::info!(
+                "no data directory (--data): topics are kept in memory only, and a restart loses them"
+            );
+            None
+        }
+    };
+    let id = opened.as_ref().map_or(fresh_id, |(_, o, _, _)| o.broker_id);
+    let mut engine = Engine::new(limits, id);
+    let mut threads = None;
+    if let Some((log, opened, topics, dir)) = opened {
+        let logdir = log.dir().to_path_buf();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        engine.attach_log(log, &opened, topics, wall, 0);
+        threads = Some(Rc::new(
+            crate::store::io::Threads::start(&logdir, 0).map_err(|e| {
+                io::Error::other(format!(
+                    "cannot start the store's threads for {}: {e}",
+                    dir.display()
+                ))
+            })?,
+        ));
+    }
     for g in &groups {
         engine
             .configure_group(g)
@@ -114,6 +183,9 @@ pub async fn run(
     let shared = Rc::new(Shared::new(engine, auth, crate::server::READ_CHUNK));
 
     let sweeper = ex.spawn(sweeper(shared.clone(), sweep));
+    let storer = threads
+        .as_ref()
+        .map(|t| ex.spawn(store::run(shared.clone(), t.clone())));
     let tcp_addr = listener.local_addr()?;
     let tcp = crate::server::start(&ex, &shared, listener)?;
     let http = match http {
@@ -125,6 +197,8 @@ pub async fn run(
         None => None,
     };
     let reloader = reload.map(|rx| ex.spawn(reloader(shared.clone(), rx)));
+    // Serving (and, with --data, recovered): what systemd waits for (Type=notify).
+    systemd::notify("READY=1");
     let watchdog = watchdog.map(|every| {
         ex.spawn(async move {
             loop {
@@ -148,7 +222,10 @@ pub async fn run(
     while shared.engine.borrow().connection_count() > 0 && Instant::now() < deadline {
         Timer::after(Duration::from_millis(5)).await;
     }
-    drop((sweeper, reloader, watchdog, http));
+    drop((sweeper, reloader, watchdog, http, storer));
+    if let Some(t) = threads {
+        store::finish(&shared, &t);
+    }
     let stats = shared.engine.borrow().stats().clone();
     Ok(stats)
 }
@@ -183,9 +260,11 @@ async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
     }
 }
 
-/// Switches to each new token table, unless it would turn authentication off.
-async fn reloader(shared: Rc<Shared>, rx: async_channel::Receiver<Auth>) {
-    while let Ok(auth) = rx.recv().await {
+/// Switches to each new configuration: the token table unless it would turn
+/// authentication off, and the per-topic settings.
+async fn reloader(shared: Rc<Shared>, rx: async_channel::Receiver<Reload>) {
+    while let Ok(Reload { auth, topics }) = rx.recv().await {
+        shared.engine.borrow_mut().set_patterns(topics);
         let old = shared.auth_now();
         if old.enabled() && !auth.enabled() {
             log::error!(

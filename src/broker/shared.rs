@@ -43,6 +43,12 @@ pub(crate) struct Shared {
     partial: Cell<usize>,
     max_partial: usize,
     partial_waiting: RefCell<Vec<Waker>>,
+    /// The store task, and whether it has been woken since it last looked.
+    store_waker: RefCell<Option<Waker>>,
+    store_woken: Cell<bool>,
+    /// Tasks waiting for the store: confirmations for a sync, publishers for the
+    /// writer to catch up.
+    store_waiters: RefCell<Vec<Waker>>,
     epoch: Instant,
 }
 
@@ -72,6 +78,9 @@ impl Shared {
             sweeper_woken: Cell::new(false),
             partial: Cell::new(0),
             partial_waiting: RefCell::new(Vec::new()),
+            store_waker: RefCell::new(None),
+            store_woken: Cell::new(false),
+            store_waiters: RefCell::new(Vec::new()),
             epoch: Instant::now(),
         }
     }
@@ -129,6 +138,7 @@ impl Shared {
 
     /// Wakes the connections the engine has news for, except `me` (already running).
     pub(crate) fn wake_others(&self, engine: &mut Engine, me: Option<ConnId>) {
+        self.wake_store_if_needed(engine);
         if engine.take_timer_moved() {
             self.sweeper_woken.set(true);
             if let Some(w) = self.sweeper_waker.borrow().as_ref() {
@@ -152,6 +162,39 @@ impl Shared {
                     w.wake_by_ref();
                 }
             }
+        }
+    }
+
+    /// Wakes the store task when the engine left it something to do (a batch to hand
+    /// over, a read to ask for).
+    pub(crate) fn wake_store_if_needed(&self, engine: &mut Engine) {
+        let wanted = engine.take_log_wanted();
+        if !self.store_woken.get() && (wanted || engine.log().is_some_and(|l| l.needs_poll())) {
+            self.store_woken.set(true);
+            if let Some(w) = self.store_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    /// Ready once something was appended to the log since the store task last looked.
+    pub(crate) fn poll_store_wake(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.store_woken.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.store_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Wakes `cx`'s task at the store's next completion (a sync, a write).
+    pub(crate) fn wait_store(&self, cx: &mut Context<'_>) {
+        self.store_waiters.borrow_mut().push(cx.waker().clone());
+    }
+
+    pub(crate) fn wake_store_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.store_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
         }
     }
 

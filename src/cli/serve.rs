@@ -66,6 +66,28 @@ pub(crate) static SPEC: Spec = Spec {
             default: None,
             help: "allow listening on a non-loopback address without any token",
         },
+        Opt {
+            long: "data",
+            short: None,
+            value: Some("DIR"),
+            env: Some("MOTE_DATA"),
+            default: None,
+            help: "keep topics, groups and unacked deliveries on disk in DIR [default: memory only]",
+        },
+        opt(
+            "sync",
+            "always|never|DURATION",
+            "MOTE_SYNC",
+            "1s",
+            "with --data: when the log is synced to disk (always: a confirm means on disk)",
+        ),
+        opt(
+            "disk",
+            "SIZE",
+            "MOTE_DISK",
+            "1G",
+            "with --data: most bytes on disk, the oldest data going first",
+        ),
         opt(
             "tcp",
             "ADDR",
@@ -328,6 +350,41 @@ fn load(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
     })
 }
 
+/// `--data`, `--sync` and `--disk`: the store's configuration, if there is a data
+/// directory.
+fn data_config(
+    p: &args::Parsed,
+    topics: TopicPatterns,
+) -> Result<Option<mote::broker::DataConfig>, CliError> {
+    let sync = p.parse_with("sync", |s| match s {
+        "always" => Ok(mote::store::SyncPolicy::Always),
+        "never" => Ok(mote::store::SyncPolicy::Never),
+        d => {
+            let d = args::parse_duration(d).map_err(|e| format!("{e}; or always, or never"))?;
+            if d.is_zero() {
+                return Err("use always for a sync after every write".into());
+            }
+            Ok(mote::store::SyncPolicy::Every(d.as_millis() as u64))
+        }
+    })?;
+    let disk = p.parse_with("disk", args::parse_size)?;
+    let Some(dir) = p.get("data") else {
+        return Ok(None);
+    };
+    let mut log = mote::store::LogConfig::default();
+    if let Some(s) = sync {
+        log.sync = s;
+    }
+    if let Some(d) = disk {
+        log.disk = d as u64;
+    }
+    Ok(Some(mote::broker::DataConfig {
+        dir: dir.into(),
+        log,
+        topics,
+    }))
+}
+
 /// Reads the config file again on `SIGHUP`. A file that is missing, does not parse or
 /// is empty (an edit cut short by a power cut) changes nothing: the error says why. (That
 /// the tokens never go from some to none is the broker's rule, whatever asks.)
@@ -433,9 +490,13 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    // The topic patterns are checked (a bad [topics] table stops the start), not used yet.
-    let FileConfig { auth, groups, .. } = load(&mut p)?;
+    let FileConfig {
+        auth,
+        groups,
+        topics,
+    } = load(&mut p)?;
     let mut cfg = config(&p)?;
+    let data = data_config(&p, topics)?;
     cfg.auth = auth;
     super::init_logging("info", mote::logging::Output::Background);
     check_exposure(cfg.tcp, &cfg.auth, p.on("insecure"))?;
@@ -480,7 +541,6 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
             n => format!(", {n} token(s): authenticated and encrypted"),
         }
     );
-    mote::broker::systemd::notify("READY=1");
     let (reload_tx, reload_rx) = async_channel::unbounded();
     // Runs on the broker's thread: SIGHUP re-reads the tokens, SIGINT/SIGTERM stop.
     let shutdown = async move {
@@ -490,10 +550,9 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 return;
             }
             match reload(&mut p) {
-                // Groups are read at start only. Topic patterns are checked, so a bad
-                // [topics] table keeps the whole old configuration, but not applied yet.
-                Ok(FileConfig { auth, .. }) => {
-                    let _ = reload_tx.send(auth).await;
+                // Groups are read at start only.
+                Ok(FileConfig { auth, topics, .. }) => {
+                    let _ = reload_tx.send(mote::broker::Reload { auth, topics }).await;
                 }
                 Err(e) => log::error!("SIGHUP: keeping the current configuration: {e}"),
             }
@@ -506,6 +565,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         http,
         groups,
         watchdog: mote::broker::systemd::watchdog_interval(),
+        data,
     };
     let stats = mote::broker::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;

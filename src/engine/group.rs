@@ -86,6 +86,9 @@ struct Redelivery {
     /// The delivery it will be (2 for the first redelivery).
     attempt: u32,
     not_before_ms: u64,
+    /// Out of deliveries: it goes to the dead-letter topic once its message is at hand
+    /// (read back from disk first, if need be).
+    dead: bool,
 }
 
 /// A member's side of a group subscription.
@@ -144,7 +147,9 @@ pub struct GroupCounters {
 pub(super) struct GroupState {
     name: Box<str>,
     filter: Filter,
-    settings: Settings,
+    pub(super) settings: Settings,
+    /// Changed since its state was last appended to the log (durable groups).
+    pub(super) dirty: bool,
     cursors: Vec<CursorId>,
     members: Vec<SubId>,
     next_member: usize,
@@ -381,6 +386,7 @@ impl Engine {
             lag: 0,
             queued: false,
             role: Role::Outbox(key),
+            skip_seq: 0,
         }) as u32);
         let s = &mut self.subs[key.0 as usize];
         s.cursors.push(outbox);
@@ -399,7 +405,7 @@ impl Engine {
         Ok(self.seq)
     }
 
-    fn create_group(
+    pub(super) fn create_group(
         &mut self,
         name: &str,
         filter: Filter,
@@ -411,6 +417,7 @@ impl Engine {
             name: name.into(),
             filter,
             settings,
+            dirty: true,
             cursors: Vec::new(),
             members: Vec::new(),
             next_member: 0,
@@ -420,18 +427,20 @@ impl Engine {
             counters: GroupCounters::default(),
         }) as u32);
         self.group_names.insert(name.into(), gid);
+        self.groups_dirty = true;
         let g = &self.groups[gid.0 as usize];
         let matched: Vec<TopicId> = (0..self.topics.len())
             .filter(|&i| g.filter.matches(&self.topics[i].name))
             .map(|i| TopicId(i as u32))
             .collect();
         for tid in matched {
-            let ring = &self.topics[tid.0 as usize].ring;
+            let t = &self.topics[tid.0 as usize];
+            let (first, next) = (t.disk_first.min(t.ring.first()), t.ring.next());
             let start = match from {
-                Start::Latest | Start::AfterSeq(_) => ring.next(),
-                Start::Earliest => ring.first(),
-                Start::Offset(n) => n.min(ring.next()),
-                Start::Last(n) => ring.next().saturating_sub(n).max(ring.first()),
+                Start::Latest | Start::AfterSeq(_) => next,
+                Start::Earliest => first,
+                Start::Offset(n) => n.min(next),
+                Start::Last(n) => next.saturating_sub(n).max(first),
             };
             self.attach_group(gid, tid, start);
         }
@@ -448,6 +457,7 @@ impl Engine {
             lag: 0,
             queued: false,
             role: Role::Group(gid),
+            skip_seq: 0,
         }) as u32);
         self.groups[gid.0 as usize].cursors.push(ck);
         self.topics[tid.0 as usize].watchers.push(ck);
@@ -494,12 +504,23 @@ impl Engine {
         Some((m.group, f))
     }
 
+    /// Notes that group `gid` changed (its durable state is appended at the next poll).
+    fn touch(&mut self, gid: GroupId) {
+        if let Some(g) = self.groups.get_mut(gid.0 as usize) {
+            if g.settings.durable && !g.dirty {
+                g.dirty = true;
+                self.groups_dirty = true;
+            }
+        }
+    }
+
     /// The member acks delivery `tag`.
     pub fn handle_ack(&mut self, conn: ConnId, sub: u32, tag: u64) -> Result<(), Refusal> {
         let settled = self.member_of(conn, sub).and_then(|k| self.settle(k, tag));
         let Some((gid, f)) = settled else {
             return Err(self.unknown_delivery(sub, tag));
         };
+        self.touch(gid);
         let g = &mut self.groups[gid.0 as usize];
         g.counters.acked += 1;
         g.full = false;
@@ -524,6 +545,7 @@ impl Engine {
         let Some((gid, f)) = settled else {
             return Err(self.unknown_delivery(sub, tag));
         };
+        self.touch(gid);
         self.groups[gid.0 as usize].full = false;
         self.requeue(gid, f.topic, f.offset, f.attempt, delay_ms, false);
         self.pump(gid);
@@ -541,9 +563,21 @@ impl Engine {
         delay_ms: u64,
         front: bool,
     ) {
+        self.touch(gid);
         let g = &mut self.groups[gid.0 as usize];
         if attempt >= g.settings.max_deliveries {
-            self.dead_letter(gid, topic, offset);
+            if !self.dead_letter(gid, topic, offset) {
+                // Its message is on disk only: to the dead letters once read back.
+                self.groups[gid.0 as usize]
+                    .redeliver
+                    .push_front(Redelivery {
+                        topic,
+                        offset,
+                        attempt,
+                        not_before_ms: 0,
+                        dead: true,
+                    });
+            }
             return;
         }
         // The clock counts whole milliseconds: one more makes sure the full delay has
@@ -558,6 +592,7 @@ impl Engine {
             offset,
             attempt: attempt + 1,
             not_before_ms,
+            dead: false,
         };
         let at = r.not_before_ms;
         if front {
@@ -570,14 +605,84 @@ impl Engine {
         }
     }
 
-    /// Stores the message at `offset` of `topic` in `$dead/<group>/<topic>`.
-    fn dead_letter(&mut self, gid: GroupId, topic: TopicId, offset: u64) {
-        let t = &self.topics[topic.0 as usize];
-        let Some(e) = t.ring.get(offset) else {
-            // Gone from its ring already: nothing left to keep.
-            self.groups[gid.0 as usize].counters.lag_missed += 1;
-            return;
+    /// A restored group's delivery that was never acked, `attempt` deliveries made: it
+    /// goes again (or to the dead letters) when a member can take it.
+    pub(super) fn requeue_restored(
+        &mut self,
+        gid: GroupId,
+        tid: TopicId,
+        offset: u64,
+        attempt: u32,
+    ) {
+        self.requeue(gid, tid, offset, attempt, 0, false);
+    }
+
+    /// Puts group `gid`'s cursor on topic `tid` at `next` (a restored group).
+    pub(super) fn set_group_cursor(&mut self, gid: GroupId, tid: TopicId, next: u64) {
+        let t = &self.topics[tid.0 as usize];
+        let next = next.clamp(t.disk_first.min(t.ring.first()), t.ring.next());
+        let g = &self.groups[gid.0 as usize];
+        for &ck in &g.cursors {
+            let cur = &mut self.cursors[ck.0 as usize];
+            if cur.topic == tid {
+                cur.next = next;
+            }
+        }
+    }
+
+    /// Group `gid`'s durable state: where it reads each topic, and what it handed out
+    /// without an ack (in flight or waiting to go again), by topic name.
+    pub(super) fn group_record(&self, gid: GroupId) -> crate::store::RecoveredGroup {
+        let g = &self.groups[gid.0 as usize];
+        let name = |tid: TopicId| self.topics[tid.0 as usize].name.to_string();
+        let cursors = g
+            .cursors
+            .iter()
+            .map(|ck| {
+                let cur = &self.cursors[ck.0 as usize];
+                (name(cur.topic), cur.next)
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for k in &g.members {
+            if let Some(m) = &self.subs[k.0 as usize].member {
+                for f in &m.inflight {
+                    pending.push((name(f.topic), f.offset, f.attempt));
+                }
+            }
+        }
+        for r in &g.redeliver {
+            // `attempt` is the delivery it will be: one fewer were made.
+            let made = if r.dead { r.attempt } else { r.attempt - 1 };
+            pending.push((name(r.topic), r.offset, made));
+        }
+        crate::store::RecoveredGroup {
+            name: g.name.to_string(),
+            filter: g.filter.to_string(),
+            ack_timeout_ms: g.settings.ack_timeout_ms,
+            max_deliveries: g.settings.max_deliveries,
+            prefetch: g.settings.prefetch,
+            cursors,
+            pending,
+        }
+    }
+
+    /// Stores the message at `offset` of `topic` in `$dead/<group>/<topic>`; `false`
+    /// when the message must be read back from disk first (a read is asked for).
+    fn dead_letter(&mut self, gid: GroupId, topic: TopicId, offset: u64) -> bool {
+        let e = match self.avail(topic, offset) {
+            super::disk::Avail::Here(e) => e,
+            super::disk::Avail::Read => {
+                self.want(topic, offset, None);
+                return false;
+            }
+            super::disk::Avail::Gone => {
+                // Gone from retention already: nothing left to keep.
+                self.groups[gid.0 as usize].counters.lag_missed += 1;
+                return true;
+            }
         };
+        let t = &self.topics[topic.0 as usize];
         let mut key = offset.to_string().into_bytes();
         if let Some(k) = e.key() {
             key.push(b'/');
@@ -596,6 +701,7 @@ impl Engine {
         } else {
             self.groups[gid.0 as usize].counters.lag_missed += 1;
         }
+        true
     }
 
     /// Hands messages to members with free credit, round-robin, until there is no
@@ -629,6 +735,7 @@ impl Engine {
             let Some((topic, offset, attempt)) = self.next_for(gid, member) else {
                 return;
             };
+            self.touch(gid);
             let g = &mut self.groups[gid.0 as usize];
             g.next_member = if idx + 1 == n { 0 } else { idx + 1 };
             g.counters.delivered += 1;
@@ -660,29 +767,55 @@ impl Engine {
     /// one of its cursors (taking turns across topics). Lag found on the way is told to
     /// `member`.
     fn next_for(&mut self, gid: GroupId, member: SubId) -> Option<(TopicId, u64, u32)> {
+        use super::disk::Avail;
         let now = self.clock_ms;
-        let g = &mut self.groups[gid.0 as usize];
-        while let Some(i) = g.redeliver.iter().position(|r| r.not_before_ms <= now) {
-            let r = g.redeliver.remove(i)?;
-            if self.topics[r.topic.0 as usize].ring.get(r.offset).is_some() {
-                return Some((r.topic, r.offset, r.attempt));
+        loop {
+            let g = &mut self.groups[gid.0 as usize];
+            let Some(i) = g.redeliver.iter().position(|r| r.not_before_ms <= now) else {
+                break;
+            };
+            let (topic, offset, attempt, dead) = {
+                let r = &g.redeliver[i];
+                (r.topic, r.offset, r.attempt, r.dead)
+            };
+            match self.avail(topic, offset) {
+                Avail::Here(_) if dead => {
+                    self.groups[gid.0 as usize].redeliver.remove(i);
+                    self.dead_letter(gid, topic, offset);
+                }
+                Avail::Here(_) => {
+                    self.groups[gid.0 as usize].redeliver.remove(i);
+                    return Some((topic, offset, attempt));
+                }
+                Avail::Read => {
+                    // Read back from disk first; the group goes on when it comes.
+                    self.want(topic, offset, None);
+                    return None;
+                }
+                Avail::Gone => {
+                    let g = &mut self.groups[gid.0 as usize];
+                    g.redeliver.remove(i);
+                    g.counters.lag_missed += 1;
+                }
             }
-            g.counters.lag_missed += 1;
         }
+        let g = &mut self.groups[gid.0 as usize];
         let n = g.cursors.len();
         for i in 0..n {
             let ci = (g.next_cursor + i) % n;
             let ck = g.cursors[ci];
             let cur = &mut self.cursors[ck.0 as usize];
-            let ring = &self.topics[cur.topic.0 as usize].ring;
-            if cur.next < ring.first() {
-                let missed = ring.first() - cur.next;
-                cur.next = ring.first();
+            let tid = cur.topic;
+            let t = &self.topics[tid.0 as usize];
+            let first = t.disk_first.min(t.ring.first());
+            if cur.next < first {
+                let missed = first - cur.next;
+                cur.next = first;
                 g.counters.lag_missed += missed;
                 self.stats.lag_events += 1;
                 self.stats.lag_missed += missed;
                 let lag = Out::Lag {
-                    topic: cur.topic,
+                    topic: tid,
                     missed,
                     next: cur.next,
                 };
@@ -690,11 +823,34 @@ impl Engine {
                     m.outbox.push_back(lag);
                 }
             }
-            if cur.next < ring.next() {
+            if cur.next < t.ring.next() {
                 let offset = cur.next;
+                if offset < t.ring.first() {
+                    if let Some(end) = self.hole_end(tid, offset) {
+                        // Lost to damage on disk: skipped, and told as lag.
+                        let cur = &mut self.cursors[ck.0 as usize];
+                        let missed = end - offset;
+                        cur.next = end;
+                        let g = &mut self.groups[gid.0 as usize];
+                        g.counters.lag_missed += missed;
+                        if let Some(m) = self.subs[member.0 as usize].member.as_mut() {
+                            m.outbox.push_back(Out::Lag {
+                                topic: tid,
+                                missed,
+                                next: end,
+                            });
+                        }
+                        return self.next_for(gid, member);
+                    }
+                    if let Avail::Read = self.avail(tid, offset) {
+                        self.want(tid, offset, None);
+                        return None;
+                    }
+                }
+                let cur = &mut self.cursors[ck.0 as usize];
                 cur.next += 1;
-                g.next_cursor = ci;
-                return Some((cur.topic, offset, 1));
+                self.groups[gid.0 as usize].next_cursor = ci;
+                return Some((tid, offset, 1));
             }
         }
         None
@@ -718,6 +874,7 @@ impl Engine {
             }
             if !expired.is_empty() {
                 self.groups[gid.0 as usize].full = false;
+                self.touch(gid);
             }
             for f in expired {
                 self.requeue(gid, f.topic, f.offset, f.attempt, 0, false);
@@ -752,6 +909,7 @@ impl Engine {
             };
             self.requeue(gid, f.topic, f.offset, tried, 0, true);
         }
+        self.touch(gid);
         let g = &mut self.groups[gid.0 as usize];
         g.members.retain(|&k| k != key);
         if g.members.is_empty() && !g.settings.durable {

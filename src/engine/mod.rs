@@ -11,6 +11,7 @@
 //! behind the ring's oldest message skips ahead and reports how many it missed, so a slow
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
+mod disk;
 mod edge;
 mod group;
 mod pool;
@@ -88,9 +89,52 @@ struct TopicState {
     /// `published` and `delivered` at the last rate sample, and the rates they gave.
     sampled: (u64, u64),
     rates: (f32, f32),
+    /// Persisted or not, and its retention (from the `[topics]` patterns).
+    settings: settings::TopicSettings,
+    /// The oldest offset retained, in memory or on disk (the ring's first when the
+    /// topic is not persisted); below it, messages are gone.
+    disk_first: u64,
+    /// The newest store time given out: stored times never go back.
+    last_time: u64,
+    /// Messages read back from disk for cursors behind the ring.
+    cache: disk::DiskCache,
+    /// The offset a read from disk was asked for, while it is in flight.
+    reading: Option<u64>,
+    /// Cursors waiting for that read.
+    waiting: Vec<CursorId>,
+    /// Offset ranges lost to damage on disk: cursors skip them, told so.
+    holes: Vec<(u64, u64)>,
+    /// Messages dropped by retention (count, bytes or age), and by the disk budget.
+    expired: u64,
+    evicted_disk: u64,
 }
 
 impl TopicState {
+    fn new(name: &str, created_seq: u64, next: u64, settings: settings::TopicSettings) -> Self {
+        TopicState {
+            name: name.into(),
+            ring: Ring::starting_at(next),
+            watchers: Vec::new(),
+            created_seq,
+            published: 0,
+            delivered: 0,
+            lag_missed: 0,
+            evicted: 0,
+            waits: Vec::new(),
+            sampled: (0, 0),
+            rates: (0.0, 0.0),
+            settings,
+            disk_first: next,
+            last_time: 0,
+            cache: disk::DiskCache::default(),
+            reading: None,
+            waiting: Vec::new(),
+            holes: Vec::new(),
+            expired: 0,
+            evicted_disk: 0,
+        }
+    }
+
     /// Settles the waits for messages before `next` now that a subscriber got them.
     fn settle_waits(&mut self, next: u64, done: &mut Vec<edge::WaitId>, wake: &mut Vec<ConnId>) {
         self.waits.retain(|&(offset, id, waiter)| {
@@ -200,6 +244,23 @@ pub struct Engine {
     /// The busiest topics (indexes) as ranked last, for how many topics, at which rate
     /// sample: ranking every topic per `/api/stats` would touch all of them each time.
     busiest: Option<(u64, usize, usize, Vec<u32>)>,
+    /// The data directory's log (`--data`), its front without IO.
+    log: Option<Box<crate::store::Log>>,
+    /// What topics are, by pattern, and the defaults for keys no pattern sets.
+    patterns: settings::TopicPatterns,
+    defaults: settings::TopicSettings,
+    /// The wall clock and the monotonic clock when the log was attached (retention by
+    /// age counts from them: see `expiry_now`).
+    expiry_base: (u64, u64),
+    /// Set by a confirmed publish that must wait for the sync of this log position.
+    confirm_gate: Option<u64>,
+    /// Bytes all topics' disk caches hold, and a tick telling their windows' age.
+    cache_bytes: usize,
+    cache_tick: u64,
+    /// Whether a durable group changed since its state was last appended.
+    groups_dirty: bool,
+    /// Whether a read from disk was asked for since the store task last looked.
+    log_wanted: bool,
 }
 
 impl Engine {
@@ -236,6 +297,15 @@ impl Engine {
             pending_by_ip: HashMap::new(),
             rates: stats::Rates::default(),
             busiest: None,
+            log: None,
+            patterns: settings::TopicPatterns::default(),
+            defaults: settings::TopicSettings::new(false),
+            expiry_base: (0, 0),
+            confirm_gate: None,
+            cache_bytes: 0,
+            cache_tick: 0,
+            groups_dirty: false,
+            log_wanted: false,
         }
     }
 

@@ -61,6 +61,12 @@ impl Engine {
             Ok(t) => t,
             Err(r) => return refused(self, r),
         };
+        if self.log.is_some() {
+            if let Some(r) = self.log_refusal(tid) {
+                self.note_log_refusal();
+                return refused(self, r);
+            }
+        }
         let offset = self.store(tid, time_ms, key, payload);
         if let Some(c) = self.conns.get_mut(conn.index()) {
             c.msgs_in += 1;
@@ -98,6 +104,9 @@ impl Engine {
         let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
         self.seq += 1;
         let t = &mut self.topics[tid.0 as usize];
+        // A topic's stored times never go back, whatever the wall clock does.
+        let time_ms = time_ms.max(t.last_time);
+        t.last_time = time_ms;
         // Make room first, so the evicted buffer can carry the new message.
         let (max_n, max_b) = (self.limits.ring_messages, self.limits.ring_bytes);
         while !t.ring.is_empty() && (t.ring.len() >= max_n || t.ring.bytes() + cost > max_b) {
@@ -107,6 +116,10 @@ impl Engine {
             self.stored -= 1;
             self.stats.evicted_ring += 1;
             self.pool.give(old.into_buffer());
+        }
+        // Out of memory is out of retention, unless the topic is on disk.
+        if !t.settings.persist {
+            t.disk_first = t.ring.first();
         }
         let entry = Entry::new(
             self.pool.take(key.len() + payload.len()),
@@ -118,6 +131,15 @@ impl Engine {
         debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
+        if t.settings.persist {
+            if let Some(log) = self.log.as_mut() {
+                let key = (!key.is_empty()).then_some(key);
+                log.append_message(&t.name, offset, self.seq, time_ms, key, payload);
+                if log.sync_always() {
+                    self.confirm_gate = Some(log.position());
+                }
+            }
+        }
         self.used_bytes += cost;
         self.stored += 1;
         self.budget_queue.push_back((tid, offset));
@@ -178,6 +200,9 @@ impl Engine {
                     self.stats.evicted_memory += 1;
                     self.pool.give(old.into_buffer());
                 }
+                if !t.settings.persist {
+                    t.disk_first = t.ring.first();
+                }
             }
         }
     }
@@ -210,6 +235,18 @@ impl Engine {
     /// Creates a topic and attaches every subscription whose filter matches it, starting
     /// at offset 0: all of a new topic's messages are new to existing subscribers.
     fn create_topic(&mut self, topic: Topic<'_>) -> Result<TopicId, Refusal> {
+        let tid = self.create_topic_at(topic, 0)?;
+        self.persist_topic_state(tid);
+        Ok(tid)
+    }
+
+    /// Creates a topic whose next message gets offset `next` (0 for a new topic; a
+    /// restored one continues where it was).
+    pub(super) fn create_topic_at(
+        &mut self,
+        topic: Topic<'_>,
+        next: u64,
+    ) -> Result<TopicId, Refusal> {
         let name = topic.as_str();
         if self.topics.len() >= self.limits.max_topics {
             return Err(Refusal::new(
@@ -223,19 +260,9 @@ impl Engine {
             ));
         }
         let tid = TopicId(self.topics.len() as u32);
-        self.topics.push(TopicState {
-            name: name.into(),
-            ring: Default::default(),
-            watchers: Vec::new(),
-            created_seq: self.seq,
-            published: 0,
-            delivered: 0,
-            lag_missed: 0,
-            evicted: 0,
-            waits: Vec::new(),
-            sampled: (0, 0),
-            rates: (0.0, 0.0),
-        });
+        let settings = self.settings_for(name);
+        self.topics
+            .push(TopicState::new(name, self.seq, next, settings));
         self.by_name.insert(name.into(), tid);
         let matching: Vec<_> = self
             .subs
@@ -245,10 +272,10 @@ impl Engine {
             .map(|(k, _)| super::SubId(k as u32))
             .collect();
         for sub in matching {
-            self.attach(sub, tid, 0, 0);
+            self.attach(sub, tid, next, 0);
         }
         for g in self.groups_matching(name) {
-            self.attach_group(g, tid, 0);
+            self.attach_group(g, tid, next);
         }
         Ok(tid)
     }

@@ -74,6 +74,14 @@ pub(crate) struct Ring {
 }
 
 impl Ring {
+    /// An empty ring whose first message gets offset `next` (a topic restored from disk).
+    pub(crate) fn starting_at(next: u64) -> Ring {
+        Ring {
+            first: next,
+            ..Ring::default()
+        }
+    }
+
     /// Offset of the oldest stored message (equal to `next` when empty).
     pub(crate) fn first(&self) -> u64 {
         self.first

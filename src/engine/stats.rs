@@ -46,6 +46,12 @@ pub struct Stats {
     pub auth_blocked: u64,
     /// Encrypted records that failed to open (each closed its connection).
     pub records_rejected: u64,
+    /// Messages dropped by a topic's retention on disk (count, bytes, age).
+    pub expired: u64,
+    /// Messages dropped to keep the disk within its budget (`--disk`).
+    pub evicted_disk: u64,
+    /// Reads of messages back from disk, for cursors behind the memory rings.
+    pub disk_reads: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -69,6 +75,9 @@ impl Default for Stats {
             auth_failures: 0,
             auth_blocked: 0,
             records_rejected: 0,
+            expired: 0,
+            evicted_disk: 0,
+            disk_reads: 0,
             errors: [0; CODE_SLOTS],
         }
     }

@@ -43,6 +43,9 @@ pub(super) struct Cursor {
     /// Whether the cursor is in its connection's ready queue.
     pub(super) queued: bool,
     pub(super) role: Role,
+    /// Messages with a broker sequence number up to this one are passed over silently
+    /// (a resumed subscription whose start the log only knew roughly); 0 for none.
+    pub(super) skip_seq: u64,
 }
 
 /// Something to send to a subscriber, borrowed from the ring.
@@ -174,19 +177,32 @@ impl Engine {
         };
         for tid in matched {
             let t = &self.topics[tid.0 as usize];
-            let ring = &t.ring;
+            // Retained on disk or in memory: a subscription may start anywhere in it.
+            let (first, next) = (t.disk_first.min(t.ring.first()), t.ring.next());
+            let mut skip_seq = 0;
             let (start, lag) = match resume_at(&t.name) {
-                Some(next) => (next.min(ring.next()), 0),
+                Some(n) => (n.min(next), 0),
                 None => match from {
-                    Start::Latest => (ring.next(), 0),
-                    Start::Earliest => (ring.first(), 0),
-                    Start::Offset(n) => (n.min(ring.next()), 0),
-                    Start::Last(n) => (ring.next().saturating_sub(n).max(ring.first()), 0),
+                    Start::Latest => (next, 0),
+                    Start::Earliest => (first, 0),
+                    Start::Offset(n) => (n.min(next), 0),
+                    Start::Last(n) => (next.saturating_sub(n).max(first), 0),
                     Start::AfterSeq(s) if t.created_seq >= s => (0, 0),
-                    Start::AfterSeq(s) => ring.after_seq(s),
+                    Start::AfterSeq(s)
+                        if first == t.ring.first() || t.ring.get(first).is_some() =>
+                    {
+                        t.ring.after_seq(s)
+                    }
+                    Start::AfterSeq(s) => {
+                        // Partly on disk: start where the log may still hold what came
+                        // after `s`, and pass over the rest as it is read.
+                        skip_seq = s;
+                        (self.offset_after_seq(tid, s), 0)
+                    }
                 },
             };
-            self.attach(key, tid, start, lag);
+            let ck = self.attach(key, tid, start, lag);
+            self.cursors[ck.0 as usize].skip_seq = skip_seq;
         }
         Ok(self.seq)
     }
@@ -236,7 +252,7 @@ impl Engine {
     }
 
     /// Gives subscription `sub` a cursor on topic `tid` starting at offset `start`.
-    pub(super) fn attach(&mut self, sub: SubId, tid: TopicId, start: u64, lag: u64) {
+    pub(super) fn attach(&mut self, sub: SubId, tid: TopicId, start: u64, lag: u64) -> CursorId {
         let s = &mut self.subs[sub.0 as usize];
         let ck = CursorId(self.cursors.insert(Cursor {
             conn: s.conn,
@@ -246,6 +262,7 @@ impl Engine {
             lag,
             queued: false,
             role: Role::Sub,
+            skip_seq: 0,
         }) as u32);
         s.cursors.push(ck);
         let t = &mut self.topics[tid.0 as usize];
@@ -253,6 +270,7 @@ impl Engine {
         if start < t.ring.next() || lag > 0 {
             self.queue_cursor(ck);
         }
+        ck
     }
 
     /// Ends subscription `sub` of `conn`.
@@ -316,6 +334,7 @@ impl Engine {
             return false;
         };
         let (mut msgs, mut bytes) = (0u64, 0u64);
+        let mut need_read: Vec<(TopicId, u64, CursorId)> = Vec::new();
         let more = 'cursors: loop {
             let Some(&ck) = c.ready.front() else {
                 break false;
@@ -347,13 +366,15 @@ impl Engine {
                                     continue;
                                 };
                                 let t = &mut self.topics[topic.0 as usize];
-                                // Gone from the ring: its ack timeout puts it back, as lag.
-                                if t.ring.get(offset).is_none() {
+                                // Gone from memory meanwhile (a window of messages read
+                                // back was dropped): its ack timeout puts it back.
+                                if t.ring.get(offset).is_none() && t.cache.get(offset).is_none() {
                                     continue;
                                 }
                                 t.delivered += 1;
                                 let t = &self.topics[topic.0 as usize];
-                                let Some(e) = t.ring.get(offset) else {
+                                let Some(e) = t.ring.get(offset).or_else(|| t.cache.get(offset))
+                                else {
                                     continue;
                                 };
                                 msgs += 1;
@@ -383,11 +404,24 @@ impl Engine {
                 c.ready.pop_front();
                 continue;
             }
-            let t = &mut self.topics[cur.topic.0 as usize];
-            let first = t.ring.first();
+            let tid = cur.topic;
+            let t = &mut self.topics[tid.0 as usize];
+            // Below what is retained (in memory or on disk): told as lag.
+            let first = t.disk_first.min(t.ring.first());
             if cur.next < first {
                 cur.lag += first - cur.next;
                 cur.next = first;
+            }
+            if cur.next < t.ring.first() {
+                if let Some(&(_, end)) = t
+                    .holes
+                    .iter()
+                    .find(|&&(a, b)| a <= cur.next && cur.next < b)
+                {
+                    // Lost to damage on disk.
+                    cur.lag += end - cur.next;
+                    cur.next = end;
+                }
             }
             if cur.lag > 0 {
                 let missed = std::mem::take(&mut cur.lag);
@@ -406,7 +440,13 @@ impl Engine {
                 }
             }
             let mut n = 0u32;
-            while let Some(e) = t.ring.get(cur.next) {
+            // From the ring, or, behind it, from what was read back from disk.
+            while let Some(e) = t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) {
+                if e.seq <= cur.skip_seq {
+                    cur.next += 1;
+                    continue;
+                }
+                cur.skip_seq = 0;
                 let payload = e.payload();
                 let d = Delivery::Message {
                     sub: cur.sub_id,
@@ -445,10 +485,18 @@ impl Engine {
             msgs += u64::from(n);
             cur.queued = false;
             c.ready.pop_front();
+            if cur.next < t.ring.first() {
+                // Behind the ring and not in memory: read back from disk; the cursor is
+                // queued again when the read comes.
+                need_read.push((tid, cur.next, ck));
+            }
         };
         c.msgs_out += msgs;
         self.stats.delivered += msgs;
         self.stats.bytes_delivered += bytes;
+        for (tid, offset, ck) in need_read {
+            self.want(tid, offset, Some(ck));
+        }
         more
     }
 }

@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::Edge;
 use super::answer::{Answer, HttpError};
-use super::routes::{Request, check_backoff, note_auth, publish_as};
+use super::routes::{Outcome, Request, Waiting, check_backoff, note_auth, publish_as};
 use crate::auth::Rules;
 
 #[derive(serde::Deserialize)]
@@ -102,17 +102,17 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Handles a micro-mq producer request; `wait` for the synchronous route.
-pub(crate) fn product(edge: &Edge, req: &Request<'_>, wait: bool) -> Answer {
+pub(crate) fn product(edge: &Edge, req: &Request<'_>, wait: bool) -> Outcome {
     match product_inner(edge, req, wait) {
-        Ok(a) => a,
+        Ok(o) => o,
         Err(e) => {
             edge.count_error(e.code);
-            failed(&e)
+            Outcome::Answer(failed(&e))
         }
     }
 }
 
-fn product_inner(edge: &Edge, req: &Request<'_>, wait: bool) -> Result<Answer, HttpError> {
+fn product_inner(edge: &Edge, req: &Request<'_>, wait: bool) -> Result<Outcome, HttpError> {
     let form: Form = serde_json::from_slice(&req.body).map_err(|e| {
         HttpError::new(
             400,
@@ -160,12 +160,17 @@ fn product_inner(edge: &Edge, req: &Request<'_>, wait: bool) -> Result<Answer, H
         ));
     }
     let key = (!form.key.is_empty()).then_some(form.key.as_bytes());
-    let (offset, _) = publish_as(edge, &form.topic, key, &payload)?;
+    let p = publish_as(edge, &form.topic, key, &payload)?;
     Ok(if wait {
-        answer(200, "Accepted", offset, "", None)
+        let a = answer(200, "Accepted", p.offset, "", None);
+        // The synchronous form means stored: on disk with `--sync always`.
+        match p.gate {
+            Some(g) => Outcome::Wait(Waiting::synced(g, a)),
+            None => Outcome::Answer(a),
+        }
     } else {
         // micro-mq's asynchronous form answers without an offset.
-        answer(202, "Accepted", 0, "queued", None)
+        Outcome::Answer(answer(202, "Accepted", 0, "queued", None))
     })
 }
 

@@ -151,7 +151,7 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
                 return Err(HttpError::method_not_allowed("POST"));
             }
             let wait = segments.len() == 3;
-            Ok(Outcome::Answer(super::micromq::product(edge, &req, wait)))
+            Ok(super::micromq::product(edge, &req, wait))
         }
         [""]
         | ["index.html"]
@@ -185,6 +185,8 @@ pub(crate) fn refusal(r: &crate::engine::Refusal) -> HttpError {
         ErrorCode::SUBSCRIPTION_LIMIT => (503, "subscription_limit"),
         ErrorCode::BAD_GROUP => (400, "bad_group"),
         ErrorCode::UNKNOWN_DELIVERY => (409, "unknown_delivery"),
+        ErrorCode::STORAGE_FULL => (507, "storage_full"),
+        ErrorCode::STORAGE_FAILED => (507, "storage_failed"),
         _ => (500, "internal"),
     };
     HttpError::new(status, code, r.message.clone())
@@ -320,8 +322,18 @@ fn authenticate(edge: &Edge, req: &Request<'_>) -> Result<Caller, HttpError> {
     }
 }
 
-/// A publish waiting for a subscriber to get its message (`wait=delivered`).
+/// A publish waiting before it is answered: for the log's sync (`--sync always`: a
+/// 200 means on disk), then for a subscriber to get its message (`wait=delivered`).
 pub(crate) struct Waiting {
+    /// The log position to be synced first.
+    gate: Option<u64>,
+    delivered: Option<Delivered>,
+    /// The answer when there is no delivery to wait for.
+    answer: Answer,
+}
+
+/// A `wait=delivered`.
+pub(crate) struct Delivered {
     id: WaitId,
     topic: String,
     deadline: Instant,
@@ -330,39 +342,70 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    /// Waits for the delivery or the deadline: 200 with `"delivered": true`, or 504
-    /// with the offset.
+    /// `answer` once the log is synced up to `gate`.
+    pub(crate) fn synced(gate: u64, answer: Answer) -> Waiting {
+        Waiting {
+            gate: Some(gate),
+            delivered: None,
+            answer,
+        }
+    }
+
+    /// Waits for the sync, then for the delivery or the deadline: 200 with
+    /// `"delivered": true`, or 504 with the offset.
     pub(crate) async fn wait(self, edge: &Edge) -> Answer {
         use futures_lite::FutureExt;
-        let id = self.id;
+        if let Some(gate) = self.gate {
+            futures_lite::future::poll_fn(|cx| {
+                if edge.shared.engine.borrow().log_synced() >= gate {
+                    std::task::Poll::Ready(())
+                } else {
+                    edge.shared.wait_store(cx);
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
+        let Some(d) = self.delivered else {
+            return self.answer;
+        };
+        let id = d.id;
         let delivered = async {
             futures_lite::future::poll_fn(|cx| edge.poll_wait(id, cx)).await;
             true
         }
         .or(async {
-            async_io::Timer::at(self.deadline).await;
+            async_io::Timer::at(d.deadline).await;
             false
         })
         .await;
-        let mut v = self.stored;
+        let mut v = d.stored;
         if delivered {
             v["delivered"] = true.into();
             return Answer::json(200, &v);
         }
         edge.waits.borrow_mut().remove(&id);
-        edge.shared.engine.borrow_mut().cancel_wait(&self.topic, id);
+        edge.shared.engine.borrow_mut().cancel_wait(&d.topic, id);
         let mut e = HttpError::new(
             504,
             "not_delivered",
             format!(
                 "stored, but not handed to any subscriber within {:.1} s",
-                self.wait.as_secs_f64()
+                d.wait.as_secs_f64()
             ),
         );
         e.extra = Some(v);
         edge.count_error(e.code);
         Answer::error(&e)
     }
+}
+
+/// A message stored by an HTTP publish: its offset, time, and the log position its
+/// answer must wait for (`--sync always`).
+pub(crate) struct Stored {
+    pub(crate) offset: u64,
+    pub(crate) time_ms: u64,
+    pub(crate) gate: Option<u64>,
 }
 
 /// Stores a message published over HTTP (by an authenticated caller); the edge has no
@@ -372,14 +415,20 @@ pub(crate) fn publish_as(
     topic: &str,
     key: Option<&[u8]>,
     payload: &[u8],
-) -> Result<(u64, u64), HttpError> {
+) -> Result<Stored, HttpError> {
     let time_ms = edge.shared.wall_ms();
     let mut engine = edge.shared.engine.borrow_mut();
     // Group deadlines count from now, also when only HTTP clients are about.
     engine.advance_clock(edge.shared.mono_ms());
     let r = engine.handle_publish(ConnId::EDGE, time_ms, topic, key, payload);
+    let gate = engine.take_confirm_gate();
     edge.shared.wake_others(&mut engine, None);
-    r.map(|offset| (offset, time_ms)).map_err(|e| refusal(&e))
+    r.map(|offset| Stored {
+        offset,
+        time_ms,
+        gate,
+    })
+    .map_err(|e| refusal(&e))
 }
 
 fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, HttpError> {
@@ -411,24 +460,32 @@ fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, H
         }
     };
     let key = req.head.header("X-Key").filter(|k| !k.is_empty());
-    let (offset, time_ms) = publish_as(edge, topic, key, &req.body)?;
-    let stored = json!({"topic": topic, "offset": offset, "time": time_ms});
+    let p = publish_as(edge, topic, key, &req.body)?;
+    let stored = json!({"topic": topic, "offset": p.offset, "time": p.time_ms});
     let Some(wait) = wait else {
-        return Ok(Outcome::Answer(Answer::json(200, &stored)));
+        let answer = Answer::json(200, &stored);
+        return Ok(match p.gate {
+            Some(g) => Outcome::Wait(Waiting::synced(g, answer)),
+            None => Outcome::Answer(answer),
+        });
     };
     let id = edge
         .shared
         .engine
         .borrow_mut()
-        .handle_wait_delivered(ConnId::EDGE, topic, offset)
+        .handle_wait_delivered(ConnId::EDGE, topic, p.offset)
         .map_err(|e| refusal(&e))?;
     edge.waits.borrow_mut().insert(id, (None, false));
     Ok(Outcome::Wait(Waiting {
-        id,
-        topic: topic.to_string(),
-        deadline: Instant::now() + wait,
-        wait,
-        stored,
+        gate: p.gate,
+        delivered: Some(Delivered {
+            id,
+            topic: topic.to_string(),
+            deadline: Instant::now() + wait,
+            wait,
+            stored,
+        }),
+        answer: Answer::empty(200),
     }))
 }
 

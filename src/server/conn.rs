@@ -201,6 +201,14 @@ impl ConnIo {
         let id = self.session.conn();
         for _ in 0..ROUNDS {
             let mut progress = false;
+            if self.session.holds() {
+                // Confirmations waiting for the log's sync (`--sync always`).
+                let synced = shared.engine.borrow().log_synced();
+                self.session.release(synced, out);
+                if self.session.holds() {
+                    shared.wait_store(cx);
+                }
+            }
             if self.closing.is_none() {
                 let reason = shared.engine.borrow().close_reason(id);
                 if let Some(code) = reason {
@@ -260,6 +268,8 @@ impl ConnIo {
             if !from_pending && out.is_empty() && self.closing.is_none() {
                 let mut engine = shared.engine.borrow_mut();
                 self.session.poll_output(&mut engine, out, WRITE_HIGH);
+                // Deliveries may have asked for reads from disk.
+                shared.wake_store_if_needed(&mut engine);
             }
             let bytes = if from_pending {
                 &self.pending[self.written..]
@@ -318,6 +328,12 @@ impl ConnIo {
         rbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Poll<Result<bool, ()>> {
+        // A disk slower than the publishers holds them back (until the writer catches up)
+        // rather than the broker's memory growing.
+        if shared.engine.borrow().log_congested() {
+            shared.wait_store(cx);
+            return Poll::Pending;
+        }
         let own = self.kept > 0;
         let read = if own {
             let frame_end = self

@@ -59,6 +59,17 @@ pub struct Session {
     token_name: Option<Box<str>>,
     /// The last topic this connection was allowed to publish to (skips the rule check).
     allowed_topic: String,
+    /// Replies held until the log is synced (`--sync always`), and every reply after
+    /// them, in order (boxed: most connections never hold any).
+    held: Option<Box<Held>>,
+}
+
+/// Replies waiting for the log to be synced: encoded frames, and for each confirmation
+/// among them the log position it waits for and where it starts in `frames`.
+#[derive(Debug, Default)]
+struct Held {
+    frames: Vec<u8>,
+    gates: std::collections::VecDeque<(u64, usize)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -88,6 +99,7 @@ impl Session {
             rights: None,
             token_name: None,
             allowed_topic: String::new(),
+            held: None,
         }
     }
 
@@ -105,6 +117,15 @@ impl Session {
     /// has grown past `RECORD_TARGET` is sealed first, so replies to one read never make
     /// a record larger than a client accepts.
     fn emit(&mut self, out: &mut Vec<u8>, frame: &Frame<'_>) {
+        if let Some(h) = &mut self.held {
+            // Behind a confirmation that waits for a sync: replies keep their order.
+            frame.encode(&mut h.frames);
+            return;
+        }
+        self.emit_now(out, frame);
+    }
+
+    fn emit_now(&mut self, out: &mut Vec<u8>, frame: &Frame<'_>) {
         if let Some(c) = &mut self.crypto {
             if c.record_at.is_some_and(|at| out.len() - at > RECORD_TARGET) {
                 if let Some(at) = c.record_at.take() {
@@ -120,6 +141,56 @@ impl Session {
 
     fn emit_error(&mut self, out: &mut Vec<u8>, code: ErrorCode, req: u32, message: &str) {
         self.emit(out, &Frame::Error(ErrorFrame { code, req, message }));
+    }
+
+    /// Holds `frame` (a confirmation) until the log is synced up to `gate`.
+    fn hold(&mut self, gate: u64, frame: &Frame<'_>) {
+        let h = self.held.get_or_insert_with(Box::default);
+        h.gates.push_back((gate, h.frames.len()));
+        frame.encode(&mut h.frames);
+    }
+
+    /// Whether replies wait for a sync.
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Lets go the replies whose syncs are done (`synced`: the log position synced),
+    /// appending them to `out`.
+    pub fn release(&mut self, synced: u64, out: &mut Vec<u8>) {
+        let Some(h) = &mut self.held else {
+            return;
+        };
+        while h.gates.front().is_some_and(|&(gate, _)| gate <= synced) {
+            h.gates.pop_front();
+        }
+        // Everything before the first confirmation still waiting may go.
+        let upto = h.gates.front().map_or(h.frames.len(), |&(_, start)| start);
+        if upto == 0 {
+            return;
+        }
+        let Some(h) = self.held.take() else { return };
+        let mut h = h;
+        let rest = h.frames.split_off(upto);
+        let done = std::mem::replace(&mut h.frames, rest);
+        let shift = upto;
+        for g in &mut h.gates {
+            g.1 -= shift;
+        }
+        // Whole frames, decoded again only to be emitted in a record when encrypted.
+        let mut pos = 0;
+        while pos < done.len() {
+            match wire::decode(&done[pos..], usize::MAX) {
+                Ok(Decoded::Frame(f, n)) => {
+                    self.emit_now(out, &f);
+                    pos += n;
+                }
+                _ => break,
+            }
+        }
+        if !h.gates.is_empty() || !h.frames.is_empty() {
+            self.held = Some(h);
+        }
     }
 
     /// Seals the record being filled in `out`, if any. Call before `out` leaves.
@@ -305,10 +376,16 @@ impl Session {
                     return Ok(());
                 }
                 match engine.handle_publish(self.conn, time_ms, p.topic, p.key, p.payload) {
-                    Ok(offset) if p.req != 0 => {
-                        self.emit(out, &Frame::Published(Published { req: p.req, offset }))
+                    Ok(offset) => {
+                        // With `--sync always` a confirmation goes once it is on disk.
+                        let gate = engine.take_confirm_gate();
+                        let reply = Frame::Published(Published { req: p.req, offset });
+                        match gate {
+                            _ if p.req == 0 => {}
+                            Some(g) => self.hold(g, &reply),
+                            None => self.emit(out, &reply),
+                        }
                     }
-                    Ok(_) => {}
                     Err(r) => self.emit_error(out, r.code, p.req, &r.message),
                 }
             }

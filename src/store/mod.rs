@@ -1,0 +1,1583 @@
+//! Durable topics: one append-only log on disk behind every persisted topic.
+//!
+//! [`Log`] is the store's front, on the executor and without IO of its own: the engine
+//! appends records to it (encoded into a batch in memory), and it says what the
+//! [`io`] threads must do — write a batch, sync, start or delete a segment, read a
+//! range back for a cursor behind the memory ring — and takes their completions. The
+//! threads do the IO; the executor never waits for a disk.
+//!
+//! Why one log for all topics rather than a file per topic: an edge broker has many
+//! small topics (a sensor each), and one log makes their writes one sequential stream
+//! with one `fsync` per sync interval whatever the number of topics, where per-topic
+//! files would sync (and wear a flash page) per topic, and hold a file descriptor each.
+//! The cost is that a quiet topic with long retention keeps old segments alive: such a
+//! segment, once mostly dead, is compacted (its live records copied to the head) and
+//! deleted. Retention drops whole segments; nothing is rewritten on a timer.
+//!
+//! Layout of a data directory: `lock` (held with `flock` while a broker runs), `meta`
+//! (format version, broker id, sequence epoch), `log/<no>.seg` (segments, see
+//! [`format`]) and `log/<no>.idx` (their summaries, see [`segment`]).
+
+pub(crate) mod format;
+pub(crate) mod io;
+pub(crate) mod recover;
+pub(crate) mod segment;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use format::{GroupRecord, Record, Records};
+use io::{Done, ReadCmd, WriteCmd};
+use segment::{GroupChange, Noted, SegmentInfo};
+
+/// Why the store cannot open or go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another broker holds the data directory.
+    Locked(String),
+    /// The data was written by a newer mote.
+    Newer {
+        /// The directory.
+        dir: String,
+        /// The format found.
+        version: u32,
+    },
+    /// A file operation failed.
+    Io(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Locked(dir) => write!(
+                f,
+                "{dir} is in use by another mote broker (two brokers may not share a data directory)"
+            ),
+            StoreError::Newer { dir, version } => write!(
+                f,
+                "{dir} holds data in format {version}, written by a newer mote; this mote reads up to format {} (upgrade mote, or point --data elsewhere)",
+                format::VERSION
+            ),
+            StoreError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// When the log is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// After every batch; a confirmed publish is answered after the sync that covers it
+    /// (group commit: publishes arriving during a sync share the next one).
+    Always,
+    /// At most this many milliseconds after a write.
+    Every(u64),
+    /// When the OS decides (and at a clean shutdown).
+    Never,
+}
+
+/// How the log runs.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// When to sync.
+    pub sync: SyncPolicy,
+    /// Bytes all segments may take together (`--disk`).
+    pub disk: u64,
+    /// A segment is closed past this size ...
+    pub segment_bytes: u64,
+    /// ... or this age (so age-based retention has a grain).
+    pub segment_ms: u64,
+    /// A batch is written once it holds this much ...
+    pub batch_bytes: usize,
+    /// ... or this long after its first record.
+    pub batch_ms: u64,
+    /// Bytes handed to the writer and not written yet above which publishers should
+    /// be held back (a slow card must slow publishers, not grow memory).
+    pub backlog: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            sync: SyncPolicy::Every(1_000),
+            disk: 1 << 30,
+            segment_bytes: 16 << 20,
+            segment_ms: 3_600_000,
+            batch_bytes: 64 << 10,
+            batch_ms: 5,
+            backlog: 32 << 20,
+        }
+    }
+}
+
+/// A topic found on disk at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredTopic {
+    /// Its name.
+    pub name: String,
+    /// The oldest offset retained.
+    pub first: u64,
+    /// The offset its next message gets.
+    pub next: u64,
+    /// The newest store time among its messages (its stored times never go back).
+    pub last_time: u64,
+}
+
+/// A durable group found on disk, its topics by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredGroup {
+    /// Its name.
+    pub name: String,
+    /// Its filter.
+    pub filter: String,
+    /// Its settings.
+    pub ack_timeout_ms: u64,
+    /// Its settings.
+    pub max_deliveries: u32,
+    /// Its settings.
+    pub prefetch: u32,
+    /// `(topic, next offset)`.
+    pub cursors: Vec<(String, u64)>,
+    /// `(topic, offset, deliveries made)`: handed out and never acked.
+    pub pending: Vec<(String, u64, u32)>,
+}
+
+/// What opening a data directory found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The broker's id, kept across restarts.
+    pub broker_id: u64,
+    /// The first broker-wide sequence number of this run: above every one given out
+    /// before.
+    pub seq_base: u64,
+    /// Topics with their offsets.
+    pub topics: Vec<RecoveredTopic>,
+    /// Durable groups.
+    pub groups: Vec<RecoveredGroup>,
+    /// Bytes stored.
+    pub disk_bytes: u64,
+    /// Damaged regions skipped, torn bytes cut, segments set aside.
+    pub skipped: u64,
+    /// See `skipped`.
+    pub truncated: u64,
+    /// See `skipped`.
+    pub bad_segments: u64,
+    /// What recovery did, one line each, for the log.
+    pub notes: Vec<String>,
+}
+
+/// A message read back from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskMessage {
+    /// Its offset.
+    pub offset: u64,
+    /// Its broker-wide sequence number.
+    pub seq: u64,
+    /// When it was stored (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why the log refuses appends for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The disk is full, or the disk budget is taken by data that may not be dropped.
+    Full(String),
+    /// Writing failed otherwise (a read-only file system, an IO error).
+    Failed(String),
+}
+
+/// What the engine learns from a completion.
+#[derive(Debug)]
+pub enum Completion {
+    /// Nothing the engine must act on.
+    None,
+    /// Synced up to a new position: confirmations waiting for it may go.
+    Synced,
+    /// Messages read back for `topic` from `from` on (empty: nothing could be read
+    /// there; the offsets up to `skip_to` are lost to damage).
+    Read {
+        /// The topic.
+        topic: String,
+        /// The offset asked for.
+        from: u64,
+        /// What was read, contiguous from `from`.
+        messages: Vec<DiskMessage>,
+        /// Offsets before this one could not be read (damage): skip them.
+        skip_to: Option<u64>,
+    },
+    /// Writing failed: appends are refused until a retry succeeds.
+    Failed,
+}
+
+/// What the log holds of one topic.
+#[derive(Debug, Clone)]
+struct TopicDisk {
+    name: Box<str>,
+    /// The oldest offset retained (records below it are dead).
+    first: u64,
+    /// The offset after the newest stored.
+    next: u64,
+    last_time: u64,
+    /// Segments holding runs of it, ascending.
+    segs: Vec<u64>,
+    /// The newest segment holding any record of it.
+    last_seg: u64,
+}
+
+/// A read in progress.
+#[derive(Debug, Clone)]
+struct PendingRead {
+    topic: u64,
+    from: u64,
+    no: u64,
+    pos: u64,
+    len: usize,
+    /// For a compaction: the whole segment.
+    compact: bool,
+}
+
+/// A batch handed to the writer and not yet reported written.
+#[derive(Debug)]
+struct Inflight {
+    /// Log position after it.
+    upto: u64,
+    no: u64,
+    /// Where it starts in its segment.
+    at: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// Counters of the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Bytes of all segments.
+    pub disk_bytes: u64,
+    /// Bytes handed to the writer and not synced yet.
+    pub unsynced_bytes: u64,
+    /// Milliseconds since the oldest unsynced write (0 when all is synced).
+    pub unsynced_age_ms: u64,
+    /// Syncs done.
+    pub fsyncs: u64,
+    /// Batch bytes written.
+    pub bytes_written: u64,
+    /// Segments.
+    pub segments: u64,
+    /// Segments compacted (their live records copied forward).
+    pub compactions: u64,
+    /// Messages dropped because the disk budget was reached.
+    pub evicted_disk: u64,
+    /// Appends refused because of a storage failure.
+    pub refused: u64,
+    /// Damaged regions skipped (at recovery and in reads).
+    pub skipped: u64,
+}
+
+/// The store's front; see the module docs.
+pub struct Log {
+    dir: PathBuf,
+    cfg: LogConfig,
+    /// Every segment, oldest first; the last is the one appended to.
+    segments: Vec<SegmentInfo>,
+    /// Bytes of the active segment with every handed batch in.
+    active_len: u64,
+    active_since_ms: Option<u64>,
+    /// Topic ids defined in the active segment.
+    defined: HashSet<u64>,
+    ids: HashMap<Box<str>, u64>,
+    names: HashMap<u64, Box<str>>,
+    topics: HashMap<u64, TopicDisk>,
+    next_id: u64,
+    /// Groups whose newest record is in segment `.0`, with that record.
+    groups: HashMap<Box<str>, (u64, GroupRecord)>,
+    /// The batch being filled (its header reserved), and since when.
+    batch: Vec<u8>,
+    batch_since_ms: Option<u64>,
+    /// Log positions: bytes handed to the writer, written, synced, and asked to sync.
+    handed: u64,
+    written: u64,
+    synced: u64,
+    sync_asked: u64,
+    /// When the oldest byte not synced was handed.
+    unsynced_since_ms: Option<u64>,
+    inflight: VecDeque<Inflight>,
+    cmds: Vec<WriteCmd>,
+    reads: Vec<ReadCmd>,
+    pending_reads: HashMap<u64, PendingRead>,
+    next_read: u64,
+    /// Reads that must wait until their bytes are written.
+    reads_waiting: Vec<(u64, u64)>,
+    failure: Option<Failure>,
+    retry_at_ms: u64,
+    /// Whether the budget is taken by data that may not be dropped (`discard = new`).
+    full_for_new: bool,
+    compacting: Option<u64>,
+    stats: LogStats,
+    now_ms: u64,
+}
+
+/// A topic's retention, as the engine resolves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Messages kept at most.
+    pub max_messages: Option<u64>,
+    /// Message bytes kept at most (to the average message size).
+    pub max_bytes: Option<u64>,
+    /// Messages older than this many milliseconds are dropped.
+    pub max_age_ms: Option<u64>,
+    /// At the disk budget, refuse its publishes rather than drop its oldest data.
+    pub discard_new: bool,
+}
+
+/// A topic's retained range moved: offsets before `first` are gone, `expired` of them
+/// by age or retention, `evicted` by the disk budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trim {
+    /// The topic.
+    pub topic: String,
+    /// Its new first offset.
+    pub first: u64,
+    /// Messages dropped by its retention (count, age, bytes).
+    pub expired: u64,
+    /// Messages dropped by the disk budget.
+    pub evicted: u64,
+}
+
+impl Log {
+    /// Opens (and recovers) the data directory `dir`, creating it if needed. Blocking
+    /// file IO: at startup only. `fresh_id` is the broker id if the directory has none.
+    pub fn open(dir: &Path, cfg: LogConfig, fresh_id: u64) -> Result<(Log, Opened), StoreError> {
+        let io_err = |what: &str, e: std::io::Error| StoreError::Io(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_err(&format!("cannot create {}", dir.display()), e))?;
+        let lock = recover::lock(dir)?;
+        let mut notes = Vec::new();
+        let meta = recover::meta(dir, fresh_id, &mut notes)?;
+        let logdir = dir.join("log");
+        std::fs::create_dir_all(&logdir)
+            .map_err(|e| io_err(&format!("cannot create {}", logdir.display()), e))?;
+        let rec = recover::segments(&logdir)?;
+        notes.extend(rec.notes);
+        let mut log = Log {
+            dir: logdir,
+            cfg,
+            segments: Vec::new(),
+            active_len: format::SEGMENT_HEADER as u64,
+            active_since_ms: None,
+            defined: HashSet::new(),
+            ids: HashMap::new(),
+            names: HashMap::new(),
+            topics: HashMap::new(),
+            next_id: 1,
+            groups: HashMap::new(),
+            batch: Vec::new(),
+            batch_since_ms: None,
+            handed: 0,
+            written: 0,
+            synced: 0,
+            sync_asked: 0,
+            unsynced_since_ms: None,
+            inflight: VecDeque::new(),
+            cmds: Vec::new(),
+            reads: Vec::new(),
+            pending_reads: HashMap::new(),
+            next_read: 1,
+            reads_waiting: Vec::new(),
+            failure: None,
+            retry_at_ms: 0,
+            full_for_new: false,
+            compacting: None,
+            stats: LogStats {
+                skipped: rec.skipped,
+                ..LogStats::default()
+            },
+            now_ms: 0,
+        };
+        // Topic ids are the log's own, stable for the life of the directory.
+        for s in &rec.segments {
+            for (id, name) in &s.names {
+                log.next_id = log.next_id.max(id + 1);
+                log.ids.entry(name.as_str().into()).or_insert(*id);
+            }
+        }
+        let mut topics: HashMap<u64, TopicDisk> = HashMap::new();
+        let by_id: HashMap<u64, Box<str>> = log.ids.iter().map(|(n, i)| (*i, n.clone())).collect();
+        for s in &rec.segments {
+            for t in &s.topics {
+                let Some(name) = by_id.get(&t.id) else {
+                    continue;
+                };
+                let d = topics.entry(t.id).or_insert_with(|| TopicDisk {
+                    name: name.clone(),
+                    first: u64::MAX,
+                    next: 0,
+                    last_time: 0,
+                    segs: Vec::new(),
+                    last_seg: s.no,
+                });
+                for r in &t.runs {
+                    d.first = d.first.min(r.first);
+                    d.next = d.next.max(r.last + 1);
+                    d.last_time = d.last_time.max(r.last_time);
+                }
+                if !t.runs.is_empty() && d.segs.last() != Some(&s.no) {
+                    d.segs.push(s.no);
+                }
+                d.last_seg = s.no;
+            }
+            for &(id, first, next) in &s.states {
+                let Some(name) = by_id.get(&id) else { continue };
+                let d = topics.entry(id).or_insert_with(|| TopicDisk {
+                    name: name.clone(),
+                    first,
+                    next,
+                    last_time: 0,
+                    segs: Vec::new(),
+                    last_seg: s.no,
+                });
+                if d.first == u64::MAX {
+                    d.first = first;
+                }
+                d.first = d.first.max(first);
+                d.next = d.next.max(next);
+                d.last_seg = s.no;
+            }
+            for g in &s.groups {
+                match g {
+                    GroupChange::State(g) => {
+                        log.groups.insert(g.name.as_str().into(), (s.no, g.clone()));
+                    }
+                    GroupChange::Gone(name) => {
+                        log.groups.remove(name.as_str());
+                    }
+                }
+            }
+        }
+        for d in topics.values_mut() {
+            d.first = d.first.min(d.next);
+        }
+        log.topics = topics;
+        log.names = by_id;
+        log.stats.disk_bytes = rec.segments.iter().map(|s| s.len).sum();
+        log.segments = rec.segments;
+        // This run appends to a segment of its own.
+        let no = log.segments.last().map_or(1, |s| s.no + 1);
+        log.segments.push(SegmentInfo::new(no));
+        log.cmds.push(WriteCmd::Create { no });
+        let opened = Opened {
+            broker_id: meta.broker_id,
+            seq_base: meta.epoch << 40,
+            topics: log
+                .topics
+                .values()
+                .map(|d| RecoveredTopic {
+                    name: d.name.to_string(),
+                    first: d.first,
+                    next: d.next,
+                    last_time: d.last_time,
+                })
+                .collect(),
+            groups: log
+                .groups
+                .values()
+                .map(|(_, g)| log.recovered_group(g))
+                .collect(),
+            disk_bytes: log.stats.disk_bytes,
+            skipped: rec.skipped,
+            truncated: rec.truncated,
+            bad_segments: rec.bad,
+            notes,
+        };
+        // The lock lives as long as the process: leaked on purpose, released by the
+        // kernel when the broker exits, however it exits.
+        std::mem::forget(lock);
+        Ok((log, opened))
+    }
+
+    fn recovered_group(&self, g: &GroupRecord) -> RecoveredGroup {
+        let name = |id: u64| self.names.get(&id).map(|n| n.to_string());
+        RecoveredGroup {
+            name: g.name.clone(),
+            filter: g.filter.clone(),
+            ack_timeout_ms: g.ack_timeout_ms,
+            max_deliveries: g.max_deliveries,
+            prefetch: g.prefetch,
+            cursors: g
+                .cursors
+                .iter()
+                .filter_map(|&(id, next)| Some((name(id)?, next)))
+                .collect(),
+            pending: g
+                .pending
+                .iter()
+                .filter_map(|&(id, o, a)| Some((name(id)?, o, a)))
+                .collect(),
+        }
+    }
+
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The id of topic `name`, defined in the active segment (and created) if needed.
+    fn id_for(&mut self, name: &str) -> u64 {
+        let id = match self.ids.get(name) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.ids.insert(name.into(), id);
+                self.names.insert(id, name.into());
+                id
+            }
+        };
+        if !self.defined.contains(&id) {
+            self.open_batch();
+            format::put_topic(&mut self.batch, id, name);
+            self.defined.insert(id);
+            self.active_mut().names.push((id, name.to_string()));
+        }
+        id
+    }
+
+    fn active_mut(&mut self) -> &mut SegmentInfo {
+        self.segments
+            .last_mut()
+            .unwrap_or_else(|| unreachable!("the log always has an active segment"))
+    }
+
+    fn active_no(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.no)
+    }
+
+    fn open_batch(&mut self) {
+        if self.batch.is_empty() {
+            format::begin_batch(&mut self.batch);
+        }
+    }
+
+    fn topic_mut(&mut self, id: u64, name: &str) -> &mut TopicDisk {
+        let active = self.active_no();
+        self.topics.entry(id).or_insert_with(|| TopicDisk {
+            name: name.into(),
+            first: 0,
+            next: 0,
+            last_time: 0,
+            segs: Vec::new(),
+            last_seg: active,
+        })
+    }
+
+    /// Why appends are refused now, if they are: after a failure until a retry works,
+    /// and for `discard_new` topics while the budget is full of data that stays.
+    pub fn refusal(&self, discard_new: bool) -> Option<Failure> {
+        match &self.failure {
+            Some(f) => Some(f.clone()),
+            None if discard_new && self.full_for_new => Some(Failure::Full(
+                "storage full: the disk budget (--disk) is taken and this topic keeps its data (discard = \"new\")"
+                    .into(),
+            )),
+            None => None,
+        }
+    }
+
+    /// Counts a refused append.
+    pub fn count_refused(&mut self) {
+        self.stats.refused += 1;
+    }
+
+    /// Appends a message of topic `name`. The caller checked [`Log::refusal`].
+    pub fn append_message(
+        &mut self,
+        name: &str,
+        offset: u64,
+        seq: u64,
+        time_ms: u64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let id = self.id_for(name);
+        self.open_batch();
+        let at = self.batch.len();
+        format::put_message(&mut self.batch, id, offset, seq, time_ms, key, payload);
+        let bytes = (self.batch.len() - at) as u64;
+        let pos = self.active_len;
+        let active = self.active_no();
+        self.active_mut().note_message(
+            Noted {
+                id,
+                offset,
+                seq,
+                time_ms,
+                bytes,
+            },
+            pos,
+        );
+        let t = self.topic_mut(id, name);
+        if t.next == 0 && t.segs.is_empty() {
+            t.first = offset;
+        }
+        t.next = offset + 1;
+        t.last_time = t.last_time.max(time_ms);
+        if t.segs.last() != Some(&active) {
+            t.segs.push(active);
+        }
+        t.last_seg = active;
+        if self.batch.len() >= self.cfg.batch_bytes {
+            // Full: to the writer now, whatever the time (poll seals it when it is old).
+            self.seal();
+        }
+    }
+
+    /// Appends topic `name`'s retained range (kept across restarts even when no
+    /// message of it is left).
+    pub fn append_state(&mut self, name: &str, first: u64, next: u64) {
+        let id = self.id_for(name);
+        self.open_batch();
+        format::put_state(&mut self.batch, id, first, next);
+        let active = self.active_no();
+        self.active_mut().states.push((id, first, next));
+        let t = self.topic_mut(id, name);
+        t.first = t.first.max(first);
+        t.next = t.next.max(next);
+        t.last_seg = active;
+    }
+
+    /// Appends a durable group's state.
+    pub fn append_group(&mut self, g: &RecoveredGroup) {
+        let mut rec = GroupRecord {
+            name: g.name.clone(),
+            filter: g.filter.clone(),
+            ack_timeout_ms: g.ack_timeout_ms,
+            max_deliveries: g.max_deliveries,
+            prefetch: g.prefetch,
+            cursors: Vec::with_capacity(g.cursors.len()),
+            pending: Vec::with_capacity(g.pending.len()),
+        };
+        for (t, next) in &g.cursors {
+            let id = self.id_for(t);
+            rec.cursors.push((id, *next));
+        }
+        for (t, o, a) in &g.pending {
+            let id = self.id_for(t);
+            rec.pending.push((id, *o, *a));
+        }
+        self.open_batch();
+        format::put_group(&mut self.batch, &rec);
+        let active = self.active_no();
+        self.active_mut()
+            .groups
+            .push(GroupChange::State(rec.clone()));
+        self.groups.insert(g.name.as_str().into(), (active, rec));
+    }
+
+    /// Appends the end of a durable group.
+    pub fn append_group_gone(&mut self, name: &str) {
+        self.open_batch();
+        format::put_group_gone(&mut self.batch, name);
+        self.active_mut()
+            .groups
+            .push(GroupChange::Gone(name.into()));
+        self.groups.remove(name);
+    }
+
+    /// The log position after everything appended so far: a confirmation of a record
+    /// appended now may go once [`Log::synced`] reaches it.
+    pub fn position(&self) -> u64 {
+        self.handed + self.batch.len() as u64
+    }
+
+    /// The position up to which everything is on disk.
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
+    /// Whether confirmations wait for the sync (`--sync always`).
+    pub fn sync_always(&self) -> bool {
+        self.cfg.sync == SyncPolicy::Always
+    }
+
+    /// Whether publishers should be held back: the writer is behind by more than
+    /// `backlog` bytes.
+    pub fn congested(&self) -> bool {
+        (self.handed - self.written) as usize > self.cfg.backlog
+    }
+
+    /// Hands the open batch to the writer.
+    fn seal(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        format::seal_batch(&mut self.batch, 0);
+        let bytes = Arc::new(std::mem::take(&mut self.batch));
+        self.batch_since_ms = None;
+        let len = bytes.len() as u64;
+        let at = self.active_len;
+        self.handed += len;
+        self.active_len += len;
+        self.active_mut().len = at + len;
+        self.stats.disk_bytes += len;
+        self.unsynced_since_ms.get_or_insert(self.now_ms);
+        self.inflight.push_back(Inflight {
+            upto: self.handed,
+            no: self.active_no(),
+            at,
+            bytes: bytes.clone(),
+        });
+        if self.failure.is_none() {
+            self.cmds.push(WriteCmd::Append {
+                bytes,
+                upto: self.handed,
+            });
+        }
+        if self.active_len >= self.cfg.segment_bytes {
+            self.roll();
+        }
+    }
+
+    /// Closes the active segment (its index written) and starts the next.
+    fn roll(&mut self) {
+        let idx = self
+            .segments
+            .last()
+            .map(segment::encode_idx)
+            .unwrap_or_default();
+        let no = self.active_no();
+        self.cmds.push(WriteCmd::Index { no, bytes: idx });
+        self.segments.push(SegmentInfo::new(no + 1));
+        self.cmds.push(WriteCmd::Create { no: no + 1 });
+        self.active_len = format::SEGMENT_HEADER as u64;
+        self.active_since_ms = None;
+        self.defined.clear();
+        self.stats.disk_bytes += format::SEGMENT_HEADER as u64;
+    }
+
+    /// Time passes (`now_ms`, monotonic): seals a batch that is big or old enough,
+    /// asks for syncs by the policy, retries after a failure. Returns when it wants to be
+    /// polled again at the latest.
+    pub fn poll(&mut self, now_ms: u64) -> Option<u64> {
+        self.now_ms = now_ms;
+        if self.failure.is_some() {
+            if now_ms >= self.retry_at_ms {
+                self.retry();
+            }
+            return Some(self.retry_at_ms);
+        }
+        if !self.batch.is_empty() {
+            let since = *self.batch_since_ms.get_or_insert(now_ms);
+            let due = self.batch.len() >= self.cfg.batch_bytes
+                || now_ms >= since + self.cfg.batch_ms
+                || self.cfg.sync == SyncPolicy::Always;
+            if due {
+                self.seal();
+            }
+        }
+        if self.active_len > format::SEGMENT_HEADER as u64 {
+            let since = *self.active_since_ms.get_or_insert(now_ms);
+            if now_ms >= since + self.cfg.segment_ms && self.batch.is_empty() {
+                self.roll();
+            }
+        }
+        let mut wake = self.batch_since_ms.map(|s| s + self.cfg.batch_ms);
+        match self.cfg.sync {
+            SyncPolicy::Always => {
+                if self.handed > self.sync_asked {
+                    self.cmds.push(WriteCmd::Sync { upto: self.handed });
+                    self.sync_asked = self.handed;
+                }
+            }
+            SyncPolicy::Every(ms) => {
+                if let Some(since) = self.unsynced_since_ms {
+                    if self.handed > self.sync_asked && now_ms >= since + ms {
+                        self.cmds.push(WriteCmd::Sync { upto: self.handed });
+                        self.sync_asked = self.handed;
+                    } else if self.handed > self.sync_asked {
+                        wake = Some(wake.map_or(since + ms, |w| w.min(since + ms)));
+                    }
+                }
+            }
+            SyncPolicy::Never => {}
+        }
+        wake
+    }
+
+    /// Asks for everything appended so far to be written and synced (a clean stop).
+    pub fn flush(&mut self) {
+        self.seal();
+        if self.failure.is_none() && self.handed > self.sync_asked {
+            self.cmds.push(WriteCmd::Sync { upto: self.handed });
+            self.sync_asked = self.handed;
+        }
+    }
+
+    /// Cuts back to what was written and sends everything after again.
+    fn retry(&mut self) {
+        self.retry_at_ms = self.now_ms + 1_000;
+        let Some(first) = self.inflight.front() else {
+            self.failure = None;
+            return;
+        };
+        self.cmds.push(WriteCmd::Truncate {
+            no: first.no,
+            len: first.at,
+            upto: self.written,
+        });
+        let mut seg = first.no;
+        for b in &self.inflight {
+            if b.no != seg {
+                seg = b.no;
+                self.cmds.push(WriteCmd::Create { no: seg });
+            }
+            self.cmds.push(WriteCmd::Append {
+                bytes: b.bytes.clone(),
+                upto: b.upto,
+            });
+        }
+        if self.cfg.sync != SyncPolicy::Never {
+            self.cmds.push(WriteCmd::Sync { upto: self.handed });
+            self.sync_asked = self.handed;
+        }
+        // Optimistic until the writer says otherwise.
+        self.failure = None;
+    }
+
+    /// Whether the log has something for its threads, or a batch to seal: the broker's
+    /// store task should poll it.
+    pub fn needs_poll(&self) -> bool {
+        !self.batch.is_empty() || !self.cmds.is_empty() || !self.reads.is_empty()
+    }
+
+    /// Takes the commands for the writer and the reader.
+    pub(crate) fn take_commands(&mut self, write: &mut Vec<WriteCmd>, read: &mut Vec<ReadCmd>) {
+        write.append(&mut self.cmds);
+        read.append(&mut self.reads);
+    }
+
+    /// Takes a completion of the threads.
+    pub(crate) fn handle(&mut self, done: Done) -> Completion {
+        match done {
+            Done::Written { upto } => {
+                self.written = self.written.max(upto);
+                self.stats.bytes_written = self.written;
+                while self
+                    .inflight
+                    .front()
+                    .is_some_and(|b| b.upto <= self.written)
+                {
+                    self.inflight.pop_front();
+                }
+                // Reads that waited for these bytes can go now.
+                let waiting = std::mem::take(&mut self.reads_waiting);
+                let mut still = Vec::new();
+                for (topic, from) in waiting {
+                    if !self.request_read_id(topic, from) {
+                        still.push((topic, from));
+                    }
+                }
+                self.reads_waiting.extend(still);
+                Completion::None
+            }
+            Done::Synced { upto } => {
+                self.stats.fsyncs += 1;
+                if upto > self.synced {
+                    self.synced = upto;
+                }
+                if self.synced >= self.handed {
+                    self.unsynced_since_ms = None;
+                } else {
+                    self.unsynced_since_ms = Some(self.now_ms);
+                }
+                Completion::Synced
+            }
+            Done::Failed { upto, error } => {
+                self.written = self.written.max(upto);
+                while self
+                    .inflight
+                    .front()
+                    .is_some_and(|b| b.upto <= self.written)
+                {
+                    self.inflight.pop_front();
+                }
+                let full = matches!(error.raw_os_error(), Some(28) | Some(122)); // ENOSPC, EDQUOT
+                let msg = format!("the data directory {}: {error}", self.dir.display());
+                self.failure = Some(if full {
+                    Failure::Full(format!("storage full: {msg}"))
+                } else {
+                    Failure::Failed(format!("storage failed: {msg}"))
+                });
+                self.retry_at_ms = self.now_ms + 1_000;
+                self.sync_asked = self.synced;
+                Completion::Failed
+            }
+            Done::Read { id, bytes } => self.read_done(id, bytes),
+        }
+    }
+
+    /// Why the log refuses appends, as one line, if it does.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            unsynced_bytes: self.handed + self.batch.len() as u64 - self.synced,
+            unsynced_age_ms: self
+                .unsynced_since_ms
+                .map_or(0, |s| self.now_ms.saturating_sub(s)),
+            segments: self.segments.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// The oldest offset of topic `name` retained on disk, and the next.
+    pub fn range(&self, name: &str) -> Option<(u64, u64)> {
+        let id = self.ids.get(name)?;
+        let t = self.topics.get(id)?;
+        Some((t.first, t.next))
+    }
+
+    /// Asks to read topic `name` from `from` on. `false` when nothing of it is on disk
+    /// there (the caller treats those offsets as gone).
+    pub fn request_read(&mut self, name: &str, from: u64) -> bool {
+        let Some(&id) = self.ids.get(name) else {
+            return false;
+        };
+        if self
+            .pending_reads
+            .values()
+            .any(|r| r.topic == id && r.from == from && !r.compact)
+            || self.reads_waiting.contains(&(id, from))
+        {
+            return true;
+        }
+        if self.request_read_id(id, from) {
+            return true;
+        }
+        // Stored but not written yet: once written.
+        let stored = self
+            .topics
+            .get(&id)
+            .is_some_and(|t| from >= t.first && from < t.next);
+        if stored {
+            self.reads_waiting.push((id, from));
+        }
+        stored
+    }
+
+    /// Where offset `from` of topic `id` is: the segment, and the position of the
+    /// batch to read from.
+    fn locate(&self, id: u64, from: u64) -> Option<(u64, u64)> {
+        let t = self.topics.get(&id)?;
+        if from < t.first || from >= t.next {
+            return None;
+        }
+        for &no in t.segs.iter().rev() {
+            let Ok(i) = self.segments.binary_search_by_key(&no, |s| s.no) else {
+                continue;
+            };
+            let seg = &self.segments[i];
+            let Some(st) = seg.topics.iter().find(|st| st.id == id) else {
+                continue;
+            };
+            if let Some(run) = st.runs.iter().find(|r| r.first <= from && from <= r.last) {
+                let k = run.entries.partition_point(|&(o, _)| o <= from);
+                let pos = run.entries[k.saturating_sub(1)].1;
+                return Some((no, pos));
+            }
+        }
+        None
+    }
+
+    /// Bytes of segment `no` written so far.
+    fn written_len(&self, no: u64) -> u64 {
+        match self.inflight.iter().find(|b| b.no == no) {
+            Some(b) => b.at,
+            None => self
+                .segments
+                .binary_search_by_key(&no, |s| s.no)
+                .map_or(0, |i| self.segments[i].len),
+        }
+    }
+
+    /// Bytes read at a time for a cursor.
+    const READ_BYTES: usize = 256 * 1024;
+
+    fn request_read_id(&mut self, id: u64, from: u64) -> bool {
+        let Some((no, pos)) = self.locate(id, from) else {
+            return false;
+        };
+        let written = self.written_len(no);
+        if pos >= written {
+            return false;
+        }
+        let len = ((written - pos) as usize).min(Self::READ_BYTES);
+        self.queue_read(PendingRead {
+            topic: id,
+            from,
+            no,
+            pos,
+            len,
+            compact: false,
+        });
+        true
+    }
+
+    fn queue_read(&mut self, r: PendingRead) {
+        let id = self.next_read;
+        self.next_read += 1;
+        self.reads.push(ReadCmd {
+            id,
+            no: r.no,
+            pos: r.pos,
+            len: r.len,
+        });
+        self.pending_reads.insert(id, r);
+    }
+
+    fn read_done(&mut self, id: u64, bytes: std::io::Result<Vec<u8>>) -> Completion {
+        let Some(r) = self.pending_reads.remove(&id) else {
+            return Completion::None;
+        };
+        let name = self
+            .topics
+            .get(&r.topic)
+            .map_or_else(String::new, |t| t.name.to_string());
+        if r.compact {
+            return self.compact_done(r, bytes);
+        }
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!(
+                    "store: cannot read segment {} of {}: {e}",
+                    r.no,
+                    self.dir.display()
+                );
+                return Completion::Read {
+                    topic: name,
+                    from: r.from,
+                    messages: Vec::new(),
+                    skip_to: self.skip_past(r.topic, r.no, r.from),
+                };
+            }
+        };
+        let mut messages = Vec::new();
+        let mut expect = r.from;
+        let mut at = 0usize;
+        let mut taken = 0usize;
+        'batches: while at < bytes.len() {
+            match format::batch(&bytes[at..]) {
+                format::Batch::Whole { len } => {
+                    let body = &bytes[at + format::BATCH_HEADER..at + len];
+                    for rec in Records::new(body) {
+                        let Ok(rec) = rec else { break };
+                        if let Record::Message {
+                            id,
+                            offset,
+                            seq,
+                            time_ms,
+                            key,
+                            payload,
+                        } = rec
+                        {
+                            if id != r.topic || offset < expect {
+                                continue;
+                            }
+                            if offset != expect {
+                                break 'batches;
+                            }
+                            taken += payload.len() + key.map_or(0, <[u8]>::len) + 32;
+                            messages.push(DiskMessage {
+                                offset,
+                                seq,
+                                time_ms,
+                                key: key.map(<[u8]>::to_vec),
+                                payload: payload.to_vec(),
+                            });
+                            expect += 1;
+                            if taken >= Self::READ_BYTES {
+                                // Enough for one read: the rest comes with the next.
+                                break 'batches;
+                            }
+                        }
+                    }
+                    at += len;
+                }
+                format::Batch::Partial { len } if at == 0 && messages.is_empty() => {
+                    // One batch larger than the read: read it whole.
+                    self.queue_read(PendingRead { len, ..r });
+                    return Completion::None;
+                }
+                format::Batch::Partial { .. } => break,
+                format::Batch::Bad => {
+                    if messages.is_empty() && at == 0 {
+                        self.stats.skipped += 1;
+                        return Completion::Read {
+                            topic: name,
+                            from: r.from,
+                            messages,
+                            skip_to: self.skip_past(r.topic, r.no, r.from),
+                        };
+                    }
+                    break;
+                }
+            }
+        }
+        if messages.is_empty() {
+            // The run said the offset is here, the bytes say otherwise: damage.
+            self.stats.skipped += 1;
+            return Completion::Read {
+                topic: name,
+                from: r.from,
+                messages,
+                skip_to: self.skip_past(r.topic, r.no, r.from),
+            };
+        }
+        Completion::Read {
+            topic: name,
+            from: r.from,
+            messages,
+            skip_to: None,
+        }
+    }
+
+    /// The offset after the run of topic `id` holding `from` in segment `no`: where a
+    /// cursor goes on when that run cannot be read.
+    fn skip_past(&self, id: u64, no: u64, from: u64) -> Option<u64> {
+        let seg = self
+            .segments
+            .binary_search_by_key(&no, |s| s.no)
+            .ok()
+            .map(|i| &self.segments[i])?;
+        let st = seg.topics.iter().find(|t| t.id == id)?;
+        let run = st.runs.iter().find(|r| r.first <= from && from <= r.last)?;
+        Some(run.last + 1)
+    }
+}
+
+impl Log {
+    /// Applies retention: each topic's own limits (`retention(name)`), then the disk
+    /// budget (oldest data first, except topics that keep theirs), then deletes
+    /// segments with nothing live left, carrying forward what a restart still needs
+    /// from them, and starts a compaction of the oldest segment when it is mostly dead.
+    /// `now_wall_ms` is the time retention by age compares stored times with. Returns
+    /// the topics whose first offset moved.
+    pub fn enforce(
+        &mut self,
+        now_wall_ms: u64,
+        retention: &mut dyn FnMut(&str) -> Retention,
+    ) -> Vec<Trim> {
+        let mut trims: HashMap<u64, Trim> = HashMap::new();
+        let active = self.active_no();
+        // Per topic: count, bytes and age.
+        let ids: Vec<u64> = self.topics.keys().copied().collect();
+        let mut keeps_data = HashSet::new();
+        for id in ids {
+            let (name, first, next) = {
+                let t = &self.topics[&id];
+                (t.name.clone(), t.first, t.next)
+            };
+            let r = retention(&name);
+            if r.discard_new {
+                keeps_data.insert(id);
+            }
+            let mut new_first = first;
+            if let Some(n) = r.max_messages {
+                new_first = new_first.max(next.saturating_sub(n));
+            }
+            if r.max_bytes.is_some() || r.max_age_ms.is_some() {
+                // Walk its runs newest first.
+                let mut kept_bytes = 0u64;
+                let mut runs: Vec<(u64, u64, u64, u64)> = Vec::new();
+                for &no in &self.topics[&id].segs {
+                    if let Ok(i) = self.segments.binary_search_by_key(&no, |s| s.no) {
+                        if let Some(st) = self.segments[i].topics.iter().find(|t| t.id == id) {
+                            for run in &st.runs {
+                                runs.push((run.first, run.last, run.bytes, run.last_time));
+                            }
+                        }
+                    }
+                }
+                runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+                for (rf, rl, rb, rt) in runs {
+                    if rl < new_first {
+                        break;
+                    }
+                    let live_first = rf.max(new_first);
+                    let live = rl - live_first + 1;
+                    let per = rb / (rl - rf + 1).max(1);
+                    if let Some(max_age) = r.max_age_ms {
+                        if now_wall_ms.saturating_sub(rt) > max_age {
+                            new_first = new_first.max(rl + 1);
+                            break;
+                        }
+                    }
+                    if let Some(max) = r.max_bytes {
+                        if kept_bytes + live * per > max {
+                            let fit = (max - kept_bytes.min(max)) / per.max(1);
+                            new_first = new_first.max(rl + 1 - fit.min(live));
+                            break;
+                        }
+                    }
+                    kept_bytes += live * per;
+                }
+            }
+            if new_first > first {
+                let t = self.topics.get_mut(&id).unwrap_or_else(|| unreachable!());
+                t.first = new_first;
+                trims.insert(
+                    id,
+                    Trim {
+                        topic: name.to_string(),
+                        first: new_first,
+                        expired: new_first - first,
+                        evicted: 0,
+                    },
+                );
+            }
+        }
+        // The disk budget: the oldest segments go, but not those with data of topics
+        // that keep theirs.
+        let mut total: u64 = self.segments.iter().map(|s| s.len).sum();
+        let mut dropped = HashSet::new();
+        self.full_for_new = false;
+        for i in 0..self.segments.len() {
+            if total <= self.cfg.disk {
+                break;
+            }
+            let seg = &self.segments[i];
+            if seg.no == active {
+                break;
+            }
+            let keeps = seg.topics.iter().any(|st| {
+                keeps_data.contains(&st.id)
+                    && st
+                        .runs
+                        .iter()
+                        .any(|r| r.last >= self.topics.get(&st.id).map_or(u64::MAX, |t| t.first))
+            });
+            if keeps {
+                self.full_for_new = true;
+                continue;
+            }
+            total -= seg.len;
+            dropped.insert(seg.no);
+            for st in &seg.topics {
+                let Some(t) = self.topics.get_mut(&st.id) else {
+                    continue;
+                };
+                let last = st.runs.iter().map(|r| r.last).max().unwrap_or(0);
+                if last >= t.first {
+                    let evicted = last + 1 - t.first;
+                    let before = t.first;
+                    t.first = last + 1;
+                    self.stats.evicted_disk += evicted;
+                    let e = trims.entry(st.id).or_insert(Trim {
+                        topic: t.name.to_string(),
+                        first: before,
+                        expired: 0,
+                        evicted: 0,
+                    });
+                    e.first = t.first;
+                    e.evicted += evicted;
+                }
+            }
+        }
+        for t in trims.values() {
+            if let Some(&id) = self.ids.get(t.topic.as_str()) {
+                let (first, next) = (self.topics[&id].first, self.topics[&id].next);
+                let name = t.topic.clone();
+                self.append_state(&name, first, next);
+            }
+        }
+        self.delete_dead(&dropped);
+        self.maybe_compact();
+        trims.into_values().collect()
+    }
+
+    /// Whether any record in segment `seg` is still live.
+    fn live_bytes(&self, seg: &SegmentInfo) -> u64 {
+        let mut live = 0;
+        for st in &seg.topics {
+            let first = self.topics.get(&st.id).map_or(u64::MAX, |t| t.first);
+            for r in &st.runs {
+                if r.last >= first {
+                    let live_first = r.first.max(first);
+                    let per = r.bytes / (r.last - r.first + 1).max(1);
+                    live += (r.last - live_first + 1) * per;
+                }
+            }
+        }
+        live
+    }
+
+    /// Deletes sealed segments that are dead (or in `dropped`), oldest first, after
+    /// appending what a restart needs from them: the state of each topic and group
+    /// whose newest record they hold.
+    fn delete_dead(&mut self, dropped: &HashSet<u64>) {
+        let active = self.active_no();
+        let mut gone = Vec::new();
+        for seg in &self.segments {
+            if seg.no == active || Some(seg.no) == self.compacting {
+                continue;
+            }
+            if dropped.contains(&seg.no) || self.live_bytes(seg) == 0 {
+                gone.push(seg.no);
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        // Carried forward: topics and groups whose newest record is in a doomed segment.
+        let carry: Vec<(Box<str>, u64, u64)> = self
+            .topics
+            .values()
+            .filter(|t| gone.contains(&t.last_seg))
+            .map(|t| (t.name.clone(), t.first, t.next))
+            .collect();
+        for (name, first, next) in carry {
+            self.append_state(&name, first, next);
+        }
+        let groups: Vec<GroupRecord> = self
+            .groups
+            .values()
+            .filter(|(no, _)| gone.contains(no))
+            .map(|(_, g)| g.clone())
+            .collect();
+        for g in groups {
+            let rec = self.recovered_group(&g);
+            self.append_group(&rec);
+        }
+        // What was carried must be durable before its old copy is deleted: the writer
+        // syncs before every delete.
+        self.seal();
+        for no in gone {
+            if let Ok(i) = self.segments.binary_search_by_key(&no, |s| s.no) {
+                let seg = self.segments.remove(i);
+                self.stats.disk_bytes = self.stats.disk_bytes.saturating_sub(seg.len);
+                for st in &seg.topics {
+                    if let Some(t) = self.topics.get_mut(&st.id) {
+                        t.segs.retain(|&n| n != no);
+                    }
+                }
+            }
+            self.cmds.push(WriteCmd::Delete { no });
+        }
+    }
+
+    /// Starts compacting the oldest sealed segment when less than a quarter of it is
+    /// live: its live records are read back and appended again, then it goes.
+    fn maybe_compact(&mut self) {
+        if self.compacting.is_some() || self.failure.is_some() || self.segments.len() < 2 {
+            return;
+        }
+        let seg = &self.segments[0];
+        let live = self.live_bytes(seg);
+        if live == 0 || live * 4 >= seg.len {
+            return;
+        }
+        let no = seg.no;
+        let len = seg.len as usize;
+        self.compacting = Some(no);
+        self.queue_read(PendingRead {
+            topic: 0,
+            from: 0,
+            no,
+            pos: 0,
+            len,
+            compact: true,
+        });
+    }
+
+    fn compact_done(&mut self, r: PendingRead, bytes: std::io::Result<Vec<u8>>) -> Completion {
+        self.compacting = None;
+        let Ok(bytes) = bytes else {
+            return Completion::None;
+        };
+        let mut copied = 0u64;
+        let mut pos = format::SEGMENT_HEADER;
+        while pos < bytes.len() {
+            let format::Batch::Whole { len } = format::batch(&bytes[pos..]) else {
+                match format::resync(&bytes, pos + 1) {
+                    Some(p) => {
+                        pos = p;
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let body = &bytes[pos + format::BATCH_HEADER..pos + len];
+            for rec in Records::new(body).flatten() {
+                if let Record::Message {
+                    id,
+                    offset,
+                    seq,
+                    time_ms,
+                    key,
+                    payload,
+                } = rec
+                {
+                    let Some(t) = self.topics.get(&id) else {
+                        continue;
+                    };
+                    if offset < t.first {
+                        continue;
+                    }
+                    let name = t.name.clone();
+                    self.append_copy(&name, offset, seq, time_ms, key, payload);
+                    copied += 1;
+                }
+            }
+            pos += len;
+        }
+        self.stats.compactions += 1;
+        log::info!(
+            "store: compacted segment {}: {copied} live messages copied forward",
+            r.no
+        );
+        let mut dropped = HashSet::new();
+        dropped.insert(r.no);
+        self.delete_dead(&dropped);
+        Completion::None
+    }
+
+    /// Appends a copy of an old message (compaction): like a message, but its run is
+    /// apart from the topic's newest.
+    fn append_copy(
+        &mut self,
+        name: &str,
+        offset: u64,
+        seq: u64,
+        time_ms: u64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        let next = self
+            .ids
+            .get(name)
+            .and_then(|id| self.topics.get(id))
+            .map(|t| t.next);
+        self.append_message(name, offset, seq, time_ms, key, payload);
+        // append_message moved `next` to this old offset + 1: put it back.
+        if let Some(next) = next {
+            if let Some(id) = self.ids.get(name).copied() {
+                if let Some(t) = self.topics.get_mut(&id) {
+                    t.next = t.next.max(next);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+
+    /// A fresh data directory under the system's temp directory, removed when dropped.
+    pub(crate) struct TempDir(pub(crate) PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(name: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "mote-store-{name}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs the log's commands on real threads until it has nothing left to do, feeding
+    /// every completion back; returns the completions the engine would see.
+    fn settle(log: &mut Log, threads: &io::Threads, now: u64) -> Vec<Completion> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            log.poll(now);
+            let (mut w, mut r) = (Vec::new(), Vec::new());
+            log.take_commands(&mut w, &mut r);
+            let sent = !w.is_empty() || !r.is_empty();
+            for c in w {
+                threads.write.try_send(c).unwrap();
+            }
+            for c in r {
+                threads.read.try_send(c).unwrap();
+            }
+            let busy = sent || log.handed > log.written || !log.pending_reads.is_empty();
+            if !busy {
+                return out;
+            }
+            match threads.done.recv_blocking() {
+                Ok(d) => out.push(log.handle(d)),
+                Err(_) => return out,
+            }
+            while let Ok(d) = threads.done.try_recv() {
+                out.push(log.handle(d));
+            }
+        }
+        panic!("the log never settled");
+    }
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            sync: SyncPolicy::Always,
+            ..LogConfig::default()
+        }
+    }
+
+    #[test]
+    fn messages_are_read_back_from_any_offset() {
+        let dir = TempDir::new("read");
+        let (mut log, opened) = Log::open(&dir.0, cfg(), 7).unwrap();
+        assert_eq!(opened.broker_id, 7);
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        for i in 0..20_000u64 {
+            log.append_message("x", i, i + 1, 1000 + i, None, format!("m{i}").as_bytes());
+            if i % 500 == 0 {
+                settle(&mut log, &threads, i);
+            }
+        }
+        settle(&mut log, &threads, 20_000);
+        for from in [0u64, 1, 592, 4_095, 10_000, 19_999] {
+            assert!(log.request_read("x", from));
+            let done = settle(&mut log, &threads, 20_000);
+            let read = done
+                .into_iter()
+                .find_map(|c| match c {
+                    Completion::Read {
+                        from: f,
+                        messages,
+                        skip_to,
+                        ..
+                    } => Some((f, messages, skip_to)),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(read.0, from);
+            assert_eq!(read.2, None, "from {from}: nothing skipped");
+            assert!(!read.1.is_empty(), "from {from}: something read");
+            for (i, m) in read.1.iter().enumerate() {
+                let o = from + i as u64;
+                assert_eq!(m.offset, o);
+                assert_eq!(m.payload, format!("m{o}").into_bytes());
+                assert_eq!((m.seq, m.time_ms), (o + 1, 1000 + o));
+            }
+        }
+        threads.stop();
+    }
+}
