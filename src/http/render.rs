@@ -216,6 +216,17 @@ pub(crate) struct Summary {
     pub(crate) rss: u64,
     pub(crate) http: HttpTotals,
     pub(crate) log_dropped: u64,
+    /// The data directory's figures, with `--data`.
+    pub(crate) store: Option<StoreSummary>,
+}
+
+/// What `/api/stats` and `/metrics` show of the store.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreSummary {
+    pub(crate) sync: String,
+    pub(crate) stats: crate::store::LogStats,
+    pub(crate) disk_budget: u64,
+    pub(crate) failure: Option<String>,
 }
 
 /// The edge's own counts: requests, connections refused, and error answers by code.
@@ -242,6 +253,22 @@ pub(crate) struct TopicJson<'a> {
     subscribers: usize,
     publish_per_s: f64,
     deliver_per_s: f64,
+    /// Its settings, each with the `[topics]` pattern it came from (with `--data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<Value>,
+}
+
+/// A topic's settings with where each came from: `{"persist": {"value": true, "from":
+/// "sensors/#"}, ...}` (`from` is null for the broker's default).
+pub(crate) fn settings(r: &crate::engine::settings::Resolved) -> Value {
+    let from = |s: &crate::engine::settings::Source| s.pattern().map(str::to_string);
+    json!({
+        "persist": {"value": r.persist.value, "from": from(&r.persist.source)},
+        "retain_messages": {"value": r.retain_messages.value, "from": from(&r.retain_messages.source)},
+        "retain_bytes": {"value": r.retain_bytes.value, "from": from(&r.retain_bytes.source)},
+        "max_age_ms": {"value": r.max_age_ms.value, "from": from(&r.max_age_ms.source)},
+        "discard": {"value": r.discard.value.as_str(), "from": from(&r.discard.source)},
+    })
 }
 
 pub(crate) fn topic(t: &TopicInfo) -> TopicJson<'_> {
@@ -258,6 +285,15 @@ pub(crate) fn topic(t: &TopicInfo) -> TopicJson<'_> {
         subscribers: t.subscribers,
         publish_per_s: round(t.publish_per_s),
         deliver_per_s: round(t.deliver_per_s),
+        settings: None,
+    }
+}
+
+/// A topic with its settings and their sources.
+pub(crate) fn topic_with(t: &TopicInfo, settings_of: Option<Value>) -> TopicJson<'_> {
+    TopicJson {
+        settings: settings_of,
+        ..topic(t)
     }
 }
 
@@ -377,12 +413,21 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "connections_evicted": st.connections_evicted,
             "connections_closed": st.connections_closed, "auth_failures": st.auth_failures,
             "auth_blocked": st.auth_blocked, "records_rejected": st.records_rejected,
+            "expired": st.expired, "evicted_disk": st.evicted_disk, "disk_reads": st.disk_reads,
             "errors": errors,
         },
         "rates": {
             "publish_per_s": round(s.rates.publish_per_s),
             "deliver_per_s": round(s.rates.deliver_per_s),
         },
+        "store": s.store.as_ref().map(|st| json!({
+            "sync": st.sync, "disk_bytes": st.stats.disk_bytes, "disk_budget_bytes": st.disk_budget,
+            "segments": st.stats.segments, "unsynced_bytes": st.stats.unsynced_bytes,
+            "unsynced_age_ms": st.stats.unsynced_age_ms, "fsyncs": st.stats.fsyncs,
+            "bytes_written": st.stats.bytes_written, "compactions": st.stats.compactions,
+            "evicted_disk": st.stats.evicted_disk, "refused": st.stats.refused,
+            "skipped_damaged": st.stats.skipped, "failure": st.failure,
+        })),
         "topics_total": s.topics,
         "connections_total": connections,
         "groups_total": s.groups,
@@ -478,13 +523,80 @@ pub(crate) fn metrics(
         "Open HTTP connections (streams and keep-alive ones).",
         &one(s.http.connections as f64),
     );
+    if let Some(st) = &s.store {
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "mote_store_disk_bytes",
+                "Bytes of the log's segments on disk.",
+                st.stats.disk_bytes,
+            ),
+            (
+                "mote_store_disk_budget_bytes",
+                "The --disk budget.",
+                st.disk_budget,
+            ),
+            (
+                "mote_store_unsynced_bytes",
+                "Bytes appended to the log and not synced to disk yet (lost to a power cut).",
+                st.stats.unsynced_bytes,
+            ),
+            (
+                "mote_store_unsynced_age_seconds",
+                "Age of the oldest byte not synced yet, in seconds.",
+                st.stats.unsynced_age_ms,
+            ),
+            (
+                "mote_store_failed",
+                "1 while writing to the data directory fails (publishes to persisted topics are refused).",
+                u64::from(st.failure.is_some()),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let v = if name == "mote_store_unsynced_age_seconds" {
+                v as f64 / 1000.0
+            } else {
+                v as f64
+            };
+            metric(name, "gauge", help, &one(v));
+        }
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "mote_store_fsyncs_total",
+                "Syncs of the log to disk.",
+                st.stats.fsyncs,
+            ),
+            (
+                "mote_store_written_bytes_total",
+                "Bytes written to the log.",
+                st.stats.bytes_written,
+            ),
+            (
+                "mote_store_compactions_total",
+                "Segments compacted (their live records copied forward, the segment deleted).",
+                st.stats.compactions,
+            ),
+            (
+                "mote_store_refused_total",
+                "Publishes refused because the store could not take them (storage full or failed).",
+                st.stats.refused,
+            ),
+            (
+                "mote_store_skipped_damaged_total",
+                "Damaged regions of the log skipped (at recovery and in reads).",
+                st.stats.skipped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            metric(name, "counter", help, &one(v as f64));
+        }
+    }
     metric(
         "mote_partial_bytes",
         "gauge",
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 19] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -555,6 +667,21 @@ pub(crate) fn metrics(
             "mote_auth_blocked_total",
             "Connections refused by the per-address backoff.",
             st.auth_blocked,
+        ),
+        (
+            "mote_expired_total",
+            "Messages dropped by a topic's retention on disk (count, bytes or age).",
+            st.expired,
+        ),
+        (
+            "mote_evicted_disk_total",
+            "Messages dropped to keep the disk within --disk (the oldest first).",
+            st.evicted_disk,
+        ),
+        (
+            "mote_disk_reads_total",
+            "Reads of messages back from disk for subscribers behind the memory rings.",
+            st.disk_reads,
         ),
         (
             "mote_records_rejected_total",

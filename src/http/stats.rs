@@ -38,6 +38,14 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
             errors: counts.errors.iter().map(|(k, v)| (*k, *v)).collect(),
         },
         log_dropped: crate::logging::dropped(),
+        store: engine.log().map(|l| render::StoreSummary {
+            sync: l.sync_policy(),
+            stats: l.stats(),
+            disk_budget: l.disk_budget(),
+            failure: l.failure().map(|f| match f {
+                crate::store::Failure::Full(m) | crate::store::Failure::Failed(m) => m.clone(),
+            }),
+        }),
     }
 }
 
@@ -59,10 +67,15 @@ pub(crate) fn stats(edge: &Edge, q: &Query) -> Result<Outcome, HttpError> {
     let mut out = render::stats_open(&summary(edge, &engine), &edge.info);
     let mut written = 0;
     out.extend_from_slice(b",\"topics\":[");
+    let busiest = engine.busiest_topics(n);
+    let with_data = engine.log().is_some();
     render::push_items(
         &mut out,
         &mut written,
-        engine.busiest_topics(n).iter().map(render::topic),
+        busiest.iter().map(|t| {
+            let s = with_data.then(|| render::settings(&engine.topic_settings(&t.name)));
+            render::topic_with(t, s)
+        }),
     );
     written = 0;
     out.extend_from_slice(b"],\"connections\":[");
@@ -161,7 +174,16 @@ impl Paged {
             Part::Topics(from) => {
                 let to = (from + SLICE).min(engine.topic_count());
                 let topics: Vec<_> = (from..to).filter_map(|i| engine.topic_info_at(i)).collect();
-                render::push_items(body, written, topics.iter().map(render::topic));
+                let with_data = engine.log().is_some();
+                render::push_items(
+                    body,
+                    written,
+                    topics.iter().map(|t| {
+                        let s =
+                            with_data.then(|| render::settings(&engine.topic_settings(&t.name)));
+                        render::topic_with(t, s)
+                    }),
+                );
                 if to < engine.topic_count() {
                     Part::Topics(to)
                 } else {

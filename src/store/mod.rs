@@ -469,6 +469,7 @@ impl Log {
         // This run appends to a segment of its own.
         let no = log.segments.last().map_or(1, |s| s.no + 1);
         log.segments.push(SegmentInfo::new(no));
+        log.stats.disk_bytes += format::SEGMENT_HEADER as u64;
         log.cmds.push(WriteCmd::Create { no });
         let opened = Opened {
             broker_id: meta.broker_id,
@@ -923,6 +924,20 @@ impl Log {
     /// Why the log refuses appends, as one line, if it does.
     pub fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
+    }
+
+    /// The sync policy, as the command line takes it.
+    pub fn sync_policy(&self) -> String {
+        match self.cfg.sync {
+            SyncPolicy::Always => "always".into(),
+            SyncPolicy::Never => "never".into(),
+            SyncPolicy::Every(ms) => format!("{ms}ms"),
+        }
+    }
+
+    /// The disk budget (`--disk`).
+    pub fn disk_budget(&self) -> u64 {
+        self.cfg.disk
     }
 
     /// Counters now.
