@@ -642,6 +642,8 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod disk_tests;
+#[cfg(test)]
 mod group_tests;
 #[cfg(test)]
 mod tests;

@@ -124,7 +124,7 @@ pub struct Rates {
 pub struct TopicInfo {
     /// Topic name.
     pub name: String,
-    /// Oldest offset still stored.
+    /// Oldest offset still stored, in memory or on disk.
     pub first: u64,
     /// Offset the next message gets.
     pub next: u64,
@@ -219,7 +219,7 @@ impl Engine {
         let t = self.topics.get(index)?;
         Some(TopicInfo {
             name: t.name.to_string(),
-            first: t.ring.first(),
+            first: t.disk_first.min(t.ring.first()),
             next: t.ring.next(),
             stored: t.ring.len(),
             bytes: t.ring.bytes(),

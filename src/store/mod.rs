@@ -18,6 +18,7 @@
 //! (format version, broker id, sequence epoch), `log/<no>.seg` (segments, see
 //! [`format`]) and `log/<no>.idx` (their summaries, see [`segment`]).
 
+mod backup;
 pub(crate) mod format;
 pub(crate) mod io;
 pub(crate) mod recover;
@@ -27,6 +28,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use backup::{BackupReport, backup};
 use format::{GroupRecord, Record, Records};
 use io::{Done, ReadCmd, WriteCmd};
 use segment::{GroupChange, Noted, SegmentInfo};
@@ -281,6 +283,9 @@ pub struct LogStats {
 
 /// The store's front; see the module docs.
 pub struct Log {
+    /// The directory's `flock`, held as long as the log: released when it is dropped
+    /// or, however the broker exits, by the kernel.
+    _lock: recover::DirLock,
     dir: PathBuf,
     cfg: LogConfig,
     /// Every segment, oldest first; the last is the one appended to.
@@ -365,6 +370,7 @@ impl Log {
         let rec = recover::segments(&logdir)?;
         notes.extend(rec.notes);
         let mut log = Log {
+            _lock: lock,
             dir: logdir,
             cfg,
             segments: Vec::new(),
@@ -495,9 +501,6 @@ impl Log {
             bad_segments: rec.bad,
             notes,
         };
-        // The lock lives as long as the process: leaked on purpose, released by the
-        // kernel when the broker exits, however it exits.
-        std::mem::forget(lock);
         Ok((log, opened))
     }
 
@@ -698,6 +701,11 @@ impl Log {
     /// The position up to which everything is on disk.
     pub fn synced(&self) -> u64 {
         self.synced
+    }
+
+    /// Whether a read of old messages is queued, in flight or waiting for its bytes.
+    pub fn has_reads(&self) -> bool {
+        !self.pending_reads.is_empty() || !self.reads_waiting.is_empty() || !self.reads.is_empty()
     }
 
     /// Whether confirmations wait for the sync (`--sync always`).

@@ -1,0 +1,343 @@
+//! The engine on a real log in a temporary directory, driven as the broker's store task
+//! drives it (the store's own threads do the IO), without sockets: restarts, reads back
+//! for cursors behind the ring, durable groups, retention.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::path::PathBuf;
+
+use mote_sdk::Start;
+use mote_sdk::wire::GroupSettings;
+
+use super::settings::{PatternSettings, TopicPatterns};
+use super::{ConnId, Delivery, Engine};
+use crate::limits::Limits;
+use crate::store::io::Threads;
+use crate::store::{Log, LogConfig, SyncPolicy};
+
+/// A data directory removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "mote-engine-disk-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An engine on a log, with the store's threads.
+struct Broker {
+    e: Engine,
+    threads: Threads,
+    now: u64,
+}
+
+impl Broker {
+    fn open(dir: &Dir, limits: Limits, patterns: TopicPatterns) -> Broker {
+        let cfg = LogConfig {
+            sync: SyncPolicy::Always,
+            ..LogConfig::default()
+        };
+        let (log, opened) = Log::open(&dir.0, cfg, 9).unwrap();
+        let threads = Threads::start(log.dir(), 0).unwrap();
+        let mut e = Engine::new(limits, opened.broker_id);
+        e.attach_log(log, &opened, patterns, 1_000_000, 0);
+        Broker { e, threads, now: 0 }
+    }
+
+    /// Runs the store until it has nothing left to do.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            self.e.persist_groups();
+            let log = self.e.log_mut().unwrap();
+            log.poll(self.now);
+            let (mut w, mut r) = (Vec::new(), Vec::new());
+            log.take_commands(&mut w, &mut r);
+            let sent = !w.is_empty() || !r.is_empty();
+            for c in w {
+                self.threads.write.try_send(c).unwrap();
+            }
+            for c in r {
+                self.threads.read.try_send(c).unwrap();
+            }
+            let waiting = {
+                let l = self.e.log().unwrap();
+                l.synced() < l.position() || l.has_reads()
+            };
+            if !waiting {
+                // Creates, index writes and deletes answer nothing: once nothing is
+                // left to send, done.
+                if sent {
+                    continue;
+                }
+                return;
+            }
+            let d = self.threads.done.recv_blocking().unwrap();
+            self.e.handle_log_done(d, self.now);
+        }
+        panic!("the store never settled");
+    }
+
+    /// Stops as `SIGTERM` does: everything synced.
+    fn stop(mut self) {
+        self.e.persist_groups();
+        self.e.log_mut().unwrap().flush();
+        self.settle();
+        self.threads.stop();
+    }
+
+    fn conn(&mut self, name: &str) -> ConnId {
+        let c = self.e.handle_connect(0, None);
+        self.e.handle_open(c, name);
+        c
+    }
+
+    /// Every message delivered to `c` (reading back from disk as needed), as offsets.
+    fn drain(&mut self, c: ConnId) -> (Vec<u64>, u64) {
+        let (mut got, mut lag) = (Vec::new(), 0);
+        for _ in 0..10_000 {
+            let mut batch = Vec::new();
+            let mut missed = 0;
+            self.e.poll_deliveries(c, |d| {
+                match d {
+                    Delivery::Message { offset, .. } => batch.push(offset),
+                    Delivery::GroupMessage { offset, .. } => batch.push(offset),
+                    Delivery::Lag { missed: m, .. } => missed += m,
+                }
+                true
+            });
+            lag += missed;
+            let read = self.e.log().unwrap().has_reads();
+            if batch.is_empty() && missed == 0 && !read {
+                return (got, lag);
+            }
+            got.extend(batch);
+            self.settle();
+        }
+        panic!("deliveries never ended");
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        keepalive_ms: 1 << 30,
+        ring_messages: 100,
+        ..Limits::default()
+    }
+}
+
+fn publish(b: &mut Broker, c: ConnId, topic: &str, n: u64) {
+    for i in 0..n {
+        b.e.handle_publish(
+            c,
+            1_000_000 + i,
+            topic,
+            None,
+            format!("{topic}:{i}").as_bytes(),
+        )
+        .unwrap();
+        if i % 1_000 == 999 {
+            b.settle();
+        }
+    }
+    b.settle();
+}
+
+#[test]
+fn a_subscriber_behind_the_ring_reads_the_rest_back_from_disk() {
+    let dir = Dir::new("behind");
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    publish(&mut b, p, "t", 5_000);
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "t", Start::Earliest, &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!(lag, 0, "nothing missed: the ring holds 100, the disk all");
+    assert_eq!(got, (0..5_000).collect::<Vec<_>>());
+    assert!(b.e.stats().disk_reads > 0);
+    b.stop();
+}
+
+#[test]
+fn topics_and_offsets_survive_a_restart() {
+    let dir = Dir::new("restart");
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    publish(&mut b, p, "a", 250);
+    publish(&mut b, p, "b/c", 3);
+    b.stop();
+
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    // Offsets go on where they were.
+    assert_eq!(
+        b.e.handle_publish(p, 2_000_000, "a", None, b"new").unwrap(),
+        250
+    );
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "#", Start::Earliest, &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!(lag, 0);
+    assert_eq!(got.len(), 251 + 3);
+    b.stop();
+}
+
+#[test]
+fn a_durable_group_keeps_its_place_and_what_it_had_not_acked() {
+    let dir = Dir::new("group");
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    let m = b.conn("m");
+    let settings = GroupSettings {
+        ack_timeout_ms: 60_000,
+        max_deliveries: 5,
+        prefetch: 10,
+        durable: true,
+    };
+    b.e.handle_subscribe_group(m, 1, "jobs/#", "w", Start::Earliest, settings)
+        .unwrap();
+    publish(&mut b, p, "jobs/a", 30);
+    // The member takes 10 (its prefetch) and acks the first 4.
+    let mut tags = Vec::new();
+    b.e.poll_deliveries(m, |d| {
+        if let Delivery::GroupMessage { tag, offset, .. } = d {
+            tags.push((tag, offset));
+        }
+        true
+    });
+    assert_eq!(tags.len(), 10);
+    for &(tag, _) in &tags[..4] {
+        b.e.handle_ack(m, 1, tag).unwrap();
+    }
+    b.settle();
+    // A crash would lose nothing synced; a stop syncs everything.
+    b.stop();
+
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let info = b.e.group_infos();
+    assert_eq!(info.len(), 1, "the durable group is back");
+    let m = b.conn("m2");
+    b.e.handle_subscribe_group(m, 1, "jobs/#", "w", Start::Latest, GroupSettings::default())
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let mut batch = Vec::new();
+        b.e.poll_deliveries(m, |d| {
+            if let Delivery::GroupMessage {
+                tag,
+                offset,
+                attempt,
+                ..
+            } = d
+            {
+                batch.push((tag, offset, attempt));
+            }
+            true
+        });
+        for &(tag, _, _) in &batch {
+            b.e.handle_ack(m, 1, tag).unwrap();
+        }
+        got.extend(batch);
+        b.settle();
+        if got.len() >= 26 && !b.e.log().unwrap().has_reads() {
+            break;
+        }
+    }
+    let mut offsets: Vec<u64> = got.iter().map(|g| g.1).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(
+        offsets,
+        (4..30).collect::<Vec<_>>(),
+        "all but the 4 acked, none lost"
+    );
+    for (_, o, attempt) in &got {
+        // 0..10 went to the member, and its 4 acks made room for 10..14, handed to it
+        // (in flight) before the stop.
+        let was_handed = *o < 14;
+        assert_eq!(*attempt > 1, was_handed, "offset {o}: attempt {attempt}");
+    }
+    b.stop();
+}
+
+#[test]
+fn retention_by_count_moves_the_first_offset_and_counts_expired() {
+    let dir = Dir::new("retention");
+    let patterns = TopicPatterns::new([(
+        mote_sdk::Filter::new("r/#").unwrap(),
+        PatternSettings {
+            retain_messages: Some(Some(1_000)),
+            ..Default::default()
+        },
+    )])
+    .unwrap();
+    let mut b = Broker::open(&dir, limits(), patterns);
+    let p = b.conn("p");
+    publish(&mut b, p, "r/x", 3_000);
+    publish(&mut b, p, "other", 3_000);
+    b.e.enforce_retention();
+    b.settle();
+    let info = b.e.topic_infos();
+    let rx = info.iter().find(|t| t.name == "r/x").unwrap();
+    assert_eq!(rx.first, 2_000, "the newest 1,000 kept");
+    assert_eq!(b.e.stats().expired, 2_000);
+    let other = info.iter().find(|t| t.name == "other").unwrap();
+    assert_eq!(other.first, 0, "no retention of its own");
+    // A subscriber from the start is told what retention dropped, then gets the rest.
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "r/x", Start::Offset(0), &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!((lag, got.len()), (2_000, 1_000));
+    b.stop();
+    // And a restart remembers it.
+    let b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let rx =
+        b.e.topic_infos()
+            .into_iter()
+            .find(|t| t.name == "r/x")
+            .unwrap();
+    assert_eq!((rx.first, rx.next), (2_000, 3_000));
+    b.stop();
+}
+
+#[test]
+fn topics_not_persisted_stay_in_memory() {
+    let dir = Dir::new("memory");
+    let patterns = TopicPatterns::new([(
+        mote_sdk::Filter::new("debug/#").unwrap(),
+        PatternSettings {
+            persist: Some(false),
+            ..Default::default()
+        },
+    )])
+    .unwrap();
+    let mut b = Broker::open(&dir, limits(), patterns.clone());
+    let p = b.conn("p");
+    publish(&mut b, p, "debug/x", 500);
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "debug/x", Start::Offset(0), &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!((lag, got.len()), (400, 100), "only the ring: 100");
+    b.stop();
+    let b = Broker::open(&dir, limits(), patterns);
+    assert!(
+        b.e.topic_infos().iter().all(|t| t.name != "debug/x"),
+        "nothing of it on disk"
+    );
+    b.stop();
+}
