@@ -1,6 +1,7 @@
 //! The `mote` command line: one binary, several commands.
 
 pub(crate) mod args;
+pub(crate) mod backup;
 pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod serve;
@@ -19,6 +20,7 @@ Commands:
   sub     subscribe and print messages (like mosquitto_sub)
   ping    check that a broker answers (exit 0) or not (exit 1)
   token   `mote token new` prints a strong random token
+  backup  copy a data directory while a broker runs on it
   bench   measure throughput, latency, CPU and memory
 
 Run `mote <COMMAND> --help` for a command's options.
@@ -97,6 +99,7 @@ pub(crate) fn main() -> i32 {
         }
         "ping" => return client(client::ping(argv), "ping"),
         "token" => token(argv),
+        "backup" => backup::main(argv),
         "--version" | "-V" | "version" => {
             println!("{}", mote::session::BROKER_NAME);
             Ok(())
