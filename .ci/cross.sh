@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI for ARM (fresh Debian 12 x86_64, root; about 10 minutes on 2 cores):
 #   1. cross/setup.sh      Debian's rustc 1.85 + ARM std + cross gcc + qemu-user + binfmt
-#   2. cross/test.sh       aarch64: `cargo test --workspace` under qemu-user;
-#                          armv7: `cargo test -p mote-sdk` and `-p mote --lib` (engine, protocol)
+#   2. cross/test.sh       under qemu-user: aarch64, the unit tests and the end-to-end suites
+#                          (protocol, security, groups, HTTP, durable topics); armv7 (32-bit),
+#                          the unit tests of the broker and the SDK (engine, store, protocol)
 #   3. cross/build.sh      release builds, 2 MiB budget: armv7 glibc, aarch64 static musl
 #   4. docker/check.sh     compose file valid, Dockerfile linted (hadolint), the image's run
 #                          stage imitated with the static aarch64 binary
@@ -20,7 +21,7 @@ timed() {  # label, command...
 }
 
 timed "setup (toolchain, std, qemu, binfmt)" cross/setup.sh
-timed "test aarch64 (workspace) + armv7 (sdk, lib)" cross/test.sh aarch64 armv7
+timed "test aarch64 (units, e2e) + armv7 (units)" cross/test.sh aarch64 armv7
 if [ "${MOTE_CI_MUSL_TESTS:-0}" = 1 ]; then
   timed "test aarch64 + armv7 static musl" cross/test.sh musl
 fi

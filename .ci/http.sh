@@ -47,8 +47,10 @@ if ! "$venv/bin/python" -c 'import schemathesis, prometheus_client' 2>/dev/null;
 fi
 "$venv/bin/schemathesis" --version
 
-step "cargo build --release"
-cargo build --release
+# The broker alone (the browser test and the package reuse it); not the workspace's
+# benchmark binary, which no check here runs.
+step "cargo build --release -p mote --bin mote"
+cargo build --release -p mote --bin mote
 mote=target/release/mote
 
 # Starts the broker with "$@" on free ports; sets $base to its HTTP edge's URL.

@@ -95,7 +95,8 @@ for k in $(sed -n 's/^\([a-z-]*\) = .*/\1/p' "$tmp/all.toml"); do
 done
 for o in $(/usr/bin/mote serve --help | sed -n 's/^ *\(-., \)\?--\([a-z-]*\).*/\2/p'); do
   case $o in help|config) continue ;; esac
-  grep -q "^#$o = " /etc/mote/mote.toml || fail "mote serve --$o is missing from mote.toml"
+  # Commented out showing its default, or (data) set for the package.
+  grep -qE "^#?$o = " /etc/mote/mote.toml || fail "mote serve --$o is missing from mote.toml"
 done
 echo "every option of mote serve is in mote.toml; uncommented:"; sed 's/^/  /' "$tmp/all.toml"
 as_mote() { setpriv --reuid=mote --regid=mote --init-groups -- "$@"; }
@@ -119,7 +120,20 @@ serve_stop() {  # label
 }
 serve_start "" /etc/mote/mote.toml
 as_mote /usr/bin/mote ping -p "$port" || fail "mote ping failed"
-serve_stop "shipped /etc/mote/mote.toml (+ mote ping)"
+if grep -q '^data = "/var/lib/mote"' /etc/mote/mote.toml; then
+  # The shipped config keeps its data in /var/lib/mote, which the mote user can write.
+  as_mote /usr/bin/mote pub -p "$port" -t ci/package -m kept --confirm >/dev/null \
+    || fail "a confirmed publish into /var/lib/mote failed"
+  serve_stop "shipped /etc/mote/mote.toml (+ mote ping, a confirmed publish)"
+  [ "$(stat -c %U /var/lib/mote/meta)" = mote ] || fail "/var/lib/mote/meta is not the mote user's"
+  serve_start "" /etc/mote/mote.toml
+  got=$(as_mote /usr/bin/mote sub -p "$port" -t ci/package --from earliest -C 1 -W 10) \
+    || fail "the message published before the restart is not there after it"
+  [ "$got" = kept ] || fail "after a restart: got '$got', expected 'kept'"
+  serve_stop "shipped /etc/mote/mote.toml: /var/lib/mote written by the mote user, kept across a restart"
+else
+  serve_stop "shipped /etc/mote/mote.toml (+ mote ping)"
+fi
 serve_start "" "$tmp/all.toml"; serve_stop "every setting of mote.toml"
 serve_start "$tmp/all.env" /etc/mote/mote.toml; serve_stop "every variable of mote.env"
 printf 'no-such-key = 1\n' > "$tmp/bad.toml"
@@ -153,8 +167,10 @@ s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(path)
 s.settimeout(10)
 env = dict(os.environ, NOTIFY_SOCKET=path)
+# Run as root here: its own data directory, so /var/lib/mote stays the mote user's.
 p = subprocess.Popen(["/usr/bin/mote", "serve", "--config", "/etc/mote/mote.toml",
-                      "--tcp", "127.0.0.1:0"] + sys.argv[2:], env=env, stderr=subprocess.DEVNULL)
+                      "--tcp", "127.0.0.1:0", "--data", path + ".data"] + sys.argv[2:],
+                     env=env, stderr=subprocess.DEVNULL)
 try:
     msg = s.recv(4096).decode()
     print("notify:", msg.replace("\n", " | "))
