@@ -369,6 +369,22 @@ impl Log {
             .map_err(|e| io_err(&format!("cannot create {}", logdir.display()), e))?;
         let rec = recover::segments(&logdir)?;
         notes.extend(rec.notes);
+        // Sequence numbers of this run start above every one stored, also when `meta`
+        // was damaged or lost (its epoch then starts again at 1).
+        let max_seq = rec
+            .segments
+            .iter()
+            .flat_map(|s| &s.topics)
+            .flat_map(|t| &t.runs)
+            .map(|r| r.last_seq)
+            .max()
+            .unwrap_or(0);
+        let mut meta = meta;
+        if meta.epoch <= max_seq >> 40 {
+            meta.epoch = (max_seq >> 40) + 1;
+            recover::write_meta(dir, &meta)
+                .map_err(|e| io_err(&format!("cannot write {}/meta", dir.display()), e))?;
+        }
         let mut log = Log {
             _lock: lock,
             dir: logdir,
@@ -1602,5 +1618,31 @@ mod tests {
             }
         }
         threads.stop();
+    }
+
+    #[test]
+    fn sequence_numbers_go_up_when_meta_is_lost() {
+        let dir = TempDir::new("meta-lost");
+        // Three starts: this run's sequence numbers are at 3 << 40.
+        for _ in 0..2 {
+            drop(Log::open(&dir.0, cfg(), 7).unwrap());
+        }
+        let (mut log, opened) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        for i in 0..10u64 {
+            log.append_message("x", i, opened.seq_base + i, 1000, None, b"m");
+        }
+        settle(&mut log, &threads, 0);
+        drop(log);
+        threads.stop();
+        std::fs::remove_file(dir.0.join("meta")).unwrap();
+        let (_log, fresh) = Log::open(&dir.0, cfg(), 8).unwrap();
+        assert_eq!(fresh.broker_id, 8, "a new broker id");
+        let last = opened.seq_base + 9;
+        assert!(
+            fresh.seq_base > last,
+            "sequence numbers from {} after a lost meta, {last} stored",
+            fresh.seq_base
+        );
     }
 }
