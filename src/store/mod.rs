@@ -1000,15 +1000,34 @@ impl Log {
         if self.request_read_id(id, from) {
             return true;
         }
-        // Stored but not written yet: once written.
-        let stored = self
-            .topics
-            .get(&id)
-            .is_some_and(|t| from >= t.first && from < t.next);
+        // Stored but not written yet: once written. An offset in no run is not coming
+        // (lost to damage, or in a segment set aside): see `next_stored`.
+        let stored = self.locate(id, from).is_some();
         if stored {
             self.reads_waiting.push((id, from));
         }
         stored
+    }
+
+    /// The first offset of topic `name` stored after `from`, for an offset in none of
+    /// its runs (lost to damage, or in a segment set aside): where a reader goes on.
+    /// The topic's next offset when nothing after `from` is stored; `None` when the
+    /// topic holds nothing at or after `from`.
+    pub fn next_stored(&self, name: &str, from: u64) -> Option<u64> {
+        let id = self.ids.get(name)?;
+        let t = self.topics.get(id)?;
+        let after = t
+            .segs
+            .iter()
+            .filter_map(|no| {
+                let i = self.segments.binary_search_by_key(no, |s| s.no).ok()?;
+                self.segments[i].topics.iter().find(|st| st.id == *id)
+            })
+            .flat_map(|st| &st.runs)
+            .filter(|r| r.first > from)
+            .map(|r| r.first)
+            .min();
+        after.or((from < t.next).then_some(t.next))
     }
 
     /// Where offset `from` of topic `id` is: the segment, and the position of the
