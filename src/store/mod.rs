@@ -1169,9 +1169,17 @@ impl Log {
                     }
                     at += len;
                 }
-                format::Batch::Partial { len } if at == 0 && messages.is_empty() => {
-                    // One batch larger than the read: read it whole.
-                    self.queue_read(PendingRead { len, ..r });
+                format::Batch::Partial { len } if messages.is_empty() && bytes.len() == r.len => {
+                    // A batch going past what was read: read it whole, from where it
+                    // starts (a read starts at an index entry, and the batch holding
+                    // `from` may come after others). Not when the segment ended before
+                    // what was asked: then its length is damaged, and reading it again
+                    // would only end there again.
+                    self.queue_read(PendingRead {
+                        pos: r.pos + at as u64,
+                        len,
+                        ..r
+                    });
                     return Completion::None;
                 }
                 format::Batch::Partial { .. } => break,
@@ -1636,6 +1644,40 @@ mod tests {
                 assert_eq!((m.seq, m.time_ms), (o + 1, 1000 + o));
             }
         }
+        threads.stop();
+    }
+
+    /// The completion of a read of `x` from `from`.
+    fn read_from(log: &mut Log, threads: &io::Threads, from: u64) -> (Vec<u64>, Option<u64>) {
+        assert!(log.request_read("x", from));
+        settle(log, threads, 0)
+            .into_iter()
+            .find_map(|c| match c {
+                Completion::Read {
+                    messages, skip_to, ..
+                } => Some((messages.iter().map(|m| m.offset).collect(), skip_to)),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_read_after_others_is_read_whole() {
+        let dir = TempDir::new("large");
+        let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        // Small batches, then one of 300 KiB that no index entry points at.
+        for i in 0..100u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"small");
+            settle(&mut log, &threads, 0);
+        }
+        let big = vec![b'L'; 300 << 10];
+        log.append_message("x", 100, 101, 1000, None, &big);
+        log.append_message("x", 101, 102, 1000, None, b"after");
+        settle(&mut log, &threads, 0);
+        // The big one fills a read: the rest comes with the next.
+        assert_eq!(read_from(&mut log, &threads, 100), (vec![100], None));
+        assert_eq!(read_from(&mut log, &threads, 101), (vec![101], None));
         threads.stop();
     }
 
