@@ -1123,14 +1123,23 @@ impl Log {
                     topic: name,
                     from: r.from,
                     messages: Vec::new(),
-                    skip_to: self.skip_past(r.topic, r.no, r.from),
+                    skip_to: self.skip_past(r.topic, r.no, r.from, None),
                 };
             }
         };
+        // A message of the topic outside the run of `from` (a compaction's copy, another
+        // run) is not the one looked for, nor a sign of damage.
+        let run_last = self
+            .run_of(r.topic, r.no, r.from)
+            .map_or(u64::MAX, |run| run.last);
         let mut messages = Vec::new();
         let mut expect = r.from;
         let mut at = 0usize;
         let mut taken = 0usize;
+        // Damage met before anything of `from` was read (where), and the first offset
+        // of the run found after it.
+        let mut damage_at = None;
+        let mut resume_at = None;
         'batches: while at < bytes.len() {
             match format::batch(&bytes[at..]) {
                 format::Batch::Whole { len } => {
@@ -1146,10 +1155,13 @@ impl Log {
                             payload,
                         } = rec
                         {
-                            if id != r.topic || offset < expect {
+                            if id != r.topic || offset < expect || offset > run_last {
                                 continue;
                             }
                             if offset != expect {
+                                if messages.is_empty() {
+                                    resume_at = Some(offset);
+                                }
                                 break 'batches;
                             }
                             taken += payload.len() + key.map_or(0, <[u8]>::len) + 32;
@@ -1161,8 +1173,9 @@ impl Log {
                                 payload: payload.to_vec(),
                             });
                             expect += 1;
-                            if taken >= Self::READ_BYTES {
-                                // Enough for one read: the rest comes with the next.
+                            if taken >= Self::READ_BYTES || expect > run_last {
+                                // Enough for one read, or the run is done: the rest
+                                // comes with the next.
                                 break 'batches;
                             }
                         }
@@ -1182,29 +1195,31 @@ impl Log {
                     });
                     return Completion::None;
                 }
-                format::Batch::Partial { .. } => break,
-                format::Batch::Bad => {
-                    if messages.is_empty() && at == 0 {
-                        self.stats.skipped += 1;
-                        return Completion::Read {
-                            topic: name,
-                            from: r.from,
-                            messages,
-                            skip_to: self.skip_past(r.topic, r.no, r.from),
-                        };
+                format::Batch::Partial { .. } | format::Batch::Bad => {
+                    if !messages.is_empty() {
+                        // What came before the damage goes now; the next read meets it.
+                        break;
                     }
-                    break;
+                    // Damage before `from`'s message, which may be past it: look on.
+                    damage_at.get_or_insert(at);
+                    match format::resync(&bytes, at + 1) {
+                        Some(next) => at = next,
+                        None => break,
+                    }
                 }
             }
         }
         if messages.is_empty() {
-            // The run said the offset is here, the bytes say otherwise: damage.
+            // The run said the offset is here, the bytes say otherwise: damage. Go on at
+            // the run's first offset found after it, else past the damage as the run's
+            // index tells, else past the run.
             self.stats.skipped += 1;
+            let past = r.pos + damage_at.unwrap_or(bytes.len()) as u64;
             return Completion::Read {
                 topic: name,
                 from: r.from,
                 messages,
-                skip_to: self.skip_past(r.topic, r.no, r.from),
+                skip_to: resume_at.or_else(|| self.skip_past(r.topic, r.no, r.from, Some(past))),
             };
         }
         Completion::Read {
@@ -1215,17 +1230,29 @@ impl Log {
         }
     }
 
-    /// The offset after the run of topic `id` holding `from` in segment `no`: where a
-    /// cursor goes on when that run cannot be read.
-    fn skip_past(&self, id: u64, no: u64, from: u64) -> Option<u64> {
+    /// The run of topic `id` in segment `no` holding offset `from`.
+    fn run_of(&self, id: u64, no: u64, from: u64) -> Option<&segment::Run> {
         let seg = self
             .segments
             .binary_search_by_key(&no, |s| s.no)
             .ok()
             .map(|i| &self.segments[i])?;
         let st = seg.topics.iter().find(|t| t.id == id)?;
-        let run = st.runs.iter().find(|r| r.first <= from && from <= r.last)?;
-        Some(run.last + 1)
+        st.runs.iter().find(|r| r.first <= from && from <= r.last)
+    }
+
+    /// Where a cursor goes on when the run of topic `id` holding `from` in segment `no`
+    /// cannot be read from `from` on: at the first offset the run's index places after
+    /// segment position `past` (where the damage is, if known), else after the run.
+    fn skip_past(&self, id: u64, no: u64, from: u64, past: Option<u64>) -> Option<u64> {
+        let run = self.run_of(id, no, from)?;
+        let indexed = past.and_then(|p| {
+            run.entries
+                .iter()
+                .find(|&&(o, at)| at > p && o > from)
+                .map(|&(o, _)| o)
+        });
+        Some(indexed.unwrap_or(run.last + 1))
     }
 }
 
@@ -1678,6 +1705,41 @@ mod tests {
         // The big one fills a read: the rest comes with the next.
         assert_eq!(read_from(&mut log, &threads, 100), (vec![100], None));
         assert_eq!(read_from(&mut log, &threads, 101), (vec![101], None));
+        threads.stop();
+    }
+
+    #[test]
+    fn damage_inside_a_run_loses_its_batch_only() {
+        let dir = TempDir::new("damage");
+        let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        // 50 batches of 10 messages, all within one index entry.
+        for i in 0..500u64 {
+            log.append_message("x", i, i + 1, 1000, None, format!("m{i}").as_bytes());
+            if i % 10 == 9 {
+                settle(&mut log, &threads, 0);
+            }
+        }
+        // A bit flipped in the body of batch 20 (offsets 200..210).
+        let path = io::segment_path(log.dir(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = format::SEGMENT_HEADER;
+        for _ in 0..20 {
+            let format::Batch::Whole { len } = format::batch(&bytes[at..]) else {
+                panic!("a whole batch at {at}");
+            };
+            at += len;
+        }
+        bytes[at + format::BATCH_HEADER + 3] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        // From before it: up to it. From inside it: past it, to the next batch.
+        let (offsets, skipped) = read_from(&mut log, &threads, 150);
+        assert_eq!((offsets, skipped), ((150..200).collect(), None));
+        assert_eq!(read_from(&mut log, &threads, 200), (vec![], Some(210)));
+        assert_eq!(read_from(&mut log, &threads, 205), (vec![], Some(210)));
+        assert_eq!(log.stats().skipped, 2);
+        let (offsets, _) = read_from(&mut log, &threads, 210);
+        assert_eq!(offsets, (210..500).collect::<Vec<_>>());
         threads.stop();
     }
 
