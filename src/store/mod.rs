@@ -1623,7 +1623,7 @@ mod tests {
 
     /// Runs the log's commands on real threads until it has nothing left to do, feeding
     /// every completion back; returns the completions the engine would see.
-    fn settle(log: &mut Log, threads: &io::Threads, now: u64) -> Vec<Completion> {
+    pub(crate) fn settle(log: &mut Log, threads: &io::Threads, now: u64) -> Vec<Completion> {
         let mut out = Vec::new();
         for _ in 0..1000 {
             log.poll(now);
