@@ -305,7 +305,10 @@ impl Engine {
         if let Some(e) = t.ring.get(offset) {
             return Avail::Here(e);
         }
-        if offset < t.disk_first || offset >= t.ring.next() {
+        // An offset in a hole is gone too: a redelivery or a dead letter of it would
+        // otherwise ask the log for it again at every pump.
+        if offset < t.disk_first || offset >= t.ring.next() || self.hole_end(tid, offset).is_some()
+        {
             return Avail::Gone;
         }
         match t.cache.get(offset) {
@@ -335,9 +338,23 @@ impl Engine {
             t.reading = Some(offset);
             self.log_wanted = true;
         } else {
-            // Not on disk after all (never written, or gone meanwhile): give up those
-            // offsets rather than wait forever.
-            t.disk_first = t.disk_first.max(t.ring.first().min(offset + 1));
+            // Not on disk after all: lost to damage or set aside (a hole up to what is
+            // stored next), or never written or gone meanwhile (given up). Either way
+            // cursors go on rather than wait forever.
+            match self
+                .log
+                .as_ref()
+                .and_then(|l| l.next_stored(&t.name, offset))
+            {
+                Some(end) if end > offset => {
+                    log::warn!(
+                        "store: {} offsets {offset}..{end} are not on disk (damaged or set aside); skipped",
+                        mote_sdk::topic::shown(&t.name)
+                    );
+                    t.holes.push((offset, end));
+                }
+                _ => t.disk_first = t.disk_first.max(t.ring.first().min(offset + 1)),
+            }
             self.wake_waiting(tid);
         }
     }

@@ -274,6 +274,31 @@ fn a_durable_group_keeps_its_place_and_what_it_had_not_acked() {
 }
 
 #[test]
+fn a_segment_set_aside_is_told_as_lag_and_the_rest_is_read() {
+    let dir = Dir::new("aside");
+    // Three runs: segments 1, 2 and 3 hold 300 messages each.
+    for _ in 0..3 {
+        let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+        let p = b.conn("p");
+        publish(&mut b, p, "t", 300);
+        b.stop();
+    }
+    let seg = dir.0.join("log").join(format!("{:020}.seg", 2));
+    std::fs::write(&seg, b"not a segment").unwrap();
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "t", Start::Earliest, &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!(
+        lag, 300,
+        "segment 2's offsets, told as lag rather than waited for"
+    );
+    assert_eq!(got, (0..300).chain(600..900).collect::<Vec<_>>());
+    b.stop();
+}
+
+#[test]
 fn retention_by_count_moves_the_first_offset_and_counts_expired() {
     let dir = Dir::new("retention");
     let patterns = TopicPatterns::new([(

@@ -6,7 +6,11 @@
 //! then the segments oldest first, each followed by its index: a segment deleted meanwhile
 //! is simply absent (its data was dead or copied forward into a newer segment, which is
 //! copied after it), and the segment being appended to may end in a batch cut short,
-//! which the next start cuts, exactly as after a crash. The lock is not copied.
+//! which the next start cuts, exactly as after a crash. A segment that was being
+//! appended to when it was copied is copied again once a newer one appears (the broker
+//! starts the next segment only after the last write to the one before): else the copy
+//! would miss what was appended to it meanwhile, and hold what came after. The lock is
+//! not copied.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -40,6 +44,16 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> StoreError {
 
 /// Copies `from` into `to` (which must not exist, or be empty), syncs it, and checks it.
 pub fn backup(from: &Path, to: &Path) -> Result<BackupReport, StoreError> {
+    backup_passes(from, to, &mut || {})
+}
+
+/// [`backup`], calling `between` after each pass over the segments (for tests: what a
+/// broker does meanwhile).
+fn backup_passes(
+    from: &Path,
+    to: &Path,
+    between: &mut dyn FnMut(),
+) -> Result<BackupReport, StoreError> {
     let (src, dst) = (from.join("log"), to.join("log"));
     if !src.is_dir() {
         return Err(StoreError::Io(format!(
@@ -56,48 +70,69 @@ pub fn backup(from: &Path, to: &Path) -> Result<BackupReport, StoreError> {
     std::fs::create_dir_all(&dst).map_err(io_err(format!("cannot create {}", dst.display())))?;
     let mut report = BackupReport::default();
     copy(&from.join("meta"), &to.join("meta"))?;
-    let mut names = std::collections::HashSet::new();
     // Segments are listed again after each pass: a compaction may copy live messages
     // forward into a new segment and delete the old one while we copy; the new one,
     // numbered above every segment listed before, is then found by the next pass.
-    let mut last: Option<u64> = None;
+    let mut copied = Vec::new();
     loop {
-        let nos = list_segments(&src, last)?;
+        let nos = list_segments(&src, copied.last().copied())?;
         if nos.is_empty() {
             break;
         }
+        // The newest segment copied so far may have been written to while it was
+        // copied; a newer one exists now, so it is complete: copy it whole again.
+        if let Some(&no) = copied.last() {
+            if !copy_segment(&src, &dst, no)? {
+                copied.pop();
+            }
+        }
         for no in nos {
-            last = Some(no);
-            let copied = match copy(&segment_path(&src, no), &segment_path(&dst, no)) {
-                Ok(n) => n,
-                // Deleted by retention or compaction while we copied: nothing of it
-                // was live, or what was is in a newer segment.
-                Err(StoreError::Io(m)) if m.contains("os error 2") => continue,
-                Err(e) => return Err(e),
-            };
-            let _ = copy(&index_path(&src, no), &index_path(&dst, no));
-            report.segments += 1;
-            report.bytes += copied;
-            // Check what was copied as a start would read it.
-            let bytes = std::fs::read(segment_path(&dst, no))
-                .map_err(io_err(format!("cannot read back segment {no}")))?;
-            let s = segment::scan(no, &bytes);
-            report.damaged += s.skipped;
-            report.torn_bytes += bytes.len() as u64 - s.valid_len;
-            for t in &s.info.topics {
-                for r in &t.runs {
-                    report.messages += r.last - r.first + 1;
-                }
+            if copy_segment(&src, &dst, no)? {
+                copied.push(no);
             }
-            for (_, name) in s.info.names {
-                names.insert(name);
+        }
+        between();
+    }
+    let mut names = std::collections::HashSet::new();
+    for no in copied {
+        // Check what was copied as a start would read it.
+        let bytes = std::fs::read(segment_path(&dst, no))
+            .map_err(io_err(format!("cannot read back segment {no}")))?;
+        let s = segment::scan(no, &bytes);
+        report.segments += 1;
+        report.bytes += bytes.len() as u64;
+        report.damaged += s.skipped;
+        report.torn_bytes += bytes.len() as u64 - s.valid_len;
+        for t in &s.info.topics {
+            for r in &t.runs {
+                report.messages += r.last - r.first + 1;
             }
+        }
+        for (_, name) in s.info.names {
+            names.insert(name);
         }
     }
     report.topics = names.len() as u64;
     sync_dir(&dst).map_err(io_err(format!("cannot sync {}", dst.display())))?;
     sync_dir(to).map_err(io_err(format!("cannot sync {}", to.display())))?;
     Ok(report)
+}
+
+/// Copies segment `no` of `src` into `dst` with its index; `false` when it was deleted
+/// meanwhile (nothing of it was live, or what was is in a newer segment), and then
+/// neither is in the copy.
+fn copy_segment(src: &Path, dst: &Path, no: u64) -> Result<bool, StoreError> {
+    match copy(&segment_path(src, no), &segment_path(dst, no)) {
+        Ok(_) => {}
+        Err(StoreError::Io(m)) if m.contains("os error 2") => {
+            let _ = std::fs::remove_file(segment_path(dst, no));
+            let _ = std::fs::remove_file(index_path(dst, no));
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
+    let _ = copy(&index_path(src, no), &index_path(dst, no));
+    Ok(true)
 }
 
 /// The segment numbers in `dir` above `after`, in order.
@@ -135,4 +170,71 @@ fn copy(from: &Path, to: &Path) -> Result<u64, StoreError> {
     dst.sync_all()
         .map_err(io_err(format!("cannot sync {}", to.display())))?;
     Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::super::tests::{TempDir, settle};
+    use super::super::{Log, LogConfig, SyncPolicy, io};
+    use super::*;
+
+    /// A segment rolls while the backup copies it: the broker appends to it, then
+    /// starts the next one, between two passes of the backup.
+    #[test]
+    fn a_segment_that_grows_while_it_is_copied_is_copied_whole() {
+        let src = TempDir::new("backup-src");
+        let cfg = LogConfig {
+            sync: SyncPolicy::Always,
+            ..LogConfig::default()
+        };
+        // Segment 1: messages 0..20 in batches of 5; segment 2 (the next start's):
+        // 20..30.
+        let (mut log, _) = Log::open(&src.0, cfg.clone(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        let mut half = 0;
+        for i in 0..20u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"m");
+            if i % 5 == 4 {
+                settle(&mut log, &threads, 0);
+            }
+            if i == 9 {
+                half = std::fs::metadata(segment_path(log.dir(), 1)).unwrap().len();
+            }
+        }
+        drop(log);
+        threads.stop();
+        let (mut log, _) = Log::open(&src.0, cfg, 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        for i in 20..30u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"m");
+        }
+        settle(&mut log, &threads, 0);
+        drop(log);
+        threads.stop();
+        // What the first pass sees: segment 1 up to message 10, being written.
+        let logdir = src.0.join("log");
+        let (seg1, seg2) = (segment_path(&logdir, 1), segment_path(&logdir, 2));
+        let (whole1, whole2) = (std::fs::read(&seg1).unwrap(), std::fs::read(&seg2).unwrap());
+        std::fs::write(&seg1, &whole1[..half as usize]).unwrap();
+        std::fs::remove_file(&seg2).unwrap();
+        let dst = TempDir::new("backup-dst");
+        let mut rolled = false;
+        let report = backup_passes(&src.0, &dst.0, &mut || {
+            if !rolled {
+                rolled = true;
+                std::fs::write(&seg1, &whole1).unwrap();
+                std::fs::write(&seg2, &whole2).unwrap();
+            }
+        })
+        .unwrap();
+        let copy1 = std::fs::read(segment_path(&dst.0.join("log"), 1)).unwrap();
+        assert!(
+            copy1 == whole1,
+            "segment 1 in the copy: {} bytes of {}",
+            copy1.len(),
+            whole1.len()
+        );
+        assert_eq!((report.segments, report.messages), (2, 30));
+    }
 }

@@ -369,6 +369,22 @@ impl Log {
             .map_err(|e| io_err(&format!("cannot create {}", logdir.display()), e))?;
         let rec = recover::segments(&logdir)?;
         notes.extend(rec.notes);
+        // Sequence numbers of this run start above every one stored, also when `meta`
+        // was damaged or lost (its epoch then starts again at 1).
+        let max_seq = rec
+            .segments
+            .iter()
+            .flat_map(|s| &s.topics)
+            .flat_map(|t| &t.runs)
+            .map(|r| r.last_seq)
+            .max()
+            .unwrap_or(0);
+        let mut meta = meta;
+        if meta.epoch <= max_seq >> 40 {
+            meta.epoch = (max_seq >> 40) + 1;
+            recover::write_meta(dir, &meta)
+                .map_err(|e| io_err(&format!("cannot write {}/meta", dir.display()), e))?;
+        }
         let mut log = Log {
             _lock: lock,
             dir: logdir,
@@ -984,15 +1000,34 @@ impl Log {
         if self.request_read_id(id, from) {
             return true;
         }
-        // Stored but not written yet: once written.
-        let stored = self
-            .topics
-            .get(&id)
-            .is_some_and(|t| from >= t.first && from < t.next);
+        // Stored but not written yet: once written. An offset in no run is not coming
+        // (lost to damage, or in a segment set aside): see `next_stored`.
+        let stored = self.locate(id, from).is_some();
         if stored {
             self.reads_waiting.push((id, from));
         }
         stored
+    }
+
+    /// The first offset of topic `name` stored after `from`, for an offset in none of
+    /// its runs (lost to damage, or in a segment set aside): where a reader goes on.
+    /// The topic's next offset when nothing after `from` is stored; `None` when the
+    /// topic holds nothing at or after `from`.
+    pub fn next_stored(&self, name: &str, from: u64) -> Option<u64> {
+        let id = self.ids.get(name)?;
+        let t = self.topics.get(id)?;
+        let after = t
+            .segs
+            .iter()
+            .filter_map(|no| {
+                let i = self.segments.binary_search_by_key(no, |s| s.no).ok()?;
+                self.segments[i].topics.iter().find(|st| st.id == *id)
+            })
+            .flat_map(|st| &st.runs)
+            .filter(|r| r.first > from)
+            .map(|r| r.first)
+            .min();
+        after.or((from < t.next).then_some(t.next))
     }
 
     /// Where offset `from` of topic `id` is: the segment, and the position of the
@@ -1088,14 +1123,23 @@ impl Log {
                     topic: name,
                     from: r.from,
                     messages: Vec::new(),
-                    skip_to: self.skip_past(r.topic, r.no, r.from),
+                    skip_to: self.skip_past(r.topic, r.no, r.from, None),
                 };
             }
         };
+        // A message of the topic outside the run of `from` (a compaction's copy, another
+        // run) is not the one looked for, nor a sign of damage.
+        let run_last = self
+            .run_of(r.topic, r.no, r.from)
+            .map_or(u64::MAX, |run| run.last);
         let mut messages = Vec::new();
         let mut expect = r.from;
         let mut at = 0usize;
         let mut taken = 0usize;
+        // Damage met before anything of `from` was read (where), and the first offset
+        // of the run found after it.
+        let mut damage_at = None;
+        let mut resume_at = None;
         'batches: while at < bytes.len() {
             match format::batch(&bytes[at..]) {
                 format::Batch::Whole { len } => {
@@ -1111,10 +1155,13 @@ impl Log {
                             payload,
                         } = rec
                         {
-                            if id != r.topic || offset < expect {
+                            if id != r.topic || offset < expect || offset > run_last {
                                 continue;
                             }
                             if offset != expect {
+                                if messages.is_empty() {
+                                    resume_at = Some(offset);
+                                }
                                 break 'batches;
                             }
                             taken += payload.len() + key.map_or(0, <[u8]>::len) + 32;
@@ -1126,42 +1173,78 @@ impl Log {
                                 payload: payload.to_vec(),
                             });
                             expect += 1;
-                            if taken >= Self::READ_BYTES {
-                                // Enough for one read: the rest comes with the next.
+                            if taken >= Self::READ_BYTES || expect > run_last {
+                                // Enough for one read, or the run is done: the rest
+                                // comes with the next.
                                 break 'batches;
                             }
                         }
                     }
                     at += len;
                 }
-                format::Batch::Partial { len } if at == 0 && messages.is_empty() => {
-                    // One batch larger than the read: read it whole.
-                    self.queue_read(PendingRead { len, ..r });
+                format::Batch::Partial { len } if messages.is_empty() && bytes.len() == r.len => {
+                    // A batch going past what was read: read it whole, from where it
+                    // starts (a read starts at an index entry, and the batch holding
+                    // `from` may come after others). Not when the segment ended before
+                    // what was asked: then its length is damaged, and reading it again
+                    // would only end there again.
+                    self.queue_read(PendingRead {
+                        pos: r.pos + at as u64,
+                        len,
+                        ..r
+                    });
                     return Completion::None;
                 }
-                format::Batch::Partial { .. } => break,
-                format::Batch::Bad => {
-                    if messages.is_empty() && at == 0 {
-                        self.stats.skipped += 1;
-                        return Completion::Read {
-                            topic: name,
-                            from: r.from,
-                            messages,
-                            skip_to: self.skip_past(r.topic, r.no, r.from),
-                        };
+                format::Batch::Partial { .. } | format::Batch::Bad => {
+                    if !messages.is_empty() {
+                        // What came before the damage goes now; the next read meets it.
+                        break;
                     }
-                    break;
+                    // Damage before `from`'s message, which may be past it: look on.
+                    damage_at.get_or_insert(at);
+                    match format::resync(&bytes, at + 1) {
+                        Some(next) => at = next,
+                        None => break,
+                    }
                 }
             }
         }
+        if messages.is_empty() && damage_at.is_none() && resume_at.is_none() && bytes.len() == r.len
+        {
+            // Every batch read was whole, and none held `from`: it is further on. The read
+            // ended where the log knew the segment written when it was asked for, and a
+            // cursor can fall behind the memory ring before the writer's report of the
+            // batch holding `from` reached the log (the executor busy with publishers):
+            // read on from there, or wait until that batch is written.
+            let next = r.pos + r.len as u64;
+            let written = self.written_len(r.no);
+            if next < written {
+                let len = ((written - next) as usize).min(Self::READ_BYTES);
+                self.queue_read(PendingRead {
+                    pos: next,
+                    len,
+                    ..r
+                });
+                return Completion::None;
+            }
+            let unwritten = self.inflight.iter().any(|b| b.no == r.no)
+                || (r.no == self.active_no() && !self.batch.is_empty());
+            if unwritten {
+                self.reads_waiting.push((r.topic, r.from));
+                return Completion::None;
+            }
+        }
         if messages.is_empty() {
-            // The run said the offset is here, the bytes say otherwise: damage.
+            // The run said the offset is here, the bytes say otherwise: damage. Go on at
+            // the run's first offset found after it, else past the damage as the run's
+            // index tells, else past the run.
             self.stats.skipped += 1;
+            let past = r.pos + damage_at.unwrap_or(bytes.len()) as u64;
             return Completion::Read {
                 topic: name,
                 from: r.from,
                 messages,
-                skip_to: self.skip_past(r.topic, r.no, r.from),
+                skip_to: resume_at.or_else(|| self.skip_past(r.topic, r.no, r.from, Some(past))),
             };
         }
         Completion::Read {
@@ -1172,17 +1255,29 @@ impl Log {
         }
     }
 
-    /// The offset after the run of topic `id` holding `from` in segment `no`: where a
-    /// cursor goes on when that run cannot be read.
-    fn skip_past(&self, id: u64, no: u64, from: u64) -> Option<u64> {
+    /// The run of topic `id` in segment `no` holding offset `from`.
+    fn run_of(&self, id: u64, no: u64, from: u64) -> Option<&segment::Run> {
         let seg = self
             .segments
             .binary_search_by_key(&no, |s| s.no)
             .ok()
             .map(|i| &self.segments[i])?;
         let st = seg.topics.iter().find(|t| t.id == id)?;
-        let run = st.runs.iter().find(|r| r.first <= from && from <= r.last)?;
-        Some(run.last + 1)
+        st.runs.iter().find(|r| r.first <= from && from <= r.last)
+    }
+
+    /// Where a cursor goes on when the run of topic `id` holding `from` in segment `no`
+    /// cannot be read from `from` on: at the first offset the run's index places after
+    /// segment position `past` (where the damage is, if known), else after the run.
+    fn skip_past(&self, id: u64, no: u64, from: u64, past: Option<u64>) -> Option<u64> {
+        let run = self.run_of(id, no, from)?;
+        let indexed = past.and_then(|p| {
+            run.entries
+                .iter()
+                .find(|&&(o, at)| at > p && o > from)
+                .map(|&(o, _)| o)
+        });
+        Some(indexed.unwrap_or(run.last + 1))
     }
 }
 
@@ -1528,7 +1623,7 @@ mod tests {
 
     /// Runs the log's commands on real threads until it has nothing left to do, feeding
     /// every completion back; returns the completions the engine would see.
-    fn settle(log: &mut Log, threads: &io::Threads, now: u64) -> Vec<Completion> {
+    pub(crate) fn settle(log: &mut Log, threads: &io::Threads, now: u64) -> Vec<Completion> {
         let mut out = Vec::new();
         for _ in 0..1000 {
             log.poll(now);
@@ -1602,5 +1697,151 @@ mod tests {
             }
         }
         threads.stop();
+    }
+
+    /// The completion of a read of `x` from `from`.
+    fn read_from(log: &mut Log, threads: &io::Threads, from: u64) -> (Vec<u64>, Option<u64>) {
+        assert!(log.request_read("x", from));
+        settle(log, threads, 0)
+            .into_iter()
+            .find_map(|c| match c {
+                Completion::Read {
+                    messages, skip_to, ..
+                } => Some((messages.iter().map(|m| m.offset).collect(), skip_to)),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_read_after_others_is_read_whole() {
+        let dir = TempDir::new("large");
+        let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        // Small batches, then one of 300 KiB that no index entry points at.
+        for i in 0..100u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"small");
+            settle(&mut log, &threads, 0);
+        }
+        let big = vec![b'L'; 300 << 10];
+        log.append_message("x", 100, 101, 1000, None, &big);
+        log.append_message("x", 101, 102, 1000, None, b"after");
+        settle(&mut log, &threads, 0);
+        // The big one fills a read: the rest comes with the next.
+        assert_eq!(read_from(&mut log, &threads, 100), (vec![100], None));
+        assert_eq!(read_from(&mut log, &threads, 101), (vec![101], None));
+        threads.stop();
+    }
+
+    #[test]
+    fn damage_inside_a_run_loses_its_batch_only() {
+        let dir = TempDir::new("damage");
+        let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        // 50 batches of 10 messages, all within one index entry.
+        for i in 0..500u64 {
+            log.append_message("x", i, i + 1, 1000, None, format!("m{i}").as_bytes());
+            if i % 10 == 9 {
+                settle(&mut log, &threads, 0);
+            }
+        }
+        // A bit flipped in the body of batch 20 (offsets 200..210).
+        let path = io::segment_path(log.dir(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = format::SEGMENT_HEADER;
+        for _ in 0..20 {
+            let format::Batch::Whole { len } = format::batch(&bytes[at..]) else {
+                panic!("a whole batch at {at}");
+            };
+            at += len;
+        }
+        bytes[at + format::BATCH_HEADER + 3] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        // From before it: up to it. From inside it: past it, to the next batch.
+        let (offsets, skipped) = read_from(&mut log, &threads, 150);
+        assert_eq!((offsets, skipped), ((150..200).collect(), None));
+        assert_eq!(read_from(&mut log, &threads, 200), (vec![], Some(210)));
+        assert_eq!(read_from(&mut log, &threads, 205), (vec![], Some(210)));
+        assert_eq!(log.stats().skipped, 2);
+        let (offsets, _) = read_from(&mut log, &threads, 210);
+        assert_eq!(offsets, (210..500).collect::<Vec<_>>());
+        threads.stop();
+    }
+
+    /// A cursor can ask for an offset whose batch is handed to the writer but not
+    /// reported written yet (the executor busy with publishers): what is read before
+    /// it holds only older offsets, which is no sign of damage.
+    #[test]
+    fn an_offset_not_written_yet_is_read_once_written() {
+        let dir = TempDir::new("unwritten");
+        let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        for i in 0..10u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"written");
+        }
+        settle(&mut log, &threads, 0);
+        for i in 10..20u64 {
+            log.append_message("x", i, i + 1, 1000, None, b"handed");
+        }
+        log.poll(0);
+        let (mut held, mut reads) = (Vec::new(), Vec::new());
+        log.take_commands(&mut held, &mut reads);
+        assert!(log.request_read("x", 15));
+        log.take_commands(&mut held, &mut reads);
+        assert_eq!(
+            reads.len(),
+            1,
+            "a read of what is written, from offset 0's batch"
+        );
+        threads.read.try_send(reads.remove(0)).unwrap();
+        let done = threads.done.recv_blocking().unwrap();
+        assert!(
+            matches!(log.handle(done), Completion::None),
+            "neither read nor skipped yet"
+        );
+        for c in held {
+            threads.write.try_send(c).unwrap();
+        }
+        let read = settle(&mut log, &threads, 0)
+            .into_iter()
+            .find_map(|c| match c {
+                Completion::Read {
+                    messages, skip_to, ..
+                } => Some((
+                    messages.iter().map(|m| m.offset).collect::<Vec<_>>(),
+                    skip_to,
+                )),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(read, ((15..20).collect(), None));
+        assert_eq!(log.stats().skipped, 0);
+        threads.stop();
+    }
+
+    #[test]
+    fn sequence_numbers_go_up_when_meta_is_lost() {
+        let dir = TempDir::new("meta-lost");
+        // Three starts: this run's sequence numbers are at 3 << 40.
+        for _ in 0..2 {
+            drop(Log::open(&dir.0, cfg(), 7).unwrap());
+        }
+        let (mut log, opened) = Log::open(&dir.0, cfg(), 7).unwrap();
+        let threads = io::Threads::start(log.dir(), 0).unwrap();
+        for i in 0..10u64 {
+            log.append_message("x", i, opened.seq_base + i, 1000, None, b"m");
+        }
+        settle(&mut log, &threads, 0);
+        drop(log);
+        threads.stop();
+        std::fs::remove_file(dir.0.join("meta")).unwrap();
+        let (_log, fresh) = Log::open(&dir.0, cfg(), 8).unwrap();
+        assert_eq!(fresh.broker_id, 8, "a new broker id");
+        let last = opened.seq_base + 9;
+        assert!(
+            fresh.seq_base > last,
+            "sequence numbers from {} after a lost meta, {last} stored",
+            fresh.seq_base
+        );
     }
 }
