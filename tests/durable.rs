@@ -1215,13 +1215,15 @@ fn wait_subscribed(s: &Served, filter: &str) {
 /// from disk, and gets all 300,000, in order.
 #[test]
 fn a_slow_subscriber_loses_nothing() {
-    const N: u64 = 300_000;
+    // A third of it under qemu, still ten times the ring: emulated, the whole of it
+    // takes minutes.
+    let n: u64 = if qemu() { 100_000 } else { 300_000 };
     let _one = one_at_a_time();
     let dir = Dir::new("slow");
     let s = serve(dir.str(), &[]);
     let port = s.addr.port().to_string();
     let mut sub = Command::new(MOTE)
-        .args(["sub", "-p", &port, "-t", "x", "-C", &N.to_string()])
+        .args(["sub", "-p", &port, "-t", "x", "-C", &n.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1236,7 +1238,7 @@ fn a_slow_subscriber_loses_nothing() {
         .spawn()
         .unwrap();
     let mut input = String::new();
-    for i in 1..=N {
+    for i in 1..=n {
         input.push_str(&i.to_string());
         input.push('\n');
     }
@@ -1269,7 +1271,7 @@ fn a_slow_subscriber_loses_nothing() {
             let _ = sub.kill();
             let st = get_json(&s, "/api/stats");
             panic!(
-                "mote sub did not get {N} messages in 120 s; lag_missed {}, store {}",
+                "mote sub did not get {n} messages in 120 s; lag_missed {}, store {}",
                 st["totals"]["lag_missed"], st["store"]
             )
         });
@@ -1281,7 +1283,7 @@ fn a_slow_subscriber_loses_nothing() {
         assert_eq!(line, expected.to_string(), "line {expected}; stderr: {err}");
         expected += 1;
     }
-    assert_eq!(expected - 1, N, "lines received; stderr: {err}");
+    assert_eq!(expected - 1, n, "lines received; stderr: {err}");
     assert!(status.success(), "mote sub: {err}");
     assert_eq!(behind, 0, "no message was skipped");
     let reads = metric(&s, "mote_disk_reads_total");
@@ -1289,7 +1291,7 @@ fn a_slow_subscriber_loses_nothing() {
         reads > 0.0,
         "the subscriber fell behind the ring and read from disk"
     );
-    eprintln!("slow subscriber: {N} of {N}, {reads} reads from disk");
+    eprintln!("slow subscriber: {n} of {n}, {reads} reads from disk");
     stop(s);
 }
 
@@ -1417,7 +1419,9 @@ fn job_publisher(addr: SocketAddr, n: usize) -> u64 {
 /// is acked at least once, none is skipped. Duplicates are allowed (at least once).
 #[test]
 fn a_durable_group_survives_kill_9_twice() {
-    const N: usize = 30_000;
+    // Fewer under qemu, where each message costs more; the kills land at the same
+    // points of the run.
+    let n: usize = if qemu() { 10_000 } else { 30_000 };
     let _one = one_at_a_time();
     let dir = Dir::new("group");
     let s = serve(dir.str(), &["--sync", "always"]);
@@ -1425,7 +1429,7 @@ fn a_durable_group_survives_kill_9_twice() {
     let again = ["--sync", "always", "--tcp", tcp.as_str()];
     let shared = Arc::new(Shared {
         progress: std::sync::Mutex::new(Progress {
-            acked: vec![false; N],
+            acked: vec![false; n],
             ..Progress::default()
         }),
         changed: std::sync::Condvar::new(),
@@ -1442,15 +1446,15 @@ fn a_durable_group_survives_kill_9_twice() {
         ready.recv_timeout(Duration::from_secs(10)).unwrap();
     }
     let addr = s.addr;
-    let publisher = std::thread::spawn(move || job_publisher(addr, N));
+    let publisher = std::thread::spawn(move || job_publisher(addr, n));
     let limit = Duration::from_secs(120);
-    shared.wait_acked(N * 3 / 10, limit);
+    shared.wait_acked(n * 3 / 10, limit);
     kill9(s);
     let s = serve(dir.str(), &again);
-    shared.wait_acked(N * 65 / 100, limit);
+    shared.wait_acked(n * 65 / 100, limit);
     kill9(s);
     let s = serve(dir.str(), &again);
-    shared.wait_acked(N, limit);
+    shared.wait_acked(n, limit);
     let resent = publisher.join().unwrap();
     shared.done.store(true, Ordering::SeqCst);
     for m in members {
@@ -1463,9 +1467,9 @@ fn a_durable_group_survives_kill_9_twice() {
         p.lags
     );
     eprintln!(
-        "durable group: {N} messages acked by 3 members across two kills, {} deliveries ({} again), {resent} publishes sent again",
+        "durable group: {n} messages acked by 3 members across two kills, {} deliveries ({} again), {resent} publishes sent again",
         p.deliveries,
-        p.deliveries - N as u64
+        p.deliveries - n as u64
     );
     drop(p);
     stop(s);
