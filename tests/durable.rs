@@ -788,6 +788,7 @@ fn fixture() -> &'static Path {
     static FIXTURE: std::sync::OnceLock<Dir> = std::sync::OnceLock::new();
     FIXTURE
         .get_or_init(|| {
+            remove_stale_fixtures();
             let dir = Dir::new("fixture");
             let s = serve(dir.str(), &[]);
             publish_range(&s, 0, 3000);
@@ -814,6 +815,27 @@ fn fixture() -> &'static Path {
             dir
         })
         .path()
+}
+
+/// Removes the fixtures of test runs that are gone: a static is never dropped, so each
+/// run leaves its fixture behind (`mote-durable-fixture-PID-N`).
+fn remove_stale_fixtures() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mote-durable-fixture-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A copy of the fixture to damage.
