@@ -1,7 +1,8 @@
 //! Durable topics through the real binary (`mote serve --data`): kill -9 under each sync
 //! policy, torn writes and bit flips, damaged and foreign files in the data directory,
-//! durable groups across crashes, a slow subscriber reading from disk, a full file
-//! system, and group commit under `--sync always`.
+//! durable groups across crashes, a slow subscriber reading from disk, a full and a
+//! read-only file system, group commit under `--sync always`, retention by count and age
+//! and the disk budget, and `mote backup` while publishers run.
 //!
 //! The crash loops run `MOTE_CRASH_ITERATIONS` times (default 2; 1 under qemu, where
 //! `cross/test.sh` sets `QEMU_LD_PREFIX`); tests that mount a file system or depend on
@@ -787,6 +788,7 @@ fn fixture() -> &'static Path {
     static FIXTURE: std::sync::OnceLock<Dir> = std::sync::OnceLock::new();
     FIXTURE
         .get_or_init(|| {
+            remove_stale_fixtures();
             let dir = Dir::new("fixture");
             let s = serve(dir.str(), &[]);
             publish_range(&s, 0, 3000);
@@ -813,6 +815,27 @@ fn fixture() -> &'static Path {
             dir
         })
         .path()
+}
+
+/// Removes the fixtures of test runs that are gone: a static is never dropped, so each
+/// run leaves its fixture behind (`mote-durable-fixture-PID-N`).
+fn remove_stale_fixtures() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mote-durable-fixture-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A copy of the fixture to damage.
@@ -1214,13 +1237,15 @@ fn wait_subscribed(s: &Served, filter: &str) {
 /// from disk, and gets all 300,000, in order.
 #[test]
 fn a_slow_subscriber_loses_nothing() {
-    const N: u64 = 300_000;
+    // A third of it under qemu, still ten times the ring: emulated, the whole of it
+    // takes minutes.
+    let n: u64 = if qemu() { 100_000 } else { 300_000 };
     let _one = one_at_a_time();
     let dir = Dir::new("slow");
     let s = serve(dir.str(), &[]);
     let port = s.addr.port().to_string();
     let mut sub = Command::new(MOTE)
-        .args(["sub", "-p", &port, "-t", "x", "-C", &N.to_string()])
+        .args(["sub", "-p", &port, "-t", "x", "-C", &n.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1235,7 +1260,7 @@ fn a_slow_subscriber_loses_nothing() {
         .spawn()
         .unwrap();
     let mut input = String::new();
-    for i in 1..=N {
+    for i in 1..=n {
         input.push_str(&i.to_string());
         input.push('\n');
     }
@@ -1268,7 +1293,7 @@ fn a_slow_subscriber_loses_nothing() {
             let _ = sub.kill();
             let st = get_json(&s, "/api/stats");
             panic!(
-                "mote sub did not get {N} messages in 120 s; lag_missed {}, store {}",
+                "mote sub did not get {n} messages in 120 s; lag_missed {}, store {}",
                 st["totals"]["lag_missed"], st["store"]
             )
         });
@@ -1280,7 +1305,7 @@ fn a_slow_subscriber_loses_nothing() {
         assert_eq!(line, expected.to_string(), "line {expected}; stderr: {err}");
         expected += 1;
     }
-    assert_eq!(expected - 1, N, "lines received; stderr: {err}");
+    assert_eq!(expected - 1, n, "lines received; stderr: {err}");
     assert!(status.success(), "mote sub: {err}");
     assert_eq!(behind, 0, "no message was skipped");
     let reads = metric(&s, "mote_disk_reads_total");
@@ -1288,7 +1313,7 @@ fn a_slow_subscriber_loses_nothing() {
         reads > 0.0,
         "the subscriber fell behind the ring and read from disk"
     );
-    eprintln!("slow subscriber: {N} of {N}, {reads} reads from disk");
+    eprintln!("slow subscriber: {n} of {n}, {reads} reads from disk");
     stop(s);
 }
 
@@ -1416,7 +1441,9 @@ fn job_publisher(addr: SocketAddr, n: usize) -> u64 {
 /// is acked at least once, none is skipped. Duplicates are allowed (at least once).
 #[test]
 fn a_durable_group_survives_kill_9_twice() {
-    const N: usize = 30_000;
+    // Fewer under qemu, where each message costs more; the kills land at the same
+    // points of the run.
+    let n: usize = if qemu() { 10_000 } else { 30_000 };
     let _one = one_at_a_time();
     let dir = Dir::new("group");
     let s = serve(dir.str(), &["--sync", "always"]);
@@ -1424,7 +1451,7 @@ fn a_durable_group_survives_kill_9_twice() {
     let again = ["--sync", "always", "--tcp", tcp.as_str()];
     let shared = Arc::new(Shared {
         progress: std::sync::Mutex::new(Progress {
-            acked: vec![false; N],
+            acked: vec![false; n],
             ..Progress::default()
         }),
         changed: std::sync::Condvar::new(),
@@ -1441,15 +1468,15 @@ fn a_durable_group_survives_kill_9_twice() {
         ready.recv_timeout(Duration::from_secs(10)).unwrap();
     }
     let addr = s.addr;
-    let publisher = std::thread::spawn(move || job_publisher(addr, N));
+    let publisher = std::thread::spawn(move || job_publisher(addr, n));
     let limit = Duration::from_secs(120);
-    shared.wait_acked(N * 3 / 10, limit);
+    shared.wait_acked(n * 3 / 10, limit);
     kill9(s);
     let s = serve(dir.str(), &again);
-    shared.wait_acked(N * 65 / 100, limit);
+    shared.wait_acked(n * 65 / 100, limit);
     kill9(s);
     let s = serve(dir.str(), &again);
-    shared.wait_acked(N, limit);
+    shared.wait_acked(n, limit);
     let resent = publisher.join().unwrap();
     shared.done.store(true, Ordering::SeqCst);
     for m in members {
@@ -1462,9 +1489,9 @@ fn a_durable_group_survives_kill_9_twice() {
         p.lags
     );
     eprintln!(
-        "durable group: {N} messages acked by 3 members across two kills, {} deliveries ({} again), {resent} publishes sent again",
+        "durable group: {n} messages acked by 3 members across two kills, {} deliveries ({} again), {resent} publishes sent again",
         p.deliveries,
-        p.deliveries - N as u64
+        p.deliveries - n as u64
     );
     drop(p);
     stop(s);
@@ -1534,7 +1561,7 @@ fn unacked_deliveries_come_back_after_kill_9() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6: a full disk.
+// 6: a full disk and a read-only file system.
 
 /// A file system mounted for a test, unmounted when dropped.
 struct Mounted {
@@ -1712,5 +1739,455 @@ fn a_full_disk_refuses_publishes_and_recovers_by_itself() {
         );
     }
     assert_eq!(next, stored.len() as u64, "nothing refused was stored");
+    stop(s);
+}
+
+/// Whether this process runs as root (what it creates is owned by root).
+fn root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let probe = Dir::new("whoami");
+    std::fs::metadata(probe.path()).unwrap().uid() == 0
+}
+
+/// Runs `mote serve --data DIR` as `nobody` (with setpriv) expecting it to fail; `None`
+/// (with the reason printed) when setpriv cannot run it.
+fn serve_fails_as_nobody(dir: &str) -> Option<String> {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            MOTE,
+            "serve",
+            "--data",
+            dir,
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.code() == Some(2) => Some(String::from_utf8(o.stderr).unwrap()),
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: mote serve as nobody through setpriv: {}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: cannot run setpriv: {e}");
+            None
+        }
+    }
+}
+
+/// A data directory the broker cannot write refuses the start, saying which and why:
+/// on a file system mounted read-only (a new directory and one holding data), and one
+/// whose permissions keep the broker's user out (as root: the broker run as nobody).
+#[test]
+fn a_read_only_or_unwritable_data_dir_is_a_clear_start_up_error() {
+    if skipped_under_qemu("mounts a tmpfs") {
+        return;
+    }
+    let _one = one_at_a_time();
+    if let Some(fs) = Mounted::new("rofs", &["-t", "tmpfs", "-o", "size=1m", "tmpfs"]) {
+        let data = fs.path().join("data");
+        let data = data.to_str().unwrap();
+        let s = serve(data, &[]);
+        let c = mote_sdk::blocking::Client::connect(Options::new(s.addr.to_string())).unwrap();
+        c.publish_confirmed("ro/t", b"kept").unwrap();
+        drop(c);
+        stop(s);
+        let remount = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(fs.path())
+            .status()
+            .unwrap();
+        assert!(remount.success(), "mount -o remount,ro");
+        let err = serve_fails(data);
+        assert!(
+            err.contains(&format!("{data}/lock")) && err.contains("Read-only file system"),
+            "data on a read-only file system: {err}"
+        );
+        eprintln!("data on a read-only file system: {}", err.trim());
+        let fresh = fs.path().join("fresh");
+        let fresh = fresh.to_str().unwrap();
+        let err = serve_fails(fresh);
+        assert!(
+            err.contains(&format!("cannot create {fresh}"))
+                && err.contains("Read-only file system"),
+            "a new data directory on a read-only file system: {err}"
+        );
+        eprintln!(
+            "a new data directory on a read-only file system: {}",
+            err.trim()
+        );
+    }
+    let dir = Dir::new("unwritable");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let inside = data.join("new");
+    let inside = inside.to_str().unwrap();
+    let err = if root() {
+        // Root passes every permission check: the broker runs as nobody, whom the
+        // directory (root's, mode 755) keeps out.
+        let Some(err) = serve_fails_as_nobody(inside) else {
+            return;
+        };
+        err
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+        serve_fails(inside)
+    };
+    assert!(
+        err.contains(&format!("cannot create {inside}")) && err.contains("Permission denied"),
+        "an unwritable data directory: {err}"
+    );
+    eprintln!("an unwritable data directory: {}", err.trim());
+}
+
+// ---------------------------------------------------------------------------------------
+// 7: retention by count and age, and the disk budget.
+
+/// Writes `text` as the config file `mote.toml` in `dir`; returns its path.
+fn config(dir: &Dir, text: &str) -> String {
+    let path = dir.path().join("mote.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// `topic` as `/api/stats` lists it.
+fn topic_stats(s: &Served, topic: &str) -> Value {
+    let stats = get_json(s, "/api/stats");
+    stats["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic)
+        .unwrap_or_else(|| panic!("{topic} not in /api/stats: {stats}"))
+        .clone()
+}
+
+/// `topic`'s first offset in `/api/stats`.
+fn first_offset(s: &Served, topic: &str) -> u64 {
+    topic_stats(s, topic)["first"].as_u64().unwrap()
+}
+
+/// `/api/stats` → `totals` → `name`.
+fn total(s: &Served, name: &str) -> u64 {
+    get_json(s, "/api/stats")["totals"][name].as_u64().unwrap()
+}
+
+/// The payload of message `i` of a retention test.
+fn kept(topic: &str, i: u64) -> Vec<u8> {
+    format!("{topic} {i}").into_bytes()
+}
+
+/// Publishes messages `from..to` of `topic` (payloads `kept(topic, i)`), fire and
+/// forget, and waits until the broker handled them.
+fn publish_kept(s: &Served, topic: &str, from: u64, to: u64) {
+    let c = mote_sdk::blocking::Client::connect(Options::new(s.addr.to_string())).unwrap();
+    for i in from..to {
+        c.publish(topic, kept(topic, i)).unwrap();
+    }
+    c.flush().unwrap();
+    c.close().unwrap();
+}
+
+/// A subscriber from offset 0 of `topic`, with `first..next` retained: told first that
+/// it missed `0..first`, then given every message retained, in order.
+fn assert_told_then_given(s: &Served, topic: &str, first: u64, next: u64) {
+    let read = read_from(s, topic, Start::Offset(0), next);
+    assert_eq!(read.lags, vec![(first, first)], "{topic}: the lag notice");
+    assert_eq!(
+        runs(&read.offsets()),
+        vec![(first, next - 1)],
+        "{topic}: what follows it"
+    );
+    for (o, p) in &read.messages {
+        assert_eq!(p, &kept(topic, *o), "{topic}: offset {o}");
+    }
+}
+
+/// `retain-messages` through the binary (`[topics]` in the config file): a topic's
+/// first offset moves as soon as retention is applied (each second), counted as
+/// expired, also the ring's copies going; a segment with nothing retained left is
+/// deleted. A subscriber from offset 0 is told what it missed, then gets the rest; a
+/// restart keeps the topic's range.
+#[test]
+fn retention_by_count_drops_the_oldest_segment() {
+    let _one = one_at_a_time();
+    let dir = Dir::new("count");
+    let cfg = config(&dir, "[topics.\"count/#\"]\nretain-messages = 1000\n");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = ["-c", cfg.as_str()];
+
+    // Run 1, segment 1: 1,500 messages, of which 1,000 are kept.
+    let s = serve(data, &args);
+    publish_kept(&s, "count/t", 0, 1500);
+    eventually(Duration::from_secs(5), "count/t keeps 1,000", || {
+        first_offset(&s, "count/t") == 500
+    });
+    assert_eq!(total(&s, "expired"), 500);
+    assert_eq!(next_offset(&s, "count/t"), 1500);
+    assert_told_then_given(&s, "count/t", 500, 1500);
+    stop(s);
+
+    // Run 2, segment 2: 1,500 more; nothing of segment 1 is kept now.
+    let s = serve(data, &args);
+    assert_eq!(
+        first_offset(&s, "count/t"),
+        500,
+        "a restart keeps the range"
+    );
+    publish_kept(&s, "count/t", 1500, 3000);
+    eventually(Duration::from_secs(5), "count/t keeps 1,000", || {
+        first_offset(&s, "count/t") == 2000
+    });
+    let log = dir.path().join("data").join("log");
+    eventually(Duration::from_secs(5), "segment 1 is deleted", || {
+        !segment_file(&log, 1).exists()
+    });
+    assert!(segment_file(&log, 2).exists());
+    assert_eq!(total(&s, "expired"), 2000 - 500);
+    assert_told_then_given(&s, "count/t", 2000, 3000);
+    stop(s);
+
+    let s = serve(data, &args);
+    assert_eq!(first_offset(&s, "count/t"), 2000);
+    assert_eq!(next_offset(&s, "count/t"), 3000);
+    stop(s);
+}
+
+/// `max-age` through the binary: once the newest message a segment holds of a topic is
+/// older, the topic's first offset moves past them (counted as expired), and at the
+/// next start their segment is deleted, the topic's range carried forward. A subscriber
+/// from offset 0 is then told what it missed, and gets what came after.
+#[test]
+fn retention_by_age_drops_the_oldest_segment() {
+    if skipped_under_qemu("waits for messages to age, and reads what follows before it ages") {
+        return;
+    }
+    let _one = one_at_a_time();
+    let dir = Dir::new("age");
+    let cfg = config(&dir, "[topics.\"age/#\"]\nmax-age = \"2s\"\n");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = ["-c", cfg.as_str()];
+
+    let s = serve(data, &args);
+    publish_kept(&s, "age/t", 0, 100);
+    eventually(Duration::from_secs(10), "age/t's messages age out", || {
+        first_offset(&s, "age/t") == 100
+    });
+    assert_eq!(total(&s, "expired"), 100);
+    assert_eq!(next_offset(&s, "age/t"), 100, "offsets go on");
+    stop(s);
+
+    let s = serve(data, &args);
+    let log = dir.path().join("data").join("log");
+    eventually(Duration::from_secs(5), "segment 1 is deleted", || {
+        !segment_file(&log, 1).exists()
+    });
+    publish_kept(&s, "age/t", 100, 150);
+    assert_told_then_given(&s, "age/t", 100, 150);
+    stop(s);
+
+    let s = serve(data, &args);
+    assert_eq!(next_offset(&s, "age/t"), 150, "the range carried forward");
+    stop(s);
+}
+
+/// The disk budget (`--disk 20M`) through the binary: 40 MiB published to one topic in
+/// one run fill segments of 16 MiB; the oldest go while the broker runs, the topic's
+/// first offset moves past them, and what went is counted as evicted. A subscriber from
+/// offset 0 is told what it missed, then gets the rest.
+#[test]
+fn the_disk_budget_drops_the_oldest_segments() {
+    let _one = one_at_a_time();
+    let dir = Dir::new("budget");
+    let s = serve(dir.str(), &["--disk", "20M"]);
+    const N: u64 = 160;
+    let big = |i: u64| {
+        let mut p = kept("budget/t", i);
+        p.resize(256 << 10, b'.');
+        p
+    };
+    let c = mote_sdk::blocking::Client::connect(Options::new(s.addr.to_string())).unwrap();
+    for i in 0..N {
+        c.publish("budget/t", big(i)).unwrap();
+    }
+    c.flush().unwrap();
+    drop(c);
+    let log = dir.log();
+    eventually(Duration::from_secs(10), "segments 1 and 2 dropped", || {
+        !segment_file(&log, 1).exists() && !segment_file(&log, 2).exists()
+    });
+    let store = store_stats(&s);
+    let first = first_offset(&s, "budget/t");
+    assert!(first > 0 && first < N, "first offset {first}");
+    assert_eq!(store["evicted_disk"], first, "{store}");
+    assert_eq!(total(&s, "evicted_disk"), first);
+    assert!(
+        store["disk_bytes"].as_u64().unwrap() <= 20 << 20,
+        "within the budget: {store}"
+    );
+    let read = read_from(&s, "budget/t", Start::Offset(0), N);
+    assert_eq!(read.lags, vec![(first, first)], "the lag notice");
+    assert_eq!(runs(&read.offsets()), vec![(first, N - 1)]);
+    for (o, p) in &read.messages {
+        assert!(p == &big(*o), "offset {o}");
+    }
+    stop(s);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8: a backup while publishers run.
+
+/// Runs `mote backup FROM TO` (bounded); returns its stdout.
+fn backup(from: &str, to: &str) -> String {
+    let child = Command::new(MOTE)
+        .args(["backup", from, to])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("mote backup ends within 60 s")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "mote backup: {stdout}{stderr}");
+    stdout
+}
+
+/// `mote backup` while 8 clients publish with confirms under `--sync always` and one
+/// more writes large messages fast, started when the segment being written is nearly
+/// full, so that it is likely to roll while the backup copies it (a unit test in
+/// `src/store/backup.rs` makes that case certain). A broker started on the copy holds
+/// every message confirmed before the backup began, at its confirmed offset; and each
+/// topic of the copy is whole (offsets `0..next` once each, no gap), holding only what
+/// was sent, in each publisher's order.
+#[test]
+fn a_backup_taken_while_publishing_holds_everything_confirmed_before_it() {
+    let _one = one_at_a_time();
+    let dir = Dir::new("backup");
+    let copy = Dir::new("backup-copy");
+    let dest = copy.path().join("copy");
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // Segment 1 from a first run; the backup then copies an older segment and the
+    // one being written.
+    let s = serve(data, &["--sync", "always"]);
+    publish_kept(&s, "backup/big", 0, 10);
+    stop(s);
+    let s = serve(data, &["--sync", "always"]);
+    let addr = s.addr;
+    let stop_big = Arc::new(AtomicBool::new(false));
+    let big = {
+        let stop_big = stop_big.clone();
+        std::thread::spawn(move || {
+            let c = mote_sdk::blocking::Client::connect(Options::new(addr.to_string())).unwrap();
+            let mut i = 10;
+            while !stop_big.load(Ordering::SeqCst) {
+                let mut p = kept("backup/big", i);
+                p.resize(128 << 10, b'.');
+                c.publish("backup/big", p).unwrap();
+                i += 1;
+                if i % 32 == 0 {
+                    c.flush().unwrap();
+                }
+            }
+            c.flush().unwrap();
+            i
+        })
+    };
+    let topics: Vec<String> = vec!["backup/a".into(), "backup/b".into()];
+    let killed = Arc::new(AtomicBool::new(false));
+    let (warm_tx, warm_rx) = mpsc::channel();
+    let threads: Vec<_> = (0..8)
+        .map(|c| {
+            let topic = topics[c % topics.len()].clone();
+            let (killed, warm) = (killed.clone(), warm_tx.clone());
+            let prefix = format!("b-c{c}");
+            std::thread::spawn(move || publisher(addr, topic, prefix, killed, warm, 100))
+        })
+        .collect();
+    for _ in 0..8 {
+        warm_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every publisher gets its first confirmations");
+    }
+    // The segment being written nearly full (they hold 16 MiB): it is likely to roll
+    // while the backup copies it.
+    let log = dir.path().join("data").join("log");
+    eventually(Duration::from_secs(30), "segment 2 nearly full", || {
+        std::fs::metadata(segment_file(&log, 2)).map_or(0, |m| m.len()) >= 15 << 20
+    });
+    let newest = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name();
+                name.to_str()?.strip_suffix(".seg")?.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap()
+    };
+    let newest_before = newest();
+    let began = Instant::now();
+    let said = backup(data, dest.to_str().unwrap());
+    let newest_after = newest();
+    killed.store(true, Ordering::SeqCst);
+    stop_big.store(true, Ordering::SeqCst);
+    let published: Vec<Published> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let big_sent = big.join().unwrap();
+    stop(s);
+    eprintln!(
+        "backup: {}; {big_sent} large messages sent; the newest segment was {newest_before} before, {newest_after} after",
+        said.trim()
+    );
+
+    let s = serve(dest.to_str().unwrap(), &[]);
+    for topic in &topics {
+        let sent: Vec<&Sent> = published
+            .iter()
+            .flat_map(|p| &p.sent)
+            .filter(|m| &m.topic == topic)
+            .collect();
+        let (_, missing) = check_topic(&s, topic, &sent, &[], "the copy");
+        let before: Vec<&str> = missing
+            .iter()
+            .filter(|m| m.confirmed.unwrap().1 < began)
+            .map(|m| m.payload.as_str())
+            .collect();
+        assert!(
+            before.is_empty(),
+            "{topic}: confirmed before the backup began, not in the copy: {before:?}"
+        );
+    }
+    let next = next_offset(&s, "backup/big");
+    let read = read_topic(&s, "backup/big", next);
+    assert_whole(&read, next, "the copy: backup/big");
+    for (o, p) in &read.messages {
+        assert!(
+            p.starts_with(&kept("backup/big", *o)),
+            "backup/big: offset {o}"
+        );
+    }
     stop(s);
 }
