@@ -4,8 +4,8 @@
 #   cross/test.sh                 # CI's set: aarch64 and armv7 below
 #   cross/test.sh aarch64         # the broker's and the SDK's unit tests, and the end-to-end
 #                                 # suites that run the ARM broker over real sockets: protocol,
-#                                 # security, groups, HTTP, durable topics (crash loops skip
-#                                 # under qemu: they run natively)
+#                                 # security, groups, HTTP, durable topics (crash loops run once,
+#                                 # and tmpfs mounts skip, under qemu)
 #   cross/test.sh armv7           # 32-bit: the broker's and the SDK's unit tests (engine,
 #                                 # store, protocol)
 #   cross/test.sh aarch64-full    # the whole workspace (also: armv7-full aarch64-musl armv7-musl)

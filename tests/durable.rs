@@ -1237,9 +1237,8 @@ fn wait_subscribed(s: &Served, filter: &str) {
 /// from disk, and gets all 300,000, in order.
 #[test]
 fn a_slow_subscriber_loses_nothing() {
-    // A third of it under qemu, still ten times the ring: emulated, the whole of it
-    // takes minutes.
-    let n: u64 = if qemu() { 100_000 } else { 300_000 };
+    // Under qemu, still three times the ring: emulated, the whole of it takes minutes.
+    let n: u64 = if qemu() { 30_000 } else { 300_000 };
     let _one = one_at_a_time();
     let dir = Dir::new("slow");
     let s = serve(dir.str(), &[]);
@@ -1252,8 +1251,10 @@ fn a_slow_subscriber_loses_nothing() {
         .spawn()
         .unwrap();
     wait_subscribed(&s, "x");
+    // A long --timeout: this is not about time-outs, and an emulated broker on a loaded
+    // machine can take seconds to answer.
     let mut publisher = Command::new(MOTE)
-        .args(["pub", "-p", &port, "-t", "x", "-l"])
+        .args(["pub", "-p", &port, "-t", "x", "-l", "--timeout", "120s"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
