@@ -88,8 +88,11 @@ fn three_members_each_ack_a_fair_share_exactly_once() {
     assert_eq!(all.len() as u64, N, "every message went to the group");
     assert!(all.values().all(|&n| n == 1), "and to exactly one member");
     let counts: Vec<usize> = got.iter().map(Vec::len).collect();
-    let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
-    assert!(max <= 2 * min, "unfair shares: {counts:?}");
+    // Round-robin among members with free credit: a member acking faster gets more (on a
+    // loaded machine one thread may get most of the CPU: [483, 512, 2005] was seen), but
+    // every member gets a share, not one member all of it.
+    let min = *counts.iter().min().unwrap();
+    assert!(min as u64 * 10 >= N, "a member was starved: {counts:?}");
     // A plain subscriber still saw everything.
     let mut listener = listener;
     let heard = (0..N)
