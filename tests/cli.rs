@@ -8,96 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const MOTE: &str = env!("CARGO_BIN_EXE_mote");
+mod common;
 
-/// `mote serve` as a child process on a free port, its log lines on a channel.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-    /// Log lines read so far.
-    seen: Vec<String>,
-}
-
-impl Served {
-    fn start(args: &[&str]) -> Served {
-        Served::start_on("127.0.0.1:0", args)
-    }
-
-    fn start_on(tcp: &str, args: &[&str]) -> Served {
-        let mut child = Command::new(MOTE)
-            .args(["serve", "--tcp", tcp])
-            // The HTTP edge on a port of its own, unless the test picks one.
-            .args(if args.contains(&"--http") {
-                &[][..]
-            } else {
-                &["--http", "127.0.0.1:0"][..]
-            })
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Served {
-            child,
-            addr: ([0, 0, 0, 0], 0).into(),
-            log,
-            seen: Vec::new(),
-        };
-        let line = s.wait_log("listening on");
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
-        s.addr = addr.parse().unwrap();
-        s
-    }
-
-    /// Waits (at most 5 s) for a log line containing `needle`, or finds it among those
-    /// already read.
-    fn wait_log(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(e) => panic!("no log line with {needle:?}: {e}; seen {:?}", self.seen),
-            }
-        }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::served::{MOTE, Served};
 
 fn mote(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(MOTE)

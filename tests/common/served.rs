@@ -29,8 +29,22 @@ impl Served {
 
     /// As [`Served::start`], with extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Served {
+        Served::launch("127.0.0.1:0", args, env)
+    }
+
+    /// As [`Served::start`], with the binary protocol on `tcp`.
+    pub fn start_on(tcp: &str, args: &[&str]) -> Served {
+        Served::launch(tcp, args, &[])
+    }
+
+    /// The binary protocol's port, as `mote pub -p` takes it.
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    fn launch(tcp: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
         let mut cmd = Command::new(MOTE);
-        cmd.args(["serve", "--tcp", "127.0.0.1:0"])
+        cmd.args(["serve", "--tcp", tcp])
             .args(if args.contains(&"--http") {
                 &[][..]
             } else {
