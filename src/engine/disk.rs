@@ -307,8 +307,7 @@ impl Engine {
         }
         // An offset in a hole is gone too: a redelivery or a dead letter of it would
         // otherwise ask the log for it again at every pump.
-        if offset < t.disk_first || offset >= t.ring.next() || self.hole_end(tid, offset).is_some()
-        {
+        if offset < t.disk_first || offset >= t.visible || self.hole_end(tid, offset).is_some() {
             return Avail::Gone;
         }
         match t.cache.get(offset) {
@@ -395,7 +394,11 @@ impl Engine {
         let Some(log) = self.log.as_mut() else {
             return false;
         };
-        match log.handle(done) {
+        let c = log.handle(done);
+        if !self.unwritten.is_empty() {
+            self.release_written();
+        }
+        match c {
             Completion::None | Completion::Failed => false,
             Completion::Synced => true,
             Completion::Read {
@@ -406,6 +409,30 @@ impl Engine {
             } => {
                 self.read_back(&topic, from, messages, skip_to);
                 false
+            }
+        }
+    }
+
+    /// Makes what the log has written (synced, under `--sync always`) deliverable, and
+    /// wakes the cursors and groups waiting for it.
+    fn release_written(&mut self) {
+        let Some(log) = self.log.as_ref() else {
+            return;
+        };
+        let done = if log.sync_always() {
+            log.synced()
+        } else {
+            log.written()
+        };
+        while let Some(&(pos, tid, end)) = self.unwritten.front() {
+            if pos > done {
+                break;
+            }
+            self.unwritten.pop_front();
+            let t = &mut self.topics[tid.0 as usize];
+            if end > t.visible {
+                t.visible = end;
+                self.notify_watchers(tid);
             }
         }
     }

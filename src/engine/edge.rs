@@ -55,14 +55,15 @@ impl Engine {
                 messages: Vec::new(),
             };
         };
-        let ring = &self.topics[tid.0 as usize].ring;
+        let t = &self.topics[tid.0 as usize];
+        let (ring, end) = (&t.ring, t.visible);
         let start = match since {
             Since::Earliest => ring.first(),
-            Since::Latest => ring.next(),
-            Since::Offset(o) => o.clamp(ring.first(), ring.next()),
+            Since::Latest => end,
+            Since::Offset(o) => o.clamp(ring.first(), end),
         };
         let mut bytes = 0;
-        let messages = (start..ring.next())
+        let messages = (start..end)
             .take(limit)
             .filter_map(|o| ring.get(o).map(|e| (o, e)))
             .take_while(|(_, e)| {
@@ -78,8 +79,8 @@ impl Engine {
             })
             .collect();
         Stored {
-            first: ring.first(),
-            next: ring.next(),
+            first: ring.first().min(end),
+            next: end,
             messages,
         }
     }

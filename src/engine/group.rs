@@ -823,7 +823,7 @@ impl Engine {
                     m.outbox.push_back(lag);
                 }
             }
-            if cur.next < t.ring.next() {
+            if cur.next < t.visible {
                 let offset = cur.next;
                 if offset < t.ring.first() {
                     if let Some(end) = self.hole_end(tid, offset) {
@@ -883,7 +883,7 @@ impl Engine {
             if !g.redeliver.is_empty()
                 || g.cursors.iter().any(|c| {
                     let cur = &self.cursors[c.0 as usize];
-                    cur.next < self.topics[cur.topic.0 as usize].ring.next()
+                    cur.next < self.topics[cur.topic.0 as usize].visible
                 })
             {
                 self.pump(gid);

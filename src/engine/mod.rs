@@ -107,6 +107,11 @@ struct TopicState {
     /// Messages dropped by retention (count, bytes or age), and by the disk budget.
     expired: u64,
     evicted_disk: u64,
+    /// Offsets below this may be delivered: the ring's next, except for a persisted
+    /// topic, whose messages are held back until the log has written them (synced them,
+    /// under `--sync always`), so that no subscriber sees an offset a crash could give
+    /// to another message.
+    visible: u64,
 }
 
 impl TopicState {
@@ -132,6 +137,7 @@ impl TopicState {
             holes: Vec::new(),
             expired: 0,
             evicted_disk: 0,
+            visible: next,
         }
     }
 
@@ -254,6 +260,10 @@ pub struct Engine {
     expiry_base: (u64, u64),
     /// Set by a confirmed publish that must wait for the sync of this log position.
     confirm_gate: Option<u64>,
+    /// Messages of persisted topics appended to the log and not yet written (synced,
+    /// under `--sync always`): (log position after them, topic, offset after them),
+    /// consecutive messages of one topic as one entry. Delivery waits for them.
+    unwritten: VecDeque<(u64, TopicId, u64)>,
     /// Bytes all topics' disk caches hold, and a tick telling their windows' age.
     cache_bytes: usize,
     cache_tick: u64,
@@ -302,6 +312,7 @@ impl Engine {
             defaults: settings::TopicSettings::new(false),
             expiry_base: (0, 0),
             confirm_gate: None,
+            unwritten: VecDeque::new(),
             cache_bytes: 0,
             cache_tick: 0,
             groups_dirty: false,

@@ -131,14 +131,29 @@ impl Engine {
         debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
+        let mut held = false;
         if t.settings.persist {
             if let Some(log) = self.log.as_mut() {
                 let key = (!key.is_empty()).then_some(key);
                 log.append_message(&t.name, offset, self.seq, time_ms, key, payload);
+                let at = log.position();
                 if log.sync_always() {
-                    self.confirm_gate = Some(log.position());
+                    self.confirm_gate = Some(at);
                 }
+                // Delivered once written: a subscriber waits for it, so the batch goes
+                // to the writer at the end of this turn rather than after `batch_ms`.
+                if !t.watchers.is_empty() {
+                    log.hurry();
+                }
+                match self.unwritten.back_mut() {
+                    Some((pos, id, end)) if *id == tid => (*pos, *end) = (at, offset + 1),
+                    _ => self.unwritten.push_back((at, tid, offset + 1)),
+                }
+                held = true;
             }
+        }
+        if !held {
+            t.visible = offset + 1;
         }
         self.used_bytes += cost;
         self.stored += 1;
@@ -151,7 +166,17 @@ impl Engine {
             self.budget_queue
                 .retain(|&(t, o)| o >= topics[t.0 as usize].ring.first());
         }
+        if !held {
+            self.notify_watchers(tid);
+        }
+        self.stats.published += 1;
+        self.stats.bytes_published += payload.len() as u64;
+        offset
+    }
 
+    /// Queues the cursors watching topic `tid` (new messages became visible there), and
+    /// has its groups hand them to members.
+    pub(super) fn notify_watchers(&mut self, tid: TopicId) {
         let t = &self.topics[tid.0 as usize];
         let mut grouped = false;
         for &ck in &t.watchers {
@@ -180,9 +205,6 @@ impl Engine {
                 i += 1;
             }
         }
-        self.stats.published += 1;
-        self.stats.bytes_published += payload.len() as u64;
-        offset
     }
 
     /// Drops the oldest messages across all topics until the budget holds.

@@ -267,7 +267,7 @@ impl Engine {
         s.cursors.push(ck);
         let t = &mut self.topics[tid.0 as usize];
         t.watchers.push(ck);
-        if start < t.ring.next() || lag > 0 {
+        if start < t.visible || lag > 0 {
             self.queue_cursor(ck);
         }
         ck
@@ -441,7 +441,10 @@ impl Engine {
             }
             let mut n = 0u32;
             // From the ring, or, behind it, from what was read back from disk.
-            while let Some(e) = t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) {
+            while let Some(e) = (cur.next < t.visible)
+                .then(|| t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)))
+                .flatten()
+            {
                 if e.seq <= cur.skip_seq {
                     cur.next += 1;
                     continue;
@@ -485,7 +488,7 @@ impl Engine {
             msgs += u64::from(n);
             cur.queued = false;
             c.ready.pop_front();
-            if cur.next < t.ring.first() {
+            if cur.next < t.ring.first() && cur.next < t.visible {
                 // Behind the ring and not in memory: read back from disk; the cursor is
                 // queued again when the read comes.
                 need_read.push((tid, cur.next, ck));

@@ -104,6 +104,11 @@ impl Writer {
                     failure.get_or_insert(e);
                 }
             }
+            // Written before the sync is asked: delivery of what was written waits for
+            // the write, not for the sync (except under `--sync always`).
+            if self.written != before && failure.is_none() {
+                let _ = done.send_blocking(Done::Written { upto: self.written });
+            }
             if failure.is_none() {
                 if let Some(upto) = sync_upto {
                     match self.sync() {
@@ -119,9 +124,6 @@ impl Writer {
                         });
                     }
                 }
-            }
-            if self.written != before && failure.is_none() {
-                let _ = done.send_blocking(Done::Written { upto: self.written });
             }
             if let Some(error) = failure {
                 let upto = self.written;

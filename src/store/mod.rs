@@ -304,6 +304,8 @@ pub struct Log {
     /// The batch being filled (its header reserved), and since when.
     batch: Vec<u8>,
     batch_since_ms: Option<u64>,
+    /// Whether the open batch is awaited (by a subscriber): sealed at the next poll.
+    hurry: bool,
     /// Log positions: bytes handed to the writer, written, synced, and asked to sync.
     handed: u64,
     written: u64,
@@ -400,6 +402,7 @@ impl Log {
             groups: HashMap::new(),
             batch: Vec::new(),
             batch_since_ms: None,
+            hurry: false,
             handed: 0,
             written: 0,
             synced: 0,
@@ -719,6 +722,19 @@ impl Log {
         self.synced
     }
 
+    /// The position up to which everything was written (to the OS: it survives the
+    /// process, not a power cut, until synced).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Has the open batch handed to the writer at the next poll when the writer is idle,
+    /// else as soon as it finished what it has (someone waits for the batch; while a
+    /// write is under way, what comes meanwhile makes the next batch bigger).
+    pub fn hurry(&mut self) {
+        self.hurry = true;
+    }
+
     /// Whether a read of old messages is queued, in flight or waiting for its bytes.
     pub fn has_reads(&self) -> bool {
         !self.pending_reads.is_empty() || !self.reads_waiting.is_empty() || !self.reads.is_empty()
@@ -743,6 +759,7 @@ impl Log {
         format::seal_batch(&mut self.batch, 0);
         let bytes = Arc::new(std::mem::take(&mut self.batch));
         self.batch_since_ms = None;
+        self.hurry = false;
         let len = bytes.len() as u64;
         let at = self.active_len;
         self.handed += len;
@@ -798,6 +815,7 @@ impl Log {
         if !self.batch.is_empty() {
             let since = *self.batch_since_ms.get_or_insert(now_ms);
             let due = self.batch.len() >= self.cfg.batch_bytes
+                || (self.hurry && self.written == self.handed)
                 || now_ms >= since + self.cfg.batch_ms
                 || self.cfg.sync == SyncPolicy::Always;
             if due {
@@ -1636,7 +1654,10 @@ mod tests {
             for c in r {
                 threads.read.try_send(c).unwrap();
             }
-            let busy = sent || log.handed > log.written || !log.pending_reads.is_empty();
+            let busy = sent
+                || log.handed > log.written
+                || log.sync_asked > log.synced
+                || !log.pending_reads.is_empty();
             if !busy {
                 return out;
             }
