@@ -190,15 +190,26 @@ pub(crate) fn segments(log: &Path) -> Result<Recovery, StoreError> {
     let mut r = Recovery::default();
     for no in segment_numbers(log)? {
         let path = segment_path(log, no);
-        let mut bytes = Vec::new();
-        let read = File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
-        if let Err(e) = read {
-            set_aside(&path, &mut r.notes, &format!("cannot be read ({e})"));
-            let _ = std::fs::remove_file(index_path(log, no));
-            r.bad += 1;
-            continue;
-        }
-        match format::parse_segment_header(&bytes) {
+        // The header and the length first: a segment whose index checks out is not read
+        // at all (startup reads indexes, not gigabytes); damage in it is found, skipped
+        // and counted when a cursor reads there.
+        let mut head = Vec::with_capacity(format::SEGMENT_HEADER);
+        let opened = File::open(&path).and_then(|f| {
+            let len = f.metadata()?.len();
+            f.take(format::SEGMENT_HEADER as u64)
+                .read_to_end(&mut head)?;
+            Ok(len)
+        });
+        let len = match opened {
+            Ok(len) => len,
+            Err(e) => {
+                set_aside(&path, &mut r.notes, &format!("cannot be read ({e})"));
+                let _ = std::fs::remove_file(index_path(log, no));
+                r.bad += 1;
+                continue;
+            }
+        };
+        match format::parse_segment_header(&head) {
             Ok(_) => {}
             Err(HeaderError::Newer(v)) => {
                 return Err(StoreError::Newer {
@@ -206,7 +217,7 @@ pub(crate) fn segments(log: &Path) -> Result<Recovery, StoreError> {
                     version: v,
                 });
             }
-            Err(HeaderError::NotASegment) if bytes.len() < format::SEGMENT_HEADER => {
+            Err(HeaderError::NotASegment) if len < format::SEGMENT_HEADER as u64 => {
                 // Created and never written (a crash right after the roll): nothing lost.
                 let _ = std::fs::remove_file(&path);
                 let _ = std::fs::remove_file(index_path(log, no));
@@ -221,10 +232,18 @@ pub(crate) fn segments(log: &Path) -> Result<Recovery, StoreError> {
         }
         let idx = std::fs::read(index_path(log, no))
             .ok()
-            .and_then(|b| segment::decode_idx(no, bytes.len() as u64, &b));
+            .and_then(|b| segment::decode_idx(no, len, &b));
         let info = match idx {
             Some(info) => info,
             None => {
+                let mut bytes = Vec::new();
+                let read = File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes));
+                if let Err(e) = read {
+                    set_aside(&path, &mut r.notes, &format!("cannot be read ({e})"));
+                    let _ = std::fs::remove_file(index_path(log, no));
+                    r.bad += 1;
+                    continue;
+                }
                 r.scanned += 1;
                 let s = segment::scan(no, &bytes);
                 if s.skipped > 0 {
