@@ -86,6 +86,39 @@ pub(crate) const ROWS: &[(&str, &str)] = &[
     ("idle RSS KiB", "idle_rss_kib"),
     ("RSS per idle sub, B", "rss_bytes_per_idle_subscriber"),
     ("peak RSS KiB", "peak_rss_kib"),
+    ("persisted 1->1 64 B msgs/s", "persisted_msgs_per_sec_64b"),
+    (
+        "  CPU s per million",
+        "persisted_broker_cpu_sec_per_million_64b",
+    ),
+    ("  of in-memory 1->1", "persisted_fraction_of_memory_64b"),
+    ("  written B / payload B", "persisted_write_per_payload_64b"),
+    ("persisted 1->1 1 KiB msgs/s", "persisted_msgs_per_sec_1kib"),
+    (
+        "  CPU s per million",
+        "persisted_broker_cpu_sec_per_million_1kib",
+    ),
+    ("  of in-memory 1->1", "persisted_fraction_of_memory_1kib"),
+    (
+        "  written B / payload B",
+        "persisted_write_per_payload_1kib",
+    ),
+    ("sync always x16 msgs/s", "confirmed_msgs_per_sec"),
+    ("  fsyncs/s", "confirmed_fsyncs_per_sec"),
+    ("  msgs per fsync", "confirmed_msgs_per_fsync"),
+    ("  confirm p50 us", "confirmed_latency_p50_us"),
+    ("  confirm p99 us", "confirmed_latency_p99_us"),
+    ("100 msgs/s: fsyncs/s", "paced_fsyncs_per_sec"),
+    ("  written B / payload B", "paced_write_per_payload"),
+    ("1 GiB: fill MB/s", "gib_fill_mbytes_per_sec"),
+    ("  on disk MiB", "gib_disk_mib"),
+    ("  restart ms", "gib_startup_ms"),
+    ("  empty start ms", "gib_empty_startup_ms"),
+    ("  RSS MiB", "gib_rss_mib"),
+    ("  RSS over empty MiB", "gib_rss_over_empty_mib"),
+    ("  replay MB/s", "gib_replay_mbytes_per_sec"),
+    ("  ping p99 us", "gib_ping_p99_us"),
+    ("  ping max us", "gib_ping_max_us"),
 ];
 
 /// Figures whose JSON value is a whole number.
@@ -112,7 +145,7 @@ pub(crate) fn short(x: f64) -> String {
 /// The side-by-side table: a column per broker (mote first), then mote/peer for each
 /// peer; with repetitions, a min-max line under each figure measured more than once.
 pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
-    const LABEL: usize = 22;
+    const LABEL: usize = 28;
     const W: usize = 15;
     let Some((_, mote)) = cols.first() else {
         return String::new();

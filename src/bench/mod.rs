@@ -15,6 +15,7 @@
 //! does not carry them.
 
 mod conn;
+mod durable;
 mod figures;
 mod group;
 mod measure;
@@ -25,8 +26,12 @@ mod run;
 mod target;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 pub use conn::{Client, Conn, Step};
+pub use durable::{
+    CONFIRM_PUBLISHERS, Durable, DurableDriver, Started, Starter, SyncMode, http_get,
+};
 pub use measure::run;
 pub use output::report;
 pub use proc::{Broker, free_port, start_five};
@@ -96,7 +101,28 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("RUNS"),
         default: None,
-        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle (for profiling)",
+        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle, and of the persisted runs p64b, p1k, confirm, paced, gib",
+    },
+    Flag {
+        long: "persist",
+        short: None,
+        value: None,
+        default: None,
+        help: "also make the persisted runs (p64b, p1k, confirm, paced; gib, 1 GiB on disk, only when --only names it), each broker on a fresh data directory",
+    },
+    Flag {
+        long: "data",
+        short: None,
+        value: Some("DIR"),
+        default: None,
+        help: "make the persisted runs, their fresh data directories in DIR [default: the temp directory]",
+    },
+    Flag {
+        long: "sync",
+        short: None,
+        value: Some("POLICY"),
+        default: Some("1s"),
+        help: "sync policy of the persisted runs other than confirm (which is always `always`): always or a duration",
     },
     Flag {
         long: "token",
@@ -142,6 +168,12 @@ pub struct Plan {
     pub running: Option<SocketAddr>,
     /// The token of the encrypted runs.
     pub token: Option<String>,
+    /// Whether the persisted runs are made.
+    pub persist: bool,
+    /// Where the persisted runs make their data directories.
+    pub data: PathBuf,
+    /// The sync policy of the persisted runs other than `confirm`.
+    pub sync: SyncMode,
 }
 
 impl Plan {
@@ -191,16 +223,28 @@ impl Plan {
         if let Some(t) = &token {
             mote_sdk::secure::Token::new(t).map_err(|e| format!("--token: {e}"))?;
         }
+        let sync = SyncMode::parse(&value("sync").unwrap_or_else(|| "1s".into()))?;
+        let only = value("only");
+        let persisted = ["p64b", "p1k", "confirm", "paced", "gib"];
+        let persist = on("persist")
+            || value("data").is_some()
+            || only
+                .as_deref()
+                .is_some_and(|o| o.split(',').any(|x| persisted.contains(&x.trim())));
+        let data = value("data").map_or_else(std::env::temp_dir, PathBuf::from);
         Ok(Plan {
             count,
             window,
             samples,
             idle_n,
             repeat,
-            only: value("only"),
+            only,
             json: on("json"),
             running,
             token,
+            persist,
+            data,
+            sync,
         })
     }
 
@@ -209,6 +253,16 @@ impl Plan {
         self.only
             .as_deref()
             .is_none_or(|o| o.split(',').any(|x| x.trim() == run))
+    }
+
+    /// Whether the persisted run called `run` is to be made: with `--persist` (or
+    /// `--data`), those `--only` names, all but `gib` without `--only`; `gib` only when
+    /// named.
+    fn wanted_persisted(&self, run: &str) -> bool {
+        match self.only.as_deref() {
+            Some(o) => o.split(',').any(|x| x.trim() == run),
+            None => self.persist && run != "gib",
+        }
     }
 
     /// Prints a line for people, on stderr (so that `--json` output stays alone on

@@ -26,6 +26,9 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     let mut report = serde_json::Map::new();
     let mut spread = serde_json::Map::new();
     report.insert("repeat".into(), json!(plan.repeat));
+    if plan.persist {
+        report.insert("persisted_sync".into(), json!(plan.sync.arg()));
+    }
     for t in targets {
         let prefix = match t.role {
             Role::Mote => String::new(),
@@ -59,6 +62,9 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
         }
         if !t.notes.is_empty() {
             report.insert(format!("{prefix}log_notes"), json!(t.notes));
+        }
+        if !t.settings.is_empty() {
+            report.insert(format!("{prefix}persisted_settings"), json!(t.settings));
         }
         if t.driver.divisor() > 1 {
             report.insert(
@@ -138,6 +144,9 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
         }
         for n in &t.notes {
             plan.say(format!("{} log: {n}", t.name()));
+        }
+        for n in &t.settings {
+            plan.say(format!("{}: {n}", t.name()));
         }
     }
     for (peer, why) in skipped {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::Plan;
 use super::conn::Client;
+use super::durable::DurableDriver;
 use super::figures::Figures;
 use super::mote::{Mote, SecureMote};
 use super::proc::Broker;
@@ -93,6 +94,13 @@ pub struct Target {
     pub(crate) errors: Vec<String>,
     /// Lines of the broker's log that tell of trouble.
     pub(crate) notes: Vec<String>,
+    /// How the persisted runs start and speak to it (`--persist`).
+    pub(crate) durable: Option<DurableDriver>,
+    /// Whether the in-memory runs are made of it (not of a broker compared only
+    /// persisted).
+    pub(crate) memory_runs: bool,
+    /// What the persisted runs should know: a sync policy asked for and not in force.
+    pub(crate) settings: Vec<String>,
     /// Its broker died: nothing more to measure.
     gone: bool,
 }
@@ -115,8 +123,26 @@ impl Target {
             missed: 0,
             errors: Vec::new(),
             notes: Vec::new(),
+            durable: None,
+            memory_runs: true,
+            settings: Vec::new(),
             gone: false,
         }
+    }
+
+    /// A broker compared with mote in the persisted runs only (`--persist`): each of
+    /// those starts it anew by `durable`; `driver` names it.
+    pub fn durable_peer(driver: Driver, durable: DurableDriver, version: Option<String>) -> Self {
+        let mut t = Target::new(
+            Role::Peer,
+            driver,
+            ([127, 0, 0, 1], 0).into(),
+            None,
+            version,
+        );
+        t.durable = Some(durable);
+        t.memory_runs = false;
+        t
     }
 
     /// Another broker that mote is compared with, spoken to by `driver`: `broker`, started
