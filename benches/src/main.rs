@@ -8,6 +8,7 @@
 //! cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
 //! ```
 
+mod jetstream;
 mod locate;
 mod mqtt;
 mod nats;
@@ -51,8 +52,9 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
         || locate::new_token(mote.as_deref()),
     )?;
     let mut skipped = Vec::new();
+    let nats_server = opts.value("nats-server").map(PathBuf::from);
     let mut targets = bench::run(&plan, mote.as_deref(), || {
-        start_peers(&peers, &plan, &mut skipped)
+        start_peers(&peers, &plan, nats_server.as_deref(), &mut skipped)
     })?;
     for t in &mut targets {
         let notes = t.broker().map(peer::log_notes).unwrap_or_default();
@@ -62,16 +64,40 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
     Ok(())
 }
 
-/// Starts each of `peers`; the ones that cannot be started are said and added to
-/// `skipped`, with why.
+/// Starts each of `peers` (those compared in the persisted runs only are started by
+/// each of those runs); the ones that cannot be started are said and added to
+/// `skipped`, with why. `nats_server` is the nats-server program given.
 fn start_peers(
     peers: &[&'static Peer],
     plan: &Plan,
+    nats_server: Option<&std::path::Path>,
     skipped: &mut Vec<(&'static str, String)>,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     for peer in peers {
-        let started = peer.binary().and_then(|bin| {
+        let given = nats_server
+            .filter(|_| peer.program == "nats-server")
+            .map(PathBuf::from);
+        if peer.persisted_only {
+            let why = if plan.persist {
+                peer.binary(given)
+            } else {
+                Err("compared in the persisted runs only: add --persist".into())
+            };
+            match why {
+                Ok(bin) => {
+                    let version = peer.version(&bin);
+                    let durable = jetstream::durable_driver(bin, version.clone());
+                    targets.push(Target::durable_peer(peer.driver, durable, version));
+                }
+                Err(e) => {
+                    plan.say(format!("skipping {}: {e}", peer.name()));
+                    skipped.push((peer.name(), e));
+                }
+            }
+            continue;
+        }
+        let started = peer.binary(given).and_then(|bin| {
             let version = peer.version(&bin);
             let (b, startup) = start_five(|| peer.start(&bin))?;
             Ok((b, startup, version))

@@ -14,7 +14,14 @@ const OWN: &[Flag] = &[
         short: None,
         value: Some("PEERS"),
         default: None,
-        help: "also bench these brokers (started here) and print mote/peer: nats,redis,mosquitto",
+        help: "also bench these brokers (started here) and print mote/peer: nats,redis,mosquitto; jetstream (with --persist)",
+    },
+    Flag {
+        long: "nats-server",
+        short: None,
+        value: Some("PATH"),
+        default: None,
+        help: "the nats-server program of nats and jetstream (default: on PATH, or Debian's); 2.10 or later takes the sync policy",
     },
     Flag {
         long: "mote",
@@ -28,7 +35,9 @@ const OWN: &[Flag] = &[
 const ABOUT: &str = "\
 mote-bench: the measurements of `mote bench`, made of mote and, side by side, of NATS,
 Redis and mosquitto started from their Debian packages' programs, with the ratios.
-mosquitto's runs send a tenth of the messages (it is much slower).
+mosquitto's runs send a tenth of the messages (it is much slower). NATS JetStream is
+compared in the persisted runs (--persist), with the same sync policy where its
+nats-server takes one (2.10 and later; Debian 12's 2.9 syncs every 2 minutes).
 
 Usage: cargo run -p mote-bench --release -- --compare nats,redis,mosquitto [OPTIONS]
 ";
@@ -40,6 +49,7 @@ is better for mote in throughput, below 1 in CPU, latency and memory.
 Examples:
   cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
   cargo run -p mote-bench --release -- --compare nats --only 64b,1k --json
+  cargo run -p mote-bench --release -- --compare jetstream --persist --repeat 3
 ";
 
 /// The options given: values in command-line order, and the switches.
@@ -191,7 +201,7 @@ mod tests {
         let o = parse_args(&["--compare", "kafka"]).unwrap().unwrap();
         assert_eq!(
             o.peers().err().unwrap(),
-            "invalid value \"kafka\" for --compare: expected nats, redis or mosquitto"
+            "invalid value \"kafka\" for --compare: expected nats, redis, mosquitto or jetstream"
         );
     }
 
