@@ -81,3 +81,38 @@ fn compare_points_to_mote_bench() {
         "{err}"
     );
 }
+
+#[test]
+fn persisted_run_stores_on_disk_reports_and_cleans_up() {
+    let data = std::env::temp_dir().join(format!("mote-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let o = bench(&[
+        "--only",
+        "p64b",
+        "-n",
+        "2000",
+        "--sync",
+        "200ms",
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    let j = json(&o);
+    for key in [
+        "persisted_msgs_per_sec_64b",
+        "persisted_write_per_payload_64b",
+        "persisted_broker_cpu_sec_per_million_64b",
+    ] {
+        assert!(j[key].as_f64().unwrap() > 0.0, "no {key} in {j:?}");
+    }
+    assert_eq!(j["persisted_sync"], "200ms", "{j:?}");
+    // Every message's payload reached the file: at least one byte written per byte sent.
+    assert!(
+        j["persisted_write_per_payload_64b"].as_f64().unwrap() >= 1.0,
+        "{j:?}"
+    );
+    // Each run's data directory is removed after it.
+    let left: Vec<_> = std::fs::read_dir(&data).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir(&data).unwrap();
+}

@@ -68,7 +68,8 @@ pub(crate) fn median(mut xs: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The figures shown and compared: label, JSON name.
+/// The figures shown and compared: label (`{sync}` standing for the `--sync` of the
+/// persisted runs), JSON name.
 pub(crate) const ROWS: &[(&str, &str)] = &[
     ("1->1 64 B msgs/s", "msgs_per_sec_64b"),
     ("  CPU s per million", "broker_cpu_sec_per_million_64b"),
@@ -103,16 +104,87 @@ pub(crate) const ROWS: &[(&str, &str)] = &[
         "  written B / payload B",
         "persisted_write_per_payload_1kib",
     ),
-    ("sync always x16 msgs/s", "confirmed_msgs_per_sec"),
-    ("  fsyncs/s", "confirmed_fsyncs_per_sec"),
-    ("  msgs per fsync", "confirmed_msgs_per_fsync"),
-    ("  confirm p50 us", "confirmed_latency_p50_us"),
-    ("  confirm p99 us", "confirmed_latency_p99_us"),
-    ("100 msgs/s: fsyncs/s", "paced_fsyncs_per_sec"),
-    ("  written B / payload B", "paced_write_per_payload"),
+    (
+        "x16 confirmed 64 B, sync always",
+        "confirmed_always_msgs_per_sec_64b",
+    ),
+    (
+        "  CPU s per million",
+        "confirmed_always_broker_cpu_sec_per_million_64b",
+    ),
+    ("  fsyncs/s", "confirmed_always_fsyncs_per_sec_64b"),
+    ("  msgs per fsync", "confirmed_always_msgs_per_fsync_64b"),
+    (
+        "  written B / payload B",
+        "confirmed_always_write_per_payload_64b",
+    ),
+    ("  confirm p50 us", "confirmed_always_latency_p50_us_64b"),
+    ("  confirm p99 us", "confirmed_always_latency_p99_us_64b"),
+    (
+        "x16 confirmed 64 B, sync {sync}",
+        "confirmed_interval_msgs_per_sec_64b",
+    ),
+    (
+        "  CPU s per million",
+        "confirmed_interval_broker_cpu_sec_per_million_64b",
+    ),
+    ("  fsyncs/s", "confirmed_interval_fsyncs_per_sec_64b"),
+    ("  msgs per fsync", "confirmed_interval_msgs_per_fsync_64b"),
+    (
+        "  written B / payload B",
+        "confirmed_interval_write_per_payload_64b",
+    ),
+    ("  confirm p50 us", "confirmed_interval_latency_p50_us_64b"),
+    ("  confirm p99 us", "confirmed_interval_latency_p99_us_64b"),
+    (
+        "x16 confirmed 1 KiB, sync always",
+        "confirmed_always_msgs_per_sec_1kib",
+    ),
+    (
+        "  CPU s per million",
+        "confirmed_always_broker_cpu_sec_per_million_1kib",
+    ),
+    ("  fsyncs/s", "confirmed_always_fsyncs_per_sec_1kib"),
+    ("  msgs per fsync", "confirmed_always_msgs_per_fsync_1kib"),
+    (
+        "  written B / payload B",
+        "confirmed_always_write_per_payload_1kib",
+    ),
+    ("  confirm p50 us", "confirmed_always_latency_p50_us_1kib"),
+    ("  confirm p99 us", "confirmed_always_latency_p99_us_1kib"),
+    (
+        "x16 confirmed 1 KiB, sync {sync}",
+        "confirmed_interval_msgs_per_sec_1kib",
+    ),
+    (
+        "  CPU s per million",
+        "confirmed_interval_broker_cpu_sec_per_million_1kib",
+    ),
+    ("  fsyncs/s", "confirmed_interval_fsyncs_per_sec_1kib"),
+    ("  msgs per fsync", "confirmed_interval_msgs_per_fsync_1kib"),
+    (
+        "  written B / payload B",
+        "confirmed_interval_write_per_payload_1kib",
+    ),
+    ("  confirm p50 us", "confirmed_interval_latency_p50_us_1kib"),
+    ("  confirm p99 us", "confirmed_interval_latency_p99_us_1kib"),
+    (
+        "100 msgs/s, sync always: fsyncs/s",
+        "paced_always_fsyncs_per_sec",
+    ),
+    ("  written B / payload B", "paced_always_write_per_payload"),
+    (
+        "100 msgs/s, sync {sync}: fsyncs/s",
+        "paced_interval_fsyncs_per_sec",
+    ),
+    (
+        "  written B / payload B",
+        "paced_interval_write_per_payload",
+    ),
     ("1 GiB: fill MB/s", "gib_fill_mbytes_per_sec"),
     ("  on disk MiB", "gib_disk_mib"),
     ("  restart ms", "gib_startup_ms"),
+    ("  read at restart MiB", "gib_startup_read_mib"),
     ("  empty start ms", "gib_empty_startup_ms"),
     ("  RSS MiB", "gib_rss_mib"),
     ("  RSS over empty MiB", "gib_rss_over_empty_mib"),
@@ -144,8 +216,9 @@ pub(crate) fn short(x: f64) -> String {
 
 /// The side-by-side table: a column per broker (mote first), then mote/peer for each
 /// peer; with repetitions, a min-max line under each figure measured more than once.
-pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
-    const LABEL: usize = 28;
+/// `sync` is the `--sync` of the persisted runs, as labels name it.
+pub(crate) fn table(cols: &[(&str, &Figures)], sync: &str) -> String {
+    const LABEL: usize = 32;
     const W: usize = 15;
     let Some((_, mote)) = cols.first() else {
         return String::new();
@@ -166,6 +239,7 @@ pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
         if cols.iter().all(|(_, f)| f.median(key).is_none()) {
             continue;
         }
+        let label = label.replace("{sync}", sync);
         let _ = write!(out, "{label:<LABEL$}");
         for (_, f) in cols {
             let _ = write!(out, "{:>W$}", f.median(key).map_or("-".into(), short));

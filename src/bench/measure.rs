@@ -277,7 +277,7 @@ fn persisted(
     tag: &dyn Fn(&Target) -> String,
 ) -> Result<(), String> {
     let base = plan.data.as_path();
-    let sync_label = plan.sync.arg();
+    let sync_label = plan.sync.label();
     for (key, name, suffix, size, divide) in PERSISTED_RUNS {
         if !plan.wanted_persisted(key) {
             continue;
@@ -324,23 +324,33 @@ fn persisted(
             }
         }
     }
+    // Under `always`, then under `--sync` (unless that is `always` too).
+    let mut policies = vec![SyncMode::Always];
+    if plan.sync != SyncMode::Always {
+        policies.push(plan.sync);
+    }
     if plan.wanted_persisted("confirm") {
-        for &i in order {
-            let t = &mut targets[i];
-            let who = t.name();
-            persisted_one(t, plan, rep, tag, "sync always confirmed", &|d, out| {
-                durable::confirm(d, base, who, out).map(|l| vec![l])
-            })?;
+        for size in [(64, "64b"), (1024, "1kib")] {
+            for &sync in &policies {
+                for &i in order {
+                    let t = &mut targets[i];
+                    let who = t.name();
+                    persisted_one(t, plan, rep, tag, "confirmed", &|d, out| {
+                        durable::confirm(d, base, who, size, sync, out).map(|l| vec![l])
+                    })?;
+                }
+            }
         }
     }
     if plan.wanted_persisted("paced") {
-        for &i in order {
-            let t = &mut targets[i];
-            let who = t.name();
-            persisted_one(t, plan, rep, tag, "paced", &|d, out| {
-                durable::paced_run(d, base, who, plan.sync, out)
-                    .map(|l| vec![format!("sync {sync_label}, {l}")])
-            })?;
+        for &sync in &policies {
+            for &i in order {
+                let t = &mut targets[i];
+                let who = t.name();
+                persisted_one(t, plan, rep, tag, "paced", &|d, out| {
+                    durable::paced(d, base, who, sync, out).map(|l| vec![l])
+                })?;
+            }
         }
     }
     if plan.wanted_persisted("gib") {

@@ -29,9 +29,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 pub use conn::{Client, Conn, Step};
-pub use durable::{
-    CONFIRM_PUBLISHERS, Durable, DurableDriver, Started, Starter, SyncMode, http_get,
-};
+pub use durable::{Durable, DurableDriver, Started, Starter, SyncMode};
 pub use measure::run;
 pub use output::report;
 pub use proc::{Broker, free_port, start_five};
@@ -122,7 +120,7 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("POLICY"),
         default: Some("1s"),
-        help: "sync policy of the persisted runs other than confirm (which is always `always`): always or a duration",
+        help: "sync policy of p64b, p1k and gib, and the one confirm and paced use besides `always`: always or a duration",
     },
     Flag {
         long: "token",

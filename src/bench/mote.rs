@@ -1,15 +1,15 @@
 //! mote's own wire protocol (the SDK's codec, no SDK client).
 
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
 use mote_sdk::secure::{Opener, Record, Sealer, SessionKeys, Token, transcript};
 
 use mote_sdk::wire::{self, AuthInit, Decoded, Frame, Hello, Ping, Publish, Subscribe};
 
-use super::conn::{Client, Conn, Step};
-use super::durable::{Durable, DurableDriver, Started, SyncMode, http_get};
+use super::conn::{Client, Conn, PATIENCE, Step};
+use super::durable::{Durable, DurableDriver, Started, SyncMode};
 use super::proc::{free_port, start_mote_at};
 
 /// The frame that subscribes to `topic` from its next message.
@@ -367,4 +367,43 @@ pub(crate) fn durable_driver(exe: &Path) -> DurableDriver {
             remove: true,
         })
     }))
+}
+
+/// A plain HTTP/1.1 GET of mote's HTTP edge; the body.
+fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, PATIENCE)?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other("no HTTP answer"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "GET {path}: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(body.to_string());
+    }
+    // Chunked: sizes in hex, each on a line of its own before its bytes.
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| io::Error::other("a bad chunk size"))?;
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    Ok(out)
 }

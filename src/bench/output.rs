@@ -27,7 +27,7 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     let mut spread = serde_json::Map::new();
     report.insert("repeat".into(), json!(plan.repeat));
     if plan.persist {
-        report.insert("persisted_sync".into(), json!(plan.sync.arg()));
+        report.insert("persisted_sync".into(), json!(plan.sync.label()));
     }
     for t in targets {
         let prefix = match t.role {
@@ -107,7 +107,7 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
     if plan.repeat > 1 {
         plan.say(format!("medians of {} repetitions:", plan.repeat));
     }
-    plan.say(figures::table(&cols).trim_end());
+    plan.say(figures::table(&cols, &plan.sync.label()).trim_end());
     if targets.len() > 1 {
         plan.say(
             "ratios are mote/peer, medians of per-repetition ratios: above 1 is better for mote \
