@@ -111,20 +111,29 @@ impl Nats {
     }
 }
 
-impl Client for Nats {
-    fn connect(addr: SocketAddr, name: &str) -> io::Result<Nats> {
+impl Nats {
+    /// Connects as `name`; with `headers`, the server may send messages with headers
+    /// (`HMSG`): JetStream sends its flow-control requests and heartbeats so, and
+    /// without them strips the headers and delivers those as empty messages.
+    pub(crate) fn connect_with(addr: SocketAddr, name: &str, headers: bool) -> io::Result<Nats> {
         let mut n = Nats {
             c: Conn::connect(addr)?,
         };
         n.expect(Control::Info)?;
         n.c.write(
             format!(
-                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"{name}\"}}\r\nPING\r\n"
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":{headers},\"name\":\"{name}\"}}\r\nPING\r\n"
             )
             .as_bytes(),
         )?;
         n.expect(Control::Pong)?;
         Ok(n)
+    }
+}
+
+impl Client for Nats {
+    fn connect(addr: SocketAddr, name: &str) -> io::Result<Nats> {
+        Nats::connect_with(addr, name, false)
     }
 
     fn topic(run: &str) -> String {
