@@ -123,9 +123,9 @@ fn sum_perf_csv(text: &str) -> Option<u64> {
     total
 }
 
-/// Drops every file under `dir` from the page cache (`POSIX_FADV_DONTNEED`), so that
-/// the next start and reads come from the disk, as after a reboot. The files must have
-/// been synced (a stopped broker's are): dirty pages stay. Returns the files dropped.
+/// Syncs every file under `dir` and drops it from the page cache (`POSIX_FADV_DONTNEED`),
+/// so that the next start and reads come from the disk, as after a reboot. Returns the
+/// files dropped.
 pub(crate) fn drop_cached(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -136,9 +136,11 @@ pub(crate) fn drop_cached(dir: &Path) -> usize {
         match e.file_type() {
             Ok(t) if t.is_dir() => n += drop_cached(&path),
             Ok(t) if t.is_file() => {
+                // Synced first: dirty pages would stay (a broker that does not sync at
+                // its stop leaves them).
                 if let Ok(f) = std::fs::File::open(&path) {
                     let advice = rustix::fs::Advice::DontNeed;
-                    if rustix::fs::fadvise(&f, 0, None, advice).is_ok() {
+                    if f.sync_data().is_ok() && rustix::fs::fadvise(&f, 0, None, advice).is_ok() {
                         n += 1;
                     }
                 }

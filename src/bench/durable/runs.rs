@@ -332,8 +332,7 @@ pub(crate) fn gib(
     if let Err(e) = stop {
         return Err(format!("stopping the filled broker: {e}"));
     }
-    // Stopped cleanly, so everything is synced: the start reads from the disk, as after
-    // a reboot.
+    // The start reads from the disk, as after a reboot.
     let files = host::drop_cached(&dir);
     // Started again on the filled directory.
     let t0 = Instant::now();
