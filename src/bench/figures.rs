@@ -1,6 +1,7 @@
 //! Figures gathered over repetitions, their medians and spreads, ratios against mote,
 //! and the table that shows them side by side.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -68,8 +69,7 @@ pub(crate) fn median(mut xs: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The figures shown and compared: label (`{sync}` standing for the `--sync` of the
-/// persisted runs), JSON name.
+/// The figures shown and compared: label, JSON name.
 pub(crate) const ROWS: &[(&str, &str)] = &[
     ("1->1 64 B msgs/s", "msgs_per_sec_64b"),
     ("  CPU s per million", "broker_cpu_sec_per_million_64b"),
@@ -87,110 +87,6 @@ pub(crate) const ROWS: &[(&str, &str)] = &[
     ("idle RSS KiB", "idle_rss_kib"),
     ("RSS per idle sub, B", "rss_bytes_per_idle_subscriber"),
     ("peak RSS KiB", "peak_rss_kib"),
-    ("persisted 1->1 64 B msgs/s", "persisted_msgs_per_sec_64b"),
-    (
-        "  CPU s per million",
-        "persisted_broker_cpu_sec_per_million_64b",
-    ),
-    ("  of in-memory 1->1", "persisted_fraction_of_memory_64b"),
-    ("  written B / payload B", "persisted_write_per_payload_64b"),
-    ("persisted 1->1 1 KiB msgs/s", "persisted_msgs_per_sec_1kib"),
-    (
-        "  CPU s per million",
-        "persisted_broker_cpu_sec_per_million_1kib",
-    ),
-    ("  of in-memory 1->1", "persisted_fraction_of_memory_1kib"),
-    (
-        "  written B / payload B",
-        "persisted_write_per_payload_1kib",
-    ),
-    (
-        "x16 confirmed 64 B, sync always",
-        "confirmed_always_msgs_per_sec_64b",
-    ),
-    (
-        "  CPU s per million",
-        "confirmed_always_broker_cpu_sec_per_million_64b",
-    ),
-    ("  fsyncs/s", "confirmed_always_fsyncs_per_sec_64b"),
-    ("  msgs per fsync", "confirmed_always_msgs_per_fsync_64b"),
-    (
-        "  written B / payload B",
-        "confirmed_always_write_per_payload_64b",
-    ),
-    ("  confirm p50 us", "confirmed_always_latency_p50_us_64b"),
-    ("  confirm p99 us", "confirmed_always_latency_p99_us_64b"),
-    (
-        "x16 confirmed 64 B, sync {sync}",
-        "confirmed_interval_msgs_per_sec_64b",
-    ),
-    (
-        "  CPU s per million",
-        "confirmed_interval_broker_cpu_sec_per_million_64b",
-    ),
-    ("  fsyncs/s", "confirmed_interval_fsyncs_per_sec_64b"),
-    ("  msgs per fsync", "confirmed_interval_msgs_per_fsync_64b"),
-    (
-        "  written B / payload B",
-        "confirmed_interval_write_per_payload_64b",
-    ),
-    ("  confirm p50 us", "confirmed_interval_latency_p50_us_64b"),
-    ("  confirm p99 us", "confirmed_interval_latency_p99_us_64b"),
-    (
-        "x16 confirmed 1 KiB, sync always",
-        "confirmed_always_msgs_per_sec_1kib",
-    ),
-    (
-        "  CPU s per million",
-        "confirmed_always_broker_cpu_sec_per_million_1kib",
-    ),
-    ("  fsyncs/s", "confirmed_always_fsyncs_per_sec_1kib"),
-    ("  msgs per fsync", "confirmed_always_msgs_per_fsync_1kib"),
-    (
-        "  written B / payload B",
-        "confirmed_always_write_per_payload_1kib",
-    ),
-    ("  confirm p50 us", "confirmed_always_latency_p50_us_1kib"),
-    ("  confirm p99 us", "confirmed_always_latency_p99_us_1kib"),
-    (
-        "x16 confirmed 1 KiB, sync {sync}",
-        "confirmed_interval_msgs_per_sec_1kib",
-    ),
-    (
-        "  CPU s per million",
-        "confirmed_interval_broker_cpu_sec_per_million_1kib",
-    ),
-    ("  fsyncs/s", "confirmed_interval_fsyncs_per_sec_1kib"),
-    ("  msgs per fsync", "confirmed_interval_msgs_per_fsync_1kib"),
-    (
-        "  written B / payload B",
-        "confirmed_interval_write_per_payload_1kib",
-    ),
-    ("  confirm p50 us", "confirmed_interval_latency_p50_us_1kib"),
-    ("  confirm p99 us", "confirmed_interval_latency_p99_us_1kib"),
-    (
-        "100 msgs/s, sync always: fsyncs/s",
-        "paced_always_fsyncs_per_sec",
-    ),
-    ("  written B / payload B", "paced_always_write_per_payload"),
-    (
-        "100 msgs/s, sync {sync}: fsyncs/s",
-        "paced_interval_fsyncs_per_sec",
-    ),
-    (
-        "  written B / payload B",
-        "paced_interval_write_per_payload",
-    ),
-    ("1 GiB: fill MB/s", "gib_fill_mbytes_per_sec"),
-    ("  on disk MiB", "gib_disk_mib"),
-    ("  restart ms", "gib_startup_ms"),
-    ("  read at restart MiB", "gib_startup_read_mib"),
-    ("  empty start ms", "gib_empty_startup_ms"),
-    ("  RSS MiB", "gib_rss_mib"),
-    ("  RSS over empty MiB", "gib_rss_over_empty_mib"),
-    ("  replay MB/s", "gib_replay_mbytes_per_sec"),
-    ("  ping p99 us", "gib_ping_p99_us"),
-    ("  ping max us", "gib_ping_max_us"),
 ];
 
 /// Figures whose JSON value is a whole number.
@@ -214,20 +110,27 @@ pub(crate) fn short(x: f64) -> String {
     }
 }
 
-/// The side-by-side table: a column per broker (mote first), then mote/peer for each
-/// peer; with repetitions, a min-max line under each figure measured more than once.
-/// `sync` is the `--sync` of the persisted runs, as labels name it.
-pub(crate) fn table(cols: &[(&str, &Figures)], sync: &str) -> String {
-    const LABEL: usize = 32;
+/// The side-by-side table of `rows` (label, JSON name): a column per broker (mote first),
+/// then mote/peer for each peer; with repetitions, a min-max line under each figure
+/// measured more than once.
+pub(crate) fn table(cols: &[(&str, &Figures)], rows: &[(Cow<'_, str>, &str)]) -> String {
+    const LABEL: usize = 22;
     const W: usize = 15;
     let Some((_, mote)) = cols.first() else {
         return String::new();
     };
+    let shown: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|(_, key)| cols.iter().any(|(_, f)| f.median(key).is_some()))
+        .map(|(label, key)| (label.as_ref(), *key))
+        .collect();
+    // LABEL wide, or as wide as a longer label shown (the persisted runs' are).
+    let label_w = shown.iter().map(|(l, _)| l.len()).fold(LABEL, usize::max);
     let peers = &cols[1..];
     // Each column as wide as its header needs, and at least W.
     let w = |name: &str| W.max(name.len() + 7);
     let mut out = String::new();
-    let _ = write!(out, "{:<LABEL$}", "");
+    let _ = write!(out, "{:<label_w$}", "");
     for (name, _) in cols {
         let _ = write!(out, "{name:>W$}");
     }
@@ -235,12 +138,8 @@ pub(crate) fn table(cols: &[(&str, &Figures)], sync: &str) -> String {
         let _ = write!(out, "{:>1$}", format!("mote/{name}"), w(name));
     }
     out.push('\n');
-    for (label, key) in ROWS {
-        if cols.iter().all(|(_, f)| f.median(key).is_none()) {
-            continue;
-        }
-        let label = label.replace("{sync}", sync);
-        let _ = write!(out, "{label:<LABEL$}");
+    for (label, key) in shown {
+        let _ = write!(out, "{label:<label_w$}");
         for (_, f) in cols {
             let _ = write!(out, "{:>W$}", f.median(key).map_or("-".into(), short));
         }
@@ -252,7 +151,7 @@ pub(crate) fn table(cols: &[(&str, &Figures)], sync: &str) -> String {
         }
         out.push('\n');
         if cols.iter().any(|(_, f)| f.range(key).is_some()) {
-            let _ = write!(out, "{:<LABEL$}", "    min-max");
+            let _ = write!(out, "{:<label_w$}", "    min-max");
             for (_, f) in cols {
                 let _ = write!(
                     out,

@@ -25,6 +25,7 @@ mod proc;
 mod run;
 mod target;
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
@@ -261,6 +262,14 @@ impl Plan {
             Some(o) => o.split(',').any(|x| x.trim() == run),
             None => self.persist && run != "gib",
         }
+    }
+
+    /// The figures the report shows and compares: label, JSON name.
+    fn rows(&self) -> Vec<(Cow<'static, str>, &'static str)> {
+        let rows = figures::ROWS
+            .iter()
+            .map(|&(label, key)| (Cow::Borrowed(label), key));
+        rows.chain(durable::rows(self)).collect()
     }
 
     /// Prints a line for people, on stderr (so that `--json` output stays alone on

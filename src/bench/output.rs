@@ -75,7 +75,7 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     }
     if let Some(mote) = targets.first() {
         for t in &targets[1..] {
-            for (_, key) in figures::ROWS {
+            for (_, key) in plan.rows() {
                 if let Some(r) = mote.figures.ratio(&t.figures, key) {
                     report.insert(format!("ratio_{key}_vs_{}", t.name()), num(r));
                 }
@@ -107,7 +107,7 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
     if plan.repeat > 1 {
         plan.say(format!("medians of {} repetitions:", plan.repeat));
     }
-    plan.say(figures::table(&cols, &plan.sync.label()).trim_end());
+    plan.say(figures::table(&cols, &plan.rows()).trim_end());
     if targets.len() > 1 {
         plan.say(
             "ratios are mote/peer, medians of per-repetition ratios: above 1 is better for mote \

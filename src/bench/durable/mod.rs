@@ -25,6 +25,9 @@
 
 mod host;
 mod load;
+mod measure;
+mod mote;
+mod rows;
 mod runs;
 
 use std::io;
@@ -39,7 +42,9 @@ use super::conn::{Client, PATIENCE};
 use super::proc::Broker;
 use super::run::{self, Load, Throughput};
 
-pub(crate) use runs::{DurableFigures, confirm, gib, paced, persisted_throughput};
+pub(crate) use measure::repetition;
+pub(crate) use mote::driver as mote_driver;
+pub(crate) use rows::rows;
 
 /// When a persisted broker syncs its files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
