@@ -1,11 +1,16 @@
-//! mote-bench: mote measured side by side with NATS, Redis and mosquitto.
+//! mote-bench: mote measured side by side with NATS, Redis and mosquitto, and the
+//! persisted runs, of mote and NATS JetStream.
 //!
-//! The measurements are `mote bench`'s own ([`mote::bench`]); this tool adds the other
-//! brokers: a client of each one's protocol (`nats`, `redis`, `mqtt`, each also saying how
-//! to start its broker) and the peers' side of a run (`peer`). Run from the source tree:
+//! The measurements are `mote bench`'s own ([`mote::bench`]), the persisted runs
+//! included: mote's library compiles those only with its `bench-persist` feature, which
+//! this crate turns on, so the broker binary does not carry them. This tool adds the
+//! other brokers: a client of each one's protocol (`nats`, `redis`, `mqtt`, `jetstream`,
+//! each also saying how to start its broker) and the peers' side of a run (`peer`). Run
+//! from the source tree:
 //!
 //! ```text
 //! cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
+//! cargo run -p mote-bench --release -- --persist --compare jetstream
 //! ```
 
 mod jetstream;
@@ -50,7 +55,8 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
         |l| opts.value(l),
         |l| opts.on(l),
         || locate::new_token(mote.as_deref()),
-    )?;
+    )?
+    .with_persisted(|l| opts.value(l), |l| opts.on(l))?;
     let mut skipped = Vec::new();
     let nats_server = opts.value("nats-server").map(PathBuf::from);
     let mut targets = bench::run(&plan, mote.as_deref(), || {
@@ -79,7 +85,7 @@ fn start_peers(
             .filter(|_| peer.program == "nats-server")
             .map(PathBuf::from);
         if peer.persisted_only {
-            let why = if plan.persist {
+            let why = if plan.persist.is_some() {
                 peer.binary(given)
             } else {
                 Err("compared in the persisted runs only: add --persist".into())

@@ -7,6 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::Plan;
+#[cfg(feature = "bench-persist")]
 use super::durable;
 use super::group;
 use super::mote::TOKEN;
@@ -54,9 +55,10 @@ pub fn run(
     if let Some(s) = startup {
         first.figures.add("startup_ms", 0, s);
     }
-    if plan.persist {
+    #[cfg(feature = "bench-persist")]
+    if plan.persist.is_some() {
         match (mote, external) {
-            (Some(exe), false) => first.durable = Some(durable::mote_driver(exe)),
+            (Some(exe), false) => first.persisted.driver = Some(durable::mote_driver(exe)),
             _ => plan.say("the persisted runs start their own brokers: not with -h/-p"),
         }
     }
@@ -87,25 +89,21 @@ pub fn run(
         "broker {addr}{}",
         startup.map_or(String::new(), |s| format!(", started in {s:.2} ms"))
     ));
-    for t in targets[1..].iter().filter(|t| !t.memory_runs) {
-        plan.say(format!(
-            "{} {}in the persisted runs only",
-            t.name(),
-            t.version
-                .as_ref()
-                .map_or(String::new(), |v| format!("{v} "))
-        ));
-    }
-    for t in targets[1..].iter().filter(|t| t.memory_runs) {
-        plan.say(format!(
-            "{} {}at {}, started in {:.2} ms",
-            t.name(),
-            t.version
-                .as_ref()
-                .map_or(String::new(), |v| format!("{v} ")),
-            t.addr,
-            t.figures.median("startup_ms").unwrap_or(0.0)
-        ));
+    for t in &targets[1..] {
+        let version = t
+            .version
+            .as_ref()
+            .map_or(String::new(), |v| format!("{v} "));
+        plan.say(if t.memory_runs() {
+            format!(
+                "{} {version}at {}, started in {:.2} ms",
+                t.name(),
+                t.addr,
+                t.figures.median("startup_ms").unwrap_or(0.0)
+            )
+        } else {
+            format!("{} {version}in the persisted runs only", t.name())
+        });
     }
     for t in targets.iter().filter(|t| t.driver.divisor() > 1) {
         plan.say(format!(
@@ -142,7 +140,7 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
         }
         for &i in &order {
             let t = &mut targets[i];
-            if !t.memory_runs {
+            if !t.memory_runs() {
                 continue;
             }
             let load = Load {
@@ -197,7 +195,7 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
     if plan.wanted("latency") {
         for &i in &order {
             let t = &mut targets[i];
-            if !t.memory_runs {
+            if !t.memory_runs() {
                 continue;
             }
             let Some(lat) = t.attempt(plan, &tag(t), "latency", |t| {
@@ -220,7 +218,9 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
             t.figures.add("latency_p999_us", rep, p999);
         }
     }
-    durable::repetition(targets, plan, rep, &order, &tag)
+    #[cfg(feature = "bench-persist")]
+    durable::repetition(targets, plan, rep, &order, &tag)?;
+    Ok(())
 }
 
 /// Memory per idle subscriber and peak memory of every broker the bench started.

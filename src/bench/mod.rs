@@ -13,8 +13,14 @@
 //! test and its figures). mote's own clients are here; other brokers' clients, and how to
 //! start those brokers, are the `mote-bench` crate's, so the binary every device runs
 //! does not carry them.
+//!
+//! The persisted runs (`durable`: every broker on fresh data directories, against NATS
+//! JetStream too) are compiled only with the `bench-persist` feature, which `mote-bench`
+//! turns on: they are a tool of the source tree, and the broker binary is 109 KiB smaller
+//! without them.
 
 mod conn;
+#[cfg(feature = "bench-persist")]
 mod durable;
 mod figures;
 mod group;
@@ -27,10 +33,10 @@ mod target;
 
 use std::borrow::Cow;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 
 pub use conn::{Client, Conn, Step};
-pub use durable::{Durable, DurableDriver, Started, Starter, SyncMode};
+#[cfg(feature = "bench-persist")]
+pub use durable::{Durable, DurableDriver, PERSIST_FLAGS, Persist, Started, Starter, SyncMode};
 pub use measure::run;
 pub use output::report;
 pub use proc::{Broker, free_port, start_five};
@@ -100,28 +106,7 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("RUNS"),
         default: None,
-        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle, and of the persisted runs p64b, p1k, confirm, paced, gib",
-    },
-    Flag {
-        long: "persist",
-        short: None,
-        value: None,
-        default: None,
-        help: "also make the persisted runs (p64b, p1k, confirm, paced; gib, 1 GiB on disk, only when --only names it), each broker on a fresh data directory",
-    },
-    Flag {
-        long: "data",
-        short: None,
-        value: Some("DIR"),
-        default: None,
-        help: "make the persisted runs, their fresh data directories in DIR [default: the temp directory]",
-    },
-    Flag {
-        long: "sync",
-        short: None,
-        value: Some("POLICY"),
-        default: Some("1s"),
-        help: "sync policy of p64b, p1k and gib, and the one confirm and paced use besides `always`: always or a duration",
+        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle (for profiling)",
     },
     Flag {
         long: "token",
@@ -167,12 +152,9 @@ pub struct Plan {
     pub running: Option<SocketAddr>,
     /// The token of the encrypted runs.
     pub token: Option<String>,
-    /// Whether the persisted runs are made.
-    pub persist: bool,
-    /// Where the persisted runs make their data directories.
-    pub data: PathBuf,
-    /// The sync policy of the persisted runs other than `confirm`.
-    pub sync: SyncMode,
+    /// The persisted runs, if they are made ([`Plan::with_persisted`]).
+    #[cfg(feature = "bench-persist")]
+    pub persist: Option<Persist>,
 }
 
 impl Plan {
@@ -222,28 +204,18 @@ impl Plan {
         if let Some(t) = &token {
             mote_sdk::secure::Token::new(t).map_err(|e| format!("--token: {e}"))?;
         }
-        let sync = SyncMode::parse(&value("sync").unwrap_or_else(|| "1s".into()))?;
-        let only = value("only");
-        let persisted = ["p64b", "p1k", "confirm", "paced", "gib"];
-        let persist = on("persist")
-            || value("data").is_some()
-            || only
-                .as_deref()
-                .is_some_and(|o| o.split(',').any(|x| persisted.contains(&x.trim())));
-        let data = value("data").map_or_else(std::env::temp_dir, PathBuf::from);
         Ok(Plan {
             count,
             window,
             samples,
             idle_n,
             repeat,
-            only,
+            only: value("only"),
             json: on("json"),
             running,
             token,
-            persist,
-            data,
-            sync,
+            #[cfg(feature = "bench-persist")]
+            persist: None,
         })
     }
 
@@ -254,22 +226,14 @@ impl Plan {
             .is_none_or(|o| o.split(',').any(|x| x.trim() == run))
     }
 
-    /// Whether the persisted run called `run` is to be made: with `--persist` (or
-    /// `--data`), those `--only` names, all but `gib` without `--only`; `gib` only when
-    /// named.
-    fn wanted_persisted(&self, run: &str) -> bool {
-        match self.only.as_deref() {
-            Some(o) => o.split(',').any(|x| x.trim() == run),
-            None => self.persist && run != "gib",
-        }
-    }
-
     /// The figures the report shows and compares: label, JSON name.
     fn rows(&self) -> Vec<(Cow<'static, str>, &'static str)> {
         let rows = figures::ROWS
             .iter()
             .map(|&(label, key)| (Cow::Borrowed(label), key));
-        rows.chain(durable::rows(self)).collect()
+        #[cfg(feature = "bench-persist")]
+        let rows = rows.chain(durable::rows(self));
+        rows.collect()
     }
 
     /// Prints a line for people, on stderr (so that `--json` output stays alone on

@@ -26,8 +26,9 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     let mut report = serde_json::Map::new();
     let mut spread = serde_json::Map::new();
     report.insert("repeat".into(), json!(plan.repeat));
-    if plan.persist {
-        report.insert("persisted_sync".into(), json!(plan.sync.label()));
+    #[cfg(feature = "bench-persist")]
+    if let Some(p) = &plan.persist {
+        report.insert("persisted_sync".into(), json!(p.sync.label()));
     }
     for t in targets {
         let prefix = match t.role {
@@ -63,8 +64,10 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
         if !t.notes.is_empty() {
             report.insert(format!("{prefix}log_notes"), json!(t.notes));
         }
-        if !t.settings.is_empty() {
-            report.insert(format!("{prefix}persisted_settings"), json!(t.settings));
+        #[cfg(feature = "bench-persist")]
+        if !t.persisted.settings.is_empty() {
+            let settings = &t.persisted.settings;
+            report.insert(format!("{prefix}persisted_settings"), json!(settings));
         }
         if t.driver.divisor() > 1 {
             report.insert(
@@ -145,7 +148,8 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
         for n in &t.notes {
             plan.say(format!("{} log: {n}", t.name()));
         }
-        for n in &t.settings {
+        #[cfg(feature = "bench-persist")]
+        for n in &t.persisted.settings {
             plan.say(format!("{}: {n}", t.name()));
         }
     }

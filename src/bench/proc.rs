@@ -49,12 +49,14 @@ impl Broker {
     }
 
     /// Kills it (SIGKILL) and waits for it.
+    #[cfg(feature = "bench-persist")]
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Asks it to stop (SIGTERM) and waits for it, for `limit` at most (then kills it).
+    #[cfg(feature = "bench-persist")]
     pub fn terminate(&mut self, limit: Duration) -> Result<(), String> {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
             .ok_or("the broker has no process id")?;

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use super::Plan;
 use super::conn::Client;
-use super::durable::DurableDriver;
+#[cfg(feature = "bench-persist")]
+use super::durable::{DurableDriver, Persisted};
 use super::figures::Figures;
 use super::mote::{Mote, SecureMote};
 use super::proc::Broker;
@@ -94,13 +95,9 @@ pub struct Target {
     pub(crate) errors: Vec<String>,
     /// Lines of the broker's log that tell of trouble.
     pub(crate) notes: Vec<String>,
-    /// How the persisted runs start and speak to it (`--persist`).
-    pub(crate) durable: Option<DurableDriver>,
-    /// Whether the in-memory runs are made of it (not of a broker compared only
-    /// persisted).
-    pub(crate) memory_runs: bool,
-    /// What the persisted runs should know: a sync policy asked for and not in force.
-    pub(crate) settings: Vec<String>,
+    /// What it has of the persisted runs.
+    #[cfg(feature = "bench-persist")]
+    pub(crate) persisted: Persisted,
     /// Its broker died: nothing more to measure.
     gone: bool,
 }
@@ -123,15 +120,15 @@ impl Target {
             missed: 0,
             errors: Vec::new(),
             notes: Vec::new(),
-            durable: None,
-            memory_runs: true,
-            settings: Vec::new(),
+            #[cfg(feature = "bench-persist")]
+            persisted: Persisted::default(),
             gone: false,
         }
     }
 
     /// A broker compared with mote in the persisted runs only (`--persist`): each of
     /// those starts it anew by `durable`; `driver` names it.
+    #[cfg(feature = "bench-persist")]
     pub fn durable_peer(driver: Driver, durable: DurableDriver, version: Option<String>) -> Self {
         let mut t = Target::new(
             Role::Peer,
@@ -140,8 +137,8 @@ impl Target {
             None,
             version,
         );
-        t.durable = Some(durable);
-        t.memory_runs = false;
+        t.persisted.driver = Some(durable);
+        t.persisted.only = true;
         t
     }
 
@@ -166,6 +163,16 @@ impl Target {
     /// Adds lines of the broker's own log that tell of trouble, for the report.
     pub fn add_notes(&mut self, notes: impl IntoIterator<Item = String>) {
         self.notes.extend(notes);
+    }
+
+    /// Whether the in-memory runs are made of it: all but a broker compared in the
+    /// persisted runs only.
+    pub(crate) fn memory_runs(&self) -> bool {
+        #[cfg(feature = "bench-persist")]
+        if self.persisted.only {
+            return false;
+        }
+        true
     }
 
     /// Whether it is mote, plaintext or encrypted.

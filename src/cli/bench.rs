@@ -34,20 +34,16 @@ pub(crate) static SPEC: Spec = Spec {
     about: "Measure a broker: 1->1 throughput at 64 B and 1 KiB, 1->4 fan-out, a consumer\n\
             group of 3 acking members, ping-pong latency, and (when it starts the broker\n\
             itself) startup time, CPU per million messages, idle and per-connection memory.\n\
-            With --persist, the same broker on fresh data directories: 1->1 persisted,\n\
-            16 publishers confirming under --sync always and --sync, 100 msgs/s paced\n\
-            (fsyncs/s, bytes written per payload byte); --only gib adds a restart with\n\
-            1 GiB on disk and its replay. The same runs side by side with NATS, Redis,\n\
-            mosquitto and NATS JetStream are a tool of the source tree:\n\
+            The same runs side by side with NATS, Redis and mosquitto, and persisted runs\n\
+            on fresh data directories (also against NATS JetStream), are a tool of the\n\
+            source tree, mote-bench (cargo run -p mote-bench --release -- --help):\n  \
             cargo run -p mote-bench --release -- --compare nats,redis,mosquitto",
     opts: &OPTS,
     after: "With --token, ratios are plaintext/encrypted, each the median of the ratios within\n\
             one repetition.\n\n\
             Examples:\n  mote bench                  # starts its own broker on a free loopback port\n  \
             mote bench --json\n  mote bench -h 127.0.0.1 -p 7270 -n 1000000\n  \
-            mote bench --token new --repeat 3\n  \
-            mote bench --persist --data /var/tmp --repeat 3\n  \
-            mote bench --only confirm,paced,gib",
+            mote bench --token new --repeat 3",
 };
 
 pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {

@@ -7,6 +7,18 @@ use super::super::target::Target;
 use super::runs::{DurableFigures, confirm, gib, paced, persisted_throughput};
 use super::{DurableDriver, SyncMode};
 
+/// What a [`Target`] has of the persisted runs.
+#[derive(Default)]
+pub(crate) struct Persisted {
+    /// How they start and speak to it; `None` when they are not made of it.
+    pub(crate) driver: Option<DurableDriver>,
+    /// It is compared in the persisted runs only: no in-memory runs of it.
+    pub(crate) only: bool,
+    /// What they should know: a sync policy asked for and not in force, fsyncs counted
+    /// otherwise than by perf.
+    pub(crate) settings: Vec<String>,
+}
+
 /// The persisted throughput runs: `--only` name, label, JSON suffix, payload size,
 /// messages (divided from `--count`).
 const PERSISTED_RUNS: [(&str, &str, &str, usize, u64); 2] = [
@@ -28,12 +40,12 @@ fn persisted_one(
     what: &str,
     f: PersistedRun<'_>,
 ) -> Result<(), String> {
-    if t.durable.is_none() {
+    if t.persisted.driver.is_none() {
         return Ok(());
     }
     let r = t.attempt(plan, &tag(t), what, |t| {
         let mut out = DurableFigures::default();
-        let d = t.durable.as_ref().ok_or("no persisted runs")?;
+        let d = t.persisted.driver.as_ref().ok_or("no persisted runs")?;
         f(d, &mut out).map(|lines| (lines, out))
     })?;
     if let Some((lines, out)) = r {
@@ -44,8 +56,8 @@ fn persisted_one(
             t.figures.add(k, rep, x);
         }
         for n in out.notes {
-            if !t.settings.contains(&n) {
-                t.settings.push(n);
+            if !t.persisted.settings.contains(&n) {
+                t.persisted.settings.push(n);
             }
         }
     }
@@ -60,8 +72,11 @@ pub(crate) fn repetition(
     order: &[usize],
     tag: &dyn Fn(&Target) -> String,
 ) -> Result<(), String> {
-    let base = plan.data.as_path();
-    let sync_label = plan.sync.label();
+    let Some(persist) = &plan.persist else {
+        return Ok(());
+    };
+    let (base, sync) = (persist.data.as_path(), persist.sync);
+    let sync_label = sync.label();
     for (key, name, suffix, size, divide) in PERSISTED_RUNS {
         if !plan.wanted_persisted(key) {
             continue;
@@ -76,7 +91,7 @@ pub(crate) fn repetition(
                     base,
                     who,
                     (key, suffix, size, count, plan.window),
-                    plan.sync,
+                    sync,
                     out,
                 )?;
                 let wa = out
@@ -110,8 +125,8 @@ pub(crate) fn repetition(
     }
     // Under `always`, then under `--sync` (unless that is `always` too).
     let mut policies = vec![SyncMode::Always];
-    if plan.sync != SyncMode::Always {
-        policies.push(plan.sync);
+    if sync != SyncMode::Always {
+        policies.push(sync);
     }
     if plan.wanted_persisted("confirm") {
         for size in [(64, "64b"), (1024, "1kib")] {
@@ -140,7 +155,7 @@ pub(crate) fn repetition(
     if plan.wanted_persisted("gib") {
         // Stored under an interval even when --sync is always: 1 GiB one sync at a time
         // would measure the disk, not the restart.
-        let sync = match plan.sync {
+        let sync = match sync {
             SyncMode::Always => SyncMode::Every(1000),
             s => s,
         };

@@ -1,7 +1,9 @@
-//! The persisted runs (`--persist`): every broker on a fresh data directory of its own for
-//! each run, with a stated sync policy, written once for every protocol's [`Durable`]
-//! client. The runs themselves are in [`runs`], their loads in [`load`], what is read of
-//! the broker's process and files from outside in [`host`].
+//! The persisted runs (mote-bench's `--persist`; only with the `bench-persist` feature):
+//! every broker on a fresh data directory of its own for each run, with a stated sync
+//! policy, written once for every protocol's [`Durable`] client. The runs themselves are
+//! in [`runs`], their loads in [`load`], what is read of the broker's process and files
+//! from outside in [`host`], their options in [`plan`], their part of a bench run in
+//! [`measure`].
 //!
 //! - `p64b`, `p1k`: the 1→1 load of the in-memory runs, the broker persisting every
 //!   message under `--sync` (default 1s); the run ends when the subscriber has everything
@@ -27,6 +29,7 @@ mod host;
 mod load;
 mod measure;
 mod mote;
+mod plan;
 mod rows;
 mod runs;
 
@@ -42,8 +45,9 @@ use super::conn::{Client, PATIENCE};
 use super::proc::Broker;
 use super::run::{self, Load, Throughput};
 
-pub(crate) use measure::repetition;
+pub(crate) use measure::{Persisted, repetition};
 pub(crate) use mote::driver as mote_driver;
+pub use plan::{PERSIST_FLAGS, Persist};
 pub(crate) use rows::rows;
 
 /// When a persisted broker syncs its files.

@@ -114,7 +114,10 @@ const ROWS: &[(&str, &str)] = &[
 
 /// [`ROWS`] for `plan`: their labels name its `--sync`.
 pub(crate) fn rows(plan: &Plan) -> impl Iterator<Item = (Cow<'static, str>, &'static str)> {
-    let sync = plan.sync.label();
+    let sync = plan
+        .persist
+        .as_ref()
+        .map_or(String::new(), |p| p.sync.label());
     ROWS.iter()
         .map(move |&(label, key)| (Cow::Owned(label.replace("{sync}", &sync)), key))
 }
