@@ -6,14 +6,21 @@
 use std::process::Command;
 
 /// mote-bench starts the `mote` binary beside it; run by cargo (which sets `CARGO` for the
-/// test, and so for mote-bench), it builds that binary first, as `cargo run` does.
+/// test, and so for mote-bench), it builds that binary first, as `cargo run` does. Under
+/// `cargo test --workspace` that binary is built already: it is given with `--mote`, which
+/// spares a second build of the broker (without this crate's feature) in CI.
 const MOTE_BENCH: &str = env!("CARGO_BIN_EXE_mote-bench");
 
 #[test]
 fn persisted_run_stores_on_disk_reports_and_cleans_up() {
     let data = std::env::temp_dir().join(format!("mote-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&data).unwrap();
-    let o = Command::new(MOTE_BENCH)
+    let mut cmd = Command::new(MOTE_BENCH);
+    let beside = std::path::Path::new(MOTE_BENCH).with_file_name("mote");
+    if beside.is_file() {
+        cmd.arg("--mote").arg(beside);
+    }
+    let o = cmd
         .args(["--only", "p64b", "-n", "2000", "--sync", "200ms", "--data"])
         .arg(&data)
         .arg("--json")
