@@ -1,5 +1,6 @@
 //! `mote bench` as a user runs it: the JSON keys scripts read stay as they are, and the
-//! comparison with other brokers points to the tool that has it (mote-bench).
+//! comparison with other brokers and the persisted runs point to the tool that has them
+//! (mote-bench; its persisted runs are tested in benches/tests/).
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 use std::process::{Command, Output};
@@ -80,4 +81,19 @@ fn compare_points_to_mote_bench() {
         err.contains("cargo run -p mote-bench --release -- --compare"),
         "{err}"
     );
+}
+
+#[test]
+fn persisted_runs_are_not_in_the_broker_binary() {
+    // They are mote-bench's (the `bench-persist` feature); the help points there.
+    let o = bench(&["--help"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(!help.contains("--persist"), "{help}");
+    assert!(
+        help.contains("cargo run -p mote-bench --release -- --help"),
+        "{help}"
+    );
+    let o = bench(&["--persist"]);
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -1,13 +1,19 @@
-//! mote-bench: mote measured side by side with NATS, Redis and mosquitto.
+//! mote-bench: mote measured side by side with NATS, Redis and mosquitto, and the
+//! persisted runs, of mote and NATS JetStream.
 //!
-//! The measurements are `mote bench`'s own ([`mote::bench`]); this tool adds the other
-//! brokers: a client of each one's protocol (`nats`, `redis`, `mqtt`, each also saying how
-//! to start its broker) and the peers' side of a run (`peer`). Run from the source tree:
+//! The measurements are `mote bench`'s own ([`mote::bench`]), the persisted runs
+//! included: mote's library compiles those only with its `bench-persist` feature, which
+//! this crate turns on, so the broker binary does not carry them. This tool adds the
+//! other brokers: a client of each one's protocol (`nats`, `redis`, `mqtt`, `jetstream`,
+//! each also saying how to start its broker) and the peers' side of a run (`peer`). Run
+//! from the source tree:
 //!
 //! ```text
 //! cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
+//! cargo run -p mote-bench --release -- --persist --compare jetstream
 //! ```
 
+mod jetstream;
 mod locate;
 mod mqtt;
 mod nats;
@@ -49,10 +55,12 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
         |l| opts.value(l),
         |l| opts.on(l),
         || locate::new_token(mote.as_deref()),
-    )?;
+    )?
+    .with_persisted(|l| opts.value(l), |l| opts.on(l))?;
     let mut skipped = Vec::new();
+    let nats_server = opts.value("nats-server").map(PathBuf::from);
     let mut targets = bench::run(&plan, mote.as_deref(), || {
-        start_peers(&peers, &plan, &mut skipped)
+        start_peers(&peers, &plan, nats_server.as_deref(), &mut skipped)
     })?;
     for t in &mut targets {
         let notes = t.broker().map(peer::log_notes).unwrap_or_default();
@@ -62,16 +70,40 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
     Ok(())
 }
 
-/// Starts each of `peers`; the ones that cannot be started are said and added to
-/// `skipped`, with why.
+/// Starts each of `peers` (those compared in the persisted runs only are started by
+/// each of those runs); the ones that cannot be started are said and added to
+/// `skipped`, with why. `nats_server` is the nats-server program given.
 fn start_peers(
     peers: &[&'static Peer],
     plan: &Plan,
+    nats_server: Option<&std::path::Path>,
     skipped: &mut Vec<(&'static str, String)>,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     for peer in peers {
-        let started = peer.binary().and_then(|bin| {
+        let given = nats_server
+            .filter(|_| peer.program == "nats-server")
+            .map(PathBuf::from);
+        if peer.persisted_only {
+            let why = if plan.persist.is_some() {
+                peer.binary(given)
+            } else {
+                Err("compared in the persisted runs only: add --persist".into())
+            };
+            match why {
+                Ok(bin) => {
+                    let version = peer.version(&bin);
+                    let durable = jetstream::durable_driver(bin, version.clone());
+                    targets.push(Target::durable_peer(peer.driver, durable, version));
+                }
+                Err(e) => {
+                    plan.say(format!("skipping {}: {e}", peer.name()));
+                    skipped.push((peer.name(), e));
+                }
+            }
+            continue;
+        }
+        let started = peer.binary(given).and_then(|bin| {
             let version = peer.version(&bin);
             let (b, startup) = start_five(|| peer.start(&bin))?;
             Ok((b, startup, version))

@@ -27,6 +27,7 @@ pub(crate) const PEER: Peer = Peer {
     package: "mosquitto",
     args: |port| vec!["-p", port],
     version_flag: "-h",
+    persisted_only: false,
 };
 
 pub(crate) struct Mqtt {

@@ -2,6 +2,8 @@
 //!
 //! `PING` after a command is the confirmation: the server answers `PONG` once it has
 //! handled everything before it. Pings from the server are answered with `PONG`.
+//! Messages with headers (`HMSG`, JetStream's) are read too; a JetStream flow-control
+//! request among them is answered, as JetStream's clients do.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,15 +20,16 @@ pub(crate) const PEER: Peer = Peer {
     package: "nats-server",
     args: |port| vec!["-a", "127.0.0.1", "-p", port],
     version_flag: "--version",
+    persisted_only: false,
 };
 
 pub(crate) struct Nats {
-    c: Conn,
+    pub(crate) c: Conn,
 }
 
 /// What the server sent, other than a delivery.
 #[derive(PartialEq, Eq)]
-enum Control {
+pub(crate) enum Control {
     Info,
     Pong,
     Other,
@@ -34,7 +37,7 @@ enum Control {
 
 /// Parses one unit at the start of `buf`: a delivery's payload goes to `msg`; the rest is
 /// returned (a server `PING` is answered through `replies`, `-ERR` is an error).
-fn parse(
+pub(crate) fn parse(
     buf: &[u8],
     replies: &mut Vec<u8>,
     mut msg: impl FnMut(&[u8]) -> bool,
@@ -50,6 +53,31 @@ fn parse(
             return Ok(None);
         }
         let more = msg(&buf[used..used + len]);
+        return Ok(Some((Control::Other, total, more)));
+    }
+    if let Some(rest) = l.strip_prefix(b"HMSG ") {
+        // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
+        let fields: Vec<&[u8]> = rest.split(|&b| b == b' ').collect();
+        let [.., head, all] = fields[..] else {
+            return Err(io::Error::other("a bad HMSG line"));
+        };
+        let (head, all) = (parse_len(head)?, parse_len(all)?);
+        let total = used + all + 2;
+        if buf.len() < total || head > all {
+            return Ok(None);
+        }
+        let headers = &buf[used..used + head];
+        // A status (`NATS/1.0 100 ...`) is not a message: a flow-control request is
+        // answered on its reply subject, an idle heartbeat needs nothing.
+        if headers.starts_with(b"NATS/1.0 1") {
+            if fields.len() == 5 && headers.windows(11).any(|w| w == b"FlowControl") {
+                replies.extend_from_slice(b"PUB ");
+                replies.extend_from_slice(fields[2]);
+                replies.extend_from_slice(b" 0\r\n\r\n");
+            }
+            return Ok(Some((Control::Other, total, true)));
+        }
+        let more = msg(&buf[used + head..used + all]);
         return Ok(Some((Control::Other, total, more)));
     }
     let control = if l == b"PING" {
@@ -72,7 +100,7 @@ fn parse(
 
 impl Nats {
     /// Reads until the server sends `want`.
-    fn expect(&mut self, want: Control) -> io::Result<()> {
+    pub(crate) fn expect(&mut self, want: Control) -> io::Result<()> {
         self.c.read_with(|buf, replies| {
             Ok(match parse(buf, replies, |_| true)? {
                 None => Step::Need,
@@ -83,20 +111,29 @@ impl Nats {
     }
 }
 
-impl Client for Nats {
-    fn connect(addr: SocketAddr, name: &str) -> io::Result<Nats> {
+impl Nats {
+    /// Connects as `name`; with `headers`, the server may send messages with headers
+    /// (`HMSG`): JetStream sends its flow-control requests and heartbeats so, and
+    /// without them strips the headers and delivers those as empty messages.
+    pub(crate) fn connect_with(addr: SocketAddr, name: &str, headers: bool) -> io::Result<Nats> {
         let mut n = Nats {
             c: Conn::connect(addr)?,
         };
         n.expect(Control::Info)?;
         n.c.write(
             format!(
-                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"{name}\"}}\r\nPING\r\n"
+                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":{headers},\"name\":\"{name}\"}}\r\nPING\r\n"
             )
             .as_bytes(),
         )?;
         n.expect(Control::Pong)?;
         Ok(n)
+    }
+}
+
+impl Client for Nats {
+    fn connect(addr: SocketAddr, name: &str) -> io::Result<Nats> {
+        Nats::connect_with(addr, name, false)
     }
 
     fn topic(run: &str) -> String {

@@ -1,9 +1,10 @@
-//! mote-bench's command line: every option of `mote bench` ([`FLAGS`], the same table)
-//! and its own ([`OWN`]).
+//! mote-bench's command line: every option of `mote bench` ([`FLAGS`], the same table),
+//! the persisted runs' ([`PERSIST_FLAGS`], which `mote bench` has not) and its own
+//! ([`OWN`]).
 
 use std::ffi::OsString;
 
-use mote::bench::{FLAGS, Flag};
+use mote::bench::{FLAGS, Flag, PERSIST_FLAGS};
 
 use crate::peer::{PEERS, Peer};
 
@@ -14,7 +15,14 @@ const OWN: &[Flag] = &[
         short: None,
         value: Some("PEERS"),
         default: None,
-        help: "also bench these brokers (started here) and print mote/peer: nats,redis,mosquitto",
+        help: "also bench these brokers (started here) and print mote/peer: nats,redis,mosquitto; jetstream (with --persist)",
+    },
+    Flag {
+        long: "nats-server",
+        short: None,
+        value: Some("PATH"),
+        default: None,
+        help: "the nats-server program of nats and jetstream (default: on PATH, or Debian's); 2.10 or later takes the sync policy",
     },
     Flag {
         long: "mote",
@@ -30,7 +38,15 @@ mote-bench: the measurements of `mote bench`, made of mote and, side by side, of
 Redis and mosquitto started from their Debian packages' programs, with the ratios.
 mosquitto's runs send a tenth of the messages (it is much slower).
 
+With --persist, the persisted runs too (this tool's alone), each broker on fresh data
+directories: 1->1 persisted, 16 publishers confirming under --sync always and --sync,
+100 msgs/s paced (fsyncs/s, bytes written per payload byte); --only gib adds a restart
+with 1 GiB on disk and its replay. NATS JetStream is compared in those only, with the
+same sync policy where its nats-server takes one (2.10 and later; Debian 12's 2.9 syncs
+every 2 minutes).
+
 Usage: cargo run -p mote-bench --release -- --compare nats,redis,mosquitto [OPTIONS]
+       cargo run -p mote-bench --release -- --persist [--compare jetstream] [OPTIONS]
 ";
 
 const AFTER: &str = "\
@@ -40,6 +56,8 @@ is better for mote in throughput, below 1 in CPU, latency and memory.
 Examples:
   cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
   cargo run -p mote-bench --release -- --compare nats --only 64b,1k --json
+  cargo run -p mote-bench --release -- --compare jetstream --persist --repeat 3
+  cargo run -p mote-bench --release -- --persist --data /var/tmp --only p64b,confirm,paced,gib
 ";
 
 /// The options given: values in command-line order, and the switches.
@@ -49,7 +67,7 @@ pub(crate) struct Options {
 }
 
 fn flags() -> impl Iterator<Item = &'static Flag> {
-    OWN.iter().chain(FLAGS)
+    OWN.iter().chain(FLAGS).chain(PERSIST_FLAGS)
 }
 
 /// Parses `args`; `Ok(None)` means `--help` was asked for.
@@ -191,7 +209,7 @@ mod tests {
         let o = parse_args(&["--compare", "kafka"]).unwrap().unwrap();
         assert_eq!(
             o.peers().err().unwrap(),
-            "invalid value \"kafka\" for --compare: expected nats, redis or mosquitto"
+            "invalid value \"kafka\" for --compare: expected nats, redis, mosquitto or jetstream"
         );
     }
 

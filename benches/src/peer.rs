@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use mote::bench::{Broker, Driver, free_port};
 
-use crate::{mqtt, nats, redis};
+use crate::{jetstream, mqtt, nats, redis};
 
 /// Every broker `--compare` knows, in the order of the report.
-pub(crate) const PEERS: [&Peer; 3] = [&nats::PEER, &redis::PEER, &mqtt::PEER];
+pub(crate) const PEERS: [&Peer; 4] = [&nats::PEER, &redis::PEER, &mqtt::PEER, &jetstream::PEER];
 
 /// A broker mote is compared with.
 pub(crate) struct Peer {
@@ -28,6 +28,8 @@ pub(crate) struct Peer {
     pub(crate) args: fn(port: &str) -> Vec<&str>,
     /// The argument that makes the program print its version.
     pub(crate) version_flag: &'static str,
+    /// Compared in the persisted runs only (`--persist`), each of which starts it anew.
+    pub(crate) persisted_only: bool,
 }
 
 impl Peer {
@@ -41,8 +43,15 @@ impl Peer {
         PEERS.into_iter().find(|p| p.name() == name)
     }
 
-    /// Where its server program is: on `PATH`, or where Debian puts it.
-    pub(crate) fn binary(&self) -> Result<PathBuf, String> {
+    /// Where its server program is: `given`, else on `PATH` or where Debian puts it.
+    pub(crate) fn binary(&self, given: Option<PathBuf>) -> Result<PathBuf, String> {
+        if let Some(p) = given {
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("{}: no such file", p.display()))
+            };
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)
             .chain(

@@ -29,6 +29,7 @@ pub(crate) const PEER: Peer = Peer {
         ]
     },
     version_flag: "--version",
+    persisted_only: false,
 };
 
 pub(crate) struct Redis {

@@ -1,6 +1,7 @@
 //! Figures gathered over repetitions, their medians and spreads, ratios against mote,
 //! and the table that shows them side by side.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -109,19 +110,27 @@ pub(crate) fn short(x: f64) -> String {
     }
 }
 
-/// The side-by-side table: a column per broker (mote first), then mote/peer for each
-/// peer; with repetitions, a min-max line under each figure measured more than once.
-pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
+/// The side-by-side table of `rows` (label, JSON name): a column per broker (mote first),
+/// then mote/peer for each peer; with repetitions, a min-max line under each figure
+/// measured more than once.
+pub(crate) fn table(cols: &[(&str, &Figures)], rows: &[(Cow<'_, str>, &str)]) -> String {
     const LABEL: usize = 22;
     const W: usize = 15;
     let Some((_, mote)) = cols.first() else {
         return String::new();
     };
+    let shown: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|(_, key)| cols.iter().any(|(_, f)| f.median(key).is_some()))
+        .map(|(label, key)| (label.as_ref(), *key))
+        .collect();
+    // LABEL wide, or as wide as a longer label shown (the persisted runs' are).
+    let label_w = shown.iter().map(|(l, _)| l.len()).fold(LABEL, usize::max);
     let peers = &cols[1..];
     // Each column as wide as its header needs, and at least W.
     let w = |name: &str| W.max(name.len() + 7);
     let mut out = String::new();
-    let _ = write!(out, "{:<LABEL$}", "");
+    let _ = write!(out, "{:<label_w$}", "");
     for (name, _) in cols {
         let _ = write!(out, "{name:>W$}");
     }
@@ -129,11 +138,8 @@ pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
         let _ = write!(out, "{:>1$}", format!("mote/{name}"), w(name));
     }
     out.push('\n');
-    for (label, key) in ROWS {
-        if cols.iter().all(|(_, f)| f.median(key).is_none()) {
-            continue;
-        }
-        let _ = write!(out, "{label:<LABEL$}");
+    for (label, key) in shown {
+        let _ = write!(out, "{label:<label_w$}");
         for (_, f) in cols {
             let _ = write!(out, "{:>W$}", f.median(key).map_or("-".into(), short));
         }
@@ -145,7 +151,7 @@ pub(crate) fn table(cols: &[(&str, &Figures)]) -> String {
         }
         out.push('\n');
         if cols.iter().any(|(_, f)| f.range(key).is_some()) {
-            let _ = write!(out, "{:<LABEL$}", "    min-max");
+            let _ = write!(out, "{:<label_w$}", "    min-max");
             for (_, f) in cols {
                 let _ = write!(
                     out,

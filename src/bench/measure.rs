@@ -7,6 +7,8 @@ use std::thread;
 use std::time::Duration;
 
 use super::Plan;
+#[cfg(feature = "bench-persist")]
+use super::durable;
 use super::group;
 use super::mote::TOKEN;
 use super::proc::{self, start_five};
@@ -53,6 +55,13 @@ pub fn run(
     if let Some(s) = startup {
         first.figures.add("startup_ms", 0, s);
     }
+    #[cfg(feature = "bench-persist")]
+    if plan.persist.is_some() {
+        match (mote, external) {
+            (Some(exe), false) => first.persisted.driver = Some(durable::mote_driver(exe)),
+            _ => plan.say("the persisted runs start their own brokers: not with -h/-p"),
+        }
+    }
     let mut targets = vec![first];
     targets.extend(others());
     if targets.iter().any(|t| t.broker.is_some()) {
@@ -81,15 +90,20 @@ pub fn run(
         startup.map_or(String::new(), |s| format!(", started in {s:.2} ms"))
     ));
     for t in &targets[1..] {
-        plan.say(format!(
-            "{} {}at {}, started in {:.2} ms",
-            t.name(),
-            t.version
-                .as_ref()
-                .map_or(String::new(), |v| format!("{v} ")),
-            t.addr,
-            t.figures.median("startup_ms").unwrap_or(0.0)
-        ));
+        let version = t
+            .version
+            .as_ref()
+            .map_or(String::new(), |v| format!("{v} "));
+        plan.say(if t.memory_runs() {
+            format!(
+                "{} {version}at {}, started in {:.2} ms",
+                t.name(),
+                t.addr,
+                t.figures.median("startup_ms").unwrap_or(0.0)
+            )
+        } else {
+            format!("{} {version}in the persisted runs only", t.name())
+        });
     }
     for t in targets.iter().filter(|t| t.driver.divisor() > 1) {
         plan.say(format!(
@@ -126,6 +140,9 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
         }
         for &i in &order {
             let t = &mut targets[i];
+            if !t.memory_runs() {
+                continue;
+            }
             let load = Load {
                 run: key,
                 size,
@@ -178,6 +195,9 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
     if plan.wanted("latency") {
         for &i in &order {
             let t = &mut targets[i];
+            if !t.memory_runs() {
+                continue;
+            }
             let Some(lat) = t.attempt(plan, &tag(t), "latency", |t| {
                 t.driver.latency(t.addr, plan.samples)
             })?
@@ -198,6 +218,8 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
             t.figures.add("latency_p999_us", rep, p999);
         }
     }
+    #[cfg(feature = "bench-persist")]
+    durable::repetition(targets, plan, rep, &order, &tag)?;
     Ok(())
 }
 
@@ -234,7 +256,7 @@ fn memory(targets: &mut [Target], plan: &Plan) -> Result<(), String> {
 }
 
 /// The line printed after a throughput run.
-fn run_line(name: &str, size: usize, t: &Throughput) -> String {
+pub(super) fn run_line(name: &str, size: usize, t: &Throughput) -> String {
     format!(
         "{name:<18} {:>10.0} msgs/s  {:>8.1} MB/s  {}{}",
         t.msgs_per_sec(),

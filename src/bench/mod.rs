@@ -13,8 +13,15 @@
 //! test and its figures). mote's own clients are here; other brokers' clients, and how to
 //! start those brokers, are the `mote-bench` crate's, so the binary every device runs
 //! does not carry them.
+//!
+//! The persisted runs (`durable`: every broker on fresh data directories, against NATS
+//! JetStream too) are compiled only with the `bench-persist` feature, which `mote-bench`
+//! turns on: they are a tool of the source tree, and the broker binary is 109 KiB smaller
+//! without them.
 
 mod conn;
+#[cfg(feature = "bench-persist")]
+mod durable;
 mod figures;
 mod group;
 mod measure;
@@ -24,9 +31,12 @@ mod proc;
 mod run;
 mod target;
 
+use std::borrow::Cow;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub use conn::{Client, Conn, Step};
+#[cfg(feature = "bench-persist")]
+pub use durable::{Durable, DurableDriver, PERSIST_FLAGS, Persist, Started, Starter, SyncMode};
 pub use measure::run;
 pub use output::report;
 pub use proc::{Broker, free_port, start_five};
@@ -142,6 +152,9 @@ pub struct Plan {
     pub running: Option<SocketAddr>,
     /// The token of the encrypted runs.
     pub token: Option<String>,
+    /// The persisted runs, if they are made ([`Plan::with_persisted`]).
+    #[cfg(feature = "bench-persist")]
+    pub persist: Option<Persist>,
 }
 
 impl Plan {
@@ -201,6 +214,8 @@ impl Plan {
             json: on("json"),
             running,
             token,
+            #[cfg(feature = "bench-persist")]
+            persist: None,
         })
     }
 
@@ -209,6 +224,16 @@ impl Plan {
         self.only
             .as_deref()
             .is_none_or(|o| o.split(',').any(|x| x.trim() == run))
+    }
+
+    /// The figures the report shows and compares: label, JSON name.
+    fn rows(&self) -> Vec<(Cow<'static, str>, &'static str)> {
+        let rows = figures::ROWS
+            .iter()
+            .map(|&(label, key)| (Cow::Borrowed(label), key));
+        #[cfg(feature = "bench-persist")]
+        let rows = rows.chain(durable::rows(self));
+        rows.collect()
     }
 
     /// Prints a line for people, on stderr (so that `--json` output stays alone on

@@ -21,7 +21,7 @@ fn subscribe_frame(topic: &str) -> Vec<u8> {
 }
 
 /// Whether the broker's answer to a subscribe was `Subscribed`, as an error if not.
-fn subscribed(ok: bool) -> io::Result<()> {
+pub(super) fn subscribed(ok: bool) -> io::Result<()> {
     if ok {
         Ok(())
     } else {
@@ -30,12 +30,15 @@ fn subscribed(ok: bool) -> io::Result<()> {
 }
 
 pub(crate) struct Mote {
-    c: Conn,
+    pub(super) c: Conn,
 }
 
 impl Mote {
     /// Reads frames until one that `f` maps to `Some`, which is returned.
-    fn expect<T>(&mut self, mut f: impl FnMut(&Frame<'_>) -> Option<T>) -> io::Result<T> {
+    pub(super) fn expect<T>(
+        &mut self,
+        mut f: impl FnMut(&Frame<'_>) -> Option<T>,
+    ) -> io::Result<T> {
         let mut got = None;
         self.c
             .read_with(|buf, _| match wire::decode(buf, usize::MAX) {

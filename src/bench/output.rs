@@ -26,6 +26,10 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     let mut report = serde_json::Map::new();
     let mut spread = serde_json::Map::new();
     report.insert("repeat".into(), json!(plan.repeat));
+    #[cfg(feature = "bench-persist")]
+    if let Some(p) = &plan.persist {
+        report.insert("persisted_sync".into(), json!(p.sync.label()));
+    }
     for t in targets {
         let prefix = match t.role {
             Role::Mote => String::new(),
@@ -60,6 +64,11 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
         if !t.notes.is_empty() {
             report.insert(format!("{prefix}log_notes"), json!(t.notes));
         }
+        #[cfg(feature = "bench-persist")]
+        if !t.persisted.settings.is_empty() {
+            let settings = &t.persisted.settings;
+            report.insert(format!("{prefix}persisted_settings"), json!(settings));
+        }
         if t.driver.divisor() > 1 {
             report.insert(
                 format!("{prefix}count_fraction"),
@@ -69,7 +78,7 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
     }
     if let Some(mote) = targets.first() {
         for t in &targets[1..] {
-            for (_, key) in figures::ROWS {
+            for (_, key) in plan.rows() {
                 if let Some(r) = mote.figures.ratio(&t.figures, key) {
                     report.insert(format!("ratio_{key}_vs_{}", t.name()), num(r));
                 }
@@ -101,7 +110,7 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
     if plan.repeat > 1 {
         plan.say(format!("medians of {} repetitions:", plan.repeat));
     }
-    plan.say(figures::table(&cols).trim_end());
+    plan.say(figures::table(&cols, &plan.rows()).trim_end());
     if targets.len() > 1 {
         plan.say(
             "ratios are mote/peer, medians of per-repetition ratios: above 1 is better for mote \
@@ -138,6 +147,10 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
         }
         for n in &t.notes {
             plan.say(format!("{} log: {n}", t.name()));
+        }
+        #[cfg(feature = "bench-persist")]
+        for n in &t.persisted.settings {
+            plan.say(format!("{}: {n}", t.name()));
         }
     }
     for (peer, why) in skipped {

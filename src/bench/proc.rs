@@ -48,6 +48,34 @@ impl Broker {
         self.log.as_deref()
     }
 
+    /// Kills it (SIGKILL) and waits for it.
+    #[cfg(feature = "bench-persist")]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits for it, for `limit` at most (then kills it).
+    #[cfg(feature = "bench-persist")]
+    pub fn terminate(&mut self, limit: Duration) -> Result<(), String> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .ok_or("the broker has no process id")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .map_err(|e| format!("cannot signal the broker: {e}"))?;
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "the broker did not stop within {} s of SIGTERM",
+                    limit.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// How it ended, if it has.
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
@@ -87,6 +115,15 @@ pub fn free_port() -> io::Result<u16> {
 /// Starts the mote binary `exe` as `mote serve` on a free loopback port, with `extra`
 /// arguments; returns it and how long it took to accept a connection.
 pub(crate) fn start_mote(exe: &Path, extra: &[&str]) -> Result<(Broker, Duration), String> {
+    start_mote_at(exe, "127.0.0.1:0", extra)
+}
+
+/// [`start_mote`] with its HTTP edge at `http`.
+pub(crate) fn start_mote_at(
+    exe: &Path,
+    http: &str,
+    extra: &[&str],
+) -> Result<(Broker, Duration), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let t0 = Instant::now();
@@ -98,7 +135,7 @@ pub(crate) fn start_mote(exe: &Path, extra: &[&str]) -> Result<(Broker, Duration
             "--max-connections",
             "4096",
             "--http",
-            "127.0.0.1:0",
+            http,
         ])
         .args([
             "--ring-messages",

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use super::Plan;
 use super::conn::Client;
+#[cfg(feature = "bench-persist")]
+use super::durable::{DurableDriver, Persisted};
 use super::figures::Figures;
 use super::mote::{Mote, SecureMote};
 use super::proc::Broker;
@@ -93,6 +95,9 @@ pub struct Target {
     pub(crate) errors: Vec<String>,
     /// Lines of the broker's log that tell of trouble.
     pub(crate) notes: Vec<String>,
+    /// What it has of the persisted runs.
+    #[cfg(feature = "bench-persist")]
+    pub(crate) persisted: Persisted,
     /// Its broker died: nothing more to measure.
     gone: bool,
 }
@@ -115,8 +120,26 @@ impl Target {
             missed: 0,
             errors: Vec::new(),
             notes: Vec::new(),
+            #[cfg(feature = "bench-persist")]
+            persisted: Persisted::default(),
             gone: false,
         }
+    }
+
+    /// A broker compared with mote in the persisted runs only (`--persist`): each of
+    /// those starts it anew by `durable`; `driver` names it.
+    #[cfg(feature = "bench-persist")]
+    pub fn durable_peer(driver: Driver, durable: DurableDriver, version: Option<String>) -> Self {
+        let mut t = Target::new(
+            Role::Peer,
+            driver,
+            ([127, 0, 0, 1], 0).into(),
+            None,
+            version,
+        );
+        t.persisted.driver = Some(durable);
+        t.persisted.only = true;
+        t
     }
 
     /// Another broker that mote is compared with, spoken to by `driver`: `broker`, started
@@ -140,6 +163,16 @@ impl Target {
     /// Adds lines of the broker's own log that tell of trouble, for the report.
     pub fn add_notes(&mut self, notes: impl IntoIterator<Item = String>) {
         self.notes.extend(notes);
+    }
+
+    /// Whether the in-memory runs are made of it: all but a broker compared in the
+    /// persisted runs only.
+    pub(crate) fn memory_runs(&self) -> bool {
+        #[cfg(feature = "bench-persist")]
+        if self.persisted.only {
+            return false;
+        }
+        true
     }
 
     /// Whether it is mote, plaintext or encrypted.

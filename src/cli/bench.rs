@@ -34,8 +34,10 @@ pub(crate) static SPEC: Spec = Spec {
     about: "Measure a broker: 1->1 throughput at 64 B and 1 KiB, 1->4 fan-out, a consumer\n\
             group of 3 acking members, ping-pong latency, and (when it starts the broker\n\
             itself) startup time, CPU per million messages, idle and per-connection memory.\n\
-            The same runs side by side with NATS, Redis and mosquitto are a tool of the\n\
-            source tree: cargo run -p mote-bench --release -- --compare nats,redis,mosquitto",
+            The same runs side by side with NATS, Redis and mosquitto, and persisted runs\n\
+            on fresh data directories (also against NATS JetStream), are a tool of the\n\
+            source tree, mote-bench (cargo run -p mote-bench --release -- --help):\n  \
+            cargo run -p mote-bench --release -- --compare nats,redis,mosquitto",
     opts: &OPTS,
     after: "With --token, ratios are plaintext/encrypted, each the median of the ratios within\n\
             one repetition.\n\n\
