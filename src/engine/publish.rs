@@ -131,28 +131,10 @@ impl Engine {
         debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
-        let mut held = false;
-        if t.settings.persist {
-            if let Some(log) = self.log.as_mut() {
-                let key = (!key.is_empty()).then_some(key);
-                log.append_message(&t.name, offset, self.seq, time_ms, key, payload);
-                let at = log.position();
-                if log.sync_always() {
-                    self.confirm_gate = Some(at);
-                }
-                // Delivered once written: a subscriber waits for it, so the batch goes
-                // to the writer at the end of this turn rather than after `batch_ms`.
-                if !t.watchers.is_empty() {
-                    log.hurry();
-                }
-                match self.unwritten.back_mut() {
-                    Some((pos, id, end)) if *id == tid => (*pos, *end) = (at, offset + 1),
-                    _ => self.unwritten.push_back((at, tid, offset + 1)),
-                }
-                held = true;
-            }
-        }
-        if !held {
+        let held = t.settings.persist && self.log.is_some();
+        if held {
+            self.append_to_log(tid, offset, time_ms, key, payload);
+        } else {
             t.visible = offset + 1;
         }
         self.used_bytes += cost;
@@ -174,8 +156,41 @@ impl Engine {
         offset
     }
 
+    /// Appends a message stored in persisted topic `tid` to the log; it is delivered once
+    /// the log has written it (see `TopicState::visible`).
+    #[inline(never)]
+    fn append_to_log(
+        &mut self,
+        tid: TopicId,
+        offset: u64,
+        time_ms: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) {
+        let t = &self.topics[tid.0 as usize];
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let key = (!key.is_empty()).then_some(key);
+        log.append_message(&t.name, offset, self.seq, time_ms, key, payload);
+        let at = log.position();
+        if log.sync_always() {
+            self.confirm_gate = Some(at);
+        }
+        // A subscriber waits for it: the batch goes to the writer at the end of this
+        // turn rather than after `batch_ms`.
+        if !t.watchers.is_empty() {
+            log.hurry();
+        }
+        match self.unwritten.back_mut() {
+            Some((pos, id, end)) if *id == tid => (*pos, *end) = (at, offset + 1),
+            _ => self.unwritten.push_back((at, tid, offset + 1)),
+        }
+    }
+
     /// Queues the cursors watching topic `tid` (new messages became visible there), and
     /// has its groups hand them to members.
+    #[inline(always)]
     pub(super) fn notify_watchers(&mut self, tid: TopicId) {
         let t = &self.topics[tid.0 as usize];
         let mut grouped = false;

@@ -441,10 +441,12 @@ impl Engine {
             }
             let mut n = 0u32;
             // From the ring, or, behind it, from what was read back from disk.
-            while let Some(e) = (cur.next < t.visible)
-                .then(|| t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)))
-                .flatten()
-            {
+            // Only what is visible (a persisted topic's messages once the log wrote them).
+            let end = t.visible;
+            while cur.next < end {
+                let Some(e) = t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) else {
+                    break;
+                };
                 if e.seq <= cur.skip_seq {
                     cur.next += 1;
                     continue;
