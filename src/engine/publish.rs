@@ -177,9 +177,16 @@ impl Engine {
         if log.sync_always() {
             self.confirm_gate = Some(at);
         }
-        // A subscriber waits for it: the batch goes to the writer at the end of this
-        // turn rather than after `batch_ms`.
-        if !t.watchers.is_empty() {
+        // A reader waits for it (a subscriber with nothing else to send, a group): the
+        // batch goes to the writer at the end of this turn rather than after `batch_ms`.
+        // A subscriber still sending what is visible does not hurry it, so that under
+        // load batches stay large.
+        let cursors = &self.cursors;
+        let waiting = t.watchers.iter().any(|ck| {
+            let c = &cursors[ck.0 as usize];
+            !c.queued || matches!(c.role, Role::Group(_))
+        });
+        if waiting {
             log.hurry();
         }
         match self.unwritten.back_mut() {

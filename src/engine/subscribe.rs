@@ -335,6 +335,7 @@ impl Engine {
         };
         let (mut msgs, mut bytes) = (0u64, 0u64);
         let mut need_read: Vec<(TopicId, u64, CursorId)> = Vec::new();
+        let mut hurry = false;
         let more = 'cursors: loop {
             let Some(&ck) = c.ready.front() else {
                 break false;
@@ -490,6 +491,10 @@ impl Engine {
             msgs += u64::from(n);
             cur.queued = false;
             c.ready.pop_front();
+            if cur.next >= t.visible && t.visible < t.ring.next() {
+                // Caught up with what the log wrote, and more is coming.
+                hurry = true;
+            }
             if cur.next < t.ring.first() && cur.next < t.visible {
                 // Behind the ring and not in memory: read back from disk; the cursor is
                 // queued again when the read comes.
@@ -501,6 +506,12 @@ impl Engine {
         self.stats.bytes_delivered += bytes;
         for (tid, offset, ck) in need_read {
             self.want(tid, offset, Some(ck));
+        }
+        if hurry {
+            if let Some(log) = self.log.as_mut() {
+                log.hurry();
+                self.log_wanted = true;
+            }
         }
         more
     }
