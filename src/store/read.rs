@@ -211,12 +211,18 @@ impl Log {
                     }
                     at += len;
                 }
-                format::Batch::Partial { len } if messages.is_empty() && bytes.len() == r.len => {
+                format::Batch::Partial { len }
+                    if messages.is_empty()
+                        && bytes.len() == r.len
+                        && r.pos + (at + len) as u64 <= self.written_len(r.no) =>
+                {
                     // A batch going past what was read: read it whole, from where it
                     // starts (a read starts at an index entry, and the batch holding
                     // `from` may come after others). Not when the segment ended before
                     // what was asked: then its length is damaged, and reading it again
-                    // would only end there again.
+                    // would only end there again. Nor when it would end past what is
+                    // written there: a damaged length is no reason to allocate up to
+                    // `MAX_BATCH`.
                     self.queue_read(PendingRead {
                         pos: r.pos + at as u64,
                         len,
