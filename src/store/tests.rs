@@ -173,21 +173,17 @@ fn a_batch_larger_than_a_read_after_others_is_read_whole() {
     threads.stop();
 }
 
-#[test]
-fn damage_inside_a_run_loses_its_batch_only() {
-    let dir = TempDir::new("damage");
-    let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
-    let threads = io::Threads::start(log.dir(), 0).unwrap();
-    // 50 batches of 10 messages, all within one index entry.
+/// Topic `x` gets 500 messages in 50 batches of 10, all within one index entry. Returns
+/// segment 1's path, its bytes, and where batch 20 (offsets 200..210) starts in them.
+fn fifty_batches(log: &mut Log, threads: &io::Threads) -> (PathBuf, Vec<u8>, usize) {
     for i in 0..500u64 {
         log.append_message("x", i, i + 1, 1000, None, format!("m{i}").as_bytes());
         if i % 10 == 9 {
-            settle(&mut log, &threads, 0);
+            settle(log, threads, 0);
         }
     }
-    // A bit flipped in the body of batch 20 (offsets 200..210).
     let path = io::segment_path(log.dir(), 1);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
     let mut at = format::SEGMENT_HEADER;
     for _ in 0..20 {
         let format::Batch::Whole { len } = format::batch(&bytes[at..]) else {
@@ -195,6 +191,16 @@ fn damage_inside_a_run_loses_its_batch_only() {
         };
         at += len;
     }
+    (path, bytes, at)
+}
+
+#[test]
+fn damage_inside_a_run_loses_its_batch_only() {
+    let dir = TempDir::new("damage");
+    let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
+    let threads = io::Threads::start(log.dir(), 0).unwrap();
+    let (path, mut bytes, at) = fifty_batches(&mut log, &threads);
+    // A bit flipped in the body of batch 20 (offsets 200..210).
     bytes[at + format::BATCH_HEADER + 3] ^= 0x10;
     std::fs::write(&path, bytes).unwrap();
     // From before it: up to it. From inside it: past it, to the next batch.
@@ -372,22 +378,8 @@ fn a_damaged_batch_length_is_not_read() {
     let dir = TempDir::new("length");
     let (mut log, _) = Log::open(&dir.0, cfg(), 7).unwrap();
     let threads = io::Threads::start(log.dir(), 0).unwrap();
-    for i in 0..500u64 {
-        log.append_message("x", i, i + 1, 1000, None, format!("m{i}").as_bytes());
-        if i % 10 == 9 {
-            settle(&mut log, &threads, 0);
-        }
-    }
-    let path = io::segment_path(log.dir(), 1);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let (path, mut bytes, at) = fifty_batches(&mut log, &threads);
     let file_len = bytes.len();
-    let mut at = format::SEGMENT_HEADER;
-    for _ in 0..20 {
-        let format::Batch::Whole { len } = format::batch(&bytes[at..]) else {
-            panic!("a whole batch at {at}");
-        };
-        at += len;
-    }
     bytes[at + 4..at + 8].copy_from_slice(&(60u32 << 20).to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
     assert!(log.request_read("x", 200));
