@@ -662,8 +662,12 @@ fn sync_always_confirms_after_the_fsync_and_shares_it() {
         confirmed as f64 / fsyncs
     );
     assert!(fsyncs > 0.0);
+    // Without group commit every confirmation has its own fsync (a ratio of 1). With it,
+    // about half the publishers share each (8 of 16, the benchmarks say), fewer when
+    // they are slow to publish again: on a loaded 2-core CI machine the ratio was 3.8.
+    // At least 2 shows that syncs are shared.
     assert!(
-        confirmed as f64 >= 4.0 * fsyncs,
+        confirmed as f64 >= 2.0 * fsyncs,
         "group commit: {confirmed} confirmed with {fsyncs} fsyncs"
     );
     stop(s);
