@@ -19,7 +19,8 @@
 //! - `gib` (only when `--only` names it): 1 GiB of 1 KiB messages stored, the broker
 //!   stopped (SIGTERM), the directory's pages dropped from the page cache, the broker
 //!   started again: time until it serves, RSS; then one subscriber replays the 1 GiB from
-//!   the oldest message while another connection pings.
+//!   the oldest message while another connection pings, and pings alone for 3 s before
+//!   it: the machine's own tail, to read the replay's against.
 //!
 //! Fsyncs are the `fsync` and `fdatasync` calls of the broker's process, counted by
 //! `perf stat` on their tracepoints, the same way for every broker; where perf cannot

@@ -110,6 +110,7 @@ const ROWS: &[(&str, &str)] = &[
     ("  replay MB/s", "gib_replay_mbytes_per_sec"),
     ("  ping p99 us", "gib_ping_p99_us"),
     ("  ping max us", "gib_ping_max_us"),
+    ("  ping p99 us, no replay", "gib_quiet_ping_p99_us"),
 ];
 
 /// [`ROWS`] for `plan`: their labels name its `--sync`.

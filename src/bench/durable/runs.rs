@@ -278,6 +278,9 @@ pub(crate) fn paced(
     Ok(line)
 }
 
+/// How long the `gib` run pings before the replay, to know what the machine gives alone.
+const QUIET_PINGS: Duration = Duration::from_secs(3);
+
 /// The `gib` run: 1 GiB stored under `sync`, a restart from a cold page cache, the replay.
 pub(crate) fn gib(
     d: &DurableDriver,
@@ -353,11 +356,29 @@ pub(crate) fn gib(
         "restart with 1 GiB ({files} files dropped from the page cache): serving in {startup_ms:.0} ms (empty: {empty_ms:.0} ms) after reading {read_mib:.1} MiB from the disk, RSS {:.1} MiB, {over:.1} MiB above empty",
         rss as f64 / 1024.0
     ));
+    // Pings with nothing else going on first, on the same broker for as long as the
+    // replay will roughly take: the machine's own floor (a noisy host's stolen CPU shows
+    // here as well as during the replay), against which the replay's pings are read.
+    let addr = s.broker.addr;
+    let quiet = {
+        let done = Arc::new(AtomicBool::new(false));
+        let pinger = {
+            let (f, done) = (d.pinger, done.clone());
+            thread::spawn(move || f(addr, done))
+        };
+        thread::sleep(QUIET_PINGS);
+        done.store(true, Ordering::Release);
+        pinger
+            .join()
+            .map_err(|_| "the ping thread panicked".to_string())??
+    };
+    let (q50, q99) = (run::percentile(&quiet, 0.5), run::percentile(&quiet, 0.99));
+    out.add("gib_quiet_ping_p50_us", q50);
+    out.add("gib_quiet_ping_p99_us", q99);
     // The replay, from the disk (what the start read aside), with pings on another
     // connection.
     host::drop_cached(&dir);
     let done = Arc::new(AtomicBool::new(false));
-    let addr = s.broker.addr;
     let pinger = {
         let (f, done) = (d.pinger, done.clone());
         thread::spawn(move || f(addr, done))
@@ -384,9 +405,10 @@ pub(crate) fn gib(
         status_kib(s.pid(), "VmHWM") as f64 / 1024.0,
     );
     lines.push(format!(
-        "replay of 1 GiB from the oldest, from the disk: {mbs:.0} MB/s ({:.1} s); ping meanwhile p50 {p50:.0} us  p99 {p99:.0} us  max {max:.0} us ({} pings)",
+        "replay of 1 GiB from the oldest, from the disk: {mbs:.0} MB/s ({:.1} s); ping meanwhile p50 {p50:.0} us  p99 {p99:.0} us  max {max:.0} us ({} pings); without the replay just before: p50 {q50:.0} us  p99 {q99:.0} us ({} pings)",
         took.as_secs_f64(),
-        pings.len()
+        pings.len(),
+        quiet.len()
     ));
     drop(s);
     drop(cleanup);
