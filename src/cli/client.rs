@@ -1,6 +1,7 @@
 //! `mote pub`, `mote sub` and `mote ping`: command-line clients in the manner of
 //! mosquitto_pub and mosquitto_sub (`-h` is the host; `--help` is help).
 
+mod exec;
 mod publish;
 
 use std::ffi::OsString;
@@ -143,6 +144,11 @@ pub(crate) static PUB: Spec = Spec {
             None,
             "never give up: wait for the broker as long as it takes (--timeout then bounds each attempt to connect)",
         ),
+        switch(
+            "skip-bad",
+            None,
+            "with -l: say and skip a line the broker refuses (over --max-payload; any refusal with --confirm) instead of stopping there; exit 1 if any was skipped",
+        ),
     ],
     after: "With --confirm, offsets are printed one per line, in order, as the broker confirms\n\
             them. If the connection drops, pub says so on stderr and reconnects; messages not\n\
@@ -191,7 +197,7 @@ pub(crate) static SUB: Spec = Spec {
             "group",
             Some('g'),
             "NAME",
-            "join consumer group NAME: each message goes to one member; acked once printed",
+            "join consumer group NAME: each message goes to one member; acked once printed (with --exec: once CMD exits 0)",
         ),
         switch(
             "no-ack",
@@ -221,12 +227,36 @@ pub(crate) static SUB: Spec = Spec {
             None,
             "with --group, for a new group: keep its position while no member is connected",
         ),
+        value(
+            "exec",
+            None,
+            "CMD",
+            "run sh -c CMD for each message instead of printing it: payload on stdin, MOTE_TOPIC, MOTE_OFFSET, MOTE_KEY, MOTE_ATTEMPT set; with --group, exit 0 acks and anything else nacks",
+        ),
+        value(
+            "jobs",
+            Some('j'),
+            "N",
+            "with --exec: run up to N commands at once (default 1: one at a time, in order; a new group gets --prefetch N)",
+        ),
+        value(
+            "nack-delay",
+            None,
+            "DURATION",
+            "with --exec --group: a failed command's message comes back after DURATION (default 0s)",
+        ),
     ],
     after: "Binary payloads are printed raw (base64 with --json, marked \"encoding\":\"base64\").\n\
             A group reads one filter; --from and the group settings apply when the group is new\n\
             (the broker's config file may set them for good). With --json, group messages carry\n\
             \"attempt\" (1 on the first delivery).\n\
-            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable",
+            Printing acks a group message once it is printed: a `| while read` worker that dies\n\
+            mid-job loses that job. With --exec, a message is acked only after CMD exits 0; a\n\
+            CMD that fails is nacked, one running past the ack timeout (--ack-timeout, 30s by\n\
+            default) is killed with its process group and nacked, so the message comes back.\n\
+            -C counts finished commands. On Ctrl-C or SIGTERM no new message is taken and the\n\
+            running commands finish (a second signal kills them).\n\
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'convert - out-$MOTE_OFFSET.png' -j 2",
 };
 
 pub(crate) static PING: Spec = Spec {
@@ -376,7 +406,11 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
         key: key.as_deref().map(str::as_bytes),
         confirm: p.on("confirm"),
         timeout: (!p.on("retry-forever")).then_some(timeout),
+        skip_bad: p.on("skip-bad"),
     };
+    if plan.skip_bad && !p.on("stdin-line") {
+        return Err(CliError("--skip-bad is for -l: give -l or drop --skip-bad".into()).into());
+    }
     let mut opts = options(&p, "mote-pub")?;
     opts.connect_timeout = timeout;
     // Unconfirmed messages go again after a reconnect: one offset per message, in order.
@@ -398,13 +432,22 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
     };
     let addr = opts.addr.clone();
     let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut skipped = publish::Skipped::default();
     let r = block_on(async {
         let client = publish::connect(opts, &plan).await?;
-        publish::run(&client, &addr, &plan, input, &mut out).await
+        publish::run(&client, &addr, &plan, input, &mut out, &mut skipped).await
     });
     // The offsets confirmed before a failure are printed before it is.
     out.flush()?;
-    Ok(r?)
+    r?;
+    match skipped.0 {
+        0 => Ok(()),
+        n => Err(Failure(format!(
+            "skipped {n} line{} the broker refused (--skip-bad)",
+            if n == 1 { "" } else { "s" }
+        ))
+        .into()),
+    }
 }
 
 /// Where `--from` starts.
@@ -555,6 +598,14 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
         return Err(CliError("a group reads one filter: give -t once with --group".into()).into());
     }
     let opts = options(&p, "mote-sub")?;
+    if let Some(cmd) = p.get("exec") {
+        return exec::subscribe(&p, cmd, opts, filters, from, group, count, timeout);
+    }
+    for o in ["jobs", "nack-delay"] {
+        if p.get(o).is_some() {
+            return Err(CliError(format!("--{o} needs --exec CMD")).into());
+        }
+    }
     if let Some(group) = group {
         let run = subscribe_group(
             opts,

@@ -33,6 +33,32 @@ pub(crate) struct Plan<'a> {
     pub(crate) confirm: bool,
     /// `None`: `--retry-forever`.
     pub(crate) timeout: Option<Duration>,
+    /// `--skip-bad`: a line the broker or the SDK refuses is said and skipped, not the
+    /// end of the run.
+    pub(crate) skip_bad: bool,
+}
+
+/// How a run of `-l` went: lines skipped with `--skip-bad`.
+#[derive(Default)]
+pub(crate) struct Skipped(pub(crate) u64);
+
+/// Whether `e` refuses one message and leaves the session fine: the next line may pass.
+fn refuses_one(e: &Error) -> bool {
+    matches!(e, Error::PayloadTooLarge { .. } | Error::Broker { .. })
+}
+
+/// `e` about line `line` (1-based), or about the message when there is one.
+fn about(line: Option<u64>, e: &Error) -> String {
+    let what = match e {
+        Error::PayloadTooLarge { len, max } => {
+            format!("{len} bytes, over the broker's --max-payload of {max} bytes")
+        }
+        e => e.to_string(),
+    };
+    match line {
+        Some(n) => format!("line {n}: {what}"),
+        None => what,
+    }
 }
 
 /// Where the messages come from.
@@ -76,9 +102,10 @@ pub(crate) async fn run(
     plan: &Plan<'_>,
     input: Input,
     out: &mut impl Write,
+    skipped: &mut Skipped,
 ) -> Result<(), Failure> {
     let waits = Waits::default();
-    let work = publish_all(client, plan, input, out, &waits);
+    let work = publish_all(client, plan, input, out, &waits, skipped);
     let watchdog = Watchdog {
         client,
         addr,
@@ -131,6 +158,8 @@ struct Ready {
     batches: VecDeque<Batch>,
     /// The next message of the front batch.
     next: usize,
+    /// Messages taken so far: the line number of the front one, less 1.
+    taken: u64,
 }
 
 impl Ready {
@@ -144,6 +173,7 @@ impl Ready {
     }
 
     fn pop(&mut self) {
+        self.taken += 1;
         self.next += 1;
         if self
             .batches
@@ -214,6 +244,7 @@ async fn publish_all(
     input: Input,
     out: &mut impl Write,
     waits: &Waits,
+    skipped: &mut Skipped,
 ) -> Result<(), Failure> {
     let mut ready = Ready::default();
     let lines = match input {
@@ -227,28 +258,45 @@ async fn publish_all(
         Input::Lines => Some(read_lines()?),
     };
     let mut input_open = lines.is_some();
+    let numbered = lines.is_some();
+    // A refused message: said with its line number, then skipped or the end of the run.
+    let mut refused = |line: u64, e: Error| -> Result<(), Failure> {
+        let line = numbered.then_some(line);
+        if plan.skip_bad && refuses_one(&e) {
+            skipped.0 += 1;
+            eprintln!("mote pub: {}; skipped (--skip-bad)", about(line, &e));
+            Ok(())
+        } else {
+            Err(Failure(about(line, &e)))
+        }
+    };
     let mut link = client.watch_link();
-    let mut inflight: VecDeque<(Confirmation, usize)> = VecDeque::new();
+    // Each with its size and line number.
+    let mut inflight: VecDeque<(Confirmation, usize, u64)> = VecDeque::new();
     let mut inflight_bytes = 0;
     loop {
         // Every confirmation already in, in order.
-        while let Some((c, _)) = inflight.front_mut() {
+        while let Some((c, _, _)) = inflight.front_mut() {
             let Some(r) = poll_once(c).await else { break };
-            if let Some((_, len)) = inflight.pop_front() {
+            if let Some((_, len, line)) = inflight.pop_front() {
                 inflight_bytes -= len;
+                waits.answered();
+                match r {
+                    Ok(offset) => writeln!(out, "{offset}")?,
+                    Err(e) => refused(line, e)?,
+                }
             }
-            waits.answered();
-            writeln!(out, "{}", r?)?;
         }
         let room = inflight.is_empty()
             || (inflight.len() < MAX_IN_FLIGHT && inflight_bytes < MAX_IN_FLIGHT_BYTES);
         if room {
             if let Some(m) = ready.front() {
+                let line = ready.taken + 1;
                 let sent = if plan.confirm {
                     match client.publish_pipelined(plan.topic, plan.key, m).await {
                         Ok(c) => {
                             inflight_bytes += m.len();
-                            inflight.push_back((c, m.len()));
+                            inflight.push_back((c, m.len(), line));
                             waits.more();
                             Ok(())
                         }
@@ -268,6 +316,21 @@ async fn publish_all(
                     Err(Error::QueueFull { .. }) => {
                         out.flush()?;
                         up(&mut link).await?;
+                    }
+                    Err(e @ Error::PayloadTooLarge { .. }) => {
+                        if let Err(f) = refused(line, e) {
+                            // The lines before it still reach the broker (and their
+                            // offsets the user) before the run ends on it.
+                            while let Some((c, _, _)) = inflight.pop_front() {
+                                if let Ok(offset) = waits.on(c).await {
+                                    writeln!(out, "{offset}")?;
+                                }
+                            }
+                            out.flush()?;
+                            let _ = waits.on(client.flush()).await;
+                            return Err(f);
+                        }
+                        ready.pop();
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -292,7 +355,7 @@ async fn publish_all(
         };
         let confirmed = async {
             match inflight.front_mut() {
-                Some((c, _)) => Next::Confirmed(c.await),
+                Some((c, _, _)) => Next::Confirmed(c.await),
                 None => pending().await,
             }
         };
@@ -301,11 +364,17 @@ async fn publish_all(
             Next::Lines(Some(Err(e))) => return Err(Failure(format!("cannot read stdin: {e}"))),
             Next::Lines(None) => input_open = false,
             Next::Confirmed(r) => {
-                if let Some((_, len)) = inflight.pop_front() {
+                if let Some((_, len, line)) = inflight.pop_front() {
                     inflight_bytes -= len;
+                    waits.answered();
+                    match r {
+                        Ok(offset) => writeln!(out, "{offset}")?,
+                        Err(e) => {
+                            out.flush()?;
+                            refused(line, e)?;
+                        }
+                    }
                 }
-                waits.answered();
-                writeln!(out, "{}", r?)?;
             }
         }
     }
