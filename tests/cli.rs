@@ -1170,3 +1170,433 @@ fn readme_token_files() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---- Issue 13 (everyday use): `mote sub --exec`, the README's group examples as written,
+// ---- `mote pub -l` naming the refused line and `--skip-bad`.
+
+/// A directory of its own for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mote-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Issue 13, item 1: exit 0 acks, any other exit nacks (the message comes back, attempt 2,
+/// after --nack-delay), a command running into the ack timeout is killed with everything it
+/// started and nacked, and the environment and stdin carry the message.
+#[test]
+fn sub_exec_acks_on_success_and_redelivers_failures_and_timeouts() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let o = mote(
+        &["pub", "-p", &p, "-t", "jobs/x", "-m", "ok", "-k", "k1"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/x", "-l"], b"fail\nslow\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // `fail` exits 3 on its first attempt; `slow` starts a `sleep` that would hold mote's
+    // stdout open for 60 s, so mote's exit within the bound shows the whole process group
+    // was killed, not only `sh`.
+    let cmd = r#"p=$(cat); echo "$MOTE_TOPIC|$MOTE_OFFSET|${MOTE_KEY-none}|$MOTE_ATTEMPT|$p|$(date +%s%N)"
+if [ "$MOTE_ATTEMPT" = 1 ]; then
+  [ "$p" = fail ] && exit 3
+  [ "$p" = slow ] && { sleep 60; exit 0; }
+fi
+exit 0"#;
+    let t0 = Instant::now();
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/#",
+            "--group",
+            "w",
+            "--durable",
+            "--from",
+            "earliest",
+            "--ack-timeout",
+            "2s",
+            "--nack-delay",
+            "700ms",
+            "-C",
+            "5",
+            "-W",
+            "30",
+            "--exec",
+            cmd,
+        ],
+        b"",
+    );
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(25), "took {took:?}");
+    let mut seen: Vec<String> = Vec::new();
+    let mut fail_times = Vec::new();
+    for line in stdout(&o).lines() {
+        let (what, ns) = line.rsplit_once('|').unwrap();
+        if what.contains("|fail") {
+            fail_times.push(ns.parse::<u128>().unwrap());
+        }
+        seen.push(what.to_string());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "jobs/x|0|k1|1|ok",
+            "jobs/x|1|none|1|fail",
+            "jobs/x|1|none|2|fail",
+            "jobs/x|2|none|1|slow",
+            "jobs/x|2|none|2|slow",
+        ],
+        "{}",
+        stderr(&o)
+    );
+    // Nacked with --nack-delay 700ms: the second attempt came no sooner.
+    assert_eq!(fail_times.len(), 2);
+    assert!(
+        fail_times[1] - fail_times[0] >= 650_000_000,
+        "{fail_times:?}"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("jobs/x offset 1 (attempt 1) exited with 3; nacked"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "jobs/x offset 2 (attempt 1) ran into the ack timeout (2.0 s) and was killed; nacked"
+        ),
+        "{err}"
+    );
+    // Everything was acked: nothing comes back to the (durable) group.
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "w", "-W", "3", "--exec", "cat",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "an acked message came back");
+}
+
+/// Issue 13, item 1: `-j 2` runs two commands at once: each waits (bounded) for the file
+/// the other creates, which one at a time could never see.
+#[test]
+fn sub_exec_jobs_run_at_once() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let dir = scratch("exec-jobs");
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/x", "-l"], b"A\nB\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cmd = format!(
+        r#"me=$(cat); touch "{d}/$me"; other=A; [ "$me" = A ] && other=B
+i=0; while [ ! -e "{d}/$other" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if [ -e "{d}/$other" ]; then echo "$me $MOTE_ATTEMPT saw $other"; else echo "$me $MOTE_ATTEMPT alone"; exit 1; fi"#,
+        d = dir.display()
+    );
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "w", "--from", "earliest", "-j", "2", "-C",
+            "2", "-W", "30", "--exec", &cmd,
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["A 1 saw B", "B 1 saw A"], "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 13, item 1: SIGTERM stops taking messages but lets the running command finish,
+/// whose message is then acked; plain subscriptions run commands too (attempt 1); usage
+/// errors exit 2 and a command that cannot run is an error naming it.
+#[test]
+fn sub_exec_sigterm_lets_the_running_command_finish() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let dir = scratch("exec-term");
+    let go = dir.join("go");
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/x", "-l"], b"first\nsecond\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cmd = format!(
+        r#"p=$(cat); echo "started $p"; i=0; while [ ! -e "{}" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; echo "done $p""#,
+        go.display()
+    );
+    let mut sub = Running::start(&[
+        "sub",
+        "-p",
+        &p,
+        "-t",
+        "jobs/#",
+        "--group",
+        "w",
+        "--durable",
+        "--from",
+        "earliest",
+        "--exec",
+        &cmd,
+    ]);
+    assert_eq!(sub.out_line(), "started first");
+    let pid = rustix::process::Pid::from_raw(i32::try_from(sub.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(
+        sub.err_line()
+            .contains("stopping: waiting for 1 running command"),
+    );
+    assert!(sub.child.try_wait().unwrap().is_none(), "left mid-command");
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(sub.out_line(), "done first");
+    let st = sub.exit_within(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+    let (out, err) = sub.rest();
+    assert!(
+        out.is_empty(),
+        "took a message after the signal: {out:?} {err:?}"
+    );
+    // `first` was acked, `second` never taken: it is all the durable group has left.
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "jobs/#", "--group", "w", "-C", "1", "-W", "10", "--exec", "cat",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "second");
+    // A plain subscription: every message, attempt 1, nothing to ack.
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/x",
+            "--from",
+            "earliest",
+            "-C",
+            "2",
+            "-W",
+            "10",
+            "--exec",
+            r#"echo "$MOTE_ATTEMPT $MOTE_OFFSET $(cat)""#,
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "1 0 first\n1 1 second\n");
+    // A command that cannot run: said, exit 1, and the message is given back.
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/#",
+            "--group",
+            "w2",
+            "--from",
+            "earliest",
+            "-W",
+            "10",
+            "--exec",
+            "no-such-command-here",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sh -c \"no-such-command-here\" exited with 127 (command not found)"),
+        "{}",
+        stderr(&o)
+    );
+    for (args, says) in [
+        (&["-j", "2"][..], "--jobs needs --exec CMD"),
+        (&["--nack-delay", "1s"][..], "--nack-delay needs --exec CMD"),
+        (
+            &["--exec", "cat", "--nack-delay", "1s"][..],
+            "--nack-delay needs --group NAME",
+        ),
+        (&["--exec", "cat", "-j", "0"][..], "must be at least 1"),
+        (
+            &["--exec", "cat", "--group", "g", "--no-ack"][..],
+            "drop --no-ack",
+        ),
+        (&["--exec", "cat", "--json"][..], "--json is for printing"),
+    ] {
+        let mut a = vec!["sub", "-p", &p, "-t", "jobs/x"];
+        a.extend_from_slice(args);
+        let o = mote(&a, b"");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    let o = mote(&["sub", "--help"], b"");
+    let help = stdout(&o);
+    assert!(help.contains("acked once printed"), "{help}");
+    assert!(help.contains("acked only after CMD exits 0"), "{help}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 13, item 2: the README's `--no-ack` and `$dead` examples, as written (with `-p`,
+/// and `-C` / `-W` so that they end): the message comes back after 2 s, and after
+/// --max-deliveries 2 it is in `$dead`.
+#[test]
+fn readme_no_ack_and_dead_letter_examples_as_written() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let o = mote(
+        &["pub", "-p", &p, "-t", "jobs/resize", "-m", "img-17.jpg"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t0 = Instant::now();
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/#",
+            "--group",
+            "flaky",
+            "--from",
+            "earliest",
+            "--no-ack",
+            "--ack-timeout",
+            "2s",
+            "--max-deliveries",
+            "2",
+            "-C",
+            "2",
+            "-W",
+            "20",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "img-17.jpg\nimg-17.jpg\n");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "$dead/#", "-v", "--from", "earliest", "-C", "1", "-W", "20",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "$dead/flaky/jobs/resize img-17.jpg\n");
+    // The README's two --exec examples, with -C 1 so that they end.
+    let dir = scratch("readme-exec");
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/resize", "-l"], b"x\nhello\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/#",
+            "--group",
+            "workers",
+            "--from",
+            "earliest",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "--exec",
+            r#"echo "job $MOTE_OFFSET (attempt $MOTE_ATTEMPT): $(cat)""#,
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "job 0 (attempt 1): img-17.jpg\n");
+    let cmd = format!(r#"gzip > "{}/job-$MOTE_OFFSET.gz""#, dir.display());
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "jobs/#",
+            "--group",
+            "workers",
+            "--from",
+            "earliest",
+            "-j",
+            "4",
+            "--nack-delay",
+            "5s",
+            "-C",
+            "3",
+            "-W",
+            "10",
+            "--exec",
+            &cmd,
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The group went with its last member: this one is new and reads all three.
+    for n in 0..3 {
+        assert!(dir.join(format!("job-{n}.gz")).exists(), "job-{n}.gz");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 13, item 6: `mote pub -l` names the line over --max-payload and still sends the
+/// lines before it; `--skip-bad` goes on past it, and exits 1 with the count.
+#[test]
+fn pub_lines_name_the_refused_line_and_skip_bad_goes_on() {
+    let s = Served::start(&["--max-payload", "1K"]);
+    let p = s.port();
+    let big = "x".repeat(2000);
+    let input = format!("a\n{big}\nb\n{big}\nc\n");
+    let o = mote(&["pub", "-p", &p, "-t", "t", "-l"], input.as_bytes());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("line 2: 2000 bytes, over the broker's --max-payload of 1024 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    for confirm in [false, true] {
+        let mut args = vec!["pub", "-p", &p, "-t", "t", "-l", "--skip-bad"];
+        if confirm {
+            args.push("--confirm");
+        }
+        let o = mote(&args, input.as_bytes());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("line 2: 2000 bytes"), "{err}");
+        assert!(err.contains("line 4: 2000 bytes"), "{err}");
+        assert!(
+            err.contains("skipped 2 lines the broker refused (--skip-bad)"),
+            "{err}"
+        );
+        if confirm {
+            assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+        }
+    }
+    // What reached the broker: `a` of the first run (sent before the line that ended
+    // it), then a, b, c twice.
+    let o = mote(
+        &[
+            "sub", "-p", &p, "-t", "t", "--from", "earliest", "-C", "7", "-W", "10",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a\na\nb\nc\na\nb\nc\n");
+    let o = mote(&["pub", "-p", &p, "-t", "t", "-m", "x", "--skip-bad"], b"");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = mote(&["pub", "--help"], b"");
+    assert!(stdout(&o).contains("--skip-bad"), "{}", stdout(&o));
+}

@@ -153,6 +153,8 @@ pub(crate) static PUB: Spec = Spec {
     after: "With --confirm, offsets are printed one per line, in order, as the broker confirms\n\
             them. If the connection drops, pub says so on stderr and reconnects; messages not\n\
             yet confirmed are sent again (the broker may then store one twice).\n\
+            With -l, a line the broker refuses ends the run (exit 1) with its line number; the\n\
+            lines before it are sent. --skip-bad says it and goes on, then exits 1.\n\
             Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l\n  mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5",
 };
 
@@ -256,7 +258,7 @@ pub(crate) static SUB: Spec = Spec {
             default) is killed with its process group and nacked, so the message comes back.\n\
             -C counts finished commands. On Ctrl-C or SIGTERM no new message is taken and the\n\
             running commands finish (a second signal kills them).\n\
-            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'convert - out-$MOTE_OFFSET.png' -j 2",
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'gzip > \"/tmp/job-$MOTE_OFFSET.gz\"' -j 2",
 };
 
 pub(crate) static PING: Spec = Spec {
