@@ -354,7 +354,8 @@ async fn work(
                         started += 1;
                         running.insert(id, r);
                     }
-                    Err((job, e)) => {
+                    Err(failed) => {
+                        let (job, e) = *failed;
                         // Given back at once: another member (or a fixed us) can run it.
                         if let Job::Group(d) = job {
                             settle(d.nack(Duration::ZERO))?;
@@ -431,7 +432,7 @@ fn start(
     id: u64,
     job: Job,
     tx: &async_channel::Sender<Finished>,
-) -> Result<Running, (Job, Failure)> {
+) -> Result<Running, Box<(Job, Failure)>> {
     let m = job.message();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
@@ -453,7 +454,7 @@ fn start(
         Ok(c) => c,
         Err(e) => {
             let why = Failure(format!("cannot run sh -c {:?}: {e}", plan.cmd));
-            return Err((job, why));
+            return Err(Box::new((job, why)));
         }
     };
     // A process id fits in an i32 and is never 0 for a child we started.
@@ -467,7 +468,7 @@ fn start(
         });
     let pid = match pid {
         Ok(p) => p,
-        Err(f) => return Err((job, f)),
+        Err(f) => return Err(Box::new((job, f))),
     };
     let exited = Arc::new(Mutex::new(false));
     let payload = m.payload.clone();
@@ -482,22 +483,18 @@ fn start(
             }
             // Waited for without reaping it, so that it can be marked exited before its
             // process id is freed for reuse.
-            loop {
-                match rustix::process::waitid(
-                    WaitId::Pid(pid),
-                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-                ) {
-                    Err(rustix::io::Errno::INTR) => {}
-                    _ => break,
-                }
-            }
+            while let Err(rustix::io::Errno::INTR) = rustix::process::waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            ) {}
             *thread_exited.lock().unwrap_or_else(|e| e.into_inner()) = true;
             let status = child.wait();
             let _ = tx.send_blocking(Finished { id, status });
         });
     if let Err(e) = spawned {
         let _ = rustix::process::kill_process_group(pid, Signal::KILL);
-        return Err((job, Failure(format!("cannot start a thread: {e}"))));
+        let why = Failure(format!("cannot start a thread: {e}"));
+        return Err(Box::new((job, why)));
     }
     Ok(Running {
         job,
