@@ -1563,7 +1563,7 @@ fn pub_lines_name_the_refused_line_and_skip_bad_goes_on() {
     let o = mote(&["pub", "-p", &p, "-t", "t", "-l"], input.as_bytes());
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("line 2: 2000 bytes, over the broker's --max-payload of 1024 bytes"),
+        stderr(&o).contains("line 2: payload is 2000 bytes, the broker's limit is 1024"),
         "{}",
         stderr(&o)
     );
@@ -1575,8 +1575,8 @@ fn pub_lines_name_the_refused_line_and_skip_bad_goes_on() {
         let o = mote(&args, input.as_bytes());
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let err = stderr(&o);
-        assert!(err.contains("line 2: 2000 bytes"), "{err}");
-        assert!(err.contains("line 4: 2000 bytes"), "{err}");
+        assert!(err.contains("line 2: payload is 2000 bytes"), "{err}");
+        assert!(err.contains("line 4: payload is 2000 bytes"), "{err}");
         assert!(
             err.contains("skipped 2 lines the broker refused (--skip-bad)"),
             "{err}"

@@ -49,15 +49,9 @@ fn refuses_one(e: &Error) -> bool {
 
 /// `e` about line `line` (1-based), or about the message when there is one.
 fn about(line: Option<u64>, e: &Error) -> String {
-    let what = match e {
-        Error::PayloadTooLarge { len, max } => {
-            format!("{len} bytes, over the broker's --max-payload of {max} bytes")
-        }
-        e => e.to_string(),
-    };
     match line {
-        Some(n) => format!("line {n}: {what}"),
-        None => what,
+        Some(n) => format!("line {n}: {e}"),
+        None => e.to_string(),
     }
 }
 
