@@ -888,7 +888,12 @@ mod tests {
             leading_slash("topic", "/a/b").unwrap_err().0,
             "topic \"/a/b\" starts with '/': mote topics have no leading slash (no empty levels): write \"a/b\""
         );
-        assert!(!leading_slash("filter", "/").unwrap_err().0.contains("write"));
+        assert!(
+            !leading_slash("filter", "/")
+                .unwrap_err()
+                .0
+                .contains("write")
+        );
     }
 
     #[test]
