@@ -1445,7 +1445,8 @@ fn every_listener_binds_to_loopback_unless_told_and_needs_a_token_beyond() {
         "0.0.0.0:0",
         &["--config", file.to_str().unwrap(), "--http", "off"],
     );
-    s.wait_log("(--tcp) without a token (--insecure)");
+    let w = s.wait_log("(--tcp) is open without a token (--insecure)");
+    assert!(!w.contains("listening on"), "{w}");
     drop(s);
     std::fs::remove_dir_all(&dir).unwrap();
     // A token opens both; plain HTTP beyond loopback is warned about (the token in clear).

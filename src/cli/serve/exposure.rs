@@ -42,9 +42,10 @@ pub(crate) fn check(
             )
         }));
     }
+    // Not "listening on": that line comes once the listener is bound (scripts wait for it).
     if insecure {
         return Ok(Some(format!(
-            "listening on {addr} ({option}) without a token (--insecure): anyone who can reach it can read and write every topic"
+            "{addr} ({option}) is open without a token (--insecure): anyone who can reach it can read and write every topic"
         )));
     }
     Err(CliError(format!(
