@@ -1600,3 +1600,325 @@ fn pub_lines_name_the_refused_line_and_skip_bad_goes_on() {
     let o = mote(&["pub", "--help"], b"");
     assert!(stdout(&o).contains("--skip-bad"), "{}", stdout(&o));
 }
+
+// ---- Issue 13, items 7, 8 and 11: mosquitto habits, sizes derived from those given,
+// ---- where listeners bind.
+
+/// `mote ARGS` (with `env`) that must exit on its own: within 10 s, or it is killed and
+/// the test fails (a `mote serve` that started instead of refusing would run forever).
+fn mote_exits(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(MOTE)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("mote {args:?} did not exit: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn mosquitto_options_map_or_say_what_to_use() {
+    let s = Served::start(&[]);
+    let hp = format!("127.0.0.1:{}", s.port());
+    // -h HOST:PORT; -q 1 is --confirm (the offset printed), -q 0 sends and forgets.
+    let o = mote(
+        &[
+            "pub", "-h", &hp, "-t", "m/a", "-m", "one", "-q", "1", "-i", "s-1",
+        ],
+        b"",
+    );
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), "0\n"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mote(
+        &["pub", "-h", &hp, "-t", "m/a", "-m", "two", "-q", "0"],
+        b"",
+    );
+    assert_eq!(
+        (o.status.code(), stdout(&o).as_str()),
+        (Some(0), ""),
+        "{}",
+        stderr(&o)
+    );
+    // mote sub takes -q 0 and -q 1 and changes nothing, silently.
+    for q in ["0", "1"] {
+        let o = mote(
+            &[
+                "sub", "-h", &hp, "-q", q, "-t", "m/#", "-v", "--from", "earliest", "-C", "2",
+            ],
+            b"",
+        );
+        assert_eq!(stdout(&o), "m/a one\nm/a two\n", "{}", stderr(&o));
+        assert_eq!(stderr(&o), "");
+    }
+    let o = mote(&["ping", "-h", &hp], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same port twice is no conflict; MOTE_PORT gives way to -h HOST:PORT.
+    let o = mote_env(&["ping", "-h", &hp, "-p", &s.port()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote_env(&["ping", "-h", &hp], &[("MOTE_PORT", "1")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(s);
+    // -h [::1]:PORT, where this machine has IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let s = Served::start_on("[::1]:0", &[]);
+        let o = mote(&["ping", "-h", &format!("[::1]:{}", s.port())], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // What does not map: one line saying what to use instead, exit 2, before connecting.
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["pub", "-u", "me", "-P", "pw", "-t", "a", "-m", "x"],
+            "mote pub: -u: mote has no user names and passwords: use --token NAME:SECRET",
+        ),
+        (
+            &["sub", "-t", "a", "-P", "pw"],
+            "mote sub: -P: mote has no user names",
+        ),
+        (
+            &["ping", "--username", "me"],
+            "mote ping: --username: mote has no user names",
+        ),
+        (
+            &["pub", "-r", "-t", "a", "-m", "x"],
+            "mote pub: -r: mote has no retained messages and needs none: every topic keeps its last messages; read the latest with mote sub -t TOPIC --from last:1",
+        ),
+        (
+            &["pub", "-t", "a", "-m", "x", "-q", "2"],
+            "mote pub: -q 2: mote has no exactly-once delivery; -q 1 (--confirm)",
+        ),
+        (
+            &["sub", "-t", "a", "-q", "2"],
+            "mote sub: -q 2: mote has no exactly-once delivery",
+        ),
+        (
+            &["pub", "-t", "/home/temp", "-m", "x"],
+            "mote pub: topic \"/home/temp\" starts with '/': mote topics have no leading slash (no empty levels): write \"home/temp\"",
+        ),
+        (
+            &["sub", "-t", "ok/#", "-t", "/home/#"],
+            "mote sub: filter \"/home/#\" starts with '/'",
+        ),
+        (
+            &[
+                "pub",
+                "-h",
+                "pi.local:7300",
+                "-p",
+                "7400",
+                "-t",
+                "a",
+                "-m",
+                "x",
+            ],
+            "mote pub: --host says port 7300 and --port says 7400: give the port once",
+        ),
+    ];
+    for (args, start) in cases {
+        let o = mote_exits(args, &[]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.starts_with(start), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // The help says what -h and -q take.
+    let help = stdout(&mote(&["pub", "--help"], b""));
+    assert!(
+        help.contains("-h, --host HOST[:PORT]") && help.contains("-q, --qos 0|1"),
+        "{help}"
+    );
+}
+
+#[test]
+fn sizes_not_given_are_derived_and_conflicts_come_together() {
+    // Shrinking the memory alone is enough: the ring and the payload limit follow.
+    let mut s = Served::start(&["--memory", "1M"]);
+    let line = s.wait_log("sizes (those not given derived from those given)");
+    assert!(
+        line.contains("memory 1M, ring-bytes 128K, max-payload 16K"),
+        "{line}"
+    );
+    let p = s.port();
+    let big = "x".repeat(16 * 1024);
+    let o = mote(&["pub", "-p", &p, "-t", "a", "-m", &big], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mote(&["pub", "-p", &p, "-t", "a", "-m", &format!("{big}x")], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the broker's limit is 16384"),
+        "{}",
+        stderr(&o)
+    );
+    drop(s);
+    // Nothing given: no line about derived sizes (the defaults are today's).
+    let mut s = Served::start(&["--max-topics", "5"]);
+    s.wait_log("(tcp)");
+    assert!(
+        !s.seen.iter().any(|l| l.contains("sizes (")),
+        "{:?}",
+        s.seen
+    );
+    drop(s);
+    // Every conflict among values given, from flags, variables or the config file, in one
+    // message, each named as it was given.
+    let o = mote_exits(
+        &[
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--ring-bytes",
+            "2M",
+            "--max-payload",
+            "4M",
+        ],
+        &[("MOTE_MEMORY", "1M")],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.starts_with("mote: sizes that do not fit together:\n"),
+        "{e}"
+    );
+    assert!(
+        e.contains("\n  - --max-payload 4M must fit in --ring-bytes 2M with "),
+        "{e}"
+    );
+    assert!(
+        e.contains("\n  - --ring-bytes 2M must not exceed MOTE_MEMORY=1M\n"),
+        "{e}"
+    );
+    let dir = std::env::temp_dir().join(format!("mote-sizes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mote.toml");
+    std::fs::write(&file, "memory = \"1M\"\n").unwrap();
+    let o = mote_exits(
+        &[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--max-payload",
+            "2M",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with(
+            "mote: --max-payload 2M must fit in memory = \"1M\" in the config file with "
+        ),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let help = stdout(&mote(&["serve", "--help"], b""));
+    assert!(help.contains("at most an eighth of --memory"), "{help}");
+}
+
+#[test]
+fn every_listener_binds_to_loopback_unless_told_and_needs_a_token_beyond() {
+    // The HTTP edge follows the same rule as TCP, named as it was given.
+    let o = mote_exits(
+        &["serve", "--tcp", "127.0.0.1:0", "--http", "0.0.0.0:0"],
+        &[],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.starts_with("mote: refusing to listen on 0.0.0.0:0 without a token (--http)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("mote token new") && e.contains("--insecure"),
+        "{e}"
+    );
+    let o = mote_exits(
+        &["serve", "--tcp", "127.0.0.1:0"],
+        &[("MOTE_HTTP", "0.0.0.0:0")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("without a token (MOTE_HTTP)"),
+        "{}",
+        stderr(&o)
+    );
+    // --insecure from the variable or the config file opens it, with a warning.
+    let mut s = Served::start_with(&["--http", "0.0.0.0:0"], &[("MOTE_INSECURE", "1")]);
+    let w = s.wait_log("without a token (--insecure)");
+    assert!(w.contains("WARN") && w.contains("(--http)"), "{w}");
+    assert!(s.http.unwrap().ip().is_unspecified());
+    drop(s);
+    let dir = std::env::temp_dir().join(format!("mote-insecure-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mote.toml");
+    std::fs::write(&file, "insecure = true\n").unwrap();
+    let mut s = Served::start_on(
+        "0.0.0.0:0",
+        &["--config", file.to_str().unwrap(), "--http", "off"],
+    );
+    let w = s.wait_log("(--tcp) is open without a token (--insecure)");
+    assert!(!w.contains("listening on"), "{w}");
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A token opens both; plain HTTP beyond loopback is warned about (the token in clear).
+    let token = stdout(&mote(&["token", "new"], b"")).trim().to_string();
+    let mut s = Served::start_on("0.0.0.0:0", &["--token", &token, "--http", "0.0.0.0:0"]);
+    let w = s.wait_log("carries the token in clear");
+    assert!(
+        w.contains("WARN") && w.contains("TLS proxy") && w.contains("--http 0.0.0.0:"),
+        "{w}"
+    );
+    assert!(
+        !s.seen
+            .iter()
+            .any(|l| l.contains("--tcp") && l.contains("in clear")),
+        "{:?}",
+        s.seen
+    );
+    drop(s);
+    // With a token and no --http the edge stays on loopback (it used to open 0.0.0.0:7271).
+    // Port 7271 may be taken on this machine: either way the line names the address chosen.
+    let mut child = Command::new(MOTE)
+        .args(["serve", "--tcp", "127.0.0.1:0", "--token", &token])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(":7271") => break l,
+            Ok(_) => {}
+            Err(e) => panic!("no line about :7271: {e}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("http listening on 127.0.0.1:7271")
+            || line.contains("cannot listen on 127.0.0.1:7271 (--http)"),
+        "{line}"
+    );
+    assert!(!line.contains("in clear"), "{line}");
+}

@@ -60,6 +60,23 @@ pub(crate) fn parse(
     spec: &'static Spec,
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<Outcome, CliError> {
+    parse_hinted(spec, args, &[])
+}
+
+/// An option another tool has and mote has not (such as mosquitto_pub's `-u`), and what to
+/// type instead: shown in place of "unknown option".
+pub(crate) struct Hint {
+    /// As typed: `-u`, `--username`.
+    pub(crate) names: &'static [&'static str],
+    pub(crate) hint: &'static str,
+}
+
+/// As [`parse`], answering an unknown option that is in `hints` with its hint.
+pub(crate) fn parse_hinted(
+    spec: &'static Spec,
+    args: impl IntoIterator<Item = OsString>,
+    hints: &[Hint],
+) -> Result<Outcome, CliError> {
     use lexopt::Arg;
     let mut p = lexopt::Parser::from_args(args);
     let mut out = Parsed {
@@ -87,6 +104,9 @@ pub(crate) fn parse(
                 Arg::Short(c) => format!("-{c}"),
                 Arg::Value(_) => String::new(),
             };
+            if let Some(h) = hints.iter().find(|h| h.names.contains(&shown.as_str())) {
+                return Err(CliError(format!("{shown}: {}", h.hint)));
+            }
             return Err(CliError(format!(
                 "unknown option {shown} (see mote {} --help)",
                 spec.name
@@ -244,6 +264,11 @@ impl Parsed {
         } else {
             Source::Default
         }
+    }
+
+    /// The `MOTE_*` variable of `--long`, if it has one.
+    pub(crate) fn opt_env(&self, long: &str) -> Option<&'static str> {
+        self.opt(long).env
     }
 
     /// How to name `--long` to the user: as the flag, variable or config key that set it.

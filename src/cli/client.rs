@@ -18,10 +18,10 @@ use super::args::{self, CliError, Opt, Outcome, Parsed, Spec};
 const HOST: Opt = Opt {
     long: "host",
     short: Some('h'),
-    value: Some("HOST"),
+    value: Some("HOST[:PORT]"),
     env: Some("MOTE_HOST"),
     default: Some("127.0.0.1"),
-    help: "broker host",
+    help: "broker host, with its port if you like (pi.local:7270, [::1]:7270)",
 };
 const PORT: Opt = Opt {
     long: "port",
@@ -131,6 +131,12 @@ pub(crate) static PUB: Spec = Spec {
             None,
             "wait for the broker to store each message; print its offset",
         ),
+        value(
+            "qos",
+            Some('q'),
+            "0|1",
+            "as mosquitto_pub's -q: 0 sends and forgets (the default), 1 is --confirm; mote has no 2",
+        ),
         Opt {
             long: "timeout",
             short: None,
@@ -176,6 +182,12 @@ pub(crate) static SUB: Spec = Spec {
         ),
         value("count", Some('C'), "N", "exit after N messages"),
         switch("verbose", Some('v'), "print the topic before each payload"),
+        value(
+            "qos",
+            Some('q'),
+            "0|1",
+            "taken for mosquitto_sub's sake, changes nothing: 0 and 1 alike get every message the ring holds, in order; mote has no 2",
+        ),
         value(
             "timeout",
             Some('W'),
@@ -282,8 +294,21 @@ pub(crate) static PING: Spec = Spec {
     after: "Used as the docker HEALTHCHECK.",
 };
 
+/// mosquitto_pub and mosquitto_sub options mote has no counterpart for: what to use instead.
+/// (`-q` and `-i` are mote options too; `-h host:port` is understood.)
+const MOSQUITTO: &[args::Hint] = &[
+    args::Hint {
+        names: &["-u", "--username", "-P", "--pw"],
+        hint: "mote has no user names and passwords: use --token NAME:SECRET (better: --token-file FILE holding NAME:SECRET)",
+    },
+    args::Hint {
+        names: &["-r", "--retain"],
+        hint: "mote has no retained messages and needs none: every topic keeps its last messages; read the latest with mote sub -t TOPIC --from last:1",
+    },
+];
+
 fn parse(spec: &'static Spec, argv: Vec<OsString>) -> Result<Option<Parsed>, CliError> {
-    match args::parse(spec, argv)? {
+    match args::parse_hinted(spec, argv, MOSQUITTO)? {
         Outcome::Run(p) => Ok(Some(p)),
         Outcome::Help(h) => {
             print!("{h}");
@@ -342,17 +367,32 @@ fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
     let mut o = match p.get("url") {
         Some(url) => Options::from_url(&url).map_err(|e| bad("--url", e))?,
         None => {
-            let host = p.get("host").unwrap_or_else(|| "127.0.0.1".into());
-            let port = p
-                .parse_with("port", |s| {
-                    s.parse::<u16>()
-                        .map_err(|_| "expected a port number".into())
-                })?
-                .unwrap_or(mote_sdk::wire::DEFAULT_PORT);
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host
+            let (host, in_host) = p
+                .parse_with("host", split_host)?
+                .unwrap_or_else(|| ("127.0.0.1".into(), None));
+            let port = p.parse_with("port", |s| {
+                s.parse::<u16>()
+                    .map_err(|_| "expected a port number".into())
+            })?;
+            // A port in -h and a port from -p: the one given more directly (flag, then
+            // variable) wins; two flags that disagree are an error.
+            let rank = |l: &str| match p.source(l) {
+                args::Source::Line => 3,
+                args::Source::Env => 2,
+                args::Source::Config => 1,
+                args::Source::Default => 0,
+            };
+            let port = match (in_host, port) {
+                (Some(h), Some(p2)) if h != p2 && rank("port") == rank("host") => {
+                    return Err(CliError(format!(
+                        "{} says port {h} and {} says {p2}: give the port once",
+                        p.named("host"),
+                        p.named("port")
+                    )));
+                }
+                (Some(_), Some(p2)) if rank("port") > rank("host") => p2,
+                (Some(h), _) => h,
+                (None, p2) => p2.unwrap_or(mote_sdk::wire::DEFAULT_PORT),
             };
             Options::new(format!("{host}:{port}"))
         }
@@ -363,6 +403,66 @@ fn options(p: &Parsed, default_name: &str) -> Result<Options, CliError> {
     }
     o.name = p.get("id").unwrap_or_else(|| default_name.to_string());
     Ok(o)
+}
+
+/// `-h` as mosquitto users write it: `HOST`, `HOST:PORT`, `[IPV6]:PORT`, or a bare IPv6
+/// address. The host comes back ready for `HOST:PORT` (IPv6 in brackets).
+fn split_host(s: &str) -> Result<(String, Option<u16>), String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map(Some)
+            .map_err(|_| format!("{p:?} is not a port number"))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or("an IPv6 address in [ ] needs its closing ]")?;
+        return match after {
+            "" => Ok((format!("[{ip}]"), None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((format!("[{ip}]"), port(p)?)),
+                None => Err(format!("expected [{ip}]:PORT")),
+            },
+        };
+    }
+    match s.split_once(':') {
+        None => Ok((s.to_string(), None)),
+        // Two colons or more: an IPv6 address without a port.
+        Some((_, rest)) if rest.contains(':') => Ok((format!("[{s}]"), None)),
+        Some((host, p)) if !host.is_empty() => Ok((host.to_string(), port(p)?)),
+        Some(_) => Err("the host is missing before the :".into()),
+    }
+}
+
+/// mosquitto takes `/a/b`; mote has no empty levels, so say what is wrong with a leading
+/// `/` (and what to write) instead of a generic "bad topic".
+fn leading_slash(what: &str, t: &str) -> Result<(), CliError> {
+    if !t.starts_with('/') {
+        return Ok(());
+    }
+    let rest = t.trim_start_matches('/');
+    let instead = if rest.is_empty() {
+        String::new()
+    } else {
+        format!(": write {rest:?}")
+    };
+    Err(CliError(format!(
+        "{what} {t:?} starts with '/': mote topics have no leading slash (no empty levels){instead}"
+    )))
+}
+
+/// `-q`: 0 or 1; 2 is answered with what mote does instead (`then` says what).
+fn qos(p: &Parsed, then: &str) -> Result<Option<u8>, CliError> {
+    if p.get("qos").as_deref() == Some("2") {
+        return Err(CliError(format!(
+            "-q 2: mote has no exactly-once delivery; {then}"
+        )));
+    }
+    p.parse_with("qos", |s| match s {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        _ => Err("expected 0 or 1".into()),
+    })
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -392,7 +492,12 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
         }
         _ => return Err(CliError("give only one of -m, -f, -l, -s and -n".into()).into()),
     }
+    leading_slash("topic", &topic)?;
     mote_sdk::Topic::new(&topic).map_err(|e| CliError(format!("bad topic {topic:?}: {e}")))?;
+    let qos = qos(
+        &p,
+        "-q 1 (--confirm) waits until the broker has stored each message (one sent again after a lost connection may be stored twice)",
+    )?;
     let timeout = p
         .parse_with("timeout", |s| {
             let d = args::parse_duration(s)?;
@@ -406,7 +511,7 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
     let plan = publish::Plan {
         topic: &topic,
         key: key.as_deref().map(str::as_bytes),
-        confirm: p.on("confirm"),
+        confirm: p.on("confirm") || qos == Some(1),
         timeout: (!p.on("retry-forever")).then_some(timeout),
         skip_bad: p.on("skip-bad"),
     };
@@ -585,7 +690,13 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
     if filters.is_empty() {
         return Err(CliError("give at least one filter with -t FILTER".into()).into());
     }
+    // mote has one kind of delivery: -q 0 and -q 1 change nothing.
+    qos(
+        &p,
+        "mote sub prints every message the broker holds, in order, with -q 0 and -q 1 alike",
+    )?;
     for f in &filters {
+        leading_slash("filter", f)?;
         mote_sdk::Filter::new(f).map_err(|e| CliError(format!("bad filter {f:?}: {e}")))?;
     }
     let count = p.parse_with("count", args::parse_count)?;
@@ -803,6 +914,40 @@ pub(crate) fn ping(argv: Vec<OsString>) -> Result<(), Exit> {
 #[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_as_mosquitto_users_write_them() {
+        let ok = |s: &str| split_host(s).unwrap();
+        assert_eq!(ok("pi.local"), ("pi.local".into(), None));
+        assert_eq!(ok("pi.local:7300"), ("pi.local".into(), Some(7300)));
+        assert_eq!(ok("10.0.0.2:1"), ("10.0.0.2".into(), Some(1)));
+        assert_eq!(ok("[::1]:7270"), ("[::1]".into(), Some(7270)));
+        assert_eq!(ok("[::1]"), ("[::1]".into(), None));
+        assert_eq!(ok("::1"), ("[::1]".into(), None));
+        assert_eq!(ok("fe80::1:2"), ("[fe80::1:2]".into(), None));
+        assert_eq!(
+            split_host("pi.local:x").unwrap_err(),
+            "\"x\" is not a port number"
+        );
+        assert!(split_host("[::1").is_err());
+        assert!(split_host("[::1]7270").is_err());
+        assert!(split_host(":7270").is_err());
+    }
+
+    #[test]
+    fn leading_slashes_are_named() {
+        assert!(leading_slash("topic", "a/b").is_ok());
+        assert_eq!(
+            leading_slash("topic", "/a/b").unwrap_err().0,
+            "topic \"/a/b\" starts with '/': mote topics have no leading slash (no empty levels): write \"a/b\""
+        );
+        assert!(
+            !leading_slash("filter", "/")
+                .unwrap_err()
+                .0
+                .contains("write")
+        );
+    }
 
     #[test]
     fn from_values() {

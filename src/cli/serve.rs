@@ -13,6 +13,9 @@ use mote_sdk::wire::GroupSettings;
 
 use super::args::{self, CliError, Opt, Outcome, Spec};
 
+mod exposure;
+mod sizes;
+
 const fn opt(
     long: &'static str,
     value: &'static str,
@@ -64,7 +67,7 @@ pub(crate) static SPEC: Spec = Spec {
             value: None,
             env: Some("MOTE_INSECURE"),
             default: None,
-            help: "allow listening on a non-loopback address without any token",
+            help: "allow a listener (--tcp, --http) on a non-loopback address without any token",
         },
         Opt {
             long: "data",
@@ -101,7 +104,7 @@ pub(crate) static SPEC: Spec = Spec {
             value: Some("ADDR|off"),
             env: Some("MOTE_HTTP"),
             default: None,
-            help: "address of the HTTP edge (curl, stats, metrics, status page), or off [default: 127.0.0.1:7271; 0.0.0.0:7271 with a token]",
+            help: "address of the HTTP edge (curl, stats, metrics, status page), or off; plain HTTP: beyond loopback, put it behind a TLS proxy [default: 127.0.0.1:7271]",
         },
         opt(
             "http-max-connections",
@@ -152,7 +155,7 @@ pub(crate) static SPEC: Spec = Spec {
             "SIZE",
             "MOTE_MAX_PARTIAL",
             "16M",
-            "bytes of frames and HTTP requests still arriving, all connections together",
+            "bytes of frames and HTTP requests still arriving, all connections together; if not given, at least two records at --max-payload",
         ),
         opt(
             "partial-timeout",
@@ -187,7 +190,7 @@ pub(crate) static SPEC: Spec = Spec {
             "SIZE",
             "MOTE_MAX_PAYLOAD",
             "1M",
-            "largest message payload",
+            "largest message payload; if not given, at most an eighth of --ring-bytes",
         ),
         opt(
             "ring-messages",
@@ -201,14 +204,14 @@ pub(crate) static SPEC: Spec = Spec {
             "SIZE",
             "MOTE_RING_BYTES",
             "8M",
-            "most bytes each topic keeps",
+            "most bytes each topic keeps; if not given, at most an eighth of --memory, and room for one --max-payload",
         ),
         opt(
             "memory",
             "SIZE",
             "MOTE_MEMORY",
             "64M",
-            "most bytes all topics keep together (oldest go first)",
+            "most bytes all topics keep together (oldest go first); if not given, at least --ring-bytes",
         ),
         opt(
             "keepalive",
@@ -225,7 +228,10 @@ pub(crate) static SPEC: Spec = Spec {
             "time a new connection has to say hello",
         ),
     ],
-    after: "Sizes take K, M or G (powers of 1024); durations ms, s, m or h.\n\
+    after: "Sizes take K, M or G (powers of 1024); durations ms, s, m or h. Sizes not given are\n\
+            derived from those given (--memory 1M alone: --ring-bytes 128K, --max-payload 16K).\n\
+            Every listener binds to loopback unless told otherwise; beyond it, one needs a token\n\
+            or --insecure.\n\
             Logs go to stderr; set RUST_LOG=debug for more, RUST_LOG=warn for less.\n\
             Example, with a token only you can read:\n  (umask 077; mote token new > ~/.mote-token)\n  mote serve --tcp 0.0.0.0:7270 --token-file ~/.mote-token",
 };
@@ -233,13 +239,15 @@ pub(crate) static SPEC: Spec = Spec {
 /// Everything `mote serve` was asked for.
 pub(crate) struct ServeConfig {
     pub(crate) tcp: SocketAddr,
-    /// `None`: `--http off`. `Some(None)`: the default, decided once the tokens are known.
+    /// `None`: `--http off`. `Some(None)`: the default, 127.0.0.1:7271.
     pub(crate) http: Option<Option<SocketAddr>>,
     pub(crate) http_max_connections: usize,
     pub(crate) http_max_requests: usize,
     pub(crate) http_max_streams: usize,
     pub(crate) limits: Limits,
     pub(crate) auth: Auth,
+    /// A line for the log when some sizes were derived from others.
+    pub(crate) sizes_note: Option<String>,
 }
 
 /// The token table from `--token` or `--token-file` and the config file's
@@ -401,25 +409,7 @@ fn reload(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
     load(p)
 }
 
-/// Refuses to open the broker to the network without tokens unless told to.
-fn check_exposure(tcp: SocketAddr, auth: &Auth, insecure: bool) -> Result<(), CliError> {
-    if auth.enabled() || tcp.ip().is_loopback() {
-        return Ok(());
-    }
-    if insecure {
-        log::warn!(
-            "listening on {tcp} without a token (--insecure): anyone who can reach it can read and write every topic"
-        );
-        return Ok(());
-    }
-    Err(CliError(format!(
-        "refusing to listen on {tcp} without a token: anyone on the network could read and write every topic.\n\
-         Set one with --token (make one with `mote token new`), or pass --insecure to accept that."
-    )))
-}
-
 pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
-    let size = |l: &str| p.parse_with(l, args::parse_size);
     let count = |l: &str| p.parse_with(l, args::parse_count);
     let ms = |l: &str| {
         p.parse_with(l, |s| {
@@ -430,6 +420,7 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
             Ok(d.as_millis() as u64)
         })
     };
+    let (sizes, sizes_note) = sizes::sizes(p)?;
     let max_connections = count("max-connections")?.unwrap_or(Limits::default().max_connections);
     // Derived from the limits given, when not given themselves.
     let d = Limits::with_connections(max_connections);
@@ -439,20 +430,15 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
         max_pending,
         max_pending_per_address: count("max-pending-per-address")?
             .unwrap_or((max_pending / 4).max(1)),
-        // Room for two records at the largest payload, at least the default.
-        max_partial_bytes: size("max-partial")?.unwrap_or_else(|| {
-            let payload = size("max-payload").ok().flatten().unwrap_or(d.max_payload);
-            let record = payload + mote::limits::FRAME_OVERHEAD + mote::limits::RECORD_SLACK;
-            d.max_partial_bytes.max(2 * record)
-        }),
+        max_partial_bytes: sizes.max_partial,
         partial_timeout_ms: ms("partial-timeout")?.unwrap_or(d.partial_timeout_ms),
         max_topics: count("max-topics")?.unwrap_or(d.max_topics),
         max_groups: count("max-groups")?.unwrap_or(d.max_groups),
         max_subscriptions: count("max-subscriptions")?.unwrap_or(d.max_subscriptions),
-        max_payload: size("max-payload")?.unwrap_or(d.max_payload),
+        max_payload: sizes.max_payload,
         ring_messages: count("ring-messages")?.unwrap_or(d.ring_messages),
-        ring_bytes: size("ring-bytes")?.unwrap_or(d.ring_bytes),
-        memory: size("memory")?.unwrap_or(d.memory),
+        ring_bytes: sizes.ring_bytes,
+        memory: sizes.memory,
         keepalive_ms: ms("keepalive")?.unwrap_or(d.keepalive_ms),
         handshake_ms: ms("handshake-timeout")?.unwrap_or(d.handshake_ms),
     };
@@ -479,6 +465,7 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
         http_max_streams: count("http-max-streams")?.unwrap_or(32),
         limits,
         auth: Auth::none(),
+        sizes_note,
     })
 }
 
@@ -499,19 +486,29 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
     let data = data_config(&p, topics)?;
     cfg.auth = auth;
     super::init_logging("info", mote::logging::Output::Background);
-    check_exposure(cfg.tcp, &cfg.auth, p.on("insecure"))?;
-    let http_addr = cfg.http.map(|a| {
-        a.unwrap_or_else(|| {
-            let ip = if cfg.auth.enabled() {
-                [0, 0, 0, 0]
-            } else {
-                [127, 0, 0, 1]
-            };
-            (ip, 7271).into()
-        })
-    });
-    if let Some(a) = http_addr {
-        check_exposure(a, &cfg.auth, p.on("insecure"))?;
+    if let Some(note) = &cfg.sizes_note {
+        log::info!("{note}");
+    }
+    // Every listener binds where it is told, by default to loopback.
+    let http_addr = cfg
+        .http
+        .map(|a| a.unwrap_or_else(|| ([127, 0, 0, 1], 7271).into()));
+    let mut listeners = vec![exposure::Listener {
+        option: p.named("tcp"),
+        addr: cfg.tcp,
+        token_in_clear: false,
+    }];
+    if let Some(addr) = http_addr {
+        listeners.push(exposure::Listener {
+            option: p.named("http"),
+            addr,
+            token_in_clear: true,
+        });
+    }
+    for l in &listeners {
+        if let Some(warning) = exposure::check(l, cfg.auth.enabled(), p.on("insecure"))? {
+            log::warn!("{warning}");
+        }
     }
     raise_fd_limit();
     let listener = TcpListener::bind(cfg.tcp)
@@ -671,7 +668,7 @@ mod tests {
             e.0.starts_with("invalid value \"lots\" for --max-payload"),
             "{e}"
         );
-        let argv = ["--ring-bytes", "1K"].map(OsString::from);
+        let argv = ["--ring-bytes", "1K", "--max-payload", "1K"].map(OsString::from);
         let Outcome::Run(p) = args::parse(&SPEC, argv).unwrap() else {
             panic!("help")
         };
