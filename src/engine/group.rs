@@ -387,6 +387,7 @@ impl Engine {
             queued: false,
             role: Role::Outbox(key),
             skip_seq: 0,
+            before_start: false,
         }) as u32);
         let s = &mut self.subs[key.0 as usize];
         s.cursors.push(outbox);
@@ -458,6 +459,7 @@ impl Engine {
             queued: false,
             role: Role::Group(gid),
             skip_seq: 0,
+            before_start: false,
         }) as u32);
         self.groups[gid.0 as usize].cursors.push(ck);
         self.topics[tid.0 as usize].watchers.push(ck);
