@@ -516,6 +516,28 @@ impl Engine {
         }
     }
 
+    /// Whether a consumer group handed the message at `offset` of `topic` to a member
+    /// that has not acked it yet (in flight, or waiting to be delivered again): a
+    /// `wait=delivered` publish that times out then was delivered, just not acked.
+    pub fn unacked_in_group(&self, topic: &str, offset: u64) -> bool {
+        let Some(&tid) = self.by_name.get(topic) else {
+            return false;
+        };
+        let in_flight = self.subs.iter().any(|(_, s)| {
+            s.member.as_ref().is_some_and(|m| {
+                m.inflight
+                    .iter()
+                    .any(|f| f.topic == tid && f.offset == offset)
+            })
+        });
+        in_flight
+            || self.groups.iter().any(|(_, g)| {
+                g.redeliver
+                    .iter()
+                    .any(|r| r.topic == tid && r.offset == offset)
+            })
+    }
+
     /// The member acks delivery `tag`.
     pub fn handle_ack(&mut self, conn: ConnId, sub: u32, tag: u64) -> Result<(), Refusal> {
         let settled = self.member_of(conn, sub).and_then(|k| self.settle(k, tag));
