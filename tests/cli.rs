@@ -1124,7 +1124,8 @@ fn readme_token_files() {
             vec!["pub", "-p", &p, "--token-file", &wrong, "-t", "a", "-m", "x"],
             vec![],
             1,
-            "mote pub: authentication failed (unauthorized)".into(),
+            // A token file without a name: the hint that brokers may want one.
+            "mote pub: authentication failed: the token went under the name `default`".into(),
         ),
     ];
     for (args, env, code, start) in cases {
