@@ -499,7 +499,7 @@ fn sighup_reloads_tokens_and_keeps_sessions() {
     std::fs::write(&file, tokens(new)).unwrap();
     let pid = rustix::process::Pid::from_raw(s.child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
-    s.wait_log("token table reloaded: 1 tokens");
+    s.wait_log("token table reloaded: 1 token");
     let o = mote(&["ping", "-p", &p, "--token", &sensor(old)], b"");
     assert_eq!(
         o.status.code(),
@@ -1124,7 +1124,8 @@ fn readme_token_files() {
             vec!["pub", "-p", &p, "--token-file", &wrong, "-t", "a", "-m", "x"],
             vec![],
             1,
-            "mote pub: authentication failed (unauthorized)".into(),
+            // A token file without a name: the hint that brokers may want one.
+            "mote pub: authentication failed: the token went under the name `default`".into(),
         ),
     ];
     for (args, env, code, start) in cases {
@@ -1139,7 +1140,7 @@ fn readme_token_files() {
     let new = stdout(&mote(&["token", "new"], b""));
     std::fs::write(&token_file, &new).unwrap();
     signal(&s, rustix::process::Signal::HUP);
-    s.wait_log("token table reloaded: 1 tokens");
+    s.wait_log("token table reloaded: 1 token");
     let o = mote_env(&["ping", "-p", &p], &[("MOTE_TOKEN_FILE", &token_file)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = mote(&["ping", "-p", &p, "-q", "--token-file", &named], b"");
@@ -1921,4 +1922,229 @@ fn every_listener_binds_to_loopback_unless_told_and_needs_a_token_beyond() {
         "{line}"
     );
     assert!(!line.contains("in clear"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 13 (items 3, 4, 5, 9, 10): what a new user tripped over.
+
+/// A fresh directory under the temporary directory, named after `what` and this process.
+fn fresh_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mote-i13-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn sub_says_when_the_connection_is_lost_and_back_unless_quiet() {
+    let s1 = Served::start(&[]);
+    let p = s1.port();
+    let args = |quiet: bool| {
+        let mut a = vec!["sub", "-p", &p, "-t", "t", "--from", "earliest"];
+        if quiet {
+            a.push("--quiet");
+        }
+        Running::start(&a)
+    };
+    let (sub, hushed) = (args(false), args(true));
+    let o = mote(&["pub", "-p", &p, "-t", "t", "-m", "a", "--confirm"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sub.out_line(), "a");
+    assert_eq!(hushed.out_line(), "a");
+    // Two messages stored, and synced, by a broker the subscribers have not seen yet: the
+    // broker that comes back on their port holds them before they reconnect.
+    let data = fresh_dir("back");
+    let d = data.to_str().unwrap();
+    let s2 = Served::start(&["--data", d, "--sync", "always"]);
+    let o = mote(
+        &["pub", "-p", &s2.port(), "-t", "t", "-l", "--confirm"],
+        b"b\nc\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(s2);
+    drop(s1);
+    let lost = sub.err_line();
+    assert!(
+        lost.starts_with(&format!("mote sub: lost the connection to 127.0.0.1:{p} (")),
+        "{lost}"
+    );
+    let _s3 = Served::start_on(&format!("127.0.0.1:{p}"), &["--data", d]);
+    // A new broker: everything it holds is new to the subscribers.
+    assert_eq!(sub.out_line(), "b");
+    assert_eq!(sub.out_line(), "c");
+    let back = sub.err_line();
+    assert!(
+        back.starts_with(&format!("mote sub: reconnected to 127.0.0.1:{p} after ")),
+        "{back}"
+    );
+    assert!(
+        back.ends_with("; replayed 2 messages stored meanwhile"),
+        "{back}"
+    );
+    assert_eq!(hushed.out_line(), "b");
+    assert_eq!(hushed.out_line(), "c");
+    // --quiet: not a word on stderr.
+    assert!(
+        hushed.err.recv_timeout(Duration::from_secs(1)).is_err(),
+        "--quiet printed something"
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn sub_exits_1_when_the_broker_refuses_its_subscriptions_after_a_reconnect() {
+    let dir = fresh_dir("refused");
+    let file = dir.join("mote.toml");
+    let secret = "sensor-token-0123456789abcdef";
+    let config = |subscribe: &str| {
+        format!(
+            "[tokens.sensor]\ntoken = \"{secret}\"\npublish = [\"sensors/#\"]\nsubscribe = [{subscribe}]\n"
+        )
+    };
+    std::fs::write(&file, config("\"sensors/#\", \"lights/#\"")).unwrap();
+    let cfg = file.to_str().unwrap();
+    let s1 = Served::start(&["--config", cfg]);
+    let p = s1.port();
+    let token = format!("sensor:{secret}");
+    let base = ["sub", "-p", &p, "--token", &token, "--from", "earliest"];
+    let mut both = Running::start(&[&base[..], &["-t", "sensors/#", "-t", "lights/#"]].concat());
+    let mut one = Running::start(&[&base[..], &["-t", "sensors/#"]].concat());
+    // Both subscribed: a message reaches them.
+    let publish = |port: &str, m: &str| {
+        let o = mote(
+            &[
+                "pub",
+                "-p",
+                port,
+                "--token",
+                &token,
+                "-t",
+                "sensors/a",
+                "-m",
+                m,
+            ],
+            b"",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    publish(&p, "1");
+    assert_eq!(both.out_line(), "1");
+    assert_eq!(one.out_line(), "1");
+    // The broker comes back with the token allowed to read lights/# only.
+    std::fs::write(&file, config("\"lights/#\"")).unwrap();
+    drop(s1);
+    let _s2 = Served::start_on(&format!("127.0.0.1:{p}"), &["--config", cfg]);
+    for sub in [&one, &both] {
+        assert!(sub.err_line().starts_with("mote sub: lost the connection"));
+        let refused = sub.err_line();
+        assert!(
+            refused.starts_with(
+                "mote sub: after reconnecting, the broker refused a subscription: token \"sensor\" may not subscribe to \"sensors/#\""
+            ),
+            "{refused}"
+        );
+    }
+    // Nothing left: exit 1, saying why.
+    assert_eq!(one.exit_within(Duration::from_secs(10)).code(), Some(1));
+    let (_, err) = one.rest();
+    assert_eq!(
+        err.last().map(String::as_str),
+        Some("mote sub: no subscription is left (the broker refused them); exiting"),
+        "{err:?}"
+    );
+    // One left: it carries on.
+    assert!(
+        both.child.try_wait().unwrap().is_none(),
+        "gave up too early"
+    );
+    let _ = both.child.kill();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pub_lines_note_what_the_retention_no_longer_keeps_and_sub_says_evicted() {
+    let s = Served::start(&["--ring-messages", "10"]);
+    let p = s.port();
+    let lines: String = (1..=100).map(|i| format!("{i}\n")).collect();
+    let o = mote(&["pub", "-p", &p, "-t", "big", "-l"], lines.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let note = stderr(&o);
+    assert!(
+        note.starts_with(
+            "mote pub: note: 90 of the 100 messages published in this run are no longer kept: big's retention holds fewer (its oldest is now offset 90;"
+        ),
+        "{note}"
+    );
+    assert_eq!(note.lines().count(), 1, "{note}");
+    // What fits says nothing; confirmed runs know their first offset.
+    let o = mote(
+        &["pub", "-p", &p, "-t", "big", "-l", "--confirm"],
+        b"x\ny\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("100\n101\n", "")
+    );
+    let o = mote(
+        &["pub", "-p", &p, "-t", "big", "-l", "--confirm"],
+        (1..=12)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    assert!(
+        stderr(&o).starts_with(
+            "mote pub: note: 2 of the 12 messages published in this run are no longer kept"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // A reader asking for offset 0 is told the messages were gone before it asked,
+    // not that it fell behind.
+    let o = mote(
+        &["sub", "-p", &p, "-t", "big", "--from", "0", "-C", "1"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "3\n");
+    assert_eq!(
+        stderr(&o),
+        "mote sub: 104 messages of big from where this subscriber asked to start were evicted by the topic's retention before it asked; starting at offset 104, the oldest kept\n"
+    );
+}
+
+#[test]
+fn token_without_a_subcommand_exits_2_and_counts_of_one_are_singular() {
+    let o = mote(&["token"], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("Usage: mote token new"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+    let o = mote(&["token", "--help"], b"");
+    assert_eq!(o.status.code(), Some(0));
+    let s = Served::start(&[]);
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &s.port(),
+            "-t",
+            "quiet",
+            "-C",
+            "1",
+            "-W",
+            "300ms",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).ends_with("before receiving 1 message\n"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -206,9 +206,14 @@ fn read_from(s: &Served, topic: &str, start: Start, next: u64) -> Read {
                     return out;
                 }
             }
-            Some(Got::Lag {
-                missed, next: n, ..
-            }) => {
+            Some(
+                Got::Lag {
+                    missed, next: n, ..
+                }
+                | Got::Evicted {
+                    missed, next: n, ..
+                },
+            ) => {
                 out.lags.push((missed, n));
                 if n >= next {
                     return out;
@@ -1397,6 +1402,7 @@ fn member(addr: SocketAddr, shared: Arc<Shared>, ready: mpsc::Sender<()>) {
             Ok(Some(mote_sdk::GroupEvent::Lag { missed, next, .. })) => {
                 shared.progress.lock().unwrap().lags.push((missed, next));
             }
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
             Ok(None) => return,
             Err(_) => {} // A quiet moment (or the broker is down): look again.
         }

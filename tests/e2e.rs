@@ -402,3 +402,66 @@ fn shutdown_tells_clients() {
     assert_eq!(r.next(), None);
     stopping.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 13: messages evicted before a subscription asked are told apart from lag.
+
+#[test]
+fn a_start_below_what_the_ring_keeps_is_evicted_not_lag() {
+    let b = Broker::start(Limits {
+        ring_messages: 10,
+        ..Limits::default()
+    });
+    let c = Client::connect(b.options()).unwrap();
+    for i in 0..25 {
+        c.publish("big", i.to_string()).unwrap();
+    }
+    assert_eq!(c.publish_confirmed("big", "25").unwrap(), 25);
+    // Offsets 0..16 are gone: evicted before this subscription asked for them.
+    let mut sub = c.subscribe("big", Start::Offset(0)).unwrap();
+    match sub.recv_timeout(WAIT).unwrap() {
+        Some(Event::Evicted {
+            topic,
+            missed,
+            next,
+        }) => {
+            assert_eq!((&*topic, missed, next), ("big", 16, 16));
+        }
+        other => panic!("expected the eviction notice, got {other:?}"),
+    }
+    assert_eq!(next_msg(&mut sub).offset, 16);
+    // A start inside the ring hears of nothing.
+    let mut inside = c.subscribe("big", Start::Offset(20)).unwrap();
+    assert_eq!(next_msg(&mut inside).offset, 20);
+
+    // A version 2 client on the wire gets the new frame...
+    let mut v2 = Raw::connect(b.addr);
+    v2.subscribe(1, "big", Start::Offset(3));
+    assert_eq!(
+        v2.next(),
+        Some(Got::Evicted {
+            sub: 1,
+            topic: "big".into(),
+            missed: 13,
+            next: 16
+        })
+    );
+    // ...and a client speaking only version 1 gets exactly the Lag frame it always got.
+    let mut v1 = Raw::connect_silent(b.addr);
+    v1.send(&mote_sdk::wire::Frame::Hello(mote_sdk::wire::Hello {
+        min_version: 1,
+        max_version: 1,
+        ..mote_sdk::wire::Hello::new("old")
+    }));
+    assert!(matches!(v1.next(), Some(Got::Welcome { .. })));
+    v1.subscribe(1, "big", Start::Offset(3));
+    assert_eq!(
+        v1.next(),
+        Some(Got::Lag {
+            sub: 1,
+            topic: "big".into(),
+            missed: 13,
+            next: 16
+        })
+    );
+}

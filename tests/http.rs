@@ -151,6 +151,10 @@ fn wait_delivered_answers_200_when_a_subscriber_got_it_and_504_when_nobody_did()
     let started = Instant::now();
     let r = edge.post("/t/w/a?wait=delivered&timeout=200ms", b"lonely");
     let v = r.assert_error(504, "not_delivered");
+    assert_eq!(
+        v["error"], "stored, not handed to any subscriber in time (0.2 s)",
+        "{v}"
+    );
     assert_eq!(v["offset"], 0, "{v}");
     assert_eq!(v["topic"], "w/a");
     assert!(v["time"].is_u64());
@@ -1530,4 +1534,52 @@ fn http_errors_are_counted_by_code() {
         "{metrics}"
     );
     assert!(metrics.contains("mote_http_requests_total "), "{metrics}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 13: a 504 for a group message that was delivered but not acked says so.
+
+#[test]
+fn wait_delivered_to_a_group_that_does_not_ack_in_time_says_so() {
+    let edge = Edge::start();
+    let client = edge.sdk();
+    let group = mote_sdk::Group::new("slow").ack_timeout(Duration::from_secs(30));
+    let mut member = client.subscribe_group("jobs/#", group).unwrap();
+    let r = edge.post("/t/jobs/a?wait=delivered&timeout=300ms", b"job");
+    // The member got it (and holds it unacked).
+    let held = match member.recv_timeout(PATIENCE).unwrap() {
+        Some(mote_sdk::GroupEvent::Message(d)) => d,
+        other => panic!("expected the delivery, got {other:?}"),
+    };
+    assert_eq!(&held.payload[..], b"job");
+    let v = r.assert_error(504, "not_delivered");
+    assert_eq!(
+        v["error"],
+        "stored, delivered to a consumer group, but not acked by the group in time (0.3 s)",
+        "{v}"
+    );
+    assert_eq!(v["offset"], 0, "{v}");
+    // Acked in time, it is a 200.
+    let wait = std::thread::spawn({
+        let http = edge.http;
+        move || {
+            let mut s = connect(http).unwrap();
+            send_head(
+                &mut s,
+                "POST",
+                "/t/jobs/b?wait=delivered&timeout=5s",
+                &[],
+                b"job 2",
+            )
+            .unwrap();
+            read_head(&mut BufReader::new(s)).unwrap().0
+        }
+    });
+    let next = match member.recv_timeout(PATIENCE).unwrap() {
+        Some(mote_sdk::GroupEvent::Message(d)) => d,
+        other => panic!("expected the delivery, got {other:?}"),
+    };
+    next.ack().unwrap();
+    assert_eq!(wait.join().unwrap(), 200);
+    held.ack().unwrap();
 }

@@ -488,3 +488,84 @@ fn anonymous_peers_cannot_take_the_room_of_those_with_a_token() {
         (16, 1)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 13: a refused re-subscription, and a token given without its name.
+
+#[test]
+fn a_subscription_refused_after_a_reconnect_is_an_event_and_ends() {
+    let (reload_tx, reload_rx) = async_channel::bounded(1);
+    let b = Broker::with(move || {
+        let mut auth = Auth::none();
+        let kitchen = Rules::new("kitchen", &["home/{name}/#".into()], &["home/#".into()]).unwrap();
+        auth.insert("kitchen", Token::new(SECRET).unwrap(), kitchen)
+            .unwrap();
+        mote::broker::Config {
+            auth,
+            reload: Some(reload_rx),
+            ..Default::default()
+        }
+    });
+    let proxy = Proxy::start(b.addr);
+    let mut o = opts(proxy.addr, "kitchen", SECRET);
+    o.reconnect_min = Duration::from_millis(20);
+    let c = Client::connect(o).unwrap();
+    let mut wide = c.subscribe("home/#", Start::Latest).unwrap();
+    let mut narrow = c.subscribe("home/kitchen/#", Start::Latest).unwrap();
+    // The reload narrows what the token may read to its own room.
+    let mut auth = Auth::none();
+    let kitchen = Rules::new(
+        "kitchen",
+        &["home/{name}/#".into()],
+        &["home/{name}/#".into()],
+    )
+    .unwrap();
+    auth.insert("kitchen", Token::new(SECRET).unwrap(), kitchen)
+        .unwrap();
+    reload_tx
+        .send_blocking(mote::broker::Reload {
+            auth,
+            topics: Default::default(),
+        })
+        .unwrap();
+    eventually(WAIT, "the reload is in force", || {
+        let probe = Client::connect(opts(b.addr, "kitchen", SECRET)).unwrap();
+        probe.subscribe("home/#", Start::Latest).is_err()
+    });
+    proxy.cut();
+    match wide.recv_timeout(WAIT).unwrap() {
+        Some(Event::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::FORBIDDEN);
+            assert!(message.contains("may not subscribe"), "{message}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // Its last event: the subscription has ended.
+    assert_eq!(wide.recv_timeout(WAIT).unwrap(), None);
+    // The other one was accepted again and goes on.
+    eventually(WAIT, "reconnected", || c.is_connected());
+    let publisher = Client::connect(opts(b.addr, "kitchen", SECRET)).unwrap();
+    publisher.publish_confirmed("home/kitchen/t", "21").unwrap();
+    match narrow.recv_timeout(WAIT).unwrap() {
+        Some(Event::Message(m)) => assert_eq!(m.payload, b"21"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_token_without_its_name_is_told_that_a_name_may_be_needed() {
+    let b = broker(Limits::default());
+    let e = Client::connect(opts(b.addr, "", SECRET)).unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UNAUTHORIZED), "{e}");
+    let text = e.to_string();
+    assert!(text.starts_with("authentication failed: "), "{text}");
+    assert!(text.contains("--token NAME:SECRET"), "{text}");
+    // No token names are given away.
+    assert!(
+        !text.contains("kitchen") && !text.contains("admin"),
+        "{text}"
+    );
+    // With a name, a wrong secret gets no hint about names.
+    let e = Client::connect(opts(b.addr, "kitchen", "wrong-secret-0123456789abcd")).unwrap_err();
+    assert_eq!(e.to_string(), "authentication failed (unauthorized)");
+}

@@ -26,6 +26,11 @@ fn main() -> Result<(), mote_sdk::Error> {
             Event::Lag { topic, missed, .. } => {
                 eprintln!("fell behind: missed {missed} messages of {topic}")
             }
+            Event::Evicted { topic, missed, .. } => {
+                eprintln!("{missed} messages of {topic} were gone before we asked")
+            }
+            Event::Refused { message, .. } => eprintln!("refused: {message}"),
+            _ => {}
         }
     }
     Ok(())

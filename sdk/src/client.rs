@@ -145,8 +145,10 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
-/// What a subscription yields.
+/// What a subscription yields. More kinds of events may come in later versions: match
+/// with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A message.
     Message(Message),
@@ -159,6 +161,27 @@ pub enum Event {
         missed: u64,
         /// Next offset delivered.
         next: u64,
+    },
+    /// The start asked for was older than what `topic` retains: `missed` messages were
+    /// evicted by the topic's retention before the subscription asked for them (not
+    /// while it was reading), and delivery starts at offset `next`. A broker that speaks
+    /// only protocol version 1 reports this as [`Event::Lag`].
+    Evicted {
+        /// The topic.
+        topic: Arc<str>,
+        /// How many were evicted from the requested start on.
+        missed: u64,
+        /// Next offset delivered: the oldest retained.
+        next: u64,
+    },
+    /// The broker refused the subscription when the client subscribed again after a
+    /// reconnect (for example a reload narrowed the token's access rules). The
+    /// subscription has ended: this is its last event.
+    Refused {
+        /// The broker's code, such as [`ErrorCode::FORBIDDEN`](crate::ErrorCode::FORBIDDEN).
+        code: crate::wire::ErrorCode,
+        /// The broker's message.
+        message: String,
     },
 }
 

@@ -199,6 +199,74 @@ fn sync_subs(st: &State, subs: &mut HashMap<u32, LocalSub>) {
     }
 }
 
+/// An `Error` frame: answers the request it names, or ends the connection, or is kept for
+/// the next flush. Returns where to tell of a subscription refused when it was made again
+/// after a reconnect (the lock is not held across telling it).
+fn handle_error(
+    shared: &Shared,
+    subs: &mut HashMap<u32, LocalSub>,
+    e: &wire::ErrorFrame<'_>,
+) -> io::Result<Option<Tx>> {
+    let err = || Error::Broker {
+        code: e.code,
+        message: e.message.to_string(),
+    };
+    let mut st = shared.lock();
+    if e.req != 0 {
+        if let Some(p) = st.pending.remove(&e.req) {
+            let _ = p.tx.try_send(Err(err()));
+            return Ok(None);
+        }
+        if st.subs.get(&e.req).is_some_and(|s| s.ack.is_some()) {
+            // A refused subscription: forget it before telling the caller, so
+            // dropping its handle sends no unsubscribe.
+            if let Some(s) = st.subs.remove(&e.req) {
+                st.subs_gen += 1;
+                subs.remove(&e.req);
+                if let Some(ack) = s.ack {
+                    let _ = ack.try_send(Err(err()));
+                }
+            }
+            return Ok(None);
+        }
+    }
+    if let Some(tx) = refused_resubscribe(&mut st, subs, e.req, e.code) {
+        return Ok(Some(tx));
+    }
+    if e.code.closes_connection() {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            err().to_string(),
+        ));
+    }
+    // Reported by the next `flush`.
+    log::debug!("the broker refused a request: {}", err());
+    if st.refused.len() < MAX_REFUSED {
+        st.refused.push(err());
+    }
+    Ok(None)
+}
+
+/// When error `code` for request `req` is the broker refusing a live subscription it
+/// had accepted before (subscribed again after a reconnect, when a reload may have
+/// narrowed the token's rules): forgets the subscription, so its handle sends no
+/// unsubscribe, and returns where to tell the application. Dropping that sender ends
+/// the subscription's events once the refusal is read.
+fn refused_resubscribe(
+    st: &mut State,
+    subs: &mut HashMap<u32, LocalSub>,
+    req: u32,
+    code: wire::ErrorCode,
+) -> Option<Tx> {
+    if req == 0 || code.closes_connection() || code == wire::ErrorCode::UNKNOWN_SUBSCRIPTION {
+        return None;
+    }
+    let sh = st.subs.remove(&req)?;
+    st.subs_gen += 1;
+    subs.remove(&req);
+    Some(sh.tx)
+}
+
 /// The queue without subscribe and unsubscribe frames: on reconnect every live
 /// subscription is sent again first, with its resume point. Acks and nacks go too: their
 /// tags belonged to the old connection, whose messages the broker already put back.
@@ -535,6 +603,7 @@ async fn handle(
     subs: &mut HashMap<u32, LocalSub>,
     frame: Frame<'_>,
 ) -> io::Result<()> {
+    let evicted = matches!(frame, Frame::Evicted(_));
     match frame {
         Frame::Message(m) => {
             if let Some(ls) = local(shared, subs, m.sub) {
@@ -568,21 +637,31 @@ async fn handle(
                 }
             }
         }
-        Frame::Lag(l) => {
+        Frame::Lag(l) | Frame::Evicted(l) => {
             if let Some(ls) = local(shared, subs, l.sub) {
                 let topic = ls.advance(l.topic, l.next);
-                log::warn!(
-                    "subscription {} missed {} messages of {}",
-                    l.sub,
-                    l.missed,
-                    l.topic
-                );
+                if !evicted {
+                    log::warn!(
+                        "subscription {} missed {} messages of {}",
+                        l.sub,
+                        l.missed,
+                        l.topic
+                    );
+                }
                 match ls.tx.clone() {
                     Tx::Plain(tx) => {
-                        let ev = Event::Lag {
-                            topic,
-                            missed: l.missed,
-                            next: l.next,
+                        let ev = if evicted {
+                            Event::Evicted {
+                                topic,
+                                missed: l.missed,
+                                next: l.next,
+                            }
+                        } else {
+                            Event::Lag {
+                                topic,
+                                missed: l.missed,
+                                next: l.next,
+                            }
                         };
                         deliver(&tx, ev).await;
                     }
@@ -631,39 +710,29 @@ async fn handle(
         }
         Frame::Unsubscribed(_) => {}
         Frame::Error(e) => {
-            let err = || Error::Broker {
-                code: e.code,
-                message: e.message.to_string(),
-            };
-            let mut st = shared.lock();
-            if e.req != 0 {
-                if let Some(p) = st.pending.remove(&e.req) {
-                    let _ = p.tx.try_send(Err(err()));
-                    return Ok(());
-                }
-                if st.subs.get(&e.req).is_some_and(|s| s.ack.is_some()) {
-                    // A refused subscription: forget it before telling the caller, so
-                    // dropping its handle sends no unsubscribe.
-                    if let Some(s) = st.subs.remove(&e.req) {
-                        st.subs_gen += 1;
-                        subs.remove(&e.req);
-                        if let Some(ack) = s.ack {
-                            let _ = ack.try_send(Err(err()));
-                        }
+            if let Some(tx) = handle_error(shared, subs, &e)? {
+                log::info!(
+                    "the broker refused subscription {} again: {} ({})",
+                    e.req,
+                    e.message,
+                    e.code.name()
+                );
+                match tx {
+                    Tx::Plain(tx) => {
+                        let ev = Event::Refused {
+                            code: e.code,
+                            message: e.message.to_string(),
+                        };
+                        deliver(&tx, ev).await;
                     }
-                    return Ok(());
+                    Tx::Group(tx) => {
+                        let ev = GroupEvent::Refused {
+                            code: e.code,
+                            message: e.message.to_string(),
+                        };
+                        deliver(&tx, ev).await;
+                    }
                 }
-            }
-            if e.code.closes_connection() {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    err().to_string(),
-                ));
-            }
-            // Reported by the next `flush`.
-            log::debug!("the broker refused a request: {}", err());
-            if st.refused.len() < MAX_REFUSED {
-                st.refused.push(err());
             }
         }
         other => {

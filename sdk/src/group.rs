@@ -94,8 +94,10 @@ impl Group {
     }
 }
 
-/// What a group subscription yields.
+/// What a group subscription yields. More kinds of events may come in later versions:
+/// match with a `_` arm.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum GroupEvent {
     /// A message for this member: [`Delivery::ack`] or [`Delivery::nack`] it.
     Message(Delivery),
@@ -108,6 +110,15 @@ pub enum GroupEvent {
         missed: u64,
         /// Next offset delivered.
         next: u64,
+    },
+    /// The broker refused the membership when the client joined again after a reconnect
+    /// (for example a reload narrowed the token's access rules). The subscription has
+    /// ended: this is its last event.
+    Refused {
+        /// The broker's code, such as [`ErrorCode::FORBIDDEN`](crate::ErrorCode::FORBIDDEN).
+        code: crate::wire::ErrorCode,
+        /// The broker's message.
+        message: String,
     },
 }
 

@@ -9,7 +9,7 @@ use async_io::Timer;
 use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
-use crate::client::{BrokerInfo, Options};
+use crate::client::{BrokerInfo, DEFAULT_TOKEN_NAME, Options};
 use crate::error::Error;
 use crate::secure::{Opener, Record, Sealer, SessionKeys, random, transcript};
 use crate::wire::{self, AuthInit, Decoded, Frame, Hello, Welcome};
@@ -192,6 +192,21 @@ async fn handshake(opts: &Options) -> Result<Connected, Error> {
             return Err(fail(
                 "the broker could not prove it knows the token: not the broker you meant".into(),
             ));
+        }
+        Ok(Frame::Error(e))
+            if e.code == wire::ErrorCode::UNAUTHORIZED && name == DEFAULT_TOKEN_NAME =>
+        {
+            // The broker may not say whether the name or the secret was wrong (names
+            // would be guessable), but a token given without a name is the likely cause.
+            return Err(Error::Broker {
+                code: e.code,
+                message: format!(
+                    "{}: the token went under the name `{DEFAULT_TOKEN_NAME}`, the name used when none is given; \
+                     if the broker's tokens have names, give the name too: --token NAME:SECRET \
+                     (or mote://NAME:SECRET@HOST:PORT)",
+                    e.message
+                ),
+            });
         }
         Ok(Frame::Error(e)) => return Err(broker_error(&e)),
         Ok(f) => {

@@ -20,8 +20,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-/// Protocol version spoken by this crate.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Newest protocol version spoken by this crate. Version 2 adds [`Frame::Evicted`]; every
+/// version 1 frame is the same in version 2.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Oldest protocol version this crate can speak.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// First bytes of every [`Hello`]: tells a mote broker from anything else on the port.
@@ -61,6 +62,9 @@ pub mod tag {
     pub const MESSAGE: u8 = 0x0b;
     /// [`Lag`](super::Lag), broker → client, messages a subscriber missed.
     pub const LAG: u8 = 0x0c;
+    /// [`Lag`](super::Lag) body under another tag, broker → client, version 2 and later:
+    /// messages evicted by the topic's retention before the subscription asked for them.
+    pub const EVICTED: u8 = 0x0d;
     /// [`AuthChallenge`](super::AuthChallenge), broker → client, instead of `Welcome`
     /// when the broker requires a token.
     pub const AUTH_CHALLENGE: u8 = 0x10;
@@ -439,7 +443,7 @@ pub struct Nack {
     pub delay_ms: u32,
 }
 
-/// Every frame of protocol version 1.
+/// Every frame of protocol versions 1 and 2 (version 2 adds [`Frame::Evicted`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame<'a> {
@@ -483,6 +487,11 @@ pub enum Frame<'a> {
     Ack(Ack),
     /// See [`Nack`].
     Nack(Nack),
+    /// Version 2 and later: a [`Lag`] whose messages were evicted by the topic's retention
+    /// before the subscription asked for them (its start was below the oldest message
+    /// kept), rather than while the subscriber was reading. A version 1 client gets a
+    /// `Lag` instead.
+    Evicted(Lag<'a>),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -730,6 +739,7 @@ impl<'a> Frame<'a> {
             Frame::GroupMessage(_) => tag::GROUP_MESSAGE,
             Frame::Ack(_) => tag::ACK,
             Frame::Nack(_) => tag::NACK,
+            Frame::Evicted(_) => tag::EVICTED,
         }
     }
 
@@ -761,7 +771,7 @@ impl<'a> Frame<'a> {
                     + bytes_len(b.payload.len());
                 encode_with(t, b, Some(len), out)
             }
-            Frame::Lag(b) => encode_with(t, b, None, out),
+            Frame::Lag(b) | Frame::Evicted(b) => encode_with(t, b, None, out),
             Frame::AuthInit(b) => encode_with(t, b, None, out),
             Frame::AuthChallenge(b) => encode_with(t, b, None, out),
             Frame::AuthProof(b) => encode_with(t, b, None, out),
@@ -813,6 +823,7 @@ impl<'a> Frame<'a> {
             tag::GROUP_MESSAGE => Frame::GroupMessage(exact(t, rest)?),
             tag::ACK => Frame::Ack(exact(t, rest)?),
             tag::NACK => Frame::Nack(exact(t, rest)?),
+            tag::EVICTED => Frame::Evicted(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -913,6 +924,12 @@ mod tests {
                 topic: "a/b",
                 missed: 10,
                 next: 12,
+            }),
+            Frame::Evicted(Lag {
+                sub: 2,
+                topic: "big",
+                missed: 90_000,
+                next: 90_000,
             }),
         ];
         for f in frames {

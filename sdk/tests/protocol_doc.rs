@@ -59,9 +59,19 @@ fn broker_nonce() -> [u8; 32] {
     std::array::from_fn(|i| 0xa0 + i as u8)
 }
 
+/// The `Hello` of a client that speaks version 1 only: the `hello` example, and the first
+/// frame of the test vectors (written before version 2, and still valid).
+fn hello_v1(client: &str) -> Hello<'_> {
+    Hello {
+        min_version: 1,
+        max_version: 1,
+        ..Hello::new(client)
+    }
+}
+
 /// The `Hello`, `AuthChallenge` and transcript of the test vectors.
 fn vector_transcript() -> (Vec<u8>, Vec<u8>, [u8; 32]) {
-    let hello = Frame::Hello(Hello::new(VECTOR_CLIENT)).to_vec();
+    let hello = Frame::Hello(hello_v1(VECTOR_CLIENT)).to_vec();
     let challenge = Frame::AuthChallenge(AuthChallenge {
         nonce: broker_nonce(),
     })
@@ -104,7 +114,8 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
     // Leaked so that the example table can hold `Frame<'static>`; a few bytes, once per test.
     let forbidden: &'static str = Box::leak(forbidden_message().into_boxed_str());
     vec![
-        ("hello", Frame::Hello(Hello::new("sensor-1"))),
+        ("hello", Frame::Hello(hello_v1("sensor-1"))),
+        ("hello-v2", Frame::Hello(Hello::new("sensor-1"))),
         (
             "welcome",
             Frame::Welcome(Welcome {
@@ -276,6 +287,15 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 topic: "home/kitchen/temp",
                 missed: 120,
                 next: 162,
+            }),
+        ),
+        (
+            "evicted",
+            Frame::Evicted(Lag {
+                sub: 1,
+                topic: "big",
+                missed: 90_000,
+                next: 90_000,
             }),
         ),
         (
@@ -1164,7 +1184,7 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             opt_seq(&mut p, "key", m.key);
             seq(&mut p, "payload", m.payload);
         }
-        Frame::Lag(l) => {
+        Frame::Lag(l) | Frame::Evicted(l) => {
             num(&mut p, "sub", l.sub);
             seq(&mut p, "topic", l.topic.as_bytes());
             num(&mut p, "missed", l.missed);

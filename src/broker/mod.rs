@@ -273,7 +273,11 @@ async fn reloader(shared: Rc<Shared>, rx: async_channel::Receiver<Reload>) {
             );
             continue;
         }
-        log::info!("token table reloaded: {} tokens", auth.len());
+        log::info!(
+            "token table reloaded: {} token{}",
+            auth.len(),
+            if auth.len() == 1 { "" } else { "s" }
+        );
         shared.set_auth(auth);
     }
 }

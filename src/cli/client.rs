@@ -2,6 +2,7 @@
 //! mosquitto_pub and mosquitto_sub (`-h` is the host; `--help` is help).
 
 mod exec;
+mod follow;
 mod publish;
 
 use std::ffi::OsString;
@@ -258,6 +259,11 @@ pub(crate) static SUB: Spec = Spec {
             None,
             "DURATION",
             "with --exec --group: a failed command's message comes back after DURATION (default 0s)",
+        ),
+        switch(
+            "quiet",
+            None,
+            "do not say on stderr when the connection is lost and when it is back",
         ),
     ],
     after: "Binary payloads are printed raw (base64 with --json, marked \"encoding\":\"base64\").\n\
@@ -634,20 +640,6 @@ impl Printer {
     }
 }
 
-fn report_lag(
-    out: &mut impl Write,
-    who: &str,
-    topic: &str,
-    missed: u64,
-    next: u64,
-) -> io::Result<()> {
-    out.flush()?;
-    eprintln!(
-        "mote sub: missed {missed} messages of {topic} ({who} fell behind the broker's ring); continuing at offset {next}"
-    );
-    Ok(())
-}
-
 /// `--group` and its settings.
 fn group_of(p: &args::Parsed, from: Start) -> Result<Option<mote_sdk::Group>, Exit> {
     let Some(name) = p.get("group") else {
@@ -719,6 +711,7 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
             return Err(CliError(format!("--{o} needs --exec CMD")).into());
         }
     }
+    let (addr, quiet) = (opts.addr.clone(), p.on("quiet"));
     if let Some(group) = group {
         let run = subscribe_group(
             opts,
@@ -736,21 +729,14 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
         for f in &filters {
             subs.push(client.subscribe(f, from).await?);
         }
+        let mut follow = follow::Follow::new(&client, addr, quiet);
         let mut out = io::BufWriter::new(io::stdout().lock());
         let mut seen = 0usize;
         while count.is_none_or(|c| seen < c) {
             // Wait for any subscription, then print everything already buffered.
-            let next = futures_lite::future::poll_fn(|cx| {
-                for s in subs.iter_mut() {
-                    if let std::task::Poll::Ready(e) = futures_lite::StreamExt::poll_next(s, cx) {
-                        return std::task::Poll::Ready(e);
-                    }
-                }
-                std::task::Poll::Pending
-            })
-            .await;
+            let next = follow.around(follow::next_event(&mut subs)).await;
             let Some(ev) = next else {
-                return Err(Failure("the client closed".into()));
+                return Err(follow.ended());
             };
             let mut batch = vec![ev];
             for s in subs.iter_mut() {
@@ -762,16 +748,13 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
                 if count.is_some_and(|c| seen >= c) {
                     break;
                 }
+                follow.saw(&ev);
                 match ev {
                     Event::Message(m) => {
                         seen += 1;
                         printer.message(&mut out, &m, None)?;
                     }
-                    Event::Lag {
-                        topic,
-                        missed,
-                        next,
-                    } => report_lag(&mut out, "this subscriber", &topic, missed, next)?,
+                    other => report_event(&mut out, &other)?,
                 }
             }
             out.flush()?;
@@ -779,6 +762,25 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
         Ok(())
     };
     finish_sub(run, timeout, count)
+}
+
+/// Says on stderr what `ev` (anything but a message) means.
+fn report_event(out: &mut impl Write, ev: &Event) -> io::Result<()> {
+    let who = "this subscriber";
+    match ev {
+        Event::Lag {
+            topic,
+            missed,
+            next,
+        } => follow::report_lag(out, who, topic, *missed, *next, false),
+        Event::Evicted {
+            topic,
+            missed,
+            next,
+        } => follow::report_lag(out, who, topic, *missed, *next, true),
+        Event::Refused { message, .. } => follow::report_refused(out, message),
+        _ => Ok(()),
+    }
 }
 
 /// `mote sub --group`: print each message, then ack it (unless `no_ack`).
@@ -820,7 +822,14 @@ async fn subscribe_group(
                     topic,
                     missed,
                     next,
-                } => report_lag(&mut out, "the group", &topic, missed, next)?,
+                } => follow::report_lag(&mut out, "the group", &topic, missed, next, false)?,
+                mote_sdk::GroupEvent::Refused { message, .. } => {
+                    follow::report_refused(&mut out, &message)?;
+                    return Err(Failure(
+                        "no subscription is left (the broker refused it); exiting".into(),
+                    ));
+                }
+                _ => {}
             }
         }
         // Acked only once what they carried is written out.
@@ -862,8 +871,9 @@ fn finish_sub(
         Ok(()) => Ok(()),
         Err(Failure(m)) if m.is_empty() => match count {
             Some(c) => Err(Failure(format!(
-                "timed out after {} before receiving {c} messages",
-                humantime(timeout.unwrap_or_default())
+                "timed out after {} before receiving {c} message{}",
+                humantime(timeout.unwrap_or_default()),
+                follow::plural(c as u64)
             ))
             .into()),
             None => Ok(()),

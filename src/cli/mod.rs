@@ -35,6 +35,8 @@ pub(crate) fn new_token() -> Result<String, String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+const TOKEN_USAGE: &str = "Usage: mote token new\n\nPrints a strong random token (256 bits, base64url) for `mote serve --token`\nor a [tokens.NAME] table of the config file.";
+
 /// `mote token new`.
 fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
     match argv.first().and_then(|a| a.to_str()) {
@@ -42,12 +44,14 @@ fn token(argv: Vec<OsString>) -> Result<(), args::CliError> {
             println!("{}", new_token().map_err(args::CliError)?);
             Ok(())
         }
-        Some("--help") | None => {
-            println!(
-                "Usage: mote token new\n\nPrints a strong random token (256 bits, base64url) for `mote serve --token`\nor a [tokens.NAME] table of the config file."
-            );
+        Some("--help") => {
+            println!("{TOKEN_USAGE}");
             Ok(())
         }
+        // No subcommand is a usage error like any other (exit 2), with the usage.
+        None => Err(args::CliError(format!(
+            "a subcommand is needed\n{TOKEN_USAGE}"
+        ))),
         _ => Err(args::CliError("usage: mote token new".into())),
     }
 }

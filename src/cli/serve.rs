@@ -568,8 +568,9 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("broker failed: {e}")))?;
     mote::broker::systemd::notify("STOPPING=1");
     log::info!(
-        "stopped: {} messages published, {} delivered, {} skipped by slow subscribers",
+        "stopped: {} message{} published, {} delivered, {} skipped by slow subscribers",
         stats.published,
+        if stats.published == 1 { "" } else { "s" },
         stats.delivered,
         stats.lag_missed
     );

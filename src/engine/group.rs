@@ -387,6 +387,7 @@ impl Engine {
             queued: false,
             role: Role::Outbox(key),
             skip_seq: 0,
+            before_start: false,
         }) as u32);
         let s = &mut self.subs[key.0 as usize];
         s.cursors.push(outbox);
@@ -458,6 +459,7 @@ impl Engine {
             queued: false,
             role: Role::Group(gid),
             skip_seq: 0,
+            before_start: false,
         }) as u32);
         self.groups[gid.0 as usize].cursors.push(ck);
         self.topics[tid.0 as usize].watchers.push(ck);
@@ -512,6 +514,28 @@ impl Engine {
                 self.groups_dirty = true;
             }
         }
+    }
+
+    /// Whether a consumer group handed the message at `offset` of `topic` to a member
+    /// that has not acked it yet (in flight, or waiting to be delivered again): a
+    /// `wait=delivered` publish that times out then was delivered, just not acked.
+    pub fn unacked_in_group(&self, topic: &str, offset: u64) -> bool {
+        let Some(&tid) = self.by_name.get(topic) else {
+            return false;
+        };
+        let in_flight = self.subs.iter().any(|(_, s)| {
+            s.member.as_ref().is_some_and(|m| {
+                m.inflight
+                    .iter()
+                    .any(|f| f.topic == tid && f.offset == offset)
+            })
+        });
+        in_flight
+            || self.groups.iter().any(|(_, g)| {
+                g.redeliver
+                    .iter()
+                    .any(|r| r.topic == tid && r.offset == offset)
+            })
     }
 
     /// The member acks delivery `tag`.

@@ -46,6 +46,10 @@ pub(super) struct Cursor {
     /// Messages with a broker sequence number up to this one are passed over silently
     /// (a resumed subscription whose start the log only knew roughly); 0 for none.
     pub(super) skip_seq: u64,
+    /// The start asked for was below the oldest message retained when the subscription
+    /// was made: the first lag reported was evicted before the subscriber asked, not
+    /// missed while it read.
+    pub(super) before_start: bool,
 }
 
 /// Something to send to a subscriber, borrowed from the ring.
@@ -95,6 +99,9 @@ pub enum Delivery<'a> {
         missed: u64,
         /// Next offset delivered.
         next: u64,
+        /// They were evicted by the topic's retention before the subscription asked for
+        /// them (its start was below the oldest message kept), not while it was reading.
+        before_start: bool,
     },
 }
 
@@ -202,7 +209,9 @@ impl Engine {
                 },
             };
             let ck = self.attach(key, tid, start, lag);
-            self.cursors[ck.0 as usize].skip_seq = skip_seq;
+            let cur = &mut self.cursors[ck.0 as usize];
+            cur.skip_seq = skip_seq;
+            cur.before_start = start < first || lag > 0;
         }
         Ok(self.seq)
     }
@@ -263,6 +272,7 @@ impl Engine {
             queued: false,
             role: Role::Sub,
             skip_seq: 0,
+            before_start: false,
         }) as u32);
         s.cursors.push(ck);
         let t = &mut self.topics[tid.0 as usize];
@@ -360,6 +370,7 @@ impl Engine {
                                 topic: &self.topics[topic.0 as usize].name,
                                 missed,
                                 next,
+                                before_start: false,
                             },
                             Out::Tag(tag) => {
                                 // Settled or timed out meanwhile: nothing to send.
@@ -435,6 +446,7 @@ impl Engine {
                     topic: &t.name,
                     missed,
                     next: cur.next,
+                    before_start: std::mem::take(&mut cur.before_start),
                 };
                 if !sink(d) {
                     break true;

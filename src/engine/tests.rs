@@ -61,6 +61,7 @@ fn own(d: Delivery<'_>) -> Got {
             topic,
             missed,
             next,
+            ..
         } => Got::Lag {
             sub,
             topic: topic.to_owned(),

@@ -336,6 +336,7 @@ pub(crate) struct Waiting {
 pub(crate) struct Delivered {
     id: WaitId,
     topic: String,
+    stored_offset: u64,
     deadline: Instant,
     wait: Duration,
     stored: Value,
@@ -385,14 +386,20 @@ impl Waiting {
             return Answer::json(200, &v);
         }
         edge.waits.borrow_mut().remove(&id);
-        edge.shared.engine.borrow_mut().cancel_wait(&d.topic, id);
+        let unacked = {
+            let mut engine = edge.shared.engine.borrow_mut();
+            engine.cancel_wait(&d.topic, id);
+            engine.unacked_in_group(&d.topic, d.stored_offset)
+        };
+        let why = if unacked {
+            "delivered to a consumer group, but not acked by the group in time"
+        } else {
+            "not handed to any subscriber in time"
+        };
         let mut e = HttpError::new(
             504,
             "not_delivered",
-            format!(
-                "stored, but not handed to any subscriber within {:.1} s",
-                d.wait.as_secs_f64()
-            ),
+            format!("stored, {why} ({:.1} s)", d.wait.as_secs_f64()),
         );
         e.extra = Some(v);
         edge.count_error(e.code);
@@ -481,6 +488,7 @@ fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, H
         delivered: Some(Delivered {
             id,
             topic: topic.to_string(),
+            stored_offset: p.offset,
             deadline: Instant::now() + wait,
             wait,
             stored,

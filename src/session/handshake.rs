@@ -175,6 +175,7 @@ impl Session {
     /// The handshake is over: say `Welcome` (inside a record when encrypted).
     fn open(&mut self, engine: &mut Engine, out: &mut Vec<u8>, version: u16, client: &str) {
         engine.handle_open(self.conn, client);
+        self.version = version;
         let l = engine.limits();
         let welcome = Welcome {
             version,

@@ -62,6 +62,8 @@ pub struct Session {
     /// Replies held until the log is synced (`--sync always`), and every reply after
     /// them, in order (boxed: most connections never hold any).
     held: Option<Box<Held>>,
+    /// The protocol version agreed in the handshake (1 until it is over).
+    version: u16,
 }
 
 /// Replies waiting for the log to be synced: encoded frames, and for each confirmation
@@ -100,6 +102,7 @@ impl Session {
             token_name: None,
             allowed_topic: String::new(),
             held: None,
+            version: 1,
         }
     }
 
@@ -506,6 +509,8 @@ impl Session {
             }
         }
         let crypto = &mut self.crypto;
+        // Version 1 clients know no `Evicted`: they get the same `Lag` as ever.
+        let evicted_frame = self.version >= 2;
         let more = engine.poll_deliveries(self.conn, |d| {
             // Records stay near RECORD_TARGET: seal a full one and open the next.
             if let Some(c) = crypto {
@@ -538,13 +543,20 @@ impl Session {
                     topic,
                     missed,
                     next,
-                } => Frame::Lag(Lag {
-                    sub,
-                    topic,
-                    missed,
-                    next,
-                })
-                .encode(out),
+                    before_start,
+                } => {
+                    let lag = Lag {
+                        sub,
+                        topic,
+                        missed,
+                        next,
+                    };
+                    if before_start && evicted_frame {
+                        Frame::Evicted(lag).encode(out)
+                    } else {
+                        Frame::Lag(lag).encode(out)
+                    }
+                }
                 Delivery::GroupMessage {
                     sub,
                     tag,

@@ -57,9 +57,19 @@ fn handshake_then_publish_confirmed() {
     let p = input(&mut s, &mut e, &bytes, &mut out).unwrap();
     assert_eq!(p.consumed, bytes.len());
     let f = frames(&out);
-    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 1));
+    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 2));
     assert_eq!(f[1], Frame::Published(Published { req: 5, offset: 0 }));
     assert!(!s.encrypted());
+}
+
+#[test]
+fn a_client_that_speaks_only_version_1_gets_version_1() {
+    let (mut e, mut s) = setup(Auth::none());
+    let mut h = Hello::new("old");
+    h.max_version = 1;
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &Frame::Hello(h).to_vec(), &mut out).unwrap();
+    assert!(matches!(&frames(&out)[0], Frame::Welcome(w) if w.version == 1));
 }
 
 #[test]

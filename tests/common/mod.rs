@@ -108,6 +108,13 @@ pub enum Got {
         missed: u64,
         next: u64,
     },
+    /// A `Lag` of messages evicted before the subscription asked (protocol version 2).
+    Evicted {
+        sub: u32,
+        topic: String,
+        missed: u64,
+        next: u64,
+    },
     GroupMessage {
         sub: u32,
         tag: u64,
@@ -146,6 +153,12 @@ pub fn own(f: Frame<'_>) -> Got {
             payload: m.payload.to_vec(),
         },
         Frame::Lag(l) => Got::Lag {
+            sub: l.sub,
+            topic: l.topic.to_string(),
+            missed: l.missed,
+            next: l.next,
+        },
+        Frame::Evicted(l) => Got::Evicted {
             sub: l.sub,
             topic: l.topic.to_string(),
             missed: l.missed,

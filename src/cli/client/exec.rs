@@ -92,7 +92,11 @@ enum Got {
         missed: u64,
         next: u64,
         who: &'static str,
+        /// Evicted by the topic's retention before the subscription asked for them.
+        evicted: bool,
     },
+    /// The broker refused a subscription made again after a reconnect: it has ended.
+    Refused(String),
 }
 
 enum Subs {
@@ -115,7 +119,11 @@ impl Subs {
                     missed,
                     next,
                     who: "the group",
+                    evicted: false,
                 },
+                GroupEvent::Refused { message, .. } => Got::Refused(message),
+                // Events a newer SDK may add: none is a job.
+                _ => return None,
             }),
             Subs::Plain(subs) => {
                 let ev = futures_lite::future::poll_fn(|cx| {
@@ -138,7 +146,21 @@ impl Subs {
                         missed,
                         next,
                         who: "this subscriber",
+                        evicted: false,
                     },
+                    Event::Evicted {
+                        topic,
+                        missed,
+                        next,
+                    } => Got::Lag {
+                        topic,
+                        missed,
+                        next,
+                        who: "this subscriber",
+                        evicted: true,
+                    },
+                    Event::Refused { message, .. } => Got::Refused(message),
+                    _ => return None,
                 })
             }
         }
@@ -345,7 +367,19 @@ async fn work(
                 missed,
                 next,
                 who,
-            })) => super::report_lag(&mut io::stdout(), who, &topic, missed, next)?,
+                evicted,
+            })) => {
+                super::follow::report_lag(&mut io::stdout(), who, &topic, missed, next, evicted)?
+            }
+            Wake::Got(Some(Got::Refused(message))) => {
+                // One refused subscription ends the worker: what it was started to do
+                // no longer holds.
+                super::follow::report_refused(&mut io::stdout(), &message)?;
+                stopping = true;
+                failure.get_or_insert(Failure(
+                    "the broker refused the subscription after a reconnect; exiting".into(),
+                ));
+            }
             Wake::Got(Some(Got::Job(job))) => {
                 let id = next_id;
                 next_id += 1;

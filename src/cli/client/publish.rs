@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use futures_lite::FutureExt;
 use futures_lite::future::{pending, poll_once};
-use mote_sdk::{Client, Confirmation, Error, Link, LinkWatch, Options};
+use mote_sdk::{Client, Confirmation, Error, Event, Link, LinkWatch, Options, Start};
 
 use super::Failure;
 
@@ -268,6 +268,9 @@ async fn publish_all(
     // Each with its size and line number.
     let mut inflight: VecDeque<(Confirmation, usize, u64)> = VecDeque::new();
     let mut inflight_bytes = 0;
+    // For the retention note: messages published, and the first confirmed offset.
+    let mut published = 0u64;
+    let mut first: Option<u64> = None;
     loop {
         // Every confirmation already in, in order.
         while let Some((c, _, _)) = inflight.front_mut() {
@@ -276,7 +279,10 @@ async fn publish_all(
                 inflight_bytes -= len;
                 waits.answered();
                 match r {
-                    Ok(offset) => writeln!(out, "{offset}")?,
+                    Ok(offset) => {
+                        first.get_or_insert(offset);
+                        writeln!(out, "{offset}")?;
+                    }
                     Err(e) => refused(line, e)?,
                 }
             }
@@ -304,7 +310,10 @@ async fn publish_all(
                     r
                 };
                 match sent {
-                    Ok(()) => ready.pop(),
+                    Ok(()) => {
+                        published += 1;
+                        ready.pop();
+                    }
                     // Disconnected with a full queue: wait for the connection (the
                     // watchdog bounds the wait), then try again.
                     Err(Error::QueueFull { .. }) => {
@@ -362,7 +371,10 @@ async fn publish_all(
                     inflight_bytes -= len;
                     waits.answered();
                     match r {
-                        Ok(offset) => writeln!(out, "{offset}")?,
+                        Ok(offset) => {
+                            first.get_or_insert(offset);
+                            writeln!(out, "{offset}")?;
+                        }
                         Err(e) => {
                             out.flush()?;
                             refused(line, e)?;
@@ -385,7 +397,59 @@ async fn publish_all(
             }
         }
     }
+    if lines.is_some() && published > 0 {
+        retention_note(client, plan.topic, published, first).await;
+    }
     Ok(())
+}
+
+/// How long the retention note may take; past it, nothing is said.
+const NOTE_WAIT: Duration = Duration::from_secs(2);
+
+/// Says on stderr when messages published in this run are no longer kept by the topic
+/// (its retention keeps fewer than were sent). `first` is the first confirmed offset;
+/// without confirmations the last message's offset is asked for, and the run is taken
+/// to be the `published` messages up to it (another publisher's messages in between
+/// only make the note more cautious). Then a subscription from the run's first offset
+/// tells: its first event is that message, or the count evicted before it. Silent when
+/// the broker does not answer in time or refuses to be read (a token without read
+/// rights).
+async fn retention_note(client: &Client, topic: &str, published: u64, first: Option<u64>) {
+    let check = async {
+        let start = match first {
+            Some(f) => f,
+            None => {
+                let mut last = client.subscribe(topic, Start::Last(1)).await.ok()?;
+                loop {
+                    match last.next().await? {
+                        Event::Message(m) => break (m.offset + 1).saturating_sub(published),
+                        Event::Lag { .. } | Event::Evicted { .. } => {}
+                        _ => return None,
+                    }
+                }
+            }
+        };
+        let mut from = client.subscribe(topic, Start::Offset(start)).await.ok()?;
+        match from.next().await? {
+            Event::Lag { missed, next, .. } | Event::Evicted { missed, next, .. } => {
+                Some((missed.min(published), next))
+            }
+            _ => None,
+        }
+    };
+    let found = check
+        .or(async {
+            Timer::after(NOTE_WAIT).await;
+            None
+        })
+        .await;
+    if let Some((gone, oldest)) = found {
+        eprintln!(
+            "mote pub: note: {gone} of the {published} message{} published in this run {} no longer kept: {topic}'s retention holds fewer (its oldest is now offset {oldest}; see mote serve's --ring-messages and --ring-bytes, or persist the topic with --data)",
+            plural(published),
+            if gone == 1 { "is" } else { "are" }
+        );
+    }
 }
 
 /// Waits until the client is connected.
