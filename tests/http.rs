@@ -1583,3 +1583,65 @@ fn wait_delivered_to_a_group_that_does_not_ack_in_time_says_so() {
     assert_eq!(wait.join().unwrap(), 200);
     held.ack().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// The last minute's rates in /api/stats, for the status page's chart.
+
+#[test]
+fn stats_carry_the_last_minute_of_rates_a_point_a_second() {
+    let edge = Edge::start();
+    let h = &edge.stats()["rates"]["history"];
+    let keys: Vec<&String> = h.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["deliver_per_s", "end_ms", "publish_per_s", "step_ms"],
+        "{h}"
+    );
+    assert_eq!(h["step_ms"], 1000);
+
+    let mut s = Stream::open(edge.http, "/t/hist/%23/json", &[]).unwrap();
+    for _ in 0..20 {
+        assert_eq!(edge.post("/t/hist/a", b"x").status, 200);
+    }
+    for _ in 0..20 {
+        s.event().unwrap();
+    }
+    // The points, once rolled, add up to the 20 messages in and out (each point is per
+    // the second or so it covers); a point never changes once taken.
+    let sum = |v: &Value| -> f64 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum()
+    };
+    let first = wait_for("messages in the rate history, in and out", || {
+        let h = edge.stats()["rates"]["history"].clone();
+        (sum(&h["publish_per_s"]) >= 15.0 && sum(&h["deliver_per_s"]) >= 15.0).then_some(h)
+    });
+    let n = first["publish_per_s"].as_array().unwrap().len();
+    let stats = wait_for("a quiet second after them", || {
+        let st = edge.stats();
+        let h = &st["rates"]["history"];
+        let quiet = |k: &str| {
+            let v = h[k].as_array().unwrap();
+            v.len() > n && v.last().unwrap().as_f64() == Some(0.0)
+        };
+        (quiet("publish_per_s") && quiet("deliver_per_s")).then_some(st)
+    });
+    let h = &stats["rates"]["history"];
+    for k in ["publish_per_s", "deliver_per_s"] {
+        let (was, now) = (first[k].as_array().unwrap(), h[k].as_array().unwrap());
+        assert_eq!(was[..], now[..was.len()], "{first} then {h}");
+        assert!((15.0..=22.0).contains(&sum(&h[k])), "{h}");
+        assert!(now.len() <= 60, "{h}");
+    }
+    let (end, now) = (
+        h["end_ms"].as_u64().unwrap(),
+        stats["broker"]["time_ms"].as_u64().unwrap(),
+    );
+    assert!(
+        end <= now && now - end <= 2_000,
+        "end_ms {end}, time_ms {now}"
+    );
+}

@@ -1,12 +1,12 @@
-// mote status page: polls /api/stats every 2 s, draws the rate chart from its
-// own samples, shows a chosen topic's latest messages and publishes test messages.
+// mote status page: polls /api/stats every 2 s, draws the rate chart from the broker's
+// last minute and then its own samples, shows a chosen topic's latest messages and
+// publishes test messages.
 // No framework, no build step; every piece of broker data goes in as text, never as HTML.
 // A module script: deferred, strict and scoped by itself.
 
 const POLL_MS = 2000;       // stats poll while all is well
 const DOWN_MS = 5000;       // poll while the broker cannot be reached
 const HIDDEN_MS = 10000;    // poll while the tab is hidden
-const SAMPLES = 61;         // 60 rate points, about two minutes
 const SPAN_MS = 120000;     // the chart's width in time
 const SHOW_MSGS = 20;       // latest messages shown
 const MAX_ROWS = 200;       // table rows drawn (the filter narrows the rest)
@@ -18,7 +18,11 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY) || '';
 let needToken = false;
 let stats = null;           // last /api/stats answer
-let samples = [];           // {t, p, d}: broker time and published/delivered totals
+let last = null;            // {t, p, d}: broker time and published/delivered totals at the last poll
+let points = [];            // {t, p, d}: published/delivered per second until broker time t
+let polls = 0;              // samples taken
+let order = 'busy';         // topics: busiest first, or by name
+let sysOpen = false;        // the $-topics' fold
 let sel = topicFromHash();  // chosen topic for the messages panel
 let autoChosen = !!sel;
 let shown = '';             // topic@first:next of the messages on screen
@@ -223,26 +227,37 @@ function render(s) {
 
   $('r-pub').textContent = rate(s.rates.publish_per_s);
   $('r-del').textContent = rate(s.rates.deliver_per_s);
-  addSample(b.time_ms || Date.now(), T);
-  drawChart();
+  addSample(b.time_ms || Date.now(), T, s.rates);
+  drawChart(s.rates);
 
-  const names = s.topics.map((t) => t.name).sort();
-  if (!autoChosen && names.length) { autoChosen = true; sel = names[0]; }
-  renderChoices(names);
+  // Opens on the busiest topic of the users, not of the broker ($dead/...).
+  const top = s.topics.filter((t) => !isSys(t.name)).sort(byLoad)[0];
+  if (!autoChosen && top) { autoChosen = true; sel = top.name; }
+  renderChoices();
   renderTopics();
   renderGroups(s.groups || []);
   renderConns(s.connections);
   renderBroker(s);
 }
 
-function addSample(t, T) {
-  const last = samples[samples.length - 1];
-  if (last) {
-    if (T.published < last.p || T.delivered < last.d || t < last.t) samples = []; // broker restarted
-    else if (t - last.t < POLL_MS * 0.75) return; // an extra refresh: too close for a rate
+// The first sample seeds the chart with the broker's last minute (a point a second), or
+// with its current rates; later ones add the rates between two polls.
+function addSample(t, T, R) {
+  if (last && (T.published < last.p || T.delivered < last.d || t < last.t)) last = null; // broker restarted
+  if (!last) {
+    const H = R.history, n = H ? H.publish_per_s.length : 0;
+    points = n
+      ? H.publish_per_s.map((p, i) => ({ t: H.end_ms - (n - 1 - i) * H.step_ms, p, d: H.deliver_per_s[i] }))
+      : [{ t: t - POLL_MS, p: R.publish_per_s, d: R.deliver_per_s }, { t, p: R.publish_per_s, d: R.deliver_per_s }];
+  } else if (t - last.t < POLL_MS * 0.75) {
+    return; // an extra refresh: too close for a rate
+  } else {
+    const dt = (t - last.t) / 1000;
+    points.push({ t, p: (T.published - last.p) / dt, d: (T.delivered - last.d) / dt });
   }
-  samples.push({ t, p: T.published, d: T.delivered });
-  if (samples.length > SAMPLES) samples.shift();
+  last = { t, p: T.published, d: T.delivered };
+  polls++;
+  points = points.filter((r) => r.t > t - SPAN_MS);
 }
 
 function niceMax(v) {
@@ -251,31 +266,33 @@ function niceMax(v) {
   return [1, 2, 5, 10].map((m) => m * e).find((m) => m >= v);
 }
 
-function drawChart() {
-  const rates = [];
-  for (let i = 1; i < samples.length; i++) {
-    const a = samples[i - 1], b = samples[i], dt = (b.t - a.t) / 1000;
-    if (dt > 0) rates.push({ t: b.t, p: (b.p - a.p) / dt, d: (b.d - a.d) / dt });
-  }
-  const peak = rates.reduce((m, r) => Math.max(m, r.p, r.d), 0);
+function drawChart(R) {
+  // The axis holds the rates the legend shows too.
+  const peak = points.reduce((m, r) => Math.max(m, r.p, r.d), Math.max(R.publish_per_s, R.deliver_per_s));
   const max = niceMax(peak);
-  const now = samples.length ? samples[samples.length - 1].t : 0;
+  const now = last ? last.t : 0;
   const xy = (t, v) => `${(600 - ((now - t) * 600) / SPAN_MS).toFixed(1)},${(139 - (v / max) * 129).toFixed(1)}`;
-  $('line-pub').setAttribute('points', rates.map((r) => xy(r.t, r.p)).join(' '));
-  $('line-del').setAttribute('points', rates.map((r) => xy(r.t, r.d)).join(' '));
+  $('line-pub').setAttribute('points', points.map((r) => xy(r.t, r.p)).join(' '));
+  $('line-del').setAttribute('points', points.map((r) => xy(r.t, r.d)).join(' '));
   $('chart-max').textContent = rate(max) + '/s';
   const svg = $('rate-chart');
-  svg.dataset.samples = samples.length;
+  svg.dataset.samples = polls;
+  svg.dataset.points = points.length;
   svg.dataset.peak = peak.toFixed(2);
-  const last = rates[rates.length - 1];
-  svg.setAttribute('aria-label', last
-    ? `Message rates over the last two minutes: now ${rate(last.p)} published and ${rate(last.d)} delivered per second, peak ${rate(peak)} per second`
+  const r = points[points.length - 1];
+  svg.setAttribute('aria-label', r
+    ? `Message rates over the last two minutes: now ${rate(r.p)} published and ${rate(r.d)} delivered per second, peak ${rate(peak)} per second`
     : 'Message rates: collecting samples');
 }
 
 // "(n)", or "(n busiest of total)" when the broker listed only the busiest.
 const of = (n, total = n) => (n ? `(${n < total ? `${int(n)} busiest of ` : ''}${int(total)})` : '');
 const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+// Busiest first: messages in and out per second, then in all, then by name.
+const byLoad = (a, b) => b.publish_per_s + b.deliver_per_s - a.publish_per_s - a.deliver_per_s
+  || b.published + b.delivered - a.published - a.delivered || byName(a, b);
+// The broker's own topics ($dead/GROUP/TOPIC): listed after the users', folded.
+const isSys = (n) => n.startsWith('$');
 // Counts that should stay at zero are marked when they are not.
 const warnNum = (n, wide) => h('td', { class: `num${wide ? ' wide' : ''}${n ? ' warn' : ''}` }, int(n));
 // The row that says how many of n rows were not drawn, if any.
@@ -296,10 +313,12 @@ function renderTopics() {
   if (!stats) return;
   const L = stats.limits;
   const q = $('topic-filter').value.trim().toLowerCase();
-  const all = stats.topics.slice().sort(byName);
+  const all = stats.topics.slice().sort(order === 'name' ? byName : byLoad);
   const list = q ? all.filter((t) => t.name.toLowerCase().includes(q)) : all;
   $('topics-count').textContent = q ? `(${list.length} of ${int(all.length)})` : of(all.length, stats.topics_total);
-  const rows = list.slice(0, MAX_ROWS).map((t) => {
+  // Each cell is labelled for the card layout of a narrow screen.
+  const td = (cls, label, ...kids) => h('td', { class: cls, 'data-label': label }, ...kids);
+  const row = (t) => {
     const fill = Math.max(L.ring_messages ? t.stored / L.ring_messages : 0, L.ring_bytes ? t.bytes / L.ring_bytes : 0);
     const chosen = t.name === sel;
     return h('tr', { 'data-topic': t.name, class: chosen ? 'sel' : null },
@@ -307,17 +326,25 @@ function renderTopics() {
         type: 'button', class: 'link', 'data-topic': t.name, 'aria-pressed': String(chosen),
         title: 'Show the latest messages of this topic', onclick: () => choose(t.name),
       }, levels(t.name))),
-      h('td', { class: 'num wide' }, int(t.first)),
-      h('td', { class: 'num' }, int(t.next)),
-      h('td', { class: 'num' }, int(t.stored), h('small', null, bytes(t.bytes))),
-      h('td', { class: 'fill', title: `${int(t.stored)} of ${int(L.ring_messages)} messages, ${bytes(t.bytes)} of ${bytes(L.ring_bytes)}` },
+      td('num wide', 'First', int(t.first)),
+      td('num', 'Next', int(t.next)),
+      td('num', 'Stored', int(t.stored), h('small', null, bytes(t.bytes))),
+      h('td', { class: 'fill', 'data-label': 'Ring fill', title: `${int(t.stored)} of ${int(L.ring_messages)} messages, ${bytes(t.bytes)} of ${bytes(L.ring_bytes)}` },
         bar(fill), h('span', { class: 'pct' }, pct(fill))),
-      h('td', { class: 'num' }, int(t.subscribers)),
-      h('td', { class: 'num wide' }, rate(t.publish_per_s)),
-      h('td', { class: 'num wide' }, rate(t.deliver_per_s)),
-      warnNum(t.lag_missed, 1));
-  });
-  rows.push(...more(list.length, 9, ': filter to narrow'));
+      td('num', 'Subs', int(t.subscribers)),
+      td('num', 'In/s', rate(t.publish_per_s)),
+      td('num', 'Out/s', rate(t.deliver_per_s)),
+      td(`num${t.lag_missed ? ' warn' : ''}`, 'Missed', int(t.lag_missed)));
+  };
+  const user = list.filter((t) => !isSys(t.name)), sys = list.filter((t) => isSys(t.name));
+  const rows = [...user.slice(0, MAX_ROWS).map(row), ...more(user.length, 9, ': filter to narrow')];
+  if (sys.length) {
+    rows.push(h('tr', { class: 'sys' }, h('th', { colspan: 9, scope: 'rowgroup' }, h('button', {
+      type: 'button', class: 'fold', 'data-topic': '$', 'aria-expanded': String(sysOpen),
+      onclick: () => { sysOpen = !sysOpen; renderTopics(); },
+    }, 'Broker topics ', h('code', null, '$…'), ' ', h('span', { class: 'count' }, `(${int(sys.length)})`)))));
+    if (sysOpen) rows.push(...sys.slice(0, MAX_ROWS).map(row), ...more(sys.length, 9));
+  }
   swapRows($('topics-body'), rows);
   const empty = $('topics-empty');
   empty.hidden = list.length > 0;
@@ -395,13 +422,17 @@ function renderBroker(s) {
 
 // --- latest messages of the chosen topic
 
-function renderChoices(names) {
-  const list = names.slice(0, MAX_CHOICES);
+// The users' topics by name, then the broker's ($...) in a group of their own.
+function renderChoices() {
+  const names = stats.topics.map((t) => t.name).sort();
+  const list = [...names.filter((n) => !isSys(n)), ...names.filter(isSys)].slice(0, MAX_CHOICES);
   if (sel && !list.includes(sel)) list.unshift(sel);
   const key = list.join('\n');
   if (key !== choices) {
     choices = key;
-    $('msg-topic').replaceChildren(h('option', { value: '' }, 'Choose a topic'), ...list.map((n) => h('option', { value: n }, n)));
+    const opt = (n) => h('option', { value: n }, n), sys = list.filter(isSys);
+    $('msg-topic').replaceChildren(h('option', { value: '' }, 'Choose a topic'), ...list.filter((n) => !isSys(n)).map(opt),
+      ...(sys.length ? [h('optgroup', { label: 'Broker topics ($…)' }, sys.map(opt))] : []));
     $('topic-list').replaceChildren(...list.map((n) => h('option', { value: n })));
   }
   $('msg-topic').value = sel;
@@ -414,7 +445,7 @@ function choose(name) {
   shown = '';
   history.replaceState(null, '', name ? '#topic=' + encodeURIComponent(name) : location.pathname + location.search);
   if (stats) {
-    renderChoices(stats.topics.map((t) => t.name).sort());
+    renderChoices();
     renderTopics();
   }
   $('messages').replaceChildren();
@@ -507,5 +538,6 @@ $('pub-form').addEventListener('submit', async (e) => {
 
 $('msg-topic').addEventListener('change', (e) => choose(e.target.value));
 $('topic-filter').addEventListener('input', renderTopics);
+$('topic-sort').addEventListener('change', (e) => { order = e.target.value; renderTopics(); });
 document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
 refresh();

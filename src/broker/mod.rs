@@ -249,6 +249,7 @@ async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
             if engine.handle_timeouts(now) > 0 {
                 log::debug!("closed connections past their deadlines");
             }
+            engine.roll_rate_history(now);
             if now >= next_sample {
                 engine.sample_rates(now);
                 engine.handle_idle();

@@ -32,7 +32,7 @@ pub use edge::{Since, Stored, StoredMessage, WaitId};
 pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
-pub use stats::{ConnInfo, Rates, Stats, TopicInfo};
+pub use stats::{ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
 pub use subscribe::Delivery;
 
 /// A connection known to the engine.
@@ -247,6 +247,8 @@ pub struct Engine {
     pending: usize,
     pending_by_ip: HashMap<IpAddr, u32>,
     rates: stats::Rates,
+    /// The broker-wide rates of the last minute, a point a second.
+    history: stats::RateHistory,
     /// The busiest topics (indexes) as ranked last, for how many topics, at which rate
     /// sample: ranking every topic per `/api/stats` would touch all of them each time.
     busiest: Option<(u64, usize, usize, Vec<u32>)>,
@@ -306,6 +308,7 @@ impl Engine {
             pending: 0,
             pending_by_ip: HashMap::new(),
             rates: stats::Rates::default(),
+            history: stats::RateHistory::default(),
             busiest: None,
             log: None,
             patterns: settings::TopicPatterns::default(),

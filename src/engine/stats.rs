@@ -119,6 +119,67 @@ pub struct Rates {
     delivered: u64,
 }
 
+/// Seconds of broker-wide rates [`RateHistory`] keeps.
+pub const HISTORY_SLOTS: usize = 60;
+
+/// The broker-wide rates of the last [`HISTORY_SLOTS`] seconds, one point a second, for a
+/// chart that has a past as soon as it opens. A fixed ring (480 bytes), filled from the
+/// existing totals once a second by [`Engine::roll_rate_history`]: nothing per message.
+/// Only broker-wide: per topic it would cost the same 480 bytes for every topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateHistory {
+    publish: [f32; HISTORY_SLOTS],
+    deliver: [f32; HISTORY_SLOTS],
+    /// Points held (at most [`HISTORY_SLOTS`]), and where the next one goes.
+    len: usize,
+    head: usize,
+    /// When the last point ended (monotonic ms), and the totals then: from the broker's
+    /// start (0 ms, no messages), so the first second's messages are in the first point.
+    at_ms: u64,
+    published: u64,
+    delivered: u64,
+}
+
+impl Default for RateHistory {
+    fn default() -> Self {
+        RateHistory {
+            publish: [0.0; HISTORY_SLOTS],
+            deliver: [0.0; HISTORY_SLOTS],
+            len: 0,
+            head: 0,
+            at_ms: 0,
+            published: 0,
+            delivered: 0,
+        }
+    }
+}
+
+impl RateHistory {
+    /// The points, oldest first: messages stored and delivered per second.
+    pub fn points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        let start = (self.head + HISTORY_SLOTS - self.len) % HISTORY_SLOTS;
+        (0..self.len).map(move |i| {
+            let j = (start + i) % HISTORY_SLOTS;
+            (f64::from(self.publish[j]), f64::from(self.deliver[j]))
+        })
+    }
+
+    /// Points held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no point was taken yet (the first second of the broker).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// When the newest point ended (monotonic ms), if there is one.
+    pub fn end_ms(&self) -> Option<u64> {
+        (self.len > 0).then_some(self.at_ms)
+    }
+}
+
 /// A snapshot of one topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicInfo {
@@ -386,6 +447,31 @@ impl Engine {
     /// Broker-wide rates over the last sampling period.
     pub fn rates(&self) -> Rates {
         self.rates
+    }
+
+    /// The broker-wide rates of the last minute, a point a second.
+    pub fn rate_history(&self) -> &RateHistory {
+        &self.history
+    }
+
+    /// Adds a point to the rate history once at least a second passed since the last one
+    /// (or since the broker started): called on every sweep with monotonic `now_ms`.
+    /// Reads the broker-wide totals, so it costs the same however busy the broker is; a
+    /// late sweep makes one longer point, its rate still per second.
+    pub fn roll_rate_history(&mut self, now_ms: u64) {
+        let (p, d) = (self.stats.published, self.stats.delivered);
+        let h = &mut self.history;
+        let ms = now_ms.saturating_sub(h.at_ms);
+        // A sweep a few ms early still rolls: the rate is per the time that passed.
+        if ms < 950 {
+            return;
+        }
+        let secs = ms as f64 / 1000.0;
+        h.publish[h.head] = (p.saturating_sub(h.published) as f64 / secs) as f32;
+        h.deliver[h.head] = (d.saturating_sub(h.delivered) as f64 / secs) as f32;
+        h.head = (h.head + 1) % HISTORY_SLOTS;
+        h.len = (h.len + 1).min(HISTORY_SLOTS);
+        (h.published, h.delivered, h.at_ms) = (p, d, now_ms);
     }
 
     /// Turns the counters since the last call into per-second rates, for the broker,

@@ -2049,3 +2049,35 @@ proptest! {
         run_model(limits, &ops).map_err(TestCaseError::fail)?;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The rate history of `/api/stats`.
+
+#[test]
+fn rate_history_keeps_a_point_a_second_for_the_last_minute() {
+    let mut e = engine(limits());
+    let c = open(&mut e, "p");
+    // From the broker's start (0 ms): these are in the first point.
+    publish_n(&mut e, c, "a", 5);
+    e.roll_rate_history(500);
+    assert!(e.rate_history().is_empty(), "half a second is not a point");
+    e.roll_rate_history(1_000);
+    assert_eq!(e.rate_history().points().collect::<Vec<_>>(), [(5.0, 0.0)]);
+    assert_eq!(e.rate_history().end_ms(), Some(1_000));
+    // A late sweep: 6 messages over 2 s are 3 a second.
+    publish_n(&mut e, c, "a", 6);
+    e.roll_rate_history(3_000);
+    assert_eq!(
+        e.rate_history().points().collect::<Vec<_>>(),
+        [(5.0, 0.0), (3.0, 0.0)]
+    );
+    // Past a minute the oldest go: 70 more seconds, one message in each.
+    for s in 0..70u64 {
+        publish(&mut e, c, "a", b"x");
+        e.roll_rate_history(4_000 + s * 1_000);
+    }
+    let h = e.rate_history();
+    assert_eq!(h.len(), crate::engine::HISTORY_SLOTS);
+    assert!(h.points().all(|p| p == (1.0, 0.0)), "{h:?}");
+    assert_eq!(h.end_ms(), Some(73_000));
+}

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::engine::{ConnInfo, GroupInfo, Rates, Stats, StoredMessage, TopicInfo};
+use crate::engine::{ConnInfo, GroupInfo, RateHistory, Rates, Stats, StoredMessage, TopicInfo};
 use crate::limits::Limits;
 
 /// A byte string as JSON: text if it is UTF-8, else base64 (the caller marks which).
@@ -207,6 +207,10 @@ pub(crate) struct Summary {
     pub(crate) partial_bytes: usize,
     pub(crate) uptime: std::time::Duration,
     pub(crate) rates: Rates,
+    /// The last minute's rates, a point a second.
+    pub(crate) history: RateHistory,
+    /// When its newest point ended, in `time_ms`'s clock (`time_ms` without one).
+    pub(crate) history_end_ms: u64,
     pub(crate) tokens: usize,
     pub(crate) time_ms: u64,
     pub(crate) topics: usize,
@@ -419,6 +423,12 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
         "rates": {
             "publish_per_s": round(s.rates.publish_per_s),
             "deliver_per_s": round(s.rates.deliver_per_s),
+            "history": {
+                "step_ms": 1000,
+                "end_ms": s.history_end_ms,
+                "publish_per_s": s.history.points().map(|p| round(p.0)).collect::<Vec<_>>(),
+                "deliver_per_s": s.history.points().map(|p| round(p.1)).collect::<Vec<_>>(),
+            },
         },
         "store": s.store.as_ref().map(|st| json!({
             "sync": st.sync, "disk_bytes": st.stats.disk_bytes, "disk_budget_bytes": st.disk_budget,

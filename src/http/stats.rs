@@ -16,6 +16,11 @@ const SLICE: usize = 200;
 /// What the stats document and the metrics share.
 fn summary(edge: &Edge, engine: &Engine) -> Summary {
     let counts = edge.counts.borrow();
+    let time_ms = edge.shared.wall_ms();
+    let history = engine.rate_history().clone();
+    let history_end_ms = history.end_ms().map_or(time_ms, |end| {
+        time_ms.saturating_sub(edge.shared.mono_ms().saturating_sub(end))
+    });
     Summary {
         stats: engine.stats().clone(),
         limits: engine.limits().clone(),
@@ -24,8 +29,10 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
         partial_bytes: edge.shared.partial_bytes(),
         uptime: edge.shared.uptime(),
         rates: engine.rates(),
+        history,
+        history_end_ms,
         tokens: edge.shared.auth_now().len(),
-        time_ms: edge.shared.wall_ms(),
+        time_ms,
         topics: engine.topic_count(),
         tcp_connections: engine.tcp_connection_count(),
         http_streams: engine.connection_count() - engine.tcp_connection_count(),

@@ -19,7 +19,9 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = path.join(HERE, 'screenshots');
 const WAIT = 5000;       // bound of a single wait for the page
 const POLL_WAIT = 8000;  // bound of a wait that needs the page's 2 s poll to come round (twice)
-const WEB_BUDGET = 40 * 1024;
+// 40 KiB until issue 13 (items 12-14: $-topics folded, the chart seeded from the broker's
+// history, a card per topic on a phone) took it to 43.2 KiB.
+const WEB_BUDGET = 44 * 1024;
 
 // Chromium as the machine allows it: without the background-networking flags its own
 // connections out are refused by the closed network. playwright's launch() gives it a
@@ -360,6 +362,84 @@ async function openRun(browser) {
       await waitText(page, '#conns-body', 'home/+/temp');
     });
 
+    // Issue 13, item 12: the broker's own topics ($dead/...) sorted first by name and the
+    // messages panel opened on one. A group that dead-letters at once makes one.
+    const busyTopic = 'test/browser/busy';
+    await check('a group that gives up at once dead-letters into $dead/dl/dl/x', async () => {
+      const dl = startHelper(MOTE, ['sub', '-p', port, '-t', 'dl/#', '--group', 'dl', '--no-ack', '--ack-timeout', '100ms', '--max-deliveries', '1', '-i', 'browser-test-dl']);
+      try {
+        await until('/api/stats shows group dl with one member', () => curl([`${base}/api/stats`]).json?.groups?.some((g) => g.name === 'dl' && g.members === 1));
+        curlPublish(base, 'dl/x', 'doomed');
+        await until('/api/stats lists $dead/dl/dl/x', () => curl([`${base}/api/stats`]).json?.topics?.some((t) => t.name === '$dead/dl/dl/x'));
+      } finally {
+        await stop(dl);
+      }
+      for (let i = 0; i < 60; i++) curlPublish(base, busyTopic, `busy ${i}`);
+    });
+
+    await check('user topics come first, busiest first; $-topics are folded under their own heading; the messages open on the busiest user topic', async () => {
+      const c = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const p = await c.newPage();
+      p.setDefaultTimeout(WAIT);
+      try {
+        await p.goto(base + '/', { timeout: WAIT });
+        await p.locator(rowSel(curlTopic)).waitFor({ timeout: WAIT });
+        const rows = () => p.locator('#topics-body tr[data-topic]').evaluateAll((trs) => trs.map((tr) => tr.dataset.topic));
+        const shown = await rows();
+        assert(shown[0] === busyTopic, `first row ${shown[0]}, not the busiest ${busyTopic}: ${shown.join(', ')}`);
+        assert(!shown.some((n) => n.startsWith('$')), `$-topics shown unfolded: ${shown.join(', ')}`);
+        const fold = p.locator('#topics-body button.fold');
+        assert((await fold.getAttribute('aria-expanded')) === 'false', 'the $-topics are not folded');
+        const foldText = await fold.innerText();
+        assert(/\$/.test(foldText) && /\(1\)/.test(foldText), `the fold does not say $ and (1): ${foldText}`);
+        await waitText(p, '#messages', 'busy 59');
+        assert((await p.locator('#msg-topic').inputValue()) === busyTopic, `the messages opened on ${await p.locator('#msg-topic').inputValue()}`);
+        const sysOpt = await p.locator('#msg-topic optgroup option').evaluateAll((o) => o.map((x) => x.value));
+        assert(sysOpt.join() === '$dead/dl/dl/x', `the chooser's $-group: ${sysOpt}`);
+        await fold.click();
+        await p.locator(rowSel('$dead/dl/dl/x')).waitFor({ timeout: WAIT });
+        assert((await fold.getAttribute('aria-expanded')) === 'true', 'the fold did not open');
+        const open = await rows();
+        assert(open[open.length - 1] === '$dead/dl/dl/x', `the $-topic is not after the user topics: ${open.join(', ')}`);
+        await p.locator('#topic-sort').selectOption('name');
+        const byName = await rows();
+        const users = byName.filter((n) => !n.startsWith('$'));
+        assert(users.join() === users.slice().sort().join(), `by name: ${users.join(', ')}`);
+        assert(byName[byName.length - 1].startsWith('$'), `by name, the $-topic is not last: ${byName.join(', ')}`);
+      } finally {
+        await c.close();
+      }
+    });
+
+    // Item 13: the chart draws at once, from the broker's last minute of rates.
+    await check('/api/stats carries the last minute of rates; a new page draws them with its first poll', async () => {
+      await until('a non-zero point in rates.history', () => curl([`${base}/api/stats`]).json?.rates?.history?.publish_per_s?.some((x) => x > 0));
+      const c = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const p = await c.newPage();
+      p.setDefaultTimeout(WAIT);
+      let polls = 0;
+      p.on('request', (r) => { if (r.url().endsWith('/api/stats')) polls++; });
+      try {
+        const first = p.waitForResponse((r) => r.url().endsWith('/api/stats'), { timeout: WAIT });
+        await p.goto(base + '/', { timeout: WAIT });
+        await first;
+        // Well within the 2 s to the second poll.
+        await p.waitForFunction(() => {
+          const svg = document.getElementById('rate-chart');
+          return Number(svg.dataset.peak) > 0 && document.getElementById('line-pub').getAttribute('points').split(' ').length >= 2;
+        }, null, { timeout: 1500 });
+        assert(polls === 1, `${polls} polls before the chart drew`);
+        const [axis, legend] = await p.evaluate(() => [document.getElementById('chart-max').textContent, document.getElementById('r-pub').textContent]);
+        const num = (t) => Number(t.replace(/[^\d.]/g, ''));
+        assert(num(axis) >= num(legend), `the axis says ${axis} under a legend of ${legend}/s`);
+      } catch (e) {
+        const now = await p.evaluate(() => `points ${document.getElementById('line-pub').getAttribute('points')}, peak ${document.getElementById('rate-chart').dataset.peak}`).catch(() => '');
+        throw new Error(`${e.message}; ${now}`);
+      } finally {
+        await c.close();
+      }
+    });
+
     await check('no console errors, page errors or failed requests (desktop, light)', async () => {
       assert(errors.length === 0, errors.join('\n'));
     });
@@ -381,8 +461,8 @@ async function openRun(browser) {
         await p.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
         await p.locator(rowSel(curlTopic)).waitFor({ timeout: WAIT });
         await waitText(p, '#messages', 'second message from curl');
-        // two polls, so the chart has a line to draw
-        await p.waitForFunction(() => Number(document.getElementById('rate-chart').dataset.samples) >= 3, null, { timeout: POLL_WAIT });
+        // the chart has a line to draw from the first poll
+        await p.waitForFunction(() => Number(document.getElementById('rate-chart').dataset.points) >= 2, null, { timeout: POLL_WAIT });
         // against the screen's width: a mobile viewport widens itself to fit wide content
         const overflow = await p.evaluate(() => document.documentElement.scrollWidth) - viewport.width;
         assert(overflow <= 0, `the page is ${overflow} px wider than the ${viewport.width} px screen`);
@@ -392,6 +472,26 @@ async function openRun(browser) {
         assert(light === (scheme === 'light'), `body background ${bg} is not ${scheme}`);
         assert(errs.length === 0, errs.join('\n'));
       });
+      if (mobile) {
+        // Item 14: a phone shows every topic's In/s, Out/s and Missed, labelled.
+        await check(`${name}: the topics show In/s, Out/s and Missed, labelled, within the screen`, async () => {
+          const cells = await p.locator(rowSel(curlTopic)).evaluate((tr, w) => [7, 8, 9].map((i) => {
+            const td = tr.querySelector(`:scope > :nth-child(${i})`);
+            const r = td.getBoundingClientRect();
+            return {
+              head: document.querySelector(`#topics thead th:nth-child(${i})`).textContent,
+              label: getComputedStyle(td, '::before').content.replace(/"/g, ''),
+              text: td.innerText, shown: r.width > 0 && r.height > 0 && r.left >= 0 && r.right <= w && td.checkVisibility(),
+            };
+          }), viewport.width);
+          for (const [want, c] of [['In/s', cells[0]], ['Out/s', cells[1]], ['Missed', cells[2]]]) {
+            assert(c.head === want, `column ${want} is ${c.head}`);
+            assert(c.shown, `${want} is not visible at ${viewport.width} px: ${JSON.stringify(c)}`);
+            assert(c.label === want, `${want} is labelled ${JSON.stringify(c.label)}`);
+            assert(/^[\d.,]+$/.test(c.text.trim()), `${want} shows ${JSON.stringify(c.text)}`);
+          }
+        });
+      }
       await shot(p, name);
       await c.close();
     }
@@ -402,6 +502,7 @@ async function openRun(browser) {
       const p = await c.newPage();
       await p.goto(base + '/', { timeout: WAIT });
       await waitText(p, '#topics-count', '(100 busiest of ', POLL_WAIT);
+      if (await p.locator('#topics-body button.fold').count()) await p.locator('#topics-body button.fold').click();
       const rows = await p.locator('#topics-body tr[data-topic]').count();
       assert(rows === 100, `${rows} rows`);
       await c.close();
