@@ -1991,6 +1991,49 @@ fn sub_says_when_the_connection_is_lost_and_back_unless_quiet() {
     std::fs::remove_dir_all(&data).unwrap();
 }
 
+/// The same for a group member: `mote sub --group` says when it lost the broker and when
+/// it is back.
+#[test]
+fn sub_group_says_when_the_connection_is_lost_and_back() {
+    let s1 = Served::start(&[]);
+    let p = s1.port();
+    let sub = Running::start(&[
+        "sub", "-p", &p, "-t", "t", "--group", "g", "--from", "earliest",
+    ]);
+    let o = mote(&["pub", "-p", &p, "-t", "t", "-m", "a", "--confirm"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sub.out_line(), "a");
+    let data = fresh_dir("group-back");
+    let d = data.to_str().unwrap();
+    let s2 = Served::start(&["--data", d, "--sync", "always"]);
+    let o = mote(
+        &["pub", "-p", &s2.port(), "-t", "t", "-l", "--confirm"],
+        b"b\nc\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(s2);
+    drop(s1);
+    let lost = sub.err_line();
+    assert!(
+        lost.starts_with(&format!("mote sub: lost the connection to 127.0.0.1:{p} (")),
+        "{lost}"
+    );
+    let _s3 = Served::start_on(&format!("127.0.0.1:{p}"), &["--data", d]);
+    // The group is new to that broker: it starts from the earliest, both stored before.
+    assert_eq!(sub.out_line(), "b");
+    assert_eq!(sub.out_line(), "c");
+    let back = sub.err_line();
+    assert!(
+        back.starts_with(&format!("mote sub: reconnected to 127.0.0.1:{p} after ")),
+        "{back}"
+    );
+    assert!(
+        back.ends_with("; replayed 2 messages stored meanwhile"),
+        "{back}"
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
 #[test]
 fn sub_exits_1_when_the_broker_refuses_its_subscriptions_after_a_reconnect() {
     let dir = fresh_dir("refused");

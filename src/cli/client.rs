@@ -720,6 +720,7 @@ pub(crate) fn subscribe(argv: Vec<OsString>) -> Result<(), Exit> {
             printer,
             count,
             p.on("no-ack"),
+            quiet,
         );
         return finish_sub(run, timeout, count);
     }
@@ -791,15 +792,18 @@ async fn subscribe_group(
     printer: Printer,
     count: Option<usize>,
     no_ack: bool,
+    quiet: bool,
 ) -> Result<(), Failure> {
     // Declared before the client: dropped after it, when acks can no longer be sent.
     let mut held = Vec::new();
+    let addr = opts.addr.clone();
     let client = Client::connect(opts).await?;
     let mut sub = client.subscribe_group(&filter, group).await?;
+    let mut follow = follow::Follow::new(&client, addr, quiet);
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut seen = 0usize;
     while count.is_none_or(|c| seen < c) {
-        let Some(ev) = sub.next().await else {
+        let Some(ev) = follow.around(sub.next()).await else {
             return Err(Failure("the client closed".into()));
         };
         let mut batch = vec![ev];
@@ -808,6 +812,7 @@ async fn subscribe_group(
         }
         let mut done = Vec::new();
         for ev in batch {
+            follow.saw_group(&ev);
             match ev {
                 // Past the count: left unacked, they go back to the group when we leave.
                 mote_sdk::GroupEvent::Message(d) if count.is_some_and(|c| seen >= c) => {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_io::Timer;
 use futures_lite::FutureExt;
 use futures_lite::future::pending;
-use mote_sdk::{Client, Event, Link, LinkWatch, Subscription};
+use mote_sdk::{Client, Event, GroupEvent, Link, LinkWatch, Subscription};
 
 use super::Failure;
 
@@ -116,14 +116,11 @@ impl Follow {
     }
 
     /// Awaits `events`, saying meanwhile when the connection drops and comes back.
-    pub(super) async fn around(
-        &mut self,
-        events: impl Future<Output = Option<Event>>,
-    ) -> Option<Event> {
+    pub(super) async fn around<T>(&mut self, events: impl Future<Output = Option<T>>) -> Option<T> {
         let mut events = std::pin::pin!(events);
         loop {
-            enum Woke {
-                Event(Option<Event>),
+            enum Woke<T> {
+                Event(Option<T>),
                 Link(Link),
                 Settled,
             }
@@ -177,18 +174,39 @@ impl Follow {
     /// Counts `ev` into what came since a reconnect; the first message stored after the
     /// reconnect ends the replay.
     pub(super) fn saw(&mut self, ev: &Event) {
-        if matches!(ev, Event::Refused { .. }) {
+        match ev {
+            Event::Message(m) => self.saw_parts(false, Some(m.time_ms), 0),
+            Event::Lag { missed, .. } | Event::Evicted { missed, .. } => {
+                self.saw_parts(false, None, *missed)
+            }
+            Event::Refused { .. } => self.saw_parts(true, None, 0),
+            _ => self.saw_parts(false, None, 0),
+        }
+    }
+
+    /// [`Follow::saw`] for a group member's events.
+    pub(super) fn saw_group(&mut self, ev: &GroupEvent) {
+        match ev {
+            GroupEvent::Message(d) => self.saw_parts(false, Some(d.message().time_ms), 0),
+            GroupEvent::Lag { missed, .. } => self.saw_parts(false, None, *missed),
+            GroupEvent::Refused { .. } => self.saw_parts(true, None, 0),
+            _ => self.saw_parts(false, None, 0),
+        }
+    }
+
+    /// An event: a refusal, a message stored at `stored_ms`, or `missed` messages.
+    fn saw_parts(&mut self, refused: bool, stored_ms: Option<u64>, missed: u64) {
+        if refused {
             self.refused += 1;
         }
         let Some(b) = self.back.as_mut() else {
             return;
         };
         b.last = Instant::now();
-        match ev {
-            Event::Message(m) if m.time_ms > b.up_ms => self.say_back(),
-            Event::Message(_) => b.replayed += 1,
-            Event::Lag { missed, .. } | Event::Evicted { missed, .. } => b.missed += *missed,
-            _ => {}
+        match stored_ms {
+            Some(t) if t > b.up_ms => self.say_back(),
+            Some(_) => b.replayed += 1,
+            None => b.missed += missed,
         }
     }
 
