@@ -97,6 +97,8 @@ enum Got {
     },
     /// The broker refused a subscription made again after a reconnect: it has ended.
     Refused(String),
+    /// An event a newer SDK may add: none is a job.
+    Other,
 }
 
 enum Subs {
@@ -122,8 +124,7 @@ impl Subs {
                     evicted: false,
                 },
                 GroupEvent::Refused { message, .. } => Got::Refused(message),
-                // Events a newer SDK may add: none is a job.
-                _ => return None,
+                _ => Got::Other,
             }),
             Subs::Plain(subs) => {
                 let ev = futures_lite::future::poll_fn(|cx| {
@@ -135,20 +136,15 @@ impl Subs {
                     std::task::Poll::Pending
                 })
                 .await?;
+                let evicted = matches!(ev, Event::Evicted { .. });
                 Some(match ev {
                     Event::Message(m) => Got::Job(Job::Plain(m)),
                     Event::Lag {
                         topic,
                         missed,
                         next,
-                    } => Got::Lag {
-                        topic,
-                        missed,
-                        next,
-                        who: "this subscriber",
-                        evicted: false,
-                    },
-                    Event::Evicted {
+                    }
+                    | Event::Evicted {
                         topic,
                         missed,
                         next,
@@ -157,10 +153,10 @@ impl Subs {
                         missed,
                         next,
                         who: "this subscriber",
-                        evicted: true,
+                        evicted,
                     },
                     Event::Refused { message, .. } => Got::Refused(message),
-                    _ => return None,
+                    _ => Got::Other,
                 })
             }
         }
@@ -371,6 +367,7 @@ async fn work(
             })) => {
                 super::follow::report_lag(&mut io::stdout(), who, &topic, missed, next, evicted)?
             }
+            Wake::Got(Some(Got::Other)) => {}
             Wake::Got(Some(Got::Refused(message))) => {
                 // One refused subscription ends the worker: what it was started to do
                 // no longer holds.
