@@ -1970,6 +1970,28 @@ fn sub_group_says_when_the_connection_is_lost_and_back() {
     lost_and_back(s1, &[&sub], &[], "group-back");
 }
 
+/// And for a worker: `mote sub --exec` says it too.
+#[test]
+fn sub_exec_says_when_the_connection_is_lost_and_back() {
+    let s1 = Served::start(&[]);
+    let p = s1.port();
+    let sub = Running::start(&[
+        "sub",
+        "-p",
+        &p,
+        "-t",
+        "t",
+        "--from",
+        "earliest",
+        "--exec",
+        "cat; echo",
+    ]);
+    let o = mote(&["pub", "-p", &p, "-t", "t", "-m", "a", "--confirm"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sub.out_line(), "a");
+    lost_and_back(s1, &[&sub], &[], "exec-back");
+}
+
 /// Replaces broker `s1` with one on its port that already holds two messages `b` and `c`
 /// of topic `t` (stored, and synced, by a broker the subscribers never saw), and checks
 /// that `loud` say they lost the connection, read both and say they are back having

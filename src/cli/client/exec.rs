@@ -49,6 +49,8 @@ pub(crate) struct Plan {
     pub(crate) count: Option<usize>,
     /// Stop taking messages after this long (`-W`).
     pub(crate) timeout: Option<Duration>,
+    /// `--quiet`: nothing said on stderr when the connection is lost and back.
+    pub(crate) quiet: bool,
 }
 
 /// Where the messages come from.
@@ -63,7 +65,7 @@ pub(crate) enum Source {
 }
 
 /// A message a command is run for.
-enum Job {
+pub(super) enum Job {
     Plain(Message),
     Group(Delivery),
 }
@@ -85,7 +87,7 @@ impl Job {
 }
 
 /// What the subscriptions yield, in one shape.
-enum Got {
+pub(super) enum Got {
     Job(Job),
     Lag {
         topic: Arc<str>,
@@ -251,6 +253,7 @@ pub(crate) fn subscribe(
         kill_after,
         count,
         timeout,
+        quiet: p.on("quiet"),
     };
     Ok(run(opts, source, plan)?)
 }
@@ -264,7 +267,9 @@ pub(crate) fn run(opts: Options, source: Source, plan: Plan) -> Result<(), Failu
     super::block_on(async {
         // Declared before the client: dropped after it, when nothing can be sent.
         let mut held: Vec<Job> = Vec::new();
+        let addr = opts.addr.clone();
         let client = Client::connect(opts).await?;
+        let mut follow = super::follow::Follow::new(&client, addr, plan.quiet);
         let mut subs = match &source {
             Source::Group { filter, group } => {
                 Subs::Group(client.subscribe_group(filter, group.clone()).await?)
@@ -277,7 +282,7 @@ pub(crate) fn run(opts: Options, source: Source, plan: Plan) -> Result<(), Failu
                 Subs::Plain(v)
             }
         };
-        let r = work(&plan, &mut subs, &mut held, &mut signals).await;
+        let r = work(&plan, &mut subs, &mut follow, &mut held, &mut signals).await;
         // Acks and nacks reach the broker before we leave. One that came after the ack
         // timeout is refused (the message went to another member): said, no failure.
         match client.flush().await {
@@ -296,6 +301,7 @@ pub(crate) fn run(opts: Options, source: Source, plan: Plan) -> Result<(), Failu
 async fn work(
     plan: &Plan,
     subs: &mut Subs,
+    follow: &mut super::follow::Follow,
     held: &mut Vec<Job>,
     signals: &mut async_signal::Signals,
 ) -> Result<(), Failure> {
@@ -322,7 +328,13 @@ async fn work(
             .min();
         let wake = async {
             if take {
-                Wake::Got(subs.next().await)
+                // Said meanwhile: the connection lost and back (while all --jobs run,
+                // the next look says it).
+                let got = follow.around(subs.next()).await;
+                if let Some(g) = &got {
+                    follow.saw_got(g);
+                }
+                Wake::Got(got)
             } else {
                 pending().await
             }

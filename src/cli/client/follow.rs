@@ -194,6 +194,18 @@ impl Follow {
         }
     }
 
+    /// [`Follow::saw`] for what `mote sub --exec` takes.
+    pub(super) fn saw_got(&mut self, got: &super::exec::Got) {
+        use super::exec::{Got, Job};
+        match got {
+            Got::Job(Job::Group(d)) => self.saw_parts(false, Some(d.message().time_ms), 0),
+            Got::Job(Job::Plain(m)) => self.saw_parts(false, Some(m.time_ms), 0),
+            Got::Lag { missed, .. } => self.saw_parts(false, None, *missed),
+            Got::Refused(_) => self.saw_parts(true, None, 0),
+            Got::Other => self.saw_parts(false, None, 0),
+        }
+    }
+
     /// An event: a refusal, a message stored at `stored_ms`, or `missed` messages.
     fn saw_parts(&mut self, refused: bool, stored_ms: Option<u64>, missed: u64) {
         if refused {
