@@ -1804,8 +1804,7 @@ fn sizes_not_given_are_derived_and_conflicts_come_together() {
         e.contains("\n  - --ring-bytes 2M must not exceed MOTE_MEMORY=1M\n"),
         "{e}"
     );
-    let dir = std::env::temp_dir().join(format!("mote-sizes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("sizes");
     let file = dir.join("mote.toml");
     std::fs::write(&file, "memory = \"1M\"\n").unwrap();
     let o = mote_exits(
@@ -1868,8 +1867,7 @@ fn every_listener_binds_to_loopback_unless_told_and_needs_a_token_beyond() {
     assert!(w.contains("WARN") && w.contains("(--http)"), "{w}");
     assert!(s.http.unwrap().ip().is_unspecified());
     drop(s);
-    let dir = std::env::temp_dir().join(format!("mote-insecure-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("insecure");
     let file = dir.join("mote.toml");
     std::fs::write(&file, "insecure = true\n").unwrap();
     let mut s = Served::start_on(
@@ -1926,14 +1924,6 @@ fn every_listener_binds_to_loopback_unless_told_and_needs_a_token_beyond() {
 
 // ---------------------------------------------------------------------------------------
 // Issue 13 (items 3, 4, 5, 9, 10): what a new user tripped over.
-
-/// A fresh directory under the temporary directory, named after `what` and this process.
-fn fresh_dir(what: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mote-i13-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn sub_says_when_the_connection_is_lost_and_back_unless_quiet() {
@@ -1998,7 +1988,7 @@ fn sub_exec_says_when_the_connection_is_lost_and_back() {
 /// replayed 2, and that `hushed` (`--quiet`) read both and say nothing.
 fn lost_and_back(s1: Served, loud: &[&Running], hushed: &[&Running], name: &str) {
     let p = s1.port();
-    let data = fresh_dir(name);
+    let data = scratch(name);
     let d = data.to_str().unwrap();
     let s2 = Served::start(&["--data", d, "--sync", "always"]);
     let o = mote(
@@ -2044,7 +2034,7 @@ fn lost_and_back(s1: Served, loud: &[&Running], hushed: &[&Running], name: &str)
 
 #[test]
 fn sub_exits_1_when_the_broker_refuses_its_subscriptions_after_a_reconnect() {
-    let dir = fresh_dir("refused");
+    let dir = scratch("refused");
     let file = dir.join("mote.toml");
     let secret = "sensor-token-0123456789abcdef";
     let config = |subscribe: &str| {
