@@ -21,6 +21,9 @@ pub const DEFAULT_NAME: &str = "default";
 pub struct Rules {
     publish: Vec<Filter>,
     subscribe: Vec<Filter>,
+    /// Topics the token may purge, delete, give metadata, and whose groups it may seek
+    /// or delete (`manage = [...]`); reading their state needs this or `subscribe`.
+    manage: Vec<Filter>,
     /// A publish rule is `#`: every topic but `$…` ones, decided without matching.
     publish_hash: bool,
 }
@@ -32,6 +35,7 @@ impl Rules {
         Rules {
             publish: all(),
             subscribe: all(),
+            manage: all(),
             publish_hash: true,
         }
     }
@@ -52,7 +56,41 @@ impl Rules {
             publish_hash: publish.iter().any(|f| f.as_str() == "#"),
             publish,
             subscribe: parse("subscribe", subscribe)?,
+            manage: Vec::new(),
         })
+    }
+
+    /// These rules with `manage` filters (`{name}` replaced by `name`).
+    pub fn with_manage(mut self, name: &str, manage: &[String]) -> Result<Rules, String> {
+        self.manage = manage
+            .iter()
+            .map(|t| {
+                let t = t.replace("{name}", name);
+                Filter::new(&t).map_err(|e| format!("token {name:?}: manage rule {t:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self)
+    }
+
+    /// Whether the token may purge, delete or give metadata to `topic`.
+    pub fn may_manage(&self, topic: &str) -> bool {
+        self.manage.iter().any(|f| f.matches(topic))
+    }
+
+    /// Whether the token may seek or delete a group reading `filter`: a manage rule
+    /// covers every topic the group could read.
+    pub fn may_manage_filter(&self, filter: &Filter) -> bool {
+        self.manage.iter().any(|f| f.covers(filter))
+    }
+
+    /// Whether the token may see the state of `topic` (its subscribe or manage rules).
+    pub fn may_inspect(&self, topic: &str) -> bool {
+        self.may_manage(topic) || self.subscribe.iter().any(|f| f.matches(topic))
+    }
+
+    /// The manage rules, for error messages.
+    pub fn manage_rules(&self) -> String {
+        list(&self.manage)
     }
 
     /// Whether the token may publish to `topic` because it has a `#` rule: no matching,
@@ -147,7 +185,7 @@ impl Auth {
     }
 
     /// Reads `[tokens.NAME]` tables: `token = "..."`, `publish = [...]`,
-    /// `subscribe = [...]` (missing rule lists allow nothing).
+    /// `subscribe = [...]`, `manage = [...]` (missing rule lists allow nothing).
     pub fn from_toml(tokens: &toml::Table) -> Result<Auth, String> {
         let mut auth = Auth::none();
         for (name, v) in tokens {
@@ -155,9 +193,9 @@ impl Auth {
                 .as_table()
                 .ok_or_else(|| format!("[tokens.{name}] must be a table"))?;
             for key in t.keys() {
-                if !["token", "publish", "subscribe"].contains(&key.as_str()) {
+                if !["token", "publish", "subscribe", "manage"].contains(&key.as_str()) {
                     return Err(format!(
-                        "[tokens.{name}]: unknown key {key:?} (token, publish, subscribe)"
+                        "[tokens.{name}]: unknown key {key:?} (token, publish, subscribe, manage)"
                     ));
                 }
             }
@@ -184,7 +222,8 @@ impl Auth {
                     Some(_) => Err(format!("[tokens.{name}] {key} must be a list of filters")),
                 }
             };
-            let r = Rules::new(name, &rules("publish")?, &rules("subscribe")?)?;
+            let r = Rules::new(name, &rules("publish")?, &rules("subscribe")?)?
+                .with_manage(name, &rules("manage")?)?;
             auth.insert(name, token, r)?;
         }
         Ok(auth)

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod logging;
+pub mod manage;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -191,6 +191,8 @@ codes! {
     /// A publish to a persisted topic refused because writing to disk fails (a
     /// read-only file system, an IO error); retry later.
     STORAGE_FAILED = 21, "storage_failed";
+    /// A management request named a topic or group that does not exist (protocol 3).
+    NOT_FOUND = 22, "not_found";
 }
 
 impl ErrorCode {
@@ -269,6 +271,92 @@ pub enum Start {
     /// Every message the broker stored after the broker-wide sequence number given in
     /// [`Subscribed::seq`]. Used to resume a `Latest` subscription without a gap.
     AfterSeq(u64),
+    /// The first message stored at or after this time (ms since the Unix epoch), by the
+    /// broker's clock (protocol 3).
+    Time(u64),
+    /// The messages stored in the last this many milliseconds, by the broker's clock
+    /// (protocol 3): `Time(broker_now - ms)`, without trusting the client's clock.
+    Ago(u64),
+}
+
+/// A management request (protocol 3), answered with [`Managed`] (or an [`ErrorFrame`])
+/// carrying the same `req`. Reads need the right to subscribe to (or manage) what they
+/// show; changes need the token's `manage` rule (see `sdk/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manage<'a> {
+    /// Request id, echoed in the answer (0 is allowed but cannot be told apart).
+    pub req: u32,
+    /// What to do.
+    #[serde(borrow)]
+    pub op: ManageOp<'a>,
+}
+
+/// What a [`Manage`] request does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManageOp<'a> {
+    /// List the topics matching `filter` (`""`: every topic but the broker's `$` ones),
+    /// a page at a time: the answer's `next`, when not null, is the `from` of the next page.
+    Topics {
+        /// A topic filter, or empty.
+        filter: &'a str,
+        /// Where the page starts: 0, or the `next` of the previous page.
+        from: u32,
+    },
+    /// One topic: its effective settings and where they come from, counters, metadata,
+    /// the groups reading it.
+    TopicInfo {
+        /// The topic.
+        topic: &'a str,
+    },
+    /// Drop every stored message of the topic; offsets keep going up.
+    Purge {
+        /// The topic.
+        topic: &'a str,
+    },
+    /// Remove the topic: its stored messages, metadata and name. Subscriptions stay (a
+    /// wildcard one sees it again if it is re-created, above its last offset).
+    DeleteTopic {
+        /// The topic.
+        topic: &'a str,
+    },
+    /// Set (a non-empty value) or remove (an empty value) metadata keys of the topic.
+    Meta {
+        /// The topic.
+        topic: &'a str,
+        /// `(key, value)` pairs, applied in order.
+        #[serde(borrow)]
+        set: Vec<(&'a str, &'a str)>,
+    },
+    /// List every consumer group.
+    Groups,
+    /// One group.
+    GroupInfo {
+        /// The group's name.
+        group: &'a str,
+    },
+    /// Move the group's position in every topic it reads; deliveries in flight are
+    /// dropped (their acks answer `unknown_delivery`).
+    Seek {
+        /// The group's name.
+        group: &'a str,
+        /// Where to: `Earliest`, `Latest`, `Offset`, `Last`, `Time` or `Ago`.
+        to: Start,
+    },
+    /// Remove the group: its position, in-flight deliveries and members' subscriptions.
+    DeleteGroup {
+        /// The group's name.
+        group: &'a str,
+    },
+}
+
+/// The answer to a [`Manage`]: the same JSON document the HTTP API answers with for the
+/// same request (see `src/http/openapi.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Managed<'a> {
+    /// The `req` of the request.
+    pub req: u32,
+    /// The answer, a JSON document.
+    pub json: &'a str,
 }
 
 /// A topic the subscription resumes at a known offset, overriding `from` for it.

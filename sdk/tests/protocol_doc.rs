@@ -636,6 +636,8 @@ fn examples_cover_every_tag_every_from_and_a_long_frame() {
                 Start::Offset(_) => 2,
                 Start::Last(_) => 3,
                 Start::AfterSeq(_) => 4,
+                Start::Time(_) => 5,
+                Start::Ago(_) => 6,
             });
         }
     }
@@ -1102,6 +1104,8 @@ fn from(parts: &mut Vec<Part>, f: Start) {
         Start::Offset(n) => (2, Some(n)),
         Start::Last(n) => (3, Some(n)),
         Start::AfterSeq(n) => (4, Some(n)),
+        Start::Time(n) => (5, Some(n)),
+        Start::Ago(n) => (6, Some(n)),
     };
     let variant = format!("{f:?}");
     let variant = variant.split('(').next().unwrap_or_default();

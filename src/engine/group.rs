@@ -194,6 +194,13 @@ pub struct GroupInfo {
     pub cursors: Vec<(String, u64)>,
     /// Its counters.
     pub counters: GroupCounters,
+    /// Milliseconds since it was created (or restored).
+    pub age_ms: u64,
+    /// Milliseconds it has been without members, if it has none.
+    pub idle_ms: Option<u64>,
+    /// How long a durable group is kept without members (`group-expiry`); `None` for a
+    /// group that is not durable (it goes with its last member).
+    pub expiry_ms: Option<u64>,
 }
 
 /// Checks a group name: 1 to 64 characters, no `/`, `+`, `#`, `$` or control characters.
@@ -442,6 +449,9 @@ impl Engine {
                 Start::Earliest => first,
                 Start::Offset(n) => n.min(next),
                 Start::Last(n) => next.saturating_sub(n).max(first),
+                Start::Time(_) | Start::Ago(_) => {
+                    self.offset_at_time(tid, self.start_time_ms(from).unwrap_or(0))
+                }
             };
             self.attach_group(gid, tid, start);
         }
@@ -1000,6 +1010,9 @@ impl Engine {
             backlog,
             cursors,
             counters: g.counters,
+            age_ms: 0,
+            idle_ms: None,
+            expiry_ms: None,
         })
     }
 }

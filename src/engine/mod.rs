@@ -11,6 +11,7 @@
 //! behind the ring's oldest message skips ahead and reports how many it missed, so a slow
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
+mod admin;
 mod disk;
 mod edge;
 mod group;
@@ -28,11 +29,12 @@ use mote_sdk::ErrorCode;
 use slab::Slab;
 
 use crate::limits::Limits;
+pub use admin::{MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE, TopicDetail};
 pub use edge::{Since, Stored, StoredMessage, WaitId};
 pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
-pub use stats::{ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
+pub use stats::{AdminOp, ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
 pub use subscribe::Delivery;
 
 /// A connection known to the engine.

@@ -52,7 +52,55 @@ pub struct Stats {
     pub evicted_disk: u64,
     /// Reads of messages back from disk, for cursors behind the memory rings.
     pub disk_reads: u64,
+    /// Management operations done, by kind (see [`AdminOp`]).
+    pub admin_ops: [u64; AdminOp::COUNT],
+    /// Topics removed after `idle-expiry` with nothing stored, no subscriber and no group.
+    pub topics_expired: u64,
+    /// Durable groups removed after `group-expiry` without members.
+    pub groups_expired: u64,
+    /// Dead letters kept by their group because the dead-letter topic could not be
+    /// created (`--max-topics`): retried later, never dropped.
+    pub dead_letters_held: u64,
     errors: [u64; CODE_SLOTS],
+}
+
+/// A kind of management operation, counted in [`Stats::admin_ops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOp {
+    /// `mote topic purge`.
+    Purge,
+    /// `mote topic delete`.
+    DeleteTopic,
+    /// `mote topic meta`.
+    Meta,
+    /// `mote group seek`.
+    Seek,
+    /// `mote group delete`.
+    DeleteGroup,
+}
+
+impl AdminOp {
+    /// How many kinds there are.
+    pub const COUNT: usize = 5;
+    /// Every kind, in counter order.
+    pub const ALL: [AdminOp; AdminOp::COUNT] = [
+        AdminOp::Purge,
+        AdminOp::DeleteTopic,
+        AdminOp::Meta,
+        AdminOp::Seek,
+        AdminOp::DeleteGroup,
+    ];
+
+    /// Its name in `/metrics` (`mote_admin_ops_total{op=...}`) and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminOp::Purge => "purge",
+            AdminOp::DeleteTopic => "delete_topic",
+            AdminOp::Meta => "meta",
+            AdminOp::Seek => "seek",
+            AdminOp::DeleteGroup => "delete_group",
+        }
+    }
 }
 
 impl Default for Stats {
@@ -78,6 +126,10 @@ impl Default for Stats {
             expired: 0,
             evicted_disk: 0,
             disk_reads: 0,
+            admin_ops: [0; AdminOp::COUNT],
+            topics_expired: 0,
+            groups_expired: 0,
+            dead_letters_held: 0,
             errors: [0; CODE_SLOTS],
         }
     }

@@ -200,6 +200,10 @@ impl Engine {
                     {
                         t.ring.after_seq(s)
                     }
+                    Start::Time(_) | Start::Ago(_) => {
+                        let at = self.start_time_ms(from).unwrap_or(0);
+                        (self.offset_at_time(tid, at), 0)
+                    }
                     Start::AfterSeq(s) => {
                         // Partly on disk: start where the log may still hold what came
                         // after `s`, and pass over the rest as it is read.

@@ -1771,6 +1771,7 @@ impl Model {
                     lenient: 0 < expected && expected < t.first,
                 }
             }
+            Start::Time(_) | Start::Ago(_) => unreachable!("the model makes no time starts"),
         }
     }
 

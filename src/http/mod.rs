@@ -16,7 +16,7 @@ mod answer;
 mod conn;
 mod micromq;
 mod parse;
-mod render;
+pub(crate) mod render;
 mod routes;
 mod stats;
 mod stream;

