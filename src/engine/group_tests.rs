@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use mote_sdk::wire::GroupSettings;
 use mote_sdk::{ErrorCode, Start};
 
-use super::{ConnId, Delivery, Engine, GroupInfo};
+use super::{ConnId, Delivery, Engine, GroupConfig, GroupInfo};
 use crate::limits::Limits;
 
 /// A group delivery copied out of the ring.
@@ -30,6 +30,10 @@ enum Got {
         topic: String,
         missed: u64,
         next: u64,
+    },
+    Gone {
+        sub: u32,
+        group: String,
     },
 }
 
@@ -87,6 +91,10 @@ fn own(d: Delivery<'_>) -> Got {
             topic: topic.into(),
             missed,
             next,
+        },
+        Delivery::GroupGone { sub, group } => Got::Gone {
+            sub,
+            group: group.into(),
         },
     }
 }
@@ -553,9 +561,22 @@ fn a_durable_group_is_told_what_fell_out_of_the_ring() {
     assert!(e.stats().lag_missed >= 150);
 }
 
+/// A group the config opts out of durability (`[groups.NAME] durable = false`).
+fn not_durable(e: &mut Engine, name: &str) {
+    e.configure_group(&GroupConfig {
+        name: name.into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: Some(false),
+        expiry_ms: None,
+    })
+    .unwrap();
+}
+
 #[test]
 fn a_group_that_is_not_durable_goes_with_its_last_member() {
     let mut e = engine();
+    not_durable(&mut e, "workers");
     let p = open(&mut e, "producer");
     let a = open(&mut e, "a");
     join(&mut e, a, 1, "jobs", "workers", GroupSettings::default());
@@ -653,14 +674,14 @@ fn settings_come_from_the_first_member_unless_the_config_sets_them() {
     let s = info(&e, "asked").settings;
     assert_eq!(
         (s.ack_timeout_ms, s.max_deliveries, s.prefetch, s.durable),
-        (9_000, 9, 9, false),
-        "a later member does not change them"
+        (9_000, 9, 9, true),
+        "a later member does not change them; durable: false is the broker's default"
     );
     join(&mut e, a, 3, "x", "defaults", GroupSettings::default());
     let d = info(&e, "defaults").settings;
     assert_eq!(
         (d.ack_timeout_ms, d.max_deliveries, d.prefetch, d.durable),
-        (30_000, 5, 64, false)
+        (30_000, 5, 64, true)
     );
 }
 
