@@ -522,6 +522,10 @@ impl Engine {
                 }
             };
             self.attach_group(gid, tid, start);
+            if let Some(&ck) = self.groups[gid.0 as usize].cursors.last() {
+                // On disk the start is the run holding the time: older ones are passed over.
+                self.cursors[ck.0 as usize].skip_before_ms = self.start_time_ms(from).unwrap_or(0);
+            }
         }
         gid
     }

@@ -12,7 +12,7 @@ use crate::limits::Limits;
 
 /// A group delivery copied out of the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Got {
+pub(super) enum Got {
     Msg {
         sub: u32,
         tag: u64,
@@ -38,19 +38,19 @@ enum Got {
 }
 
 impl Got {
-    fn tag(&self) -> u64 {
+    pub(super) fn tag(&self) -> u64 {
         match self {
             Got::Msg { tag, .. } => *tag,
             other => panic!("not a group message: {other:?}"),
         }
     }
-    fn offset(&self) -> u64 {
+    pub(super) fn offset(&self) -> u64 {
         match self {
             Got::Msg { offset, .. } | Got::Plain { offset, .. } => *offset,
             other => panic!("not a message: {other:?}"),
         }
     }
-    fn attempt(&self) -> u32 {
+    pub(super) fn attempt(&self) -> u32 {
         match self {
             Got::Msg { attempt, .. } => *attempt,
             other => panic!("not a group message: {other:?}"),
@@ -58,7 +58,7 @@ impl Got {
     }
 }
 
-fn own(d: Delivery<'_>) -> Got {
+pub(super) fn own(d: Delivery<'_>) -> Got {
     match d {
         Delivery::GroupMessage {
             sub,
@@ -100,7 +100,7 @@ fn own(d: Delivery<'_>) -> Got {
 }
 
 /// Keepalive long enough that the virtual clock never trips it.
-fn engine() -> Engine {
+pub(super) fn engine() -> Engine {
     let l = Limits {
         keepalive_ms: 1 << 30,
         ..Limits::default()
@@ -108,13 +108,13 @@ fn engine() -> Engine {
     Engine::new(l, 7)
 }
 
-fn open(e: &mut Engine, name: &str) -> ConnId {
+pub(super) fn open(e: &mut Engine, name: &str) -> ConnId {
     let c = e.handle_connect(0, None);
     e.handle_open(c, name);
     c
 }
 
-fn settings(
+pub(super) fn settings(
     ack_timeout_ms: u32,
     max_deliveries: u32,
     prefetch: u32,
@@ -128,13 +128,20 @@ fn settings(
     }
 }
 
-fn join(e: &mut Engine, c: ConnId, sub: u32, filter: &str, group: &str, s: GroupSettings) {
+pub(super) fn join(
+    e: &mut Engine,
+    c: ConnId,
+    sub: u32,
+    filter: &str,
+    group: &str,
+    s: GroupSettings,
+) {
     e.handle_subscribe_group(c, sub, filter, group, Start::Earliest, s)
         .unwrap_or_else(|r| panic!("joining {group:?} refused: {r:?}"));
 }
 
 /// Publishes `n` messages to `topic` whose payloads are their index; returns offsets.
-fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
+pub(super) fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
     (0..n)
         .map(|i| {
             e.handle_publish(c, 1_000, topic, None, i.to_string().as_bytes())
@@ -143,7 +150,7 @@ fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
         .collect()
 }
 
-fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
+pub(super) fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
     let mut out = Vec::new();
     let more = e.poll_deliveries(c, |d| {
         out.push(own(d));
@@ -154,11 +161,11 @@ fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
 }
 
 /// Time passes to `now_ms` for the broker (its timer fires).
-fn tick(e: &mut Engine, now_ms: u64) {
+pub(super) fn tick(e: &mut Engine, now_ms: u64) {
     e.handle_timeouts(now_ms);
 }
 
-fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
+pub(super) fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
     for g in got {
         if let Got::Msg { sub, tag, .. } = g {
             e.handle_ack(c, *sub, *tag).unwrap();
@@ -166,7 +173,7 @@ fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
     }
 }
 
-fn info(e: &Engine, group: &str) -> GroupInfo {
+pub(super) fn info(e: &Engine, group: &str) -> GroupInfo {
     e.group_infos()
         .into_iter()
         .find(|g| g.name == group)
@@ -562,7 +569,7 @@ fn a_durable_group_is_told_what_fell_out_of_the_ring() {
 }
 
 /// A group the config opts out of durability (`[groups.NAME] durable = false`).
-fn not_durable(e: &mut Engine, name: &str) {
+pub(super) fn not_durable(e: &mut Engine, name: &str) {
     e.configure_group(&GroupConfig {
         name: name.into(),
         settings: GroupSettings::default(),

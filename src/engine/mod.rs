@@ -669,4 +669,6 @@ mod disk_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod tests;
