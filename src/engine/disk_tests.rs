@@ -533,3 +533,32 @@ fn groups_are_durable_by_default_and_deleted_or_expired_ones_leave_the_log() {
     );
     b.stop();
 }
+
+#[test]
+fn a_seek_is_kept_across_a_restart() {
+    let dir = Dir::new("seek");
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    let m = b.conn("m");
+    b.e.handle_subscribe_group(m, 1, "jobs", "w", Start::Earliest, GroupSettings::default())
+        .unwrap();
+    publish(&mut b, p, "jobs", 300);
+    assert_eq!(drain_group(&mut b, m, 1).len(), 300);
+    b.e.seek_group("w", Start::Offset(250)).unwrap();
+    b.settle();
+    b.stop();
+
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let m = b.conn("m");
+    b.e.handle_subscribe_group(m, 1, "jobs", "w", Start::Latest, GroupSettings::default())
+        .unwrap();
+    let mut got = drain_group(&mut b, m, 1);
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(
+        got,
+        (250..300).collect::<Vec<_>>(),
+        "from where it was moved to"
+    );
+    b.stop();
+}
