@@ -524,13 +524,29 @@ fn groups_are_durable_by_default_and_deleted_or_expired_ones_leave_the_log() {
     b.settle();
     b.stop();
 
-    let b = Broker::open(&dir, l, TopicPatterns::default());
+    let mut b = Broker::open(&dir, l.clone(), TopicPatterns::default());
     let names: Vec<String> = b.e.group_infos().into_iter().map(|g| g.name).collect();
     assert_eq!(
         names,
         ["kept"],
         "asked for nothing, and durable across a restart"
     );
+    // The config, read after the log, opts the restored group out: it goes at the sweep.
+    b.e.configure_group(&super::GroupConfig {
+        name: "kept".into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: Some(false),
+        expiry_ms: None,
+    })
+    .unwrap();
+    assert!(!b.e.group_by_name("kept").unwrap().settings.durable);
+    b.e.handle_timeouts(1);
+    assert!(b.e.group_by_name("kept").is_none());
+    b.settle();
+    b.stop();
+    let b = Broker::open(&dir, l, TopicPatterns::default());
+    assert!(b.e.group_infos().is_empty());
     b.stop();
 }
 

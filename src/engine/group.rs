@@ -342,6 +342,14 @@ impl Engine {
                 expiry_ms: g.expiry_ms,
             },
         );
+        if let Some(&gid) = self.group_names.get(g.name.as_str()) {
+            // Restored from the log before the config was read: the config's durability
+            // and expiry apply to it (its other settings are the ones it was created with).
+            let (durable, expiry_ms) = self.durability(&g.name);
+            let state = &mut self.groups[gid.0 as usize];
+            state.settings.durable = durable;
+            state.expiry_ms = expiry_ms;
+        }
         let Some(filter) = &g.filter else {
             return Ok(());
         };
@@ -839,7 +847,10 @@ impl Engine {
                     dead: true,
                     held: true,
                 });
-                self.touch(gid);
+                if !held {
+                    // Its state changed once; a retry that fails changes nothing.
+                    self.touch(gid);
+                }
                 self.note_deadline(at);
             }
             Err(_) => self.groups[gid.0 as usize].counters.lag_missed += 1,

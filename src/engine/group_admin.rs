@@ -94,7 +94,9 @@ impl Engine {
 
     /// Removes group `gid` if it has had no member for its `group-expiry` (or is not
     /// durable and has none: a durable group restored after the config opted out).
-    /// Returns whether it did.
+    /// Returns whether it did. A group restored from the log counts its time without
+    /// members from the broker's start: the log keeps no clock of its members, so a
+    /// broker restarted more often than `group-expiry` keeps its memberless groups.
     pub(super) fn expire_group(&mut self, gid: GroupId, now_ms: u64) -> bool {
         let Some(g) = self.groups.get(gid.0 as usize) else {
             return false;
