@@ -385,7 +385,30 @@ impl Engine {
         from: Start,
         settings: GroupSettings,
     ) -> Result<u64, Refusal> {
-        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings);
+        self.handle_subscribe_group_with_expiry(conn, sub, filter, group, from, settings, None)
+    }
+
+    /// [`Engine::handle_subscribe_group`] for a member that also asks how long a new
+    /// durable group is kept without members (`expiry_ms`; a protocol-3 client can say
+    /// it). The config's `expiry` wins; a member may only shorten `--group-expiry`, never
+    /// lengthen it: how long a forgotten group holds its slot is the operator's bound.
+    /// Not kept across a restart (the log's group record has no field for it): a
+    /// restored group has the config's expiry or `--group-expiry`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the wire's SubscribeGroup fields, one by one, as handle_subscribe_group takes them"
+    )]
+    pub fn handle_subscribe_group_with_expiry(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        from: Start,
+        settings: GroupSettings,
+        expiry_ms: Option<u64>,
+    ) -> Result<u64, Refusal> {
+        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings, expiry_ms);
         if let Err(e) = &r {
             self.stats.subscribe_refused += 1;
             self.stats.count_error(e.code);
@@ -393,6 +416,10 @@ impl Engine {
         r
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "as handle_subscribe_group_with_expiry"
+    )]
     fn try_subscribe_group(
         &mut self,
         conn: ConnId,
@@ -401,6 +428,7 @@ impl Engine {
         group: &str,
         from: Start,
         settings: GroupSettings,
+        expiry_ms: Option<u64>,
     ) -> Result<u64, Refusal> {
         check_name(group)?;
         self.check_new_subscription(conn, sub)?;
@@ -442,7 +470,13 @@ impl Engine {
                         ));
                     }
                 }
-                self.create_group(group, filter.clone(), from, settings)
+                let gid = self.create_group(group, filter.clone(), from, settings);
+                let configured = self.group_config.get(group).and_then(|c| c.expiry_ms);
+                let g = &mut self.groups[gid.0 as usize];
+                if let (Some(asked), None, Some(kept)) = (expiry_ms, configured, g.expiry_ms) {
+                    g.expiry_ms = Some(asked.clamp(1, kept));
+                }
+                gid
             }
         };
         let key = SubId(self.subs.insert(SubState {

@@ -388,3 +388,47 @@ fn a_dead_letter_is_held_by_its_group_at_the_topic_cap_never_dropped() {
     assert_eq!(info(&e, "workers").redeliveries, 1);
     assert_eq!(e.stats().topics_expired, 0);
 }
+
+#[test]
+fn the_first_member_may_shorten_the_group_expiry_but_not_lengthen_it() {
+    let mut e = engine();
+    let a = open(&mut e, "a");
+    let join_asking = |e: &mut Engine, sub: u32, group: &str, ms: u64| {
+        e.handle_subscribe_group_with_expiry(
+            a,
+            sub,
+            "jobs",
+            group,
+            Start::Latest,
+            GroupSettings::default(),
+            Some(ms),
+        )
+        .unwrap();
+        info(e, group).expiry_ms
+    };
+    assert_eq!(join_asking(&mut e, 1, "short", 60_000), Some(60_000));
+    assert_eq!(
+        join_asking(&mut e, 2, "long", 30 * DAY_MS),
+        Some(7 * DAY_MS)
+    );
+    assert_eq!(
+        join_asking(&mut e, 3, "short", 1),
+        Some(60_000),
+        "a later member changes nothing"
+    );
+    e.configure_group(&GroupConfig {
+        name: "configured".into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: None,
+        expiry_ms: Some(30 * DAY_MS),
+    })
+    .unwrap();
+    assert_eq!(
+        join_asking(&mut e, 4, "configured", 60_000),
+        Some(30 * DAY_MS),
+        "the config wins"
+    );
+    not_durable(&mut e, "scratch");
+    assert_eq!(join_asking(&mut e, 5, "scratch", 60_000), None);
+}
