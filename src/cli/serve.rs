@@ -684,6 +684,34 @@ mod tests {
     }
 
     #[test]
+    fn group_tables_take_durable_and_expiry() {
+        let table: toml::Table = "[groups.w]\ndurable = false\nexpiry = \"1h\"\n[groups.v]\n"
+            .parse()
+            .unwrap();
+        let mut g = groups(table.get("groups")).unwrap();
+        g.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            (g[0].durable, g[0].expiry_ms),
+            (None, None),
+            "v: the defaults"
+        );
+        assert_eq!(
+            (g[1].durable, g[1].expiry_ms),
+            (Some(false), Some(3_600_000))
+        );
+        for (bad, says) in [
+            ("expiry = 5", "expiry must be a duration"),
+            ("expiry = \"0s\"", "expiry must be at least 1ms"),
+            ("expiry = \"soon\"", "[groups.w] expiry: "),
+            ("durable = \"no\"", "durable must be true or false"),
+        ] {
+            let table: toml::Table = format!("[groups.w]\n{bad}\n").parse().unwrap();
+            let e = groups(table.get("groups")).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let argv = ["--max-payload", "lots"].map(OsString::from);
         let Outcome::Run(p) = args::parse(&SPEC, argv).unwrap() else {
