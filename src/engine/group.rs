@@ -454,7 +454,7 @@ impl Engine {
                     return Err(Refusal::new(
                         ErrorCode::BAD_GROUP,
                         format!(
-                            "the broker holds {} consumer groups, the limit is {} (--max-groups)",
+                            "the broker holds {} consumer groups, the limit is {} (--max-groups); `mote group delete` removes one, and one without members goes after --group-expiry",
                             self.groups.len(),
                             self.limits.max_groups
                         ),
