@@ -158,6 +158,13 @@ impl Engine {
             .clamp(t.disk_first, first)
     }
 
+    /// The wall clock (ms since the Unix epoch) at monotonic time `now_mono_ms`: what
+    /// `Start::Ago` counts back from on a broker without a data directory (with one,
+    /// `attach_log` sets it). Stored times are wall times, the engine's clock monotonic.
+    pub fn set_wall_clock(&mut self, now_wall_ms: u64, now_mono_ms: u64) {
+        self.expiry_base = (now_wall_ms, now_mono_ms);
+    }
+
     /// `Start::Time` and `Start::Ago` as a wall time, by the broker's clock.
     pub(super) fn start_time_ms(&self, from: Start) -> Option<u64> {
         match from {

@@ -121,7 +121,7 @@ fn a_seek_by_time_and_ago_finds_the_first_message_at_or_after() {
     assert_eq!(offsets(&drain(&mut e, a)), [1, 2, 3, 4]);
     e.seek_group("workers", Start::Time(3_500)).unwrap();
     assert_eq!(offsets(&drain(&mut e, a)), [4]);
-    // Without a log the broker's wall clock is its monotonic one: now 4,500.
+    // The engine's wall clock was never set: wall time is its monotonic time, now 4,500.
     tick(&mut e, 4_500);
     e.seek_group("workers", Start::Ago(1_500)).unwrap();
     assert_eq!(offsets(&drain(&mut e, a)), [3, 4]);
@@ -131,25 +131,31 @@ fn a_seek_by_time_and_ago_finds_the_first_message_at_or_after() {
 
 #[test]
 fn subscriptions_and_new_groups_start_by_time_in_memory() {
+    const WALL: u64 = 1_764_000_000_000;
     let mut e = engine();
+    // The broker started at this wall time, monotonic 0 (as `broker::run` says).
+    e.set_wall_clock(WALL, 0);
     let p = open(&mut e, "producer");
     for t in [1_000, 2_000, 3_000] {
-        publish_at(&mut e, p, "logs", t);
+        publish_at(&mut e, p, "logs", WALL + t);
     }
     let c = open(&mut e, "c");
-    e.handle_subscribe(c, 1, "logs", Start::Time(1_500), &[])
+    e.handle_subscribe(c, 1, "logs", Start::Time(WALL + 1_500), &[])
         .unwrap();
     assert_eq!(offsets(&drain(&mut e, c)), [1, 2]);
     tick(&mut e, 3_200);
     e.handle_subscribe(c, 2, "logs", Start::Ago(300), &[])
         .unwrap();
-    assert_eq!(offsets(&drain(&mut e, c)), [2]);
+    assert_eq!(offsets(&drain(&mut e, c)), [2], "stored 200 ms ago");
+    e.handle_subscribe(c, 4, "logs", Start::Ago(60_000), &[])
+        .unwrap();
+    assert_eq!(offsets(&drain(&mut e, c)), [0, 1, 2]);
     e.handle_subscribe_group(
         c,
         3,
         "logs",
         "g",
-        Start::Time(2_000),
+        Start::Time(WALL + 2_000),
         GroupSettings::default(),
     )
     .unwrap();
