@@ -224,9 +224,9 @@ impl Stream {
                     missed,
                     next,
                 },
-                Delivery::GroupGone { .. } => {
+                Delivery::GroupGone { group, .. } => {
                     gone = true;
-                    Event::End
+                    Event::GroupGone { group }
                 }
             };
             if matches!(ev, Event::Message { .. }) {
