@@ -47,6 +47,11 @@ pub struct Limits {
     pub keepalive_ms: u64,
     /// Time a new connection has to send `Hello` (`--handshake-timeout`, default 5 s).
     pub handshake_ms: u64,
+    /// How long a durable consumer group is kept without members before it is removed
+    /// (`--group-expiry`, default 7 days; `[groups.NAME] expiry` sets it per group):
+    /// generous, so that a worker down for a long weekend finds its jobs, and still
+    /// bounded, so that groups nobody uses any more free their `--max-groups` slot.
+    pub group_expiry_ms: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +71,7 @@ impl Default for Limits {
             memory: 64 * 1024 * 1024,
             keepalive_ms: 30_000,
             handshake_ms: 5_000,
+            group_expiry_ms: 7 * 24 * 3_600_000,
         }
     }
 }

@@ -311,6 +311,8 @@ fn a_configured_durable_group_collects_before_its_first_member() {
                 ..GroupSettings::default()
             },
             filter: Some("mail/#".into()),
+            durable: None,
+            expiry_ms: None,
         }],
         ..Default::default()
     });

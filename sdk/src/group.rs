@@ -33,8 +33,8 @@ use crate::wire::{Ack, Frame, GroupSettings, Nack};
 /// Which group to join, and the settings it gets if this member creates it.
 ///
 /// Settings left unset take the broker's defaults (ack timeout 30 s, 5 deliveries,
-/// prefetch 64, not durable); a group named in the broker's config file takes the
-/// config's settings instead.
+/// prefetch 64, durable until 7 days without members); a group named in the broker's
+/// config file takes the config's settings instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub(crate) name: String,
@@ -82,7 +82,8 @@ impl Group {
         self
     }
 
-    /// Whether the group keeps its position while no member is connected.
+    /// Whether the group keeps its position while no member is connected (`false`: the
+    /// broker's default, durable on brokers since issue 12 unless their config opts out).
     pub fn durable(mut self, durable: bool) -> Group {
         self.settings.durable = durable;
         self

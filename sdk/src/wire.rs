@@ -469,7 +469,9 @@ pub struct GroupSettings {
     pub max_deliveries: u32,
     /// Most unacked messages one member holds (default 64).
     pub prefetch: u32,
-    /// Whether the group keeps its position while it has no member.
+    /// Whether the group keeps its position while it has no member. `false` asks for the
+    /// broker's default, which is durable (until `group-expiry` without members) unless
+    /// the broker's config opts the group out.
     pub durable: bool,
 }
 

@@ -159,6 +159,11 @@ pub async fn run(
     };
     let id = opened.as_ref().map_or(fresh_id, |(_, o, _, _)| o.broker_id);
     let mut engine = Engine::new(limits, id);
+    // What `--from ago:10m` counts back from (a data directory sets it again, the same).
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    engine.set_wall_clock(wall, 0);
     let mut threads = None;
     if let Some((log, opened, topics, dir)) = opened {
         let logdir = log.dir().to_path_buf();

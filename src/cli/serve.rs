@@ -179,6 +179,13 @@ pub(crate) static SPEC: Spec = Spec {
             "most consumer groups at once",
         ),
         opt(
+            "group-expiry",
+            "DURATION",
+            "MOTE_GROUP_EXPIRY",
+            "7d",
+            "a durable consumer group without members is removed after this ([groups.NAME] expiry sets it per group)",
+        ),
+        opt(
             "max-subscriptions",
             "N",
             "MOTE_MAX_SUBSCRIPTIONS",
@@ -288,6 +295,8 @@ fn groups(groups: Option<&toml::Value>) -> Result<Vec<GroupConfig>, CliError> {
             name: name.clone(),
             settings: GroupSettings::default(),
             filter: None,
+            durable: None,
+            expiry_ms: None,
         };
         let count = |key: &str, v: &toml::Value| {
             v.as_integer()
@@ -312,9 +321,24 @@ fn groups(groups: Option<&toml::Value>) -> Result<Vec<GroupConfig>, CliError> {
                 "max-deliveries" => g.settings.max_deliveries = count(key, v)?,
                 "prefetch" => g.settings.prefetch = count(key, v)?,
                 "durable" => {
-                    g.settings.durable = v
-                        .as_bool()
-                        .ok_or_else(|| err("durable must be true or false".into()))?;
+                    g.durable = Some(
+                        v.as_bool()
+                            .ok_or_else(|| err("durable must be true or false".into()))?,
+                    );
+                }
+                "expiry" => {
+                    let d = v
+                        .as_str()
+                        .ok_or_else(|| err("expiry must be a duration such as \"7d\"".into()))
+                        .and_then(|s| {
+                            args::parse_duration(s).map_err(|e| err(format!("expiry: {e}")))
+                        })?;
+                    g.expiry_ms = Some(
+                        u64::try_from(d.as_millis())
+                            .ok()
+                            .filter(|&ms| ms > 0)
+                            .ok_or_else(|| err("expiry must be at least 1ms".into()))?,
+                    );
                 }
                 "filter" => {
                     let f = v
@@ -324,7 +348,7 @@ fn groups(groups: Option<&toml::Value>) -> Result<Vec<GroupConfig>, CliError> {
                 }
                 _ => {
                     return Err(err(format!(
-                        "unknown key {key:?} (filter, ack-timeout, max-deliveries, prefetch, durable)"
+                        "unknown key {key:?} (filter, ack-timeout, max-deliveries, prefetch, durable, expiry)"
                     )));
                 }
             }
@@ -441,6 +465,7 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
         memory: sizes.memory,
         keepalive_ms: ms("keepalive")?.unwrap_or(d.keepalive_ms),
         handshake_ms: ms("handshake-timeout")?.unwrap_or(d.handshake_ms),
+        group_expiry_ms: ms("group-expiry")?.unwrap_or(d.group_expiry_ms),
     };
     limits.validate().map_err(|e| CliError(e.to_string()))?;
     let tcp = p
@@ -656,6 +681,34 @@ mod tests {
         let e = reload(&mut p).err().unwrap();
         assert_eq!(e.0, "[topics.\"debug/#\"] persist: must be true or false");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn group_tables_take_durable_and_expiry() {
+        let table: toml::Table = "[groups.w]\ndurable = false\nexpiry = \"1h\"\n[groups.v]\n"
+            .parse()
+            .unwrap();
+        let mut g = groups(table.get("groups")).unwrap();
+        g.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            (g[0].durable, g[0].expiry_ms),
+            (None, None),
+            "v: the defaults"
+        );
+        assert_eq!(
+            (g[1].durable, g[1].expiry_ms),
+            (Some(false), Some(3_600_000))
+        );
+        for (bad, says) in [
+            ("expiry = 5", "expiry must be a duration"),
+            ("expiry = \"0s\"", "expiry must be at least 1ms"),
+            ("expiry = \"soon\"", "[groups.w] expiry: "),
+            ("durable = \"no\"", "durable must be true or false"),
+        ] {
+            let table: toml::Table = format!("[groups.w]\n{bad}\n").parse().unwrap();
+            let e = groups(table.get("groups")).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

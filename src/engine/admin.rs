@@ -5,7 +5,7 @@
 use mote_sdk::{ErrorCode, Filter, Start};
 
 use super::settings::Resolved;
-use super::{Engine, GroupInfo, Refusal, TopicInfo};
+use super::{AdminOp, Engine, GroupInfo, Refusal, TopicInfo};
 
 /// Most metadata keys a topic holds.
 pub const MAX_META_KEYS: usize = 16;
@@ -114,23 +114,55 @@ impl Engine {
     /// Moves group `name` to `to` in every topic it reads (`Start::AfterSeq` is refused);
     /// its in-flight deliveries and pending redeliveries are dropped.
     pub fn seek_group(&mut self, name: &str, to: Start) -> Result<(), Refusal> {
-        let _ = to;
-        Err(not_found("group", name))
+        let gid = *self
+            .group_names
+            .get(name)
+            .ok_or_else(|| not_found("group", name))?;
+        self.seek(gid, to)?;
+        self.stats.admin_ops[AdminOp::Seek as usize] += 1;
+        Ok(())
     }
 
     /// Removes group `name`: its position, in-flight deliveries, and its members'
     /// subscriptions (each member is told with an error on its subscription id).
     pub fn delete_group(&mut self, name: &str) -> Result<(), Refusal> {
-        Err(not_found("group", name))
+        let gid = *self
+            .group_names
+            .get(name)
+            .ok_or_else(|| not_found("group", name))?;
+        self.drop_group(gid);
+        self.stats.admin_ops[AdminOp::DeleteGroup as usize] += 1;
+        Ok(())
     }
 }
 
 impl Engine {
     /// The offset of the first message of topic `tid` stored at or after wall time
-    /// `time_ms` (its next offset when there is none), in memory or on disk.
+    /// `time_ms` (its next offset when there is none), in memory or on disk. Exact in
+    /// memory (a binary search: a topic's store times never go back); on disk, the
+    /// first offset of the log's run holding it (at or before it, found without a
+    /// read): a cursor starting there passes over the older messages as it reads them
+    /// (its `skip_before_ms`).
     pub(super) fn offset_at_time(&self, tid: super::TopicId, time_ms: u64) -> u64 {
-        let _ = time_ms;
-        self.topics[tid.0 as usize].ring.next()
+        let t = &self.topics[tid.0 as usize];
+        let in_ring = t.ring.at_time(time_ms);
+        let first = t.ring.first();
+        if in_ring > first || t.disk_first >= first || !t.settings.persist {
+            return in_ring;
+        }
+        // Every message in memory is at or after `time_ms`; older ones are on disk.
+        self.log
+            .as_ref()
+            .and_then(|l| l.offset_near_time(&t.name, time_ms))
+            .unwrap_or(t.disk_first)
+            .clamp(t.disk_first, first)
+    }
+
+    /// The wall clock (ms since the Unix epoch) at monotonic time `now_mono_ms`: what
+    /// `Start::Ago` counts back from on a broker without a data directory (with one,
+    /// `attach_log` sets it). Stored times are wall times, the engine's clock monotonic.
+    pub fn set_wall_clock(&mut self, now_wall_ms: u64, now_mono_ms: u64) {
+        self.expiry_base = (now_wall_ms, now_mono_ms);
     }
 
     /// `Start::Time` and `Start::Ago` as a wall time, by the broker's clock.

@@ -49,6 +49,10 @@ impl Broker {
             sync: SyncPolicy::Always,
             ..LogConfig::default()
         };
+        Broker::open_with(dir, limits, patterns, cfg)
+    }
+
+    fn open_with(dir: &Dir, limits: Limits, patterns: TopicPatterns, cfg: LogConfig) -> Broker {
         let (log, opened) = Log::open(&dir.0, cfg, 9).unwrap();
         let threads = Threads::start(log.dir(), 0).unwrap();
         let mut e = Engine::new(limits, opened.broker_id);
@@ -114,6 +118,7 @@ impl Broker {
                     Delivery::Message { offset, .. } => batch.push(offset),
                     Delivery::GroupMessage { offset, .. } => batch.push(offset),
                     Delivery::Lag { missed: m, .. } => missed += m,
+                    Delivery::GroupGone { .. } => panic!("no group is deleted here"),
                 }
                 true
             });
@@ -399,6 +404,177 @@ fn topics_not_persisted_stay_in_memory() {
     assert!(
         b.e.topic_infos().iter().all(|t| t.name != "debug/x"),
         "nothing of it on disk"
+    );
+    b.stop();
+}
+
+// ---- Issue 12: starts by time on disk, group deletion and expiry in the log. ----
+
+/// Every group message `m` gets (reading back from disk as needed), acked, as offsets.
+fn drain_group(b: &mut Broker, m: ConnId, sub: u32) -> Vec<u64> {
+    let mut got = Vec::new();
+    for _ in 0..10_000 {
+        let mut batch = Vec::new();
+        b.e.poll_deliveries(m, |d| {
+            if let Delivery::GroupMessage { tag, offset, .. } = d {
+                batch.push((tag, offset));
+            }
+            true
+        });
+        for &(tag, _) in &batch {
+            b.e.handle_ack(m, sub, tag).unwrap();
+        }
+        let read = b.e.log().unwrap().has_reads();
+        if batch.is_empty() && !read {
+            b.settle();
+            if !b.e.log().unwrap().has_reads() {
+                return got;
+            }
+        }
+        got.extend(batch.iter().map(|g| g.1));
+        b.settle();
+    }
+    panic!("deliveries never ended");
+}
+
+#[test]
+fn starts_by_time_find_messages_only_on_disk_reading_little() {
+    let dir = Dir::new("by-time");
+    // Small segments: the log's runs (and so its time lookup) are fine-grained.
+    let cfg = LogConfig {
+        sync: SyncPolicy::Always,
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let mut b = Broker::open_with(&dir, limits(), TopicPatterns::default(), cfg.clone());
+    let p = b.conn("p");
+    // Message i is stored at wall time 1,000,000 + i; the ring holds the last 100.
+    publish(&mut b, p, "t", 2_000);
+    let tid = b.e.by_name["t"];
+    let near = b.e.offset_at_time(tid, 1_001_000);
+    assert!(
+        (800..=1_000).contains(&near),
+        "a start at or a little before 1000, found without a read: {near}"
+    );
+    assert_eq!(
+        b.e.offset_at_time(tid, 1_001_950),
+        1_950,
+        "in memory: exact"
+    );
+    assert_eq!(b.e.offset_at_time(tid, 9_000_000), 2_000, "none: the next");
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "t", Start::Time(1_001_000), &[])
+        .unwrap();
+    let (got, lag) = b.drain(c);
+    assert_eq!(lag, 0);
+    assert_eq!(got, (1_000..2_000).collect::<Vec<_>>());
+
+    // The broker's wall clock: 1,000,000 at start (see `open`), 2,000 ms later.
+    b.e.advance_clock(2_000);
+    let m = b.conn("m");
+    b.e.handle_subscribe_group(m, 1, "t", "g", Start::Ago(500), GroupSettings::default())
+        .unwrap();
+    assert_eq!(
+        drain_group(&mut b, m, 1),
+        (1_500..2_000).collect::<Vec<_>>()
+    );
+    b.e.seek_group("g", Start::Time(1_000_300)).unwrap();
+    assert_eq!(drain_group(&mut b, m, 1), (300..2_000).collect::<Vec<_>>());
+    b.stop();
+
+    // After a restart the runs come from the segments' indexes.
+    let mut b = Broker::open_with(&dir, limits(), TopicPatterns::default(), cfg);
+    let c = b.conn("c");
+    b.e.handle_subscribe(c, 1, "t", Start::Time(1_001_234), &[])
+        .unwrap();
+    let (got, _) = b.drain(c);
+    assert_eq!(got, (1_234..2_000).collect::<Vec<_>>());
+    b.stop();
+}
+
+#[test]
+fn groups_are_durable_by_default_and_deleted_or_expired_ones_leave_the_log() {
+    let dir = Dir::new("group-life");
+    let l = Limits {
+        group_expiry_ms: 60_000,
+        ..limits()
+    };
+    let mut b = Broker::open(&dir, l.clone(), TopicPatterns::default());
+    let p = b.conn("p");
+    let m = b.conn("m");
+    for (sub, name) in [(1, "kept"), (2, "deleted"), (3, "expired")] {
+        b.e.handle_subscribe_group(
+            m,
+            sub,
+            "jobs",
+            name,
+            Start::Earliest,
+            GroupSettings::default(),
+        )
+        .unwrap();
+    }
+    publish(&mut b, p, "jobs", 3);
+    b.e.handle_unsubscribe(m, 3).unwrap();
+    b.e.delete_group("deleted").unwrap();
+    b.e.handle_timeouts(59_999);
+    assert!(b.e.group_by_name("expired").is_some());
+    b.e.handle_timeouts(60_000);
+    assert!(b.e.group_by_name("expired").is_none());
+    assert_eq!(b.e.stats().groups_expired, 1);
+    b.settle();
+    b.stop();
+
+    let mut b = Broker::open(&dir, l.clone(), TopicPatterns::default());
+    let names: Vec<String> = b.e.group_infos().into_iter().map(|g| g.name).collect();
+    assert_eq!(
+        names,
+        ["kept"],
+        "asked for nothing, and durable across a restart"
+    );
+    // The config, read after the log, opts the restored group out: it goes at the sweep.
+    b.e.configure_group(&super::GroupConfig {
+        name: "kept".into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: Some(false),
+        expiry_ms: None,
+    })
+    .unwrap();
+    assert!(!b.e.group_by_name("kept").unwrap().settings.durable);
+    b.e.handle_timeouts(1);
+    assert!(b.e.group_by_name("kept").is_none());
+    b.settle();
+    b.stop();
+    let b = Broker::open(&dir, l, TopicPatterns::default());
+    assert!(b.e.group_infos().is_empty());
+    b.stop();
+}
+
+#[test]
+fn a_seek_is_kept_across_a_restart() {
+    let dir = Dir::new("seek");
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let p = b.conn("p");
+    let m = b.conn("m");
+    b.e.handle_subscribe_group(m, 1, "jobs", "w", Start::Earliest, GroupSettings::default())
+        .unwrap();
+    publish(&mut b, p, "jobs", 300);
+    assert_eq!(drain_group(&mut b, m, 1).len(), 300);
+    b.e.seek_group("w", Start::Offset(250)).unwrap();
+    b.settle();
+    b.stop();
+
+    let mut b = Broker::open(&dir, limits(), TopicPatterns::default());
+    let m = b.conn("m");
+    b.e.handle_subscribe_group(m, 1, "jobs", "w", Start::Latest, GroupSettings::default())
+        .unwrap();
+    let mut got = drain_group(&mut b, m, 1);
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(
+        got,
+        (250..300).collect::<Vec<_>>(),
+        "from where it was moved to"
     );
     b.stop();
 }

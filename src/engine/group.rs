@@ -8,7 +8,15 @@
 //! by a member that went away is delivered again (to anyone, after the nack's delay);
 //! after `max_deliveries` deliveries it goes to the dead-letter topic
 //! `$dead/<group>/<topic>` instead, its key set to `<offset>` (or `<offset>/<key>`).
-//! A durable group keeps its cursors while it has no member; others go with the last.
+//! A durable group keeps its cursors while it has no member, until `group-expiry`
+//! passes without one; others go with the last.
+//!
+//! Named groups are durable by default (a member's `durable: false` means "the broker's
+//! default"; only `[groups.NAME] durable = false` in the config opts out): a worker that
+//! restarts, or is down for a weekend, finds the jobs published meanwhile instead of a
+//! group recreated at the latest message. What a forgotten group costs is bounded:
+//! its position and unacked deliveries, one `--max-groups` slot, until `group-expiry`
+//! (7 days by default) without members removes it.
 
 use std::collections::VecDeque;
 
@@ -26,6 +34,11 @@ pub(crate) const DEFAULT_MAX_DELIVERIES: u32 = 5;
 pub(crate) const DEFAULT_PREFETCH: u32 = 64;
 /// Longest group name.
 const MAX_GROUP_NAME: usize = 64;
+/// Whether a group is durable when the config does not say (see the module docs).
+pub(crate) const DEFAULT_DURABLE: bool = true;
+/// How long a dead letter the group keeps (its dead-letter topic could not be created)
+/// waits before it is tried again.
+pub(crate) const DEAD_LETTER_RETRY_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct GroupId(pub(super) u32);
@@ -39,12 +52,24 @@ pub struct Settings {
     pub max_deliveries: u32,
     /// Unacked messages per member.
     pub prefetch: u32,
-    /// Kept while memberless.
+    /// Kept while memberless (until `group-expiry`).
     pub durable: bool,
 }
 
+/// What the config file says of a group, by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Configured {
+    /// Settings that win over what members ask for (0: the default).
+    pub(super) settings: GroupSettings,
+    /// `durable = true|false`; none: [`DEFAULT_DURABLE`].
+    pub(super) durable: Option<bool>,
+    /// `expiry = "1h"`; none: `--group-expiry`.
+    pub(super) expiry_ms: Option<u64>,
+}
+
 impl Settings {
-    /// `s` with 0 meaning the default.
+    /// `s` with 0 meaning the default, and `durable` as given (the engine decides it from
+    /// the config: see the module docs).
     pub fn resolve(s: GroupSettings) -> Settings {
         let or = |v: u32, d: u32| if v == 0 { d } else { v };
         Settings {
@@ -61,7 +86,7 @@ impl Settings {
 }
 
 /// A message handed to a member and not settled yet.
-struct InFlight {
+pub(super) struct InFlight {
     tag: u64,
     topic: TopicId,
     offset: u64,
@@ -80,7 +105,7 @@ pub(super) enum Out {
 }
 
 /// A message waiting to be delivered again.
-struct Redelivery {
+pub(super) struct Redelivery {
     topic: TopicId,
     offset: u64,
     /// The delivery it will be (2 for the first redelivery).
@@ -89,6 +114,9 @@ struct Redelivery {
     /// Out of deliveries: it goes to the dead-letter topic once its message is at hand
     /// (read back from disk first, if need be).
     dead: bool,
+    /// A dead letter kept because its dead-letter topic could not be created
+    /// (`--max-topics`): counted in `dead_letters_held` once, tried again later.
+    held: bool,
 }
 
 /// A member's side of a group subscription.
@@ -96,7 +124,7 @@ pub(super) struct Member {
     pub(super) group: GroupId,
     next_tag: u64,
     /// By tag, ascending.
-    inflight: VecDeque<InFlight>,
+    pub(super) inflight: VecDeque<InFlight>,
     pub(super) outbox: VecDeque<Out>,
     /// The pseudo-cursor that puts the outbox in the connection's ready queue.
     pub(super) outbox_cursor: CursorId,
@@ -145,20 +173,29 @@ pub struct GroupCounters {
 }
 
 pub(super) struct GroupState {
-    name: Box<str>,
+    pub(super) name: Box<str>,
     filter: Filter,
     pub(super) settings: Settings,
     /// Changed since its state was last appended to the log (durable groups).
     pub(super) dirty: bool,
-    cursors: Vec<CursorId>,
-    members: Vec<SubId>,
+    pub(super) cursors: Vec<CursorId>,
+    pub(super) members: Vec<SubId>,
     next_member: usize,
     /// Every member holds `prefetch` deliveries (or there is none): nothing to hand out
     /// until an ack, a nack, a timeout or a new member frees credit.
-    full: bool,
+    pub(super) full: bool,
     next_cursor: usize,
-    redeliver: VecDeque<Redelivery>,
+    pub(super) redeliver: VecDeque<Redelivery>,
     counters: GroupCounters,
+    /// Monotonic time it was created (or restored).
+    created_ms: u64,
+    /// Monotonic time its last member left (or it was created without one); none while
+    /// it has members.
+    pub(super) idle_since_ms: Option<u64>,
+    /// Kept this long without members (durable groups); none: goes with its last member.
+    pub(super) expiry_ms: Option<u64>,
+    /// A dead letter is held for want of a topic, and that was logged.
+    dead_held_logged: bool,
 }
 
 /// A group named in the broker's config file.
@@ -166,11 +203,16 @@ pub(super) struct GroupState {
 pub struct GroupConfig {
     /// Its name.
     pub name: String,
-    /// Its settings (0: the default), which win over what members ask for.
+    /// Its settings (0: the default), which win over what members ask for; their
+    /// `durable` is not read (see `durable`).
     pub settings: GroupSettings,
     /// With a filter, a durable group exists from the start, at the latest message of
     /// every topic, so it misses nothing published before its first member comes.
     pub filter: Option<String>,
+    /// `durable = true|false`; none: durable (the default, see the module docs).
+    pub durable: Option<bool>,
+    /// `expiry = "1h"`: kept this long without members; none: `--group-expiry`.
+    pub expiry_ms: Option<u64>,
 }
 
 /// A snapshot of one group.
@@ -275,14 +317,39 @@ impl Engine {
     /// Sets the settings of group `name` from the config file; they win over what its
     /// first member asks for.
     pub fn set_group_settings(&mut self, name: &str, settings: GroupSettings) {
-        self.group_config.insert(name.into(), settings);
+        self.group_config.entry(name.into()).or_default().settings = settings;
+    }
+
+    /// Whether group `name` is durable, and how long it is kept without members.
+    fn durability(&self, name: &str) -> (bool, Option<u64>) {
+        let c = self.group_config.get(name);
+        let durable = c.and_then(|c| c.durable).unwrap_or(DEFAULT_DURABLE);
+        let expiry = c
+            .and_then(|c| c.expiry_ms)
+            .unwrap_or(self.limits.group_expiry_ms);
+        (durable, durable.then_some(expiry))
     }
 
     /// A group from the config file: its settings, and the group itself if it is durable
     /// and names its filter.
     pub fn configure_group(&mut self, g: &GroupConfig) -> Result<(), Refusal> {
         check_name(&g.name)?;
-        self.set_group_settings(&g.name, g.settings);
+        self.group_config.insert(
+            g.name.as_str().into(),
+            Configured {
+                settings: g.settings,
+                durable: g.durable,
+                expiry_ms: g.expiry_ms,
+            },
+        );
+        if let Some(&gid) = self.group_names.get(g.name.as_str()) {
+            // Restored from the log before the config was read: the config's durability
+            // and expiry apply to it (its other settings are the ones it was created with).
+            let (durable, expiry_ms) = self.durability(&g.name);
+            let state = &mut self.groups[gid.0 as usize];
+            state.settings.durable = durable;
+            state.expiry_ms = expiry_ms;
+        }
         let Some(filter) = &g.filter else {
             return Ok(());
         };
@@ -299,7 +366,7 @@ impl Engine {
         if self.group_names.contains_key(g.name.as_str()) {
             return Ok(());
         }
-        if g.settings.durable {
+        if self.durability(&g.name).0 {
             self.create_group(&g.name, filter, Start::Latest, g.settings);
         } else {
             self.group_filters.insert(g.name.as_str().into(), filter);
@@ -318,7 +385,30 @@ impl Engine {
         from: Start,
         settings: GroupSettings,
     ) -> Result<u64, Refusal> {
-        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings);
+        self.handle_subscribe_group_with_expiry(conn, sub, filter, group, from, settings, None)
+    }
+
+    /// [`Engine::handle_subscribe_group`] for a member that also asks how long a new
+    /// durable group is kept without members (`expiry_ms`; a protocol-3 client can say
+    /// it). The config's `expiry` wins; a member may only shorten `--group-expiry`, never
+    /// lengthen it: how long a forgotten group holds its slot is the operator's bound.
+    /// Not kept across a restart (the log's group record has no field for it): a
+    /// restored group has the config's expiry or `--group-expiry`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the wire's SubscribeGroup fields, one by one, as handle_subscribe_group takes them"
+    )]
+    pub fn handle_subscribe_group_with_expiry(
+        &mut self,
+        conn: ConnId,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        from: Start,
+        settings: GroupSettings,
+        expiry_ms: Option<u64>,
+    ) -> Result<u64, Refusal> {
+        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings, expiry_ms);
         if let Err(e) = &r {
             self.stats.subscribe_refused += 1;
             self.stats.count_error(e.code);
@@ -326,6 +416,10 @@ impl Engine {
         r
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "as handle_subscribe_group_with_expiry"
+    )]
     fn try_subscribe_group(
         &mut self,
         conn: ConnId,
@@ -334,6 +428,7 @@ impl Engine {
         group: &str,
         from: Start,
         settings: GroupSettings,
+        expiry_ms: Option<u64>,
     ) -> Result<u64, Refusal> {
         check_name(group)?;
         self.check_new_subscription(conn, sub)?;
@@ -359,7 +454,7 @@ impl Engine {
                     return Err(Refusal::new(
                         ErrorCode::BAD_GROUP,
                         format!(
-                            "the broker holds {} consumer groups, the limit is {} (--max-groups)",
+                            "the broker holds {} consumer groups, the limit is {} (--max-groups); `mote group delete` removes one, and one without members goes after --group-expiry",
                             self.groups.len(),
                             self.limits.max_groups
                         ),
@@ -375,7 +470,13 @@ impl Engine {
                         ));
                     }
                 }
-                self.create_group(group, filter.clone(), from, settings)
+                let gid = self.create_group(group, filter.clone(), from, settings);
+                let configured = self.group_config.get(group).and_then(|c| c.expiry_ms);
+                let g = &mut self.groups[gid.0 as usize];
+                if let (Some(asked), None, Some(kept)) = (expiry_ms, configured, g.expiry_ms) {
+                    g.expiry_ms = Some(asked.clamp(1, kept));
+                }
+                gid
             }
         };
         let key = SubId(self.subs.insert(SubState {
@@ -394,6 +495,7 @@ impl Engine {
             queued: false,
             role: Role::Outbox(key),
             skip_seq: 0,
+            skip_before_ms: 0,
             before_start: false,
         }) as u32);
         let s = &mut self.subs[key.0 as usize];
@@ -409,6 +511,7 @@ impl Engine {
         let g = &mut self.groups[gid.0 as usize];
         g.members.push(key);
         g.full = false;
+        g.idle_since_ms = None;
         self.pump(gid);
         Ok(self.seq)
     }
@@ -420,7 +523,10 @@ impl Engine {
         from: Start,
         asked: GroupSettings,
     ) -> GroupId {
-        let settings = Settings::resolve(self.group_config.get(name).copied().unwrap_or(asked));
+        let configured = self.group_config.get(name).map(|c| c.settings);
+        let mut settings = Settings::resolve(configured.unwrap_or(asked));
+        let (durable, expiry_ms) = self.durability(name);
+        settings.durable = durable;
         let gid = GroupId(self.groups.insert(GroupState {
             name: name.into(),
             filter,
@@ -433,6 +539,10 @@ impl Engine {
             next_cursor: 0,
             redeliver: VecDeque::new(),
             counters: GroupCounters::default(),
+            created_ms: self.clock_ms,
+            idle_since_ms: Some(self.clock_ms),
+            expiry_ms,
+            dead_held_logged: false,
         }) as u32);
         self.group_names.insert(name.into(), gid);
         self.groups_dirty = true;
@@ -454,6 +564,10 @@ impl Engine {
                 }
             };
             self.attach_group(gid, tid, start);
+            if let Some(&ck) = self.groups[gid.0 as usize].cursors.last() {
+                // On disk the start is the run holding the time: older ones are passed over.
+                self.cursors[ck.0 as usize].skip_before_ms = self.start_time_ms(from).unwrap_or(0);
+            }
         }
         gid
     }
@@ -469,6 +583,7 @@ impl Engine {
             queued: false,
             role: Role::Group(gid),
             skip_seq: 0,
+            skip_before_ms: 0,
             before_start: false,
         }) as u32);
         self.groups[gid.0 as usize].cursors.push(ck);
@@ -517,7 +632,7 @@ impl Engine {
     }
 
     /// Notes that group `gid` changed (its durable state is appended at the next poll).
-    fn touch(&mut self, gid: GroupId) {
+    pub(super) fn touch(&mut self, gid: GroupId) {
         if let Some(g) = self.groups.get_mut(gid.0 as usize) {
             if g.settings.durable && !g.dirty {
                 g.dirty = true;
@@ -600,7 +715,7 @@ impl Engine {
         self.touch(gid);
         let g = &mut self.groups[gid.0 as usize];
         if attempt >= g.settings.max_deliveries {
-            if !self.dead_letter(gid, topic, offset) {
+            if !self.dead_letter(gid, topic, offset, false) {
                 // Its message is on disk only: to the dead letters once read back.
                 self.groups[gid.0 as usize]
                     .redeliver
@@ -610,6 +725,7 @@ impl Engine {
                         attempt,
                         not_before_ms: 0,
                         dead: true,
+                        held: false,
                     });
             }
             return;
@@ -627,6 +743,7 @@ impl Engine {
             attempt: attempt + 1,
             not_before_ms,
             dead: false,
+            held: false,
         };
         let at = r.not_before_ms;
         if front {
@@ -703,7 +820,11 @@ impl Engine {
 
     /// Stores the message at `offset` of `topic` in `$dead/<group>/<topic>`; `false`
     /// when the message must be read back from disk first (a read is asked for).
-    fn dead_letter(&mut self, gid: GroupId, topic: TopicId, offset: u64) -> bool {
+    /// When the dead-letter topic cannot be created (`--max-topics`), the group keeps
+    /// the message (unacked, tried again after [`DEAD_LETTER_RETRY_MS`]), counts it in
+    /// `dead_letters_held` (once per message; `held`: it was already) and logs it once
+    /// per group until a dead letter goes through again: never dropped silently.
+    fn dead_letter(&mut self, gid: GroupId, topic: TopicId, offset: u64, held: bool) -> bool {
         let e = match self.avail(topic, offset) {
             super::disk::Avail::Here(e) => e,
             super::disk::Avail::Read => {
@@ -730,10 +851,43 @@ impl Engine {
         } else {
             format!("$dead/{}", g.name)
         };
-        if self.publish_system(&name, time_ms, &key, &payload).is_ok() {
-            self.groups[gid.0 as usize].counters.dead_lettered += 1;
-        } else {
-            self.groups[gid.0 as usize].counters.lag_missed += 1;
+        match self.publish_system(&name, time_ms, &key, &payload) {
+            Ok(_) => {
+                let g = &mut self.groups[gid.0 as usize];
+                g.counters.dead_lettered += 1;
+                g.dead_held_logged = false;
+            }
+            Err(r) if r.code == ErrorCode::TOPIC_LIMIT => {
+                if !held {
+                    self.stats.dead_letters_held += 1;
+                }
+                let g = &mut self.groups[gid.0 as usize];
+                if !std::mem::replace(&mut g.dead_held_logged, true) {
+                    log::error!(
+                        "group {}: keeping a message of {} that is out of deliveries (and more, unlogged, while this lasts): {}; it is tried again every {} s",
+                        mote_sdk::topic::shown(&g.name),
+                        mote_sdk::topic::shown(&self.topics[topic.0 as usize].name),
+                        r.message,
+                        DEAD_LETTER_RETRY_MS / 1_000
+                    );
+                }
+                let at = self.clock_ms.saturating_add(DEAD_LETTER_RETRY_MS);
+                let attempt = g.settings.max_deliveries;
+                g.redeliver.push_back(Redelivery {
+                    topic,
+                    offset,
+                    attempt,
+                    not_before_ms: at,
+                    dead: true,
+                    held: true,
+                });
+                if !held {
+                    // Its state changed once; a retry that fails changes nothing.
+                    self.touch(gid);
+                }
+                self.note_deadline(at);
+            }
+            Err(_) => self.groups[gid.0 as usize].counters.lag_missed += 1,
         }
         true
     }
@@ -808,14 +962,14 @@ impl Engine {
             let Some(i) = g.redeliver.iter().position(|r| r.not_before_ms <= now) else {
                 break;
             };
-            let (topic, offset, attempt, dead) = {
+            let (topic, offset, attempt, dead, held) = {
                 let r = &g.redeliver[i];
-                (r.topic, r.offset, r.attempt, r.dead)
+                (r.topic, r.offset, r.attempt, r.dead, r.held)
             };
             match self.avail(topic, offset) {
                 Avail::Here(_) if dead => {
                     self.groups[gid.0 as usize].redeliver.remove(i);
-                    self.dead_letter(gid, topic, offset);
+                    self.dead_letter(gid, topic, offset, held);
                 }
                 Avail::Here(_) => {
                     self.groups[gid.0 as usize].redeliver.remove(i);
@@ -857,6 +1011,15 @@ impl Engine {
                     m.outbox.push_back(lag);
                 }
             }
+            // Stored before the time the group was moved to: passed over (what is not
+            // in memory is read back first, below).
+            while cur.skip_before_ms > 0 && cur.next < t.visible {
+                match t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) {
+                    Some(e) if e.time_ms < cur.skip_before_ms => cur.next += 1,
+                    Some(_) => cur.skip_before_ms = 0,
+                    None => break,
+                }
+            }
             if cur.next < t.visible {
                 let offset = cur.next;
                 if offset < t.ring.first() {
@@ -896,6 +1059,9 @@ impl Engine {
         self.clock_ms = self.clock_ms.max(now_ms);
         let ids: Vec<GroupId> = self.groups.iter().map(|(k, _)| GroupId(k as u32)).collect();
         for gid in ids {
+            if self.expire_group(gid, now_ms) {
+                continue;
+            }
             let members = self.groups[gid.0 as usize].members.clone();
             let mut expired = Vec::new();
             for key in members {
@@ -946,17 +1112,12 @@ impl Engine {
         self.touch(gid);
         let g = &mut self.groups[gid.0 as usize];
         g.members.retain(|&k| k != key);
-        if g.members.is_empty() && !g.settings.durable {
-            let g = self.groups.remove(gid.0 as usize);
-            self.group_names.remove(&*g.name);
-            for ck in g.cursors {
-                let cur = self.cursors.remove(ck.0 as usize);
-                let w = &mut self.topics[cur.topic.0 as usize].watchers;
-                if let Some(i) = w.iter().position(|&k| k == ck) {
-                    w.swap_remove(i);
-                }
+        if g.members.is_empty() {
+            if !g.settings.durable {
+                self.drop_group(gid);
+                return;
             }
-            return;
+            g.idle_since_ms = Some(self.clock_ms);
         }
         self.pump(gid);
     }
@@ -1010,9 +1171,9 @@ impl Engine {
             backlog,
             cursors,
             counters: g.counters,
-            age_ms: 0,
-            idle_ms: None,
-            expiry_ms: None,
+            age_ms: self.clock_ms.saturating_sub(g.created_ms),
+            idle_ms: g.idle_since_ms.map(|t| self.clock_ms.saturating_sub(t)),
+            expiry_ms: g.expiry_ms,
         })
     }
 }

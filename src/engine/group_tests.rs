@@ -7,12 +7,12 @@ use std::collections::{BTreeSet, HashMap};
 use mote_sdk::wire::GroupSettings;
 use mote_sdk::{ErrorCode, Start};
 
-use super::{ConnId, Delivery, Engine, GroupInfo};
+use super::{ConnId, Delivery, Engine, GroupConfig, GroupInfo};
 use crate::limits::Limits;
 
 /// A group delivery copied out of the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Got {
+pub(super) enum Got {
     Msg {
         sub: u32,
         tag: u64,
@@ -31,22 +31,26 @@ enum Got {
         missed: u64,
         next: u64,
     },
+    Gone {
+        sub: u32,
+        group: String,
+    },
 }
 
 impl Got {
-    fn tag(&self) -> u64 {
+    pub(super) fn tag(&self) -> u64 {
         match self {
             Got::Msg { tag, .. } => *tag,
             other => panic!("not a group message: {other:?}"),
         }
     }
-    fn offset(&self) -> u64 {
+    pub(super) fn offset(&self) -> u64 {
         match self {
             Got::Msg { offset, .. } | Got::Plain { offset, .. } => *offset,
             other => panic!("not a message: {other:?}"),
         }
     }
-    fn attempt(&self) -> u32 {
+    pub(super) fn attempt(&self) -> u32 {
         match self {
             Got::Msg { attempt, .. } => *attempt,
             other => panic!("not a group message: {other:?}"),
@@ -54,7 +58,7 @@ impl Got {
     }
 }
 
-fn own(d: Delivery<'_>) -> Got {
+pub(super) fn own(d: Delivery<'_>) -> Got {
     match d {
         Delivery::GroupMessage {
             sub,
@@ -88,11 +92,15 @@ fn own(d: Delivery<'_>) -> Got {
             missed,
             next,
         },
+        Delivery::GroupGone { sub, group } => Got::Gone {
+            sub,
+            group: group.into(),
+        },
     }
 }
 
 /// Keepalive long enough that the virtual clock never trips it.
-fn engine() -> Engine {
+pub(super) fn engine() -> Engine {
     let l = Limits {
         keepalive_ms: 1 << 30,
         ..Limits::default()
@@ -100,13 +108,13 @@ fn engine() -> Engine {
     Engine::new(l, 7)
 }
 
-fn open(e: &mut Engine, name: &str) -> ConnId {
+pub(super) fn open(e: &mut Engine, name: &str) -> ConnId {
     let c = e.handle_connect(0, None);
     e.handle_open(c, name);
     c
 }
 
-fn settings(
+pub(super) fn settings(
     ack_timeout_ms: u32,
     max_deliveries: u32,
     prefetch: u32,
@@ -120,13 +128,20 @@ fn settings(
     }
 }
 
-fn join(e: &mut Engine, c: ConnId, sub: u32, filter: &str, group: &str, s: GroupSettings) {
+pub(super) fn join(
+    e: &mut Engine,
+    c: ConnId,
+    sub: u32,
+    filter: &str,
+    group: &str,
+    s: GroupSettings,
+) {
     e.handle_subscribe_group(c, sub, filter, group, Start::Earliest, s)
         .unwrap_or_else(|r| panic!("joining {group:?} refused: {r:?}"));
 }
 
 /// Publishes `n` messages to `topic` whose payloads are their index; returns offsets.
-fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
+pub(super) fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
     (0..n)
         .map(|i| {
             e.handle_publish(c, 1_000, topic, None, i.to_string().as_bytes())
@@ -135,7 +150,7 @@ fn publish_n(e: &mut Engine, c: ConnId, topic: &str, n: u64) -> Vec<u64> {
         .collect()
 }
 
-fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
+pub(super) fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
     let mut out = Vec::new();
     let more = e.poll_deliveries(c, |d| {
         out.push(own(d));
@@ -146,11 +161,11 @@ fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
 }
 
 /// Time passes to `now_ms` for the broker (its timer fires).
-fn tick(e: &mut Engine, now_ms: u64) {
+pub(super) fn tick(e: &mut Engine, now_ms: u64) {
     e.handle_timeouts(now_ms);
 }
 
-fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
+pub(super) fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
     for g in got {
         if let Got::Msg { sub, tag, .. } = g {
             e.handle_ack(c, *sub, *tag).unwrap();
@@ -158,7 +173,7 @@ fn ack_all(e: &mut Engine, c: ConnId, got: &[Got]) {
     }
 }
 
-fn info(e: &Engine, group: &str) -> GroupInfo {
+pub(super) fn info(e: &Engine, group: &str) -> GroupInfo {
     e.group_infos()
         .into_iter()
         .find(|g| g.name == group)
@@ -553,9 +568,22 @@ fn a_durable_group_is_told_what_fell_out_of_the_ring() {
     assert!(e.stats().lag_missed >= 150);
 }
 
+/// A group the config opts out of durability (`[groups.NAME] durable = false`).
+pub(super) fn not_durable(e: &mut Engine, name: &str) {
+    e.configure_group(&GroupConfig {
+        name: name.into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: Some(false),
+        expiry_ms: None,
+    })
+    .unwrap();
+}
+
 #[test]
 fn a_group_that_is_not_durable_goes_with_its_last_member() {
     let mut e = engine();
+    not_durable(&mut e, "workers");
     let p = open(&mut e, "producer");
     let a = open(&mut e, "a");
     join(&mut e, a, 1, "jobs", "workers", GroupSettings::default());
@@ -653,14 +681,14 @@ fn settings_come_from_the_first_member_unless_the_config_sets_them() {
     let s = info(&e, "asked").settings;
     assert_eq!(
         (s.ack_timeout_ms, s.max_deliveries, s.prefetch, s.durable),
-        (9_000, 9, 9, false),
-        "a later member does not change them"
+        (9_000, 9, 9, true),
+        "a later member does not change them; durable: false is the broker's default"
     );
     join(&mut e, a, 3, "x", "defaults", GroupSettings::default());
     let d = info(&e, "defaults").settings;
     assert_eq!(
         (d.ack_timeout_ms, d.max_deliveries, d.prefetch, d.durable),
-        (30_000, 5, 64, false)
+        (30_000, 5, 64, true)
     );
 }
 
@@ -847,4 +875,26 @@ fn a_nack_delay_that_ends_while_every_member_is_full_does_not_spin() {
     e.handle_ack(a, 1, second[0].tag()).unwrap();
     let again = drain(&mut e, a);
     assert_eq!((again[0].offset(), again[0].attempt()), (0, 2));
+}
+
+#[test]
+fn a_read_since_a_time_or_the_last_n_starts_where_asked() {
+    use super::Since;
+    let mut e = engine();
+    let p = open(&mut e, "producer");
+    for (i, t) in [1_000, 2_000, 2_000, 3_000].into_iter().enumerate() {
+        e.handle_publish(p, t, "logs", None, i.to_string().as_bytes())
+            .unwrap();
+    }
+    let offsets = |s: Since| -> Vec<u64> {
+        let r = e.read_topic("logs", s, 100, 1 << 20);
+        r.messages.iter().map(|m| m.offset).collect()
+    };
+    assert_eq!(offsets(Since::Time(0)), [0, 1, 2, 3]);
+    assert_eq!(offsets(Since::Time(2_000)), [1, 2, 3]);
+    assert_eq!(offsets(Since::Time(2_001)), [3]);
+    assert_eq!(offsets(Since::Time(3_001)), Vec::<u64>::new());
+    assert_eq!(offsets(Since::Last(2)), [2, 3]);
+    assert_eq!(offsets(Since::Last(0)), Vec::<u64>::new());
+    assert_eq!(offsets(Since::Last(99)), [0, 1, 2, 3]);
 }

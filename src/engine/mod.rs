@@ -15,6 +15,7 @@ mod admin;
 mod disk;
 mod edge;
 mod group;
+mod group_admin;
 mod pool;
 mod publish;
 mod ring;
@@ -232,8 +233,10 @@ pub struct Engine {
     delivered_waits: Vec<WaitId>,
     groups: Slab<group::GroupState>,
     group_names: HashMap<Box<str>, group::GroupId>,
-    /// Settings from the config file, by group name.
-    group_config: HashMap<Box<str>, mote_sdk::wire::GroupSettings>,
+    /// What the config file says of groups, by name.
+    group_config: HashMap<Box<str>, group::Configured>,
+    /// Members of deleted groups still to be told: (connection, subscription, group).
+    group_gone: Vec<(ConnId, u32, Box<str>)>,
     /// Filters from the config file of groups that are not durable (created on demand).
     group_filters: HashMap<Box<str>, mote_sdk::Filter>,
     /// The latest monotonic time seen (input and timeouts): ack deadlines count from it.
@@ -302,6 +305,7 @@ impl Engine {
             groups: Slab::new(),
             group_names: HashMap::new(),
             group_config: HashMap::new(),
+            group_gone: Vec::new(),
             group_filters: HashMap::new(),
             clock_ms: 0,
             timer_armed_ms: u64::MAX,
@@ -562,6 +566,9 @@ impl Engine {
         for sub in c.subs {
             self.remove_sub(sub);
         }
+        if !self.group_gone.is_empty() {
+            self.group_gone.retain(|g| g.0 != conn);
+        }
         self.stats.connections_closed += 1;
     }
 
@@ -661,5 +668,7 @@ impl Engine {
 mod disk_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

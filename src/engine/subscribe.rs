@@ -46,6 +46,9 @@ pub(super) struct Cursor {
     /// Messages with a broker sequence number up to this one are passed over silently
     /// (a resumed subscription whose start the log only knew roughly); 0 for none.
     pub(super) skip_seq: u64,
+    /// Messages stored before this wall time (ms) are passed over silently (a start by
+    /// time that the log only knew to the run holding it); 0 for none.
+    pub(super) skip_before_ms: u64,
     /// The start asked for was below the oldest message retained when the subscription
     /// was made: the first lag reported was evicted before the subscriber asked, not
     /// missed while it read.
@@ -102,6 +105,15 @@ pub enum Delivery<'a> {
         /// They were evicted by the topic's retention before the subscription asked for
         /// them (its start was below the oldest message kept), not while it was reading.
         before_start: bool,
+    },
+    /// The consumer group of subscription `sub` was deleted (`mote group delete`): the
+    /// subscription is gone. The binary protocol tells it as an `Error` frame with code
+    /// `not_found` and `req` = `sub`; an HTTP group stream ends.
+    GroupGone {
+        /// The member's subscription id.
+        sub: u32,
+        /// The group's name.
+        group: &'a str,
     },
 }
 
@@ -186,7 +198,7 @@ impl Engine {
             let t = &self.topics[tid.0 as usize];
             // Retained on disk or in memory: a subscription may start anywhere in it.
             let (first, next) = (t.disk_first.min(t.ring.first()), t.ring.next());
-            let mut skip_seq = 0;
+            let (mut skip_seq, mut skip_before_ms) = (0, 0);
             let (start, lag) = match resume_at(&t.name) {
                 Some(n) => (n.min(next), 0),
                 None => match from {
@@ -202,6 +214,7 @@ impl Engine {
                     }
                     Start::Time(_) | Start::Ago(_) => {
                         let at = self.start_time_ms(from).unwrap_or(0);
+                        skip_before_ms = at;
                         (self.offset_at_time(tid, at), 0)
                     }
                     Start::AfterSeq(s) => {
@@ -215,6 +228,7 @@ impl Engine {
             let ck = self.attach(key, tid, start, lag);
             let cur = &mut self.cursors[ck.0 as usize];
             cur.skip_seq = skip_seq;
+            cur.skip_before_ms = skip_before_ms;
             cur.before_start = start < first || lag > 0;
         }
         Ok(self.seq)
@@ -276,6 +290,7 @@ impl Engine {
             queued: false,
             role: Role::Sub,
             skip_seq: 0,
+            skip_before_ms: 0,
             before_start: false,
         }) as u32);
         s.cursors.push(ck);
@@ -344,6 +359,9 @@ impl Engine {
         conn: ConnId,
         mut sink: impl FnMut(Delivery<'_>) -> bool,
     ) -> bool {
+        if !self.group_gone.is_empty() && self.tell_group_gone(conn, &mut sink) {
+            return true;
+        }
         let Some(c) = self.conns.get_mut(conn.index()) else {
             return false;
         };
@@ -464,11 +482,12 @@ impl Engine {
                 let Some(e) = t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) else {
                     break;
                 };
-                if e.seq <= cur.skip_seq {
+                if e.seq <= cur.skip_seq || e.time_ms < cur.skip_before_ms {
                     cur.next += 1;
                     continue;
                 }
                 cur.skip_seq = 0;
+                cur.skip_before_ms = 0;
                 let payload = e.payload();
                 let d = Delivery::Message {
                     sub: cur.sub_id,

@@ -55,7 +55,9 @@ fn own(d: Delivery<'_>) -> Got {
             key: key.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
         },
-        Delivery::GroupMessage { .. } => panic!("these scenarios join no group"),
+        Delivery::GroupMessage { .. } | Delivery::GroupGone { .. } => {
+            panic!("these scenarios join no group")
+        }
         Delivery::Lag {
             sub,
             topic,

@@ -81,6 +81,8 @@ pub(crate) enum Event<'a> {
     },
     /// The broker is shutting down.
     End,
+    /// The stream's consumer group was deleted: the stream ends.
+    GroupGone { group: &'a str },
 }
 
 /// How a stream is written.
@@ -143,6 +145,11 @@ impl Format {
             }
             (_, Event::End) => {
                 let v = json!({"event": "end", "reason": "the broker is shutting down"});
+                self.line(out, "end", &v);
+            }
+            (_, Event::GroupGone { group }) => {
+                let reason = format!("group {} was deleted", mote_sdk::topic::shown(group));
+                let v = json!({"event": "end", "reason": reason});
                 self.line(out, "end", &v);
             }
         }
@@ -889,6 +896,19 @@ mod tests {
         assert_eq!(v["encoding"], "base64");
         assert_eq!(v["payload"], "AP8=");
         assert_eq!(v["key_encoding"], "base64");
+    }
+
+    #[test]
+    fn a_group_stream_whose_group_was_deleted_ends_saying_so() {
+        let mut out = Vec::new();
+        Format::Json.event(&Event::GroupGone { group: "w" }, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"event\":\"end\",\"reason\":\"group \\\"w\\\" was deleted\"}\n"
+        );
+        let mut out = Vec::new();
+        Format::Raw.event(&Event::GroupGone { group: "w" }, &mut out);
+        assert!(out.is_empty(), "raw streams carry payloads only");
     }
 
     #[test]

@@ -178,6 +178,8 @@ impl Stream {
         }
         let (format, number, limit) = (self.format, self.number, self.limit);
         let (body, sent) = (&mut self.body, &mut self.sent);
+        // The stream's group was deleted: it ends.
+        let mut gone = false;
         shared.engine.borrow_mut().poll_deliveries(self.conn, |d| {
             let ev = match d {
                 Delivery::Message {
@@ -222,14 +224,18 @@ impl Stream {
                     missed,
                     next,
                 },
+                Delivery::GroupGone { group, .. } => {
+                    gone = true;
+                    Event::GroupGone { group }
+                }
             };
             if matches!(ev, Event::Message { .. }) {
                 *sent += 1;
             }
             format.event(&ev, body);
-            body.len() < CHUNK_TARGET && limit.is_none_or(|l| *sent < l)
+            body.len() < CHUNK_TARGET && limit.is_none_or(|l| *sent < l) && !gone
         });
-        let done = limit.is_some_and(|l| self.sent >= l);
+        let done = limit.is_some_and(|l| self.sent >= l) || gone;
         if !self.body.is_empty() || done {
             answer::chunk(out, &self.body);
             self.keepalive.set(Timer::after(self.keepalive_every));

@@ -577,6 +577,12 @@ impl Session {
                     payload,
                 })
                 .encode(out),
+                Delivery::GroupGone { sub, group } => Frame::Error(ErrorFrame {
+                    code: ErrorCode::NOT_FOUND,
+                    req: sub,
+                    message: &format!("group {} was deleted", shown(group)),
+                })
+                .encode(out),
             }
             out.len() < high_water
         });

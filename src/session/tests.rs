@@ -416,3 +416,30 @@ fn an_open_session_is_small() {
     .unwrap();
     assert!(s.phase.is_none() && s.crypto.is_none());
 }
+
+#[test]
+fn a_member_of_a_deleted_group_is_told_on_its_subscription_id() {
+    let (mut e, mut s) = setup(Auth::none());
+    let mut bytes = Frame::Hello(Hello::new("test")).to_vec();
+    Frame::SubscribeGroup(wire::SubscribeGroup {
+        sub: 7,
+        filter: "jobs",
+        group: "workers",
+        from: mote_sdk::Start::Latest,
+        settings: wire::GroupSettings::default(),
+    })
+    .encode(&mut bytes);
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    e.delete_group("workers").unwrap();
+    let mut out = Vec::new();
+    s.poll_output(&mut e, &mut out, 1 << 20);
+    assert_eq!(
+        frames(&out),
+        [Frame::Error(ErrorFrame {
+            code: ErrorCode::NOT_FOUND,
+            req: 7,
+            message: "group \"workers\" was deleted",
+        })]
+    );
+}

@@ -27,6 +27,7 @@ mod retention;
 pub(crate) mod segment;
 #[cfg(test)]
 mod tests;
+mod time;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
