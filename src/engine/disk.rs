@@ -141,6 +141,9 @@ impl Engine {
         self.defaults = TopicSettings::new(true);
         self.patterns = patterns;
         self.log = Some(Box::new(log));
+        for (name, next) in &opened.removed {
+            self.last_offsets.insert(name, *next);
+        }
         let mut topics = opened.topics.clone();
         // By name, so that a restart lists them the same each time.
         topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -153,6 +156,12 @@ impl Engine {
                     let ts = &mut self.topics[tid.0 as usize];
                     ts.disk_first = t.first.min(t.next);
                     ts.last_time = t.last_time;
+                    ts.meta = t
+                        .meta
+                        .iter()
+                        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                        .collect();
+                    ts.meta.sort();
                 }
                 Err(r) => log::warn!("store: topic {:?} not restored: {}", t.name, r.message),
             }
@@ -163,12 +172,11 @@ impl Engine {
     }
 
     /// The settings of topic `name`: from the patterns, with the broker's defaults (a
-    /// broker without a data directory persists nothing).
+    /// broker without a data directory persists nothing; its other keys still apply).
     pub(super) fn settings_for(&self, name: &str) -> TopicSettings {
-        if self.log.is_none() {
-            return TopicSettings::new(false);
-        }
-        self.patterns.resolve(name, &self.defaults).settings()
+        let mut s = self.topic_settings(name).settings();
+        s.persist &= self.log.is_some();
+        s
     }
 
     /// Every key of topic `name`'s settings with the pattern it came from.
@@ -183,14 +191,14 @@ impl Engine {
 
     /// New patterns (a reload): every topic takes its settings again. A retention that
     /// shrinks keeps its old bound until the next restart (a reload never destroys
-    /// data), and says so; one that grows applies at once.
+    /// data), and says so; one that grows applies at once, as does `idle-expiry`.
     pub fn set_patterns(&mut self, patterns: TopicPatterns) {
         self.patterns = patterns;
-        if self.log.is_none() {
-            return;
-        }
         let mut kept = 0;
         for i in 0..self.topics.len() {
+            if !self.topics[i].live {
+                continue;
+            }
             let new = self.settings_for(&self.topics[i].name);
             let t = &mut self.topics[i];
             let old = t.settings;
@@ -204,6 +212,7 @@ impl Engine {
                 retain_bytes: keep(old.retain_bytes, new.retain_bytes),
                 max_age_ms: keep(old.max_age_ms, new.max_age_ms),
                 discard: new.discard,
+                idle_expiry_ms: new.idle_expiry_ms,
             };
             if merged != new {
                 kept += 1;

@@ -114,6 +114,7 @@ impl Broker {
                     Delivery::Message { offset, .. } => batch.push(offset),
                     Delivery::GroupMessage { offset, .. } => batch.push(offset),
                     Delivery::Lag { missed: m, .. } => missed += m,
+                    Delivery::Removed { unread, .. } => missed += unread,
                 }
                 true
             });

@@ -36,6 +36,12 @@ enum Got {
         missed: u64,
         next: u64,
     },
+    Removed {
+        sub: u32,
+        topic: String,
+        unread: u64,
+        next: u64,
+    },
 }
 
 fn own(d: Delivery<'_>) -> Got {
@@ -66,6 +72,17 @@ fn own(d: Delivery<'_>) -> Got {
             sub,
             topic: topic.to_owned(),
             missed,
+            next,
+        },
+        Delivery::Removed {
+            sub,
+            topic,
+            unread,
+            next,
+        } => Got::Removed {
+            sub,
+            topic: topic.to_owned(),
+            unread,
             next,
         },
     }
@@ -186,7 +203,7 @@ fn offsets(got: &[Got]) -> Vec<(&str, u64)> {
     got.iter()
         .filter_map(|g| match g {
             Got::Msg { topic, offset, .. } => Some((topic.as_str(), *offset)),
-            Got::Lag { .. } => None,
+            Got::Lag { .. } | Got::Removed { .. } => None,
         })
         .collect()
 }
@@ -1074,7 +1091,7 @@ fn after_seq_is_exact_while_the_ring_holds_an_older_message() {
 fn with_sub(g: &Got, new: u32) -> Got {
     let mut g = g.clone();
     match &mut g {
-        Got::Msg { sub, .. } | Got::Lag { sub, .. } => *sub = new,
+        Got::Msg { sub, .. } | Got::Lag { sub, .. } | Got::Removed { sub, .. } => *sub = new,
     }
     g
 }
@@ -1787,6 +1804,7 @@ impl Model {
     fn check_delivery(&mut self, conn: usize, g: &Got) -> Result<(), String> {
         let (sub, topic) = match g {
             Got::Msg { sub, topic, .. } | Got::Lag { sub, topic, .. } => (*sub, topic.as_str()),
+            Got::Removed { .. } => return Err(format!("conn {conn}: no topic is removed: {g:?}")),
         };
         let s = self.subs[conn].iter_mut().find(|s| s.id == sub);
         let Some(s) = s else {
@@ -1841,6 +1859,7 @@ impl Model {
                 track.expected += 1;
                 self.delivered += 1;
             }
+            Got::Removed { .. } => unreachable!("refused above"),
         }
         track.lenient = false;
         Ok(())

@@ -222,6 +222,17 @@ impl Stream {
                     missed,
                     next,
                 },
+                // The topic was removed: shown as lag for now (what it had not got).
+                Delivery::Removed {
+                    topic,
+                    unread,
+                    next,
+                    ..
+                } => Event::Lag {
+                    topic,
+                    missed: unread,
+                    next,
+                },
             };
             if matches!(ev, Event::Message { .. }) {
                 *sent += 1;
