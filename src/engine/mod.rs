@@ -699,6 +699,8 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod disk_tests;
 #[cfg(test)]
 mod group_tests;
