@@ -705,4 +705,6 @@ mod disk_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
+mod lifecycle_disk_tests;
+#[cfg(test)]
 mod tests;
