@@ -406,6 +406,9 @@ fn max_age_applies_in_memory() {
         ]
     );
     assert_eq!(e.stats().expired, 0, "not dropped yet");
+    let read = e.read_topic("t/a", super::Since::Earliest, 10, 1 << 20);
+    assert_eq!(read.messages.len(), 1, "nor read over HTTP");
+    assert_eq!(read.messages[0].offset, 3);
     e.sweep_topics(1_001);
     assert_eq!(e.stats().expired, 3);
     let d = e.topic_detail("t/a").unwrap();

@@ -253,8 +253,9 @@ impl Engine {
     }
 
     /// Drops the messages of topic `tid` stored before wall time `cutoff_ms` (its
-    /// `max-age`), in memory and, by moving its first offset, on disk: counted as
-    /// expired. Stored times never go back within a topic, so they are at its front.
+    /// `max-age`) from memory, and moves its first offset past them (and past what is
+    /// on disk below them): counted as expired. Stored times never go back within a
+    /// topic, so they are at its front.
     pub(super) fn expire_before(&mut self, tid: TopicId, cutoff_ms: u64) {
         let t = &mut self.topics[tid.0 as usize];
         let old_first = t.disk_first.min(t.ring.first());
@@ -289,12 +290,9 @@ impl Engine {
         self.stats.expired += gone;
         let freed = t.cache.trim(new_first);
         self.cache_bytes = self.cache_bytes.saturating_sub(freed);
-        if t.settings.persist {
-            let next = t.ring.next();
-            if let Some(log) = self.log.as_mut() {
-                log.append_state(&t.name, new_first, next);
-            }
-        }
+        // The log is not told: its own retention drops the segments by the same
+        // max-age (`enforce_retention`), without a record per topic per sweep; until
+        // then, and after a restart, delivery skips what is past max-age.
     }
 
     /// The sweep of topics, called with the broker's timer (monotonic `now_ms`): drops

@@ -515,4 +515,20 @@ mod tests {
         }
         assert_eq!(decode_idx(3, info.len, &idx[..idx.len() - 1]), None);
     }
+
+    #[test]
+    fn index_files_of_format_1_are_read() {
+        let (bytes, _) = segment(2, 10);
+        let info = scan(5, &bytes).info;
+        let idx = encode_idx(&info);
+        // Format 1 ended after the groups: no removed topics, no metadata (two empty
+        // lists here, one byte each).
+        let body = &idx[24..idx.len() - 2];
+        let mut old = idx[..24].to_vec();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        old[16..20].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        old[20..24].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        old.extend_from_slice(body);
+        assert_eq!(decode_idx(5, info.len, &old), Some(info));
+    }
 }
