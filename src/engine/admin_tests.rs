@@ -514,3 +514,48 @@ fn listing_skips_removed_topics() {
     assert_eq!(e.most_published_topics(10).len(), 3);
     assert_eq!(e.topic_totals().stored, 3);
 }
+
+#[test]
+fn a_sweep_looks_at_a_bounded_number_of_topics_and_goes_on_where_it_stopped() {
+    let mut e = engine(limits());
+    let p = open(&mut e, "p");
+    for i in 0..5_000 {
+        let t = format!("t/{i}");
+        publish(&mut e, p, &t);
+        e.purge_topic(&t).unwrap();
+    }
+    assert_eq!(e.sweep_topics(DEFAULT_IDLE_EXPIRY_MS), 4_096);
+    assert_eq!(e.sweep_topics(DEFAULT_IDLE_EXPIRY_MS), 904);
+    assert_eq!(e.topic_count(), 0);
+    assert_eq!(e.stats().topics_expired, 5_000);
+    assert_eq!(e.last_offsets_len(), 5_000);
+    // The slots are reused: creating them again grows nothing.
+    for i in 0..5_000 {
+        assert_eq!(publish(&mut e, p, &format!("t/{i}")), 1);
+    }
+    assert_eq!(e.topic_slots(), 5_000);
+    assert_eq!(e.last_offsets_len(), 0);
+}
+
+#[test]
+fn the_table_of_last_offsets_forgets_the_oldest_first() {
+    let mut e = engine(Limits {
+        max_topics: super::MAX_LAST_OFFSETS + 10,
+        ..limits()
+    });
+    let p = open(&mut e, "p");
+    for i in 0..super::MAX_LAST_OFFSETS + 5 {
+        let t = format!("t/{i}");
+        publish(&mut e, p, &t);
+        e.delete_topic(&t).unwrap();
+    }
+    assert_eq!(e.last_offsets_len(), super::MAX_LAST_OFFSETS);
+    assert_eq!(e.last_offset("t/4"), None, "forgotten");
+    assert_eq!(e.last_offset("t/5"), Some(1));
+    assert_eq!(
+        publish(&mut e, p, "t/0"),
+        0,
+        "starts over: it was forgotten"
+    );
+    assert_eq!(publish(&mut e, p, "t/5"), 1);
+}
