@@ -559,3 +559,35 @@ fn the_table_of_last_offsets_forgets_the_oldest_first() {
     );
     assert_eq!(publish(&mut e, p, "t/5"), 1);
 }
+
+#[test]
+fn a_group_is_never_handed_a_message_past_max_age() {
+    let mut e = engine(limits());
+    e.set_wall_clock(1_000_000, 0);
+    e.set_patterns(with(
+        "t/#",
+        PatternSettings {
+            max_age_ms: Some(Some(1_000)),
+            ..Default::default()
+        },
+    ));
+    let p = open(&mut e, "p");
+    let w = open(&mut e, "w");
+    let settings = GroupSettings {
+        ack_timeout_ms: 100,
+        durable: true,
+        ..GroupSettings::default()
+    };
+    e.handle_subscribe_group(w, 1, "t/#", "g", Start::Earliest, settings)
+        .unwrap();
+    e.handle_unsubscribe(w, 1).unwrap();
+    e.handle_publish(p, 1_000_000, "t/a", None, b"old").unwrap();
+    e.handle_timeouts(1_001);
+    e.handle_subscribe_group(w, 2, "t/#", "g", Start::Earliest, settings)
+        .unwrap();
+    assert!(drain(&mut e, w).is_empty(), "expired: not sent");
+    e.handle_timeouts(1_200);
+    assert!(drain(&mut e, w).is_empty());
+    let g = e.group_by_name("g").unwrap();
+    assert_eq!((g.in_flight, g.counters.lag_missed), (0, 1));
+}

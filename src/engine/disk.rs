@@ -312,6 +312,9 @@ impl Engine {
     pub(super) fn avail(&self, tid: TopicId, offset: u64) -> Avail<'_> {
         let t = &self.topics[tid.0 as usize];
         if let Some(e) = t.ring.get(offset) {
+            if self.past_max_age(tid, e) {
+                return Avail::Gone;
+            }
             return Avail::Here(e);
         }
         // An offset in a hole is gone too: a redelivery or a dead letter of it would
@@ -320,10 +323,20 @@ impl Engine {
             return Avail::Gone;
         }
         match t.cache.get(offset) {
+            Some(e) if self.past_max_age(tid, e) => Avail::Gone,
             Some(e) => Avail::Here(e),
             None if t.settings.persist => Avail::Read,
             None => Avail::Gone,
         }
+    }
+
+    /// Whether message `e` of topic `tid` outlived the topic's `max-age` (the sweep
+    /// drops it soon; until then it is never delivered).
+    pub(super) fn past_max_age(&self, tid: TopicId, e: &Entry) -> bool {
+        self.topics[tid.0 as usize]
+            .settings
+            .max_age_ms
+            .is_some_and(|age| e.time_ms < self.expiry_now().saturating_sub(age))
     }
 
     /// Asks the log for topic `tid` from `offset` on (once at a time per topic), and

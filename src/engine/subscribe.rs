@@ -411,8 +411,18 @@ impl Engine {
                                 };
                                 let t = &mut self.topics[topic.0 as usize];
                                 // Gone from memory meanwhile (a window of messages read
-                                // back was dropped): its ack timeout puts it back.
-                                if t.ring.get(offset).is_none() && t.cache.get(offset).is_none() {
+                                // back was dropped), or past its max-age: its ack
+                                // timeout puts it back (or finds it gone).
+                                let expired = t.settings.max_age_ms.is_some_and(|age| {
+                                    let cutoff = wall_ms.saturating_sub(age);
+                                    t.ring
+                                        .get(offset)
+                                        .or_else(|| t.cache.get(offset))
+                                        .is_some_and(|e| e.time_ms < cutoff)
+                                });
+                                if expired
+                                    || t.ring.get(offset).is_none() && t.cache.get(offset).is_none()
+                                {
                                     continue;
                                 }
                                 t.delivered += 1;
