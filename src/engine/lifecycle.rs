@@ -7,7 +7,15 @@
 //! dead (its name one that no filter matches), and the next topic created takes it: its
 //! cursors are removed with it, its entries in the unwritten list too, and the budget
 //! queue's entries carry the slot's generation, so an entry of the removed topic never
-//! touches the one now in its slot.
+//! touches the one now in its slot. A connection's cached last topic is checked by name,
+//! which a dead slot's never matches.
+//!
+//! Idle expiry: a topic notes when it last changed in a way that could leave it idle (a
+//! message stored or dropped, a watcher gone); while it holds nothing and has no
+//! watcher, it is idle since then. A group that goes leaves no note (that is the group
+//! module's business), so the sweep also notes when it last saw a topic busy: a topic
+//! busy after its last note is idle from the sweep that first sees it so, late rather
+//! than early.
 
 use std::collections::{HashMap, VecDeque};
 
