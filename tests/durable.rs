@@ -1162,25 +1162,25 @@ fn data_of_a_newer_format_is_refused() {
     let dir = damaged_copy("newer");
     let meta = dir.path().join("meta");
     let text = std::fs::read_to_string(&meta).unwrap();
-    std::fs::write(&meta, text.replace("format = 1", "format = 2")).unwrap();
+    std::fs::write(&meta, text.replace("format = 2", "format = 3")).unwrap();
     let err = serve_fails(dir.str());
     assert!(
-        err.contains("format 2, written by a newer mote"),
+        err.contains("format 3, written by a newer mote"),
         "newer meta: {err}"
     );
     assert!(
         std::fs::read_to_string(&meta)
             .unwrap()
-            .contains("format = 2")
+            .contains("format = 3")
     );
     std::fs::write(&meta, &text).unwrap();
     let seg = segment_file(&dir.log(), 2);
     let mut b = std::fs::read(&seg).unwrap();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     std::fs::write(&seg, &b).unwrap();
     let err = serve_fails(dir.str());
     assert!(
-        err.contains("format 2, written by a newer mote"),
+        err.contains("format 3, written by a newer mote"),
         "newer segment: {err}"
     );
     assert_eq!(std::fs::read(&seg).unwrap(), b, "the segment is left alone");

@@ -39,6 +39,11 @@ pub(crate) use shared::{LINGER, Shared, linger};
 /// How often message rates are sampled for stats and metrics.
 const RATE_EVERY_MS: u64 = 2_000;
 
+/// How often the topics are swept (max-age in memory, idle expiry): often enough that
+/// an expired message is dropped soon (delivery skips it meanwhile), and a sweep looks
+/// at a bounded number of topics, so it stays cheap with many.
+const TOPIC_SWEEP_EVERY_MS: u64 = 250;
+
 /// Where and how topics are kept on disk (`--data`).
 #[derive(Debug)]
 pub struct DataConfig {
@@ -80,6 +85,9 @@ pub struct Config {
     pub watchdog: Option<Duration>,
     /// Durable topics: the data directory, or memory only.
     pub data: Option<DataConfig>,
+    /// Per-topic settings by pattern on a broker without a data directory (`max-age`,
+    /// `idle-expiry`; with one, [`DataConfig::topics`] is used).
+    pub topics: crate::engine::settings::TopicPatterns,
 }
 
 /// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
@@ -125,6 +133,7 @@ pub async fn run(
         groups,
         watchdog,
         data,
+        topics: memory_topics,
     } = config;
     limits
         .validate()
@@ -159,18 +168,19 @@ pub async fn run(
     };
     let id = opened.as_ref().map_or(fresh_id, |(_, o, _, _)| o.broker_id);
     let mut engine = Engine::new(limits, id);
-    // What `--from ago:10m` counts back from (a data directory sets it again, the same).
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    engine.set_wall_clock(wall, 0);
+    let wall_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    if opened.is_none() {
+        engine.set_wall_clock(wall_now(), 0);
+        engine.set_patterns(memory_topics);
+    }
     let mut threads = None;
     if let Some((log, opened, topics, dir)) = opened {
         let logdir = log.dir().to_path_buf();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        engine.attach_log(log, &opened, topics, wall, 0);
+        engine.attach_log(log, &opened, topics, wall_now(), 0);
         threads = Some(Rc::new(
             crate::store::io::Threads::start(&logdir, 0).map_err(|e| {
                 io::Error::other(format!(
@@ -236,11 +246,13 @@ pub async fn run(
 }
 
 /// Closes connections past their deadlines, redelivers what group members did not ack
-/// in time, samples message rates, and frees recycled buffers of a quiet broker. Sleeps
+/// in time, drops what outlived a topic's max-age and removes idle topics, samples
+/// message rates, and frees recycled buffers of a quiet broker. Sleeps
 /// until the next deadline (woken early when a sooner one appears); the engine never
 /// arms a deadline that is already due, and each round yields besides.
 async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
     let mut next_sample = 0;
+    let mut next_topic_sweep = 0;
     loop {
         let now = shared.mono_ms();
         let at = shared
@@ -253,6 +265,10 @@ async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
             let mut engine = shared.engine.borrow_mut();
             if engine.handle_timeouts(now) > 0 {
                 log::debug!("closed connections past their deadlines");
+            }
+            if now >= next_topic_sweep {
+                engine.sweep_topics(now);
+                next_topic_sweep = now + TOPIC_SWEEP_EVERY_MS;
             }
             engine.roll_rate_history(now);
             if now >= next_sample {

@@ -508,6 +508,8 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         topics,
     } = load(&mut p)?;
     let mut cfg = config(&p)?;
+    // Without --data the patterns still set what is not about disk (idle-expiry, max-age).
+    let memory_topics = topics.clone();
     let data = data_config(&p, topics)?;
     cfg.auth = auth;
     super::init_logging("info", mote::logging::Output::Background);
@@ -588,6 +590,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         groups,
         watchdog: mote::broker::systemd::watchdog_interval(),
         data,
+        topics: memory_topics,
     };
     let stats = mote::broker::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;

@@ -7,6 +7,7 @@
 //! retain-bytes = "512M"       # or a number of bytes, or "unlimited"
 //! max-age = "7d"              # or "unlimited"
 //! discard = "old"             # or "new"
+//! idle-expiry = "10m"         # or "off": see DEFAULT_IDLE_EXPIRY_MS for the default
 //! ```
 //!
 //! This file only reads the tables into [`TopicPatterns`]; which pattern wins for a topic
@@ -18,7 +19,7 @@ use mote_sdk::Filter;
 use super::args::{self, CliError};
 
 /// The keys of a `[topics."PATTERN"]` table, for error messages.
-const KEYS: &str = "persist, retain-messages, retain-bytes, max-age, discard";
+const KEYS: &str = "persist, retain-messages, retain-bytes, max-age, discard, idle-expiry";
 
 /// The config file's `topics` section (`None`: there is none, every topic has the defaults).
 pub(crate) fn topics(section: Option<&toml::Value>) -> Result<TopicPatterns, CliError> {
@@ -75,6 +76,23 @@ fn settings(pattern: &str, t: &toml::Table) -> Result<PatternSettings, String> {
                     let d = args::parse_duration(s)?;
                     u64::try_from(d.as_millis()).map_err(|_| "is too long".into())
                 })?);
+            }
+            "idle-expiry" => {
+                s.idle_expiry_ms = Some(match v.as_str() {
+                    Some("off") => None,
+                    Some(text) => {
+                        let d = args::parse_duration(text)
+                            .map_err(|e| err(&format!("{e}, or \"off\"")))?;
+                        let ms = u64::try_from(d.as_millis()).map_err(|_| err("is too long"))?;
+                        if ms == 0 {
+                            return Err(err(
+                                "0 would remove topics at once; to keep idle topics, use \"off\"",
+                            ));
+                        }
+                        Some(ms)
+                    }
+                    None => return Err(err("must be a duration such as \"10m\", or \"off\"")),
+                });
             }
             "discard" => {
                 s.discard = Some(match v.as_str() {
@@ -137,6 +155,7 @@ mod tests {
             retain-bytes = "512M"
             max-age = "7d"
             discard = "new"
+            idle-expiry = "1m"
             [topics."debug/#"]
             persist = false
             retain-bytes = 4096
@@ -145,6 +164,7 @@ mod tests {
             retain-bytes = "unlimited"
             max-age = "unlimited"
             discard = "old"
+            idle-expiry = "off"
             "#,
         )
         .unwrap();
@@ -156,6 +176,7 @@ mod tests {
             retain_bytes: Some(512 << 20),
             max_age_ms: Some(7 * 86_400_000),
             discard: Discard::New,
+            idle_expiry_ms: Some(60_000),
         };
         assert_eq!(r.settings(), want);
         assert_eq!(r.max_age_ms.source.to_string(), "[topics.\"sensors/#\"]");
@@ -172,6 +193,7 @@ mod tests {
                 retain_bytes: Some(None),
                 max_age_ms: Some(None),
                 discard: Some(Discard::Old),
+                idle_expiry_ms: Some(None),
             }
         );
     }
@@ -229,6 +251,14 @@ mod tests {
                 "[topics.\"s\"] max-age: 0 would keep nothing; to keep nothing on disk, set persist = false",
             ),
             (
+                "[topics.\"s\"]\nidle-expiry = 600",
+                "[topics.\"s\"] idle-expiry: must be a duration such as \"10m\", or \"off\"",
+            ),
+            (
+                "[topics.\"s\"]\nidle-expiry = \"0s\"",
+                "[topics.\"s\"] idle-expiry: 0 would remove topics at once; to keep idle topics, use \"off\"",
+            ),
+            (
                 "[topics.\"s\"]\npersist = \"yes\"",
                 "[topics.\"s\"] persist: must be true or false",
             ),
@@ -246,12 +276,12 @@ mod tests {
     fn unknown_keys_list_the_known_ones() {
         assert_eq!(
             error("[topics.\"s\"]\nretain = 5"),
-            "[topics.\"s\"] unknown key \"retain\" (persist, retain-messages, retain-bytes, max-age, discard)"
+            "[topics.\"s\"] unknown key \"retain\" (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry)"
         );
         // An unquoted pattern with levels: TOML reads it as nested tables.
         assert_eq!(
             error("[topics.sensors.temp]\npersist = false"),
-            "[topics.\"sensors\"] temp: is not a key (persist, retain-messages, retain-bytes, max-age, discard); a pattern with more levels is quoted whole: [topics.\"sensors/temp\"]"
+            "[topics.\"sensors\"] temp: is not a key (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry); a pattern with more levels is quoted whole: [topics.\"sensors/temp\"]"
         );
     }
 
@@ -288,7 +318,7 @@ mod tests {
         );
         assert_eq!(
             error("[topics]\n\"a/#\" = false"),
-            "[topics.\"a/#\"] must be a table with keys persist, retain-messages, retain-bytes, max-age, discard"
+            "[topics.\"a/#\"] must be a table with keys persist, retain-messages, retain-bytes, max-age, discard, idle-expiry"
         );
     }
 }

@@ -5,6 +5,7 @@
 use mote_sdk::{ErrorCode, Filter, Start};
 
 use super::settings::Resolved;
+use super::subscribe::Role;
 use super::{AdminOp, Engine, GroupInfo, Refusal, TopicInfo};
 
 /// Most metadata keys a topic holds.
@@ -30,6 +31,35 @@ pub struct TopicDetail {
     /// Milliseconds it has had nothing stored, no subscriber and no group, if so: it is
     /// removed once this reaches its `idle-expiry`.
     pub idle_ms: Option<u64>,
+}
+
+/// Checks one metadata key and value against the limits.
+fn check_meta(key: &str, value: &str) -> Result<(), Refusal> {
+    let bad = |m: String| Err(Refusal::new(ErrorCode::BAD_TOPIC, m));
+    let shown = mote_sdk::topic::shown(key);
+    if key.is_empty() || key.len() > MAX_META_KEY {
+        return bad(format!(
+            "metadata key {shown} is {} bytes: a key has 1 to {MAX_META_KEY}",
+            key.len()
+        ));
+    }
+    if key.contains('=') || key.chars().any(char::is_control) {
+        return bad(format!(
+            "metadata key {shown} has '=' or a control character; keys have neither"
+        ));
+    }
+    if value.len() > MAX_META_VALUE {
+        return bad(format!(
+            "metadata value of {shown} is {} bytes, the limit is {MAX_META_VALUE}",
+            value.len()
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return bad(format!(
+            "metadata value of {shown} has a control character; values are one line of text"
+        ));
+    }
+    Ok(())
 }
 
 fn not_found(what: &str, name: &str) -> Refusal {
@@ -76,13 +106,27 @@ impl Engine {
         let tid = *self.by_name.get(topic)?;
         let info = self.topic_info_at(tid.0 as usize)?;
         let t = &self.topics[tid.0 as usize];
+        let mut groups: Vec<String> = t
+            .watchers
+            .iter()
+            .filter_map(|ck| match self.cursors.get(ck.0 as usize)?.role {
+                Role::Group(g) => Some(self.group_name(g).to_string()),
+                _ => None,
+            })
+            .collect();
+        groups.sort();
+        groups.dedup();
         Some(TopicDetail {
             info,
             settings: self.topic_settings(topic),
-            meta: Vec::new(),
-            groups: Vec::new(),
+            meta: t
+                .meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            groups,
             expired: t.expired,
-            idle_ms: None,
+            idle_ms: self.idle_ms(tid),
         })
     }
 
@@ -90,19 +134,69 @@ impl Engine {
     /// Subscribers behind are told what they lost, as for eviction. Returns how many
     /// messages were dropped.
     pub fn purge_topic(&mut self, topic: &str) -> Result<u64, Refusal> {
-        Err(not_found("topic", topic))
+        let tid = self
+            .live_topic(topic)
+            .ok_or_else(|| not_found("topic", topic))?;
+        let dropped = self.purge_stored(tid);
+        self.stats.admin_ops[AdminOp::Purge as usize] += 1;
+        Ok(dropped)
     }
 
     /// Removes `topic`: stored messages, metadata, its name. Returns how many messages
     /// were dropped. A topic re-created later continues above its last offset.
+    ///
+    /// Its subscribers get [`super::Delivery::Removed`] and keep their subscriptions;
+    /// its groups forget their position there and what they handed out from it. A
+    /// publish after the delete creates the topic again (above its last offset): the
+    /// engine is single-threaded, so a publish is stored either before the delete (and
+    /// removed with it) or after it (in the new topic).
     pub fn delete_topic(&mut self, topic: &str) -> Result<u64, Refusal> {
-        Err(not_found("topic", topic))
+        let tid = self
+            .live_topic(topic)
+            .ok_or_else(|| not_found("topic", topic))?;
+        let dropped = self.remove_topic(tid);
+        self.stats.admin_ops[AdminOp::DeleteTopic as usize] += 1;
+        Ok(dropped)
     }
 
-    /// Sets (non-empty value) or removes (empty value) metadata keys of `topic`.
+    /// Sets (non-empty value) or removes (empty value) metadata keys of `topic`. All or
+    /// nothing: a refused key leaves the metadata as it was.
     pub fn set_topic_meta(&mut self, topic: &str, set: &[(&str, &str)]) -> Result<(), Refusal> {
-        let _ = set;
-        Err(not_found("topic", topic))
+        let tid = self
+            .live_topic(topic)
+            .ok_or_else(|| not_found("topic", topic))?;
+        let mut meta = self.topics[tid.0 as usize].meta.clone();
+        for &(k, v) in set {
+            check_meta(k, v)?;
+            match meta.binary_search_by(|(mk, _)| (**mk).cmp(k)) {
+                Ok(i) if v.is_empty() => {
+                    meta.remove(i);
+                }
+                Ok(i) => meta[i].1 = v.into(),
+                Err(_) if v.is_empty() => {}
+                Err(i) => meta.insert(i, (k.into(), v.into())),
+            }
+        }
+        if meta.len() > MAX_META_KEYS {
+            return Err(Refusal::new(
+                ErrorCode::BAD_TOPIC,
+                format!(
+                    "topic {} would have {} metadata keys, the limit is {MAX_META_KEYS}; remove some first (an empty value removes a key)",
+                    mote_sdk::topic::shown(topic),
+                    meta.len()
+                ),
+            ));
+        }
+        let t = &mut self.topics[tid.0 as usize];
+        t.meta = meta;
+        if t.settings.persist {
+            if let Some(log) = self.log.as_mut() {
+                let pairs: Vec<(&str, &str)> = t.meta.iter().map(|(k, v)| (&**k, &**v)).collect();
+                log.append_meta(&t.name, &pairs);
+            }
+        }
+        self.stats.admin_ops[AdminOp::Meta as usize] += 1;
+        Ok(())
     }
 
     /// The group named `name`, if it exists.
@@ -156,13 +250,6 @@ impl Engine {
             .and_then(|l| l.offset_near_time(&t.name, time_ms))
             .unwrap_or(t.disk_first)
             .clamp(t.disk_first, first)
-    }
-
-    /// The wall clock (ms since the Unix epoch) at monotonic time `now_mono_ms`: what
-    /// `Start::Ago` counts back from on a broker without a data directory (with one,
-    /// `attach_log` sets it). Stored times are wall times, the engine's clock monotonic.
-    pub fn set_wall_clock(&mut self, now_wall_ms: u64, now_mono_ms: u64) {
-        self.expiry_base = (now_wall_ms, now_mono_ms);
     }
 
     /// `Start::Time` and `Start::Ago` as a wall time, by the broker's clock.

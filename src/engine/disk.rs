@@ -141,6 +141,9 @@ impl Engine {
         self.defaults = TopicSettings::new(true);
         self.patterns = patterns;
         self.log = Some(Box::new(log));
+        for (name, next) in &opened.removed {
+            self.last_offsets.insert(name, *next);
+        }
         let mut topics = opened.topics.clone();
         // By name, so that a restart lists them the same each time.
         topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -153,6 +156,12 @@ impl Engine {
                     let ts = &mut self.topics[tid.0 as usize];
                     ts.disk_first = t.first.min(t.next);
                     ts.last_time = t.last_time;
+                    ts.meta = t
+                        .meta
+                        .iter()
+                        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                        .collect();
+                    ts.meta.sort();
                 }
                 Err(r) => log::warn!("store: topic {:?} not restored: {}", t.name, r.message),
             }
@@ -163,12 +172,11 @@ impl Engine {
     }
 
     /// The settings of topic `name`: from the patterns, with the broker's defaults (a
-    /// broker without a data directory persists nothing).
+    /// broker without a data directory persists nothing; its other keys still apply).
     pub(super) fn settings_for(&self, name: &str) -> TopicSettings {
-        if self.log.is_none() {
-            return TopicSettings::new(false);
-        }
-        self.patterns.resolve(name, &self.defaults).settings()
+        let mut s = self.topic_settings(name).settings();
+        s.persist &= self.log.is_some();
+        s
     }
 
     /// Every key of topic `name`'s settings with the pattern it came from.
@@ -183,14 +191,14 @@ impl Engine {
 
     /// New patterns (a reload): every topic takes its settings again. A retention that
     /// shrinks keeps its old bound until the next restart (a reload never destroys
-    /// data), and says so; one that grows applies at once.
+    /// data), and says so; one that grows applies at once, as does `idle-expiry`.
     pub fn set_patterns(&mut self, patterns: TopicPatterns) {
         self.patterns = patterns;
-        if self.log.is_none() {
-            return;
-        }
         let mut kept = 0;
         for i in 0..self.topics.len() {
+            if !self.topics[i].live {
+                continue;
+            }
             let new = self.settings_for(&self.topics[i].name);
             let t = &mut self.topics[i];
             let old = t.settings;
@@ -204,6 +212,7 @@ impl Engine {
                 retain_bytes: keep(old.retain_bytes, new.retain_bytes),
                 max_age_ms: keep(old.max_age_ms, new.max_age_ms),
                 discard: new.discard,
+                idle_expiry_ms: new.idle_expiry_ms,
             };
             if merged != new {
                 kept += 1;
@@ -303,6 +312,9 @@ impl Engine {
     pub(super) fn avail(&self, tid: TopicId, offset: u64) -> Avail<'_> {
         let t = &self.topics[tid.0 as usize];
         if let Some(e) = t.ring.get(offset) {
+            if self.past_max_age(tid, e) {
+                return Avail::Gone;
+            }
             return Avail::Here(e);
         }
         // An offset in a hole is gone too: a redelivery or a dead letter of it would
@@ -311,10 +323,20 @@ impl Engine {
             return Avail::Gone;
         }
         match t.cache.get(offset) {
+            Some(e) if self.past_max_age(tid, e) => Avail::Gone,
             Some(e) => Avail::Here(e),
             None if t.settings.persist => Avail::Read,
             None => Avail::Gone,
         }
+    }
+
+    /// Whether message `e` of topic `tid` outlived the topic's `max-age` (the sweep
+    /// drops it soon; until then it is never delivered).
+    pub(super) fn past_max_age(&self, tid: TopicId, e: &Entry) -> bool {
+        self.topics[tid.0 as usize]
+            .settings
+            .max_age_ms
+            .is_some_and(|age| e.time_ms < self.expiry_now().saturating_sub(age))
     }
 
     /// Asks the log for topic `tid` from `offset` on (once at a time per topic), and

@@ -16,10 +16,10 @@ use crate::store::io::Threads;
 use crate::store::{Log, LogConfig, SyncPolicy};
 
 /// A data directory removed when dropped.
-struct Dir(PathBuf);
+pub(super) struct Dir(pub(super) PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Dir {
+    pub(super) fn new(name: &str) -> Dir {
         let p = std::env::temp_dir().join(format!(
             "mote-engine-disk-{name}-{}-{:?}",
             std::process::id(),
@@ -37,14 +37,14 @@ impl Drop for Dir {
 }
 
 /// An engine on a log, with the store's threads.
-struct Broker {
-    e: Engine,
+pub(super) struct Broker {
+    pub(super) e: Engine,
     threads: Threads,
-    now: u64,
+    pub(super) now: u64,
 }
 
 impl Broker {
-    fn open(dir: &Dir, limits: Limits, patterns: TopicPatterns) -> Broker {
+    pub(super) fn open(dir: &Dir, limits: Limits, patterns: TopicPatterns) -> Broker {
         let cfg = LogConfig {
             sync: SyncPolicy::Always,
             ..LogConfig::default()
@@ -61,7 +61,7 @@ impl Broker {
     }
 
     /// Runs the store until it has nothing left to do.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for _ in 0..10_000 {
             self.e.persist_groups();
             let log = self.e.log_mut().unwrap();
@@ -94,21 +94,21 @@ impl Broker {
     }
 
     /// Stops as `SIGTERM` does: everything synced.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         self.e.persist_groups();
         self.e.log_mut().unwrap().flush();
         self.settle();
         self.threads.stop();
     }
 
-    fn conn(&mut self, name: &str) -> ConnId {
+    pub(super) fn conn(&mut self, name: &str) -> ConnId {
         let c = self.e.handle_connect(0, None);
         self.e.handle_open(c, name);
         c
     }
 
     /// Every message delivered to `c` (reading back from disk as needed), as offsets.
-    fn drain(&mut self, c: ConnId) -> (Vec<u64>, u64) {
+    pub(super) fn drain(&mut self, c: ConnId) -> (Vec<u64>, u64) {
         let (mut got, mut lag) = (Vec::new(), 0);
         for _ in 0..10_000 {
             let mut batch = Vec::new();
@@ -119,6 +119,7 @@ impl Broker {
                     Delivery::GroupMessage { offset, .. } => batch.push(offset),
                     Delivery::Lag { missed: m, .. } => missed += m,
                     Delivery::GroupGone { .. } => panic!("no group is deleted here"),
+                    Delivery::Removed { unread, .. } => missed += unread,
                 }
                 true
             });
@@ -134,7 +135,7 @@ impl Broker {
     }
 }
 
-fn limits() -> Limits {
+pub(super) fn limits() -> Limits {
     Limits {
         keepalive_ms: 1 << 30,
         ring_messages: 100,
@@ -142,7 +143,7 @@ fn limits() -> Limits {
     }
 }
 
-fn publish(b: &mut Broker, c: ConnId, topic: &str, n: u64) {
+pub(super) fn publish(b: &mut Broker, c: ConnId, topic: &str, n: u64) {
     for i in 0..n {
         b.e.handle_publish(
             c,

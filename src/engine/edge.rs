@@ -70,9 +70,15 @@ impl Engine {
             Since::Last(n) => end.saturating_sub(n).max(ring.first()),
         };
         let mut bytes = 0;
+        // Past the topic's max-age and not dropped yet: never read.
+        let cutoff = t
+            .settings
+            .max_age_ms
+            .map_or(0, |age| self.expiry_now().saturating_sub(age));
         let messages = (start..end)
-            .take(limit)
             .filter_map(|o| ring.get(o).map(|e| (o, e)))
+            .filter(|(_, e)| e.time_ms >= cutoff)
+            .take(limit)
             .take_while(|(_, e)| {
                 let first = bytes == 0;
                 bytes += e.payload().len().max(1);

@@ -1177,3 +1177,39 @@ impl Engine {
         })
     }
 }
+
+impl Engine {
+    /// Topic `tid` is being removed and `gone` are the group cursors it had (already out
+    /// of the cursor table): each group forgets its cursor there and what it handed out
+    /// or keeps for redelivery from it. A hook for `lifecycle`.
+    pub(super) fn detach_groups_from(&mut self, tid: TopicId, gone: &[CursorId]) {
+        let mut changed = Vec::new();
+        for (k, g) in self.groups.iter_mut() {
+            let before = g.cursors.len() + g.redeliver.len();
+            g.cursors.retain(|ck| !gone.contains(ck));
+            g.redeliver.retain(|r| r.topic != tid);
+            if g.next_cursor >= g.cursors.len() {
+                g.next_cursor = 0;
+            }
+            for key in &g.members {
+                if let Some(m) = self
+                    .subs
+                    .get_mut(key.0 as usize)
+                    .and_then(|s| s.member.as_mut())
+                {
+                    m.inflight.retain(|f| f.topic != tid);
+                    m.outbox
+                        .retain(|o| !matches!(o, Out::Lag { topic, .. } if *topic == tid));
+                }
+            }
+            // Credit may have been freed: the next pump looks again.
+            g.full = false;
+            if before != g.cursors.len() + g.redeliver.len() {
+                changed.push(GroupId(k as u32));
+            }
+        }
+        for gid in changed {
+            self.touch(gid);
+        }
+    }
+}

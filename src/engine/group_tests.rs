@@ -96,6 +96,7 @@ pub(super) fn own(d: Delivery<'_>) -> Got {
             sub,
             group: group.into(),
         },
+        Delivery::Removed { .. } => panic!("these scenarios remove no topic"),
     }
 }
 

@@ -358,6 +358,9 @@ fn a_dead_letter_is_held_by_its_group_at_the_topic_cap_never_dropped() {
         },
         7,
     );
+    // The broker's own topics have a cap of the same size: one dead-letter topic fills it.
+    e.publish_system("$dead/earlier/jobs", 0, b"", b"x")
+        .unwrap();
     let p = open(&mut e, "producer");
     let a = open(&mut e, "a");
     join(
@@ -375,7 +378,7 @@ fn a_dead_letter_is_held_by_its_group_at_the_topic_cap_never_dropped() {
     let mut tag = got[0].tag();
     e.handle_nack(a, 1, tag, 0).unwrap();
     tag = drain(&mut e, a)[0].tag();
-    // Its second nack: out of deliveries, and `$dead/workers/jobs` would be a 2nd topic.
+    // Its second nack: out of deliveries, and `$dead/workers/jobs` would be a 2nd `$` topic.
     e.handle_nack(a, 1, tag, 0).unwrap();
     assert_eq!(e.stats().dead_letters_held, 1);
     let i = info(&e, "workers");
@@ -393,6 +396,15 @@ fn a_dead_letter_is_held_by_its_group_at_the_topic_cap_never_dropped() {
     assert_eq!(e.stats().dead_letters_held, 1);
     assert_eq!(info(&e, "workers").redeliveries, 1);
     assert_eq!(e.stats().topics_expired, 0);
+    // The cap frees: the next retry dead-letters it.
+    e.delete_topic("$dead/earlier/jobs").unwrap();
+    for _ in 0..2 {
+        now = e.arm_timer(now, 60_000);
+        tick(&mut e, now);
+    }
+    let i = info(&e, "workers");
+    assert_eq!((i.counters.dead_lettered, i.redeliveries), (1, 0));
+    assert_eq!(e.topic_detail("$dead/workers/jobs").unwrap().info.stored, 1);
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod disk;
 mod edge;
 mod group;
 mod group_admin;
+mod lifecycle;
 mod pool;
 mod publish;
 mod ring;
@@ -33,6 +34,7 @@ use crate::limits::Limits;
 pub use admin::{MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE, TopicDetail};
 pub use edge::{Since, Stored, StoredMessage, WaitId};
 pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
+pub use lifecycle::MAX_LAST_OFFSETS;
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{AdminOp, ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
@@ -115,6 +117,19 @@ struct TopicState {
     /// under `--sync always`), so that no subscriber sees an offset a crash could give
     /// to another message.
     visible: u64,
+    /// False for a slot whose topic was removed (kept for reuse; see `lifecycle`).
+    live: bool,
+    /// Bumped each time the slot gets a new topic, so that a stale `(slot, offset)` of
+    /// an earlier topic there (in the budget queue) never touches the new one.
+    generation: u32,
+    /// Small key/values set by `mote topic meta`, sorted by key.
+    meta: Vec<(Box<str>, Box<str>)>,
+    /// Monotonic time of the last change that could have left it idle (a message
+    /// stored or dropped, a watcher gone): while idle, idle since then.
+    touched_ms: u64,
+    /// When the idle sweep last found it busy: idle since after a later change that
+    /// `touched_ms` did not see (a group gone), counted from when the sweep saw it.
+    busy_seen_ms: u64,
 }
 
 impl TopicState {
@@ -141,6 +156,11 @@ impl TopicState {
             expired: 0,
             evicted_disk: 0,
             visible: next,
+            live: true,
+            generation: 0,
+            meta: Vec::new(),
+            touched_ms: 0,
+            busy_seen_ms: 0,
         }
     }
 
@@ -192,6 +212,8 @@ struct ConnState {
     subs: Vec<SubId>,
     /// Cursors with something to deliver, served round-robin.
     ready: VecDeque<CursorId>,
+    /// Subscriptions to tell that a topic they read was removed (sent before `ready`).
+    removed: VecDeque<lifecycle::RemovedNotice>,
     /// The topic this connection published to last: skips the name lookup.
     last_topic: Option<TopicId>,
     msgs_in: u64,
@@ -214,9 +236,10 @@ pub struct Engine {
     subs: Slab<subscribe::SubState>,
     cursors: Slab<subscribe::Cursor>,
     /// Every stored message in publish order, for evicting the oldest first when the
-    /// memory budget is exceeded. Entries of messages a ring already evicted are skipped
-    /// when they reach the front, and compacted away when they pile up.
-    budget_queue: VecDeque<(TopicId, u64)>,
+    /// memory budget is exceeded: (slot, its generation, offset). Entries of messages a
+    /// ring already evicted, or of a topic removed since, are skipped when they reach the
+    /// front, and compacted away when they pile up.
+    budget_queue: VecDeque<(TopicId, u32, u64)>,
     used_bytes: usize,
     stored: usize,
     /// Broker-wide sequence number of the last stored message.
@@ -278,6 +301,17 @@ pub struct Engine {
     groups_dirty: bool,
     /// Whether a read from disk was asked for since the store task last looked.
     log_wanted: bool,
+    /// Slots of removed topics, reused by the next topics created.
+    free_topics: Vec<TopicId>,
+    /// Live topics, and those of them that are not the broker's own (`--max-topics`).
+    live_topics: usize,
+    user_topics: usize,
+    /// Bumped whenever a topic is created or removed (rankings cached by it).
+    topics_changed: u64,
+    /// The next offsets of removed topics, so a topic re-created continues above them.
+    last_offsets: lifecycle::LastOffsets,
+    /// Where the sweep of topics goes on next.
+    idle_scan: usize,
 }
 
 impl Engine {
@@ -326,6 +360,12 @@ impl Engine {
             cache_tick: 0,
             groups_dirty: false,
             log_wanted: false,
+            free_topics: Vec::new(),
+            live_topics: 0,
+            user_topics: 0,
+            topics_changed: 0,
+            last_offsets: lifecycle::LastOffsets::default(),
+            idle_scan: 0,
         }
     }
 
@@ -435,6 +475,7 @@ impl Engine {
             close: None,
             subs: Vec::new(),
             ready: VecDeque::new(),
+            removed: VecDeque::new(),
             last_topic: None,
             msgs_in: 0,
             msgs_out: 0,
@@ -665,9 +706,13 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod disk_tests;
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod lifecycle_disk_tests;
 #[cfg(test)]
 mod lifecycle_tests;
 #[cfg(test)]

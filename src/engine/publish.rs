@@ -103,6 +103,11 @@ impl Engine {
     fn store(&mut self, tid: TopicId, time_ms: u64, key: &[u8], payload: &[u8]) -> u64 {
         let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
         self.seq += 1;
+        if let Some(age) = self.topics[tid.0 as usize].settings.max_age_ms {
+            // What outlived its max-age goes before the new message comes.
+            let now = self.expiry_now().max(self.topics[tid.0 as usize].last_time);
+            self.expire_before(tid, now.saturating_sub(age));
+        }
         let t = &mut self.topics[tid.0 as usize];
         // A topic's stored times never go back, whatever the wall clock does.
         let time_ms = time_ms.max(t.last_time);
@@ -131,6 +136,8 @@ impl Engine {
         debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
+        t.touched_ms = self.clock_ms;
+        let generation = t.generation;
         let held = t.settings.persist && self.log.is_some();
         if held {
             self.append_to_log(tid, offset, time_ms, key, payload);
@@ -139,14 +146,16 @@ impl Engine {
         }
         self.used_bytes += cost;
         self.stored += 1;
-        self.budget_queue.push_back((tid, offset));
+        self.budget_queue.push_back((tid, generation, offset));
         if self.used_bytes > self.limits.memory {
             self.evict_for_memory();
         }
         if self.budget_queue.len() > 2 * self.stored + 1024 {
             let topics = &self.topics;
-            self.budget_queue
-                .retain(|&(t, o)| o >= topics[t.0 as usize].ring.first());
+            self.budget_queue.retain(|&(t, g, o)| {
+                let t = &topics[t.0 as usize];
+                t.generation == g && o >= t.ring.first()
+            });
         }
         if !held {
             self.notify_watchers(tid);
@@ -232,11 +241,15 @@ impl Engine {
     /// Drops the oldest messages across all topics until the budget holds.
     fn evict_for_memory(&mut self) {
         while self.used_bytes > self.limits.memory {
-            let Some((tid, offset)) = self.budget_queue.pop_front() else {
+            let Some((tid, generation, offset)) = self.budget_queue.pop_front() else {
                 break;
             };
             let t = &mut self.topics[tid.0 as usize];
-            if t.ring.first() == offset {
+            // A removed topic's entries never touch the one now in its slot.
+            if t.generation == generation && t.ring.first() == offset {
+                if t.ring.len() == 1 {
+                    t.touched_ms = self.clock_ms;
+                }
                 if let Some(old) = t.ring.evict() {
                     t.evicted += 1;
                     self.used_bytes -= old.cost();
@@ -277,7 +290,8 @@ impl Engine {
     }
 
     /// Creates a topic and attaches every subscription whose filter matches it, starting
-    /// at offset 0: all of a new topic's messages are new to existing subscribers.
+    /// at its first offset: all of a new topic's messages are new to existing
+    /// subscribers. A topic removed before continues above its last offset.
     fn create_topic(&mut self, topic: Topic<'_>) -> Result<TopicId, Refusal> {
         let tid = self.create_topic_at(topic, 0)?;
         self.persist_topic_state(tid);
@@ -285,28 +299,58 @@ impl Engine {
     }
 
     /// Creates a topic whose next message gets offset `next` (0 for a new topic; a
-    /// restored one continues where it was).
+    /// restored one continues where it was), or above, where a topic of that name that
+    /// was removed ended. Takes the slot of a removed topic if there is one.
     pub(super) fn create_topic_at(
         &mut self,
         topic: Topic<'_>,
         next: u64,
     ) -> Result<TopicId, Refusal> {
         let name = topic.as_str();
-        if self.topics.len() >= self.limits.max_topics {
+        // The broker's own `$` topics do not count toward `--max-topics`, but they are
+        // bounded too: as many again at most.
+        let system = name.starts_with('$');
+        let held = if system {
+            self.live_topics - self.user_topics
+        } else {
+            self.user_topics
+        };
+        if held >= self.limits.max_topics {
+            let what = if system {
+                "broker (`$`) topics"
+            } else {
+                "topics"
+            };
             return Err(Refusal::new(
                 ErrorCode::TOPIC_LIMIT,
                 format!(
-                    "cannot create topic {}: the broker holds {} topics, the limit is {} (--max-topics)",
+                    "cannot create topic {}: the broker holds {held} {what}, the limit is {} (--max-topics; deleted and idle topics free their place)",
                     mote_sdk::topic::shown(name),
-                    self.topics.len(),
                     self.limits.max_topics
                 ),
             ));
         }
-        let tid = TopicId(self.topics.len() as u32);
-        let settings = self.settings_for(name);
-        self.topics
-            .push(TopicState::new(name, self.seq, next, settings));
+        // Continues above the last offset of a topic of that name removed before.
+        let next = next.max(self.last_offsets.take(name).unwrap_or(0));
+        let mut state = TopicState::new(name, self.seq, next, self.settings_for(name));
+        state.touched_ms = self.clock_ms;
+        let tid = match self.free_topics.pop() {
+            Some(tid) => {
+                let slot = &mut self.topics[tid.0 as usize];
+                state.generation = slot.generation.wrapping_add(1);
+                *slot = state;
+                tid
+            }
+            None => {
+                self.topics.push(state);
+                TopicId((self.topics.len() - 1) as u32)
+            }
+        };
+        self.live_topics += 1;
+        if !system {
+            self.user_topics += 1;
+        }
+        self.topics_changed += 1;
         self.by_name.insert(name.into(), tid);
         let matching: Vec<_> = self
             .subs

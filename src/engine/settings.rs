@@ -131,11 +131,27 @@ pub struct TopicSettings {
     pub max_age_ms: Option<u64>,
     /// What happens at the global disk budget.
     pub discard: Discard,
+    /// A topic with nothing stored, no subscriber and no group for this many
+    /// milliseconds is removed and its name freed; `None`: never.
+    pub idle_expiry_ms: Option<u64>,
 }
+
+/// The default `idle-expiry`: 10 minutes.
+///
+/// An idle topic holds only its name and its next offset, and the table of last offsets
+/// keeps that offset when the topic goes, so reclaiming it loses nothing: a publish
+/// re-creates it above its last offset. Why not busmq's 30 s: an edge broker's topics
+/// are sensors that report every few minutes and subscribers that reconnect after a
+/// network blip, and a topic that flickers in and out of `mote topics` between readings
+/// would confuse more than the name costs. Why not never: clients that publish to ever
+/// new names (a request id in the topic) would otherwise reach `--max-topics` and lock
+/// everyone out of creating topics until a restart.
+pub const DEFAULT_IDLE_EXPIRY_MS: u64 = 10 * 60 * 1000;
 
 impl TopicSettings {
     /// The defaults: persisted when `persist` (the broker has a data directory), no
-    /// retention bound but the global disk budget, [`Discard::Old`].
+    /// retention bound but the global disk budget, [`Discard::Old`], idle topics removed
+    /// after [`DEFAULT_IDLE_EXPIRY_MS`].
     pub fn new(persist: bool) -> TopicSettings {
         TopicSettings {
             persist,
@@ -143,6 +159,7 @@ impl TopicSettings {
             retain_bytes: None,
             max_age_ms: None,
             discard: Discard::Old,
+            idle_expiry_ms: Some(DEFAULT_IDLE_EXPIRY_MS),
         }
     }
 }
@@ -163,6 +180,8 @@ pub struct PatternSettings {
     pub max_age_ms: Option<Option<u64>>,
     /// See [`TopicSettings::discard`].
     pub discard: Option<Discard>,
+    /// See [`TopicSettings::idle_expiry_ms`]; `Some(None)`: never (`"off"`).
+    pub idle_expiry_ms: Option<Option<u64>>,
 }
 
 /// Where a key's effective value came from.
@@ -217,6 +236,8 @@ pub struct Resolved {
     pub max_age_ms: Sourced<Option<u64>>,
     /// See [`TopicSettings::discard`].
     pub discard: Sourced<Discard>,
+    /// See [`TopicSettings::idle_expiry_ms`].
+    pub idle_expiry_ms: Sourced<Option<u64>>,
 }
 
 impl Resolved {
@@ -228,6 +249,7 @@ impl Resolved {
             retain_bytes: self.retain_bytes.value,
             max_age_ms: self.max_age_ms.value,
             discard: self.discard.value,
+            idle_expiry_ms: self.idle_expiry_ms.value,
         }
     }
 }
@@ -406,6 +428,7 @@ impl TopicPatterns {
         let mut retain_bytes = None;
         let mut max_age_ms = None;
         let mut discard = None;
+        let mut idle_expiry_ms = None;
         let mut matching = Vec::new();
         self.root
             .matches(topic.split('/'), topic.starts_with('$'), &mut matching);
@@ -418,6 +441,7 @@ impl TopicPatterns {
             take(&mut retain_bytes, s.retain_bytes, &e.text);
             take(&mut max_age_ms, s.max_age_ms, &e.text);
             take(&mut discard, s.discard, &e.text);
+            take(&mut idle_expiry_ms, s.idle_expiry_ms, &e.text);
         }
         Resolved {
             persist: or_default(persist, defaults.persist),
@@ -425,6 +449,7 @@ impl TopicPatterns {
             retain_bytes: or_default(retain_bytes, defaults.retain_bytes),
             max_age_ms: or_default(max_age_ms, defaults.max_age_ms),
             discard: or_default(discard, defaults.discard),
+            idle_expiry_ms: or_default(idle_expiry_ms, defaults.idle_expiry_ms),
         }
     }
 }

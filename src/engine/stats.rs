@@ -314,8 +314,19 @@ impl Engine {
         self.stored
     }
 
-    /// Number of topics.
+    /// Number of topics (the broker's own `$` topics included).
     pub fn topic_count(&self) -> usize {
+        self.live_topics
+    }
+
+    /// Number of topics `--max-topics` counts: all but the broker's own `$` topics.
+    pub fn user_topic_count(&self) -> usize {
+        self.user_topics
+    }
+
+    /// One past the highest topic index: [`Engine::topic_info_at`] reads below it (a
+    /// removed topic's index reads as `None`).
+    pub fn topic_slots(&self) -> usize {
         self.topics.len()
     }
 
@@ -326,10 +337,11 @@ impl Engine {
             .collect()
     }
 
-    /// A snapshot of the topic at `index` (creation order), if there is one: the HTTP
-    /// edge reads long lists in slices by index.
+    /// A snapshot of the topic at `index` (creation order, a removed topic's index
+    /// taken by the next one created), if there is one: the HTTP edge reads long lists
+    /// in slices by index.
     pub fn topic_info_at(&self, index: usize) -> Option<TopicInfo> {
-        let t = self.topics.get(index)?;
+        let t = self.topics.get(index).filter(|t| t.live)?;
         Some(TopicInfo {
             name: t.name.to_string(),
             first: t.disk_first.min(t.ring.first()),
@@ -362,7 +374,7 @@ impl Engine {
             publish_per_s: 0.0,
             deliver_per_s: 0.0,
         };
-        for t in &self.topics {
+        for t in self.topics.iter().filter(|t| t.live) {
             sum.stored += t.ring.len();
             sum.bytes += t.ring.bytes();
             sum.published += t.published;
@@ -382,6 +394,7 @@ impl Engine {
             .topics
             .iter()
             .enumerate()
+            .filter(|(_, t)| t.live)
             .map(|(i, t)| (t.published, i as u32))
             .collect();
         busiest_first(&mut keys, n, |a, b| {
@@ -399,7 +412,7 @@ impl Engine {
     pub fn busiest_topics(&mut self, n: usize) -> Vec<TopicInfo> {
         // Ranked again only when the rates were sampled again or topics came: the rates
         // change no more often, and a ranking touches every topic.
-        let stamp = (self.rates.samples, self.topics.len(), n);
+        let stamp = (self.rates.samples, self.topics_changed as usize, n);
         let fresh = self
             .busiest
             .as_ref()
@@ -411,6 +424,7 @@ impl Engine {
                 .topics
                 .iter()
                 .enumerate()
+                .filter(|(_, t)| t.live)
                 .map(|(i, t)| (t.rates.0 + t.rates.1, t.published + t.delivered, i as u32))
                 .collect();
             busiest_first(&mut keys, n, |a, b| {

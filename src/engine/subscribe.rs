@@ -115,6 +115,19 @@ pub enum Delivery<'a> {
         /// The group's name.
         group: &'a str,
     },
+    /// The topic was removed (`mote topic delete`, or idle expiry) with `unread` messages
+    /// the subscriber had not got. The subscription stays: if the topic is created
+    /// again, delivery goes on there from `next`, where the removed topic ended.
+    Removed {
+        /// The connection's subscription id.
+        sub: u32,
+        /// The topic removed.
+        topic: &'a str,
+        /// Messages stored and not delivered to this subscription, gone with the topic.
+        unread: u64,
+        /// The offset a topic of that name created again starts at.
+        next: u64,
+    },
 }
 
 impl Engine {
@@ -335,10 +348,11 @@ impl Engine {
         for ck in s.cursors {
             let cur = self.cursors.remove(ck.0 as usize);
             if cur.role == Role::Sub {
-                let w = &mut self.topics[cur.topic.0 as usize].watchers;
-                if let Some(i) = w.iter().position(|&k| k == ck) {
-                    w.swap_remove(i);
+                let t = &mut self.topics[cur.topic.0 as usize];
+                if let Some(i) = t.watchers.iter().position(|&k| k == ck) {
+                    t.watchers.swap_remove(i);
                 }
+                t.touched_ms = self.clock_ms;
             }
             if cur.queued {
                 if let Some(r) = ready.as_mut() {
@@ -362,9 +376,23 @@ impl Engine {
         if !self.group_gone.is_empty() && self.tell_group_gone(conn, &mut sink) {
             return true;
         }
+        let wall_ms = self.expiry_now();
         let Some(c) = self.conns.get_mut(conn.index()) else {
             return false;
         };
+        // Topics removed first: their cursors are gone.
+        while let Some(n) = c.removed.front() {
+            let room = sink(Delivery::Removed {
+                sub: n.sub,
+                topic: &n.topic,
+                unread: n.unread,
+                next: n.next,
+            });
+            c.removed.pop_front();
+            if !room {
+                return !c.removed.is_empty() || !c.ready.is_empty();
+            }
+        }
         let (mut msgs, mut bytes) = (0u64, 0u64);
         let mut need_read: Vec<(TopicId, u64, CursorId)> = Vec::new();
         let mut hurry = false;
@@ -401,8 +429,18 @@ impl Engine {
                                 };
                                 let t = &mut self.topics[topic.0 as usize];
                                 // Gone from memory meanwhile (a window of messages read
-                                // back was dropped): its ack timeout puts it back.
-                                if t.ring.get(offset).is_none() && t.cache.get(offset).is_none() {
+                                // back was dropped), or past its max-age: its ack
+                                // timeout puts it back (or finds it gone).
+                                let expired = t.settings.max_age_ms.is_some_and(|age| {
+                                    let cutoff = wall_ms.saturating_sub(age);
+                                    t.ring
+                                        .get(offset)
+                                        .or_else(|| t.cache.get(offset))
+                                        .is_some_and(|e| e.time_ms < cutoff)
+                                });
+                                if expired
+                                    || t.ring.get(offset).is_none() && t.cache.get(offset).is_none()
+                                {
                                     continue;
                                 }
                                 t.delivered += 1;
@@ -440,6 +478,20 @@ impl Engine {
             }
             let tid = cur.topic;
             let t = &mut self.topics[tid.0 as usize];
+            if let Some(age) = t.settings.max_age_ms {
+                // Past the topic's max-age and not dropped yet (the sweep does that):
+                // never delivered, told as lag.
+                let cutoff = wall_ms.saturating_sub(age);
+                while cur.next < t.visible {
+                    match t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) {
+                        Some(e) if e.time_ms < cutoff => {
+                            cur.next += 1;
+                            cur.lag += 1;
+                        }
+                        _ => break,
+                    }
+                }
+            }
             // Below what is retained (in memory or on disk): told as lag.
             let first = t.disk_first.min(t.ring.first());
             if cur.next < first {

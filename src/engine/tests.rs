@@ -36,6 +36,12 @@ enum Got {
         missed: u64,
         next: u64,
     },
+    Removed {
+        sub: u32,
+        topic: String,
+        unread: u64,
+        next: u64,
+    },
 }
 
 fn own(d: Delivery<'_>) -> Got {
@@ -68,6 +74,17 @@ fn own(d: Delivery<'_>) -> Got {
             sub,
             topic: topic.to_owned(),
             missed,
+            next,
+        },
+        Delivery::Removed {
+            sub,
+            topic,
+            unread,
+            next,
+        } => Got::Removed {
+            sub,
+            topic: topic.to_owned(),
+            unread,
             next,
         },
     }
@@ -188,7 +205,7 @@ fn offsets(got: &[Got]) -> Vec<(&str, u64)> {
     got.iter()
         .filter_map(|g| match g {
             Got::Msg { topic, offset, .. } => Some((topic.as_str(), *offset)),
-            Got::Lag { .. } => None,
+            Got::Lag { .. } | Got::Removed { .. } => None,
         })
         .collect()
 }
@@ -1076,7 +1093,7 @@ fn after_seq_is_exact_while_the_ring_holds_an_older_message() {
 fn with_sub(g: &Got, new: u32) -> Got {
     let mut g = g.clone();
     match &mut g {
-        Got::Msg { sub, .. } | Got::Lag { sub, .. } => *sub = new,
+        Got::Msg { sub, .. } | Got::Lag { sub, .. } | Got::Removed { sub, .. } => *sub = new,
     }
     g
 }
@@ -1789,6 +1806,7 @@ impl Model {
     fn check_delivery(&mut self, conn: usize, g: &Got) -> Result<(), String> {
         let (sub, topic) = match g {
             Got::Msg { sub, topic, .. } | Got::Lag { sub, topic, .. } => (*sub, topic.as_str()),
+            Got::Removed { .. } => return Err(format!("conn {conn}: no topic is removed: {g:?}")),
         };
         let s = self.subs[conn].iter_mut().find(|s| s.id == sub);
         let Some(s) = s else {
@@ -1843,6 +1861,7 @@ impl Model {
                 track.expected += 1;
                 self.delivered += 1;
             }
+            Got::Removed { .. } => unreachable!("refused above"),
         }
         track.lenient = false;
         Ok(())

@@ -179,7 +179,7 @@ impl Paged {
                 Part::Topics(0)
             }
             Part::Topics(from) => {
-                let to = (from + SLICE).min(engine.topic_count());
+                let to = (from + SLICE).min(engine.topic_slots());
                 let topics: Vec<_> = (from..to).filter_map(|i| engine.topic_info_at(i)).collect();
                 let with_data = engine.log().is_some();
                 render::push_items(
@@ -191,7 +191,7 @@ impl Paged {
                         render::topic_with(t, s)
                     }),
                 );
-                if to < engine.topic_count() {
+                if to < engine.topic_slots() {
                     Part::Topics(to)
                 } else {
                     body.extend_from_slice(b"],\"connections\":[");

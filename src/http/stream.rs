@@ -228,6 +228,17 @@ impl Stream {
                     gone = true;
                     Event::GroupGone { group }
                 }
+                // The topic was removed: shown as lag for now (what it had not got).
+                Delivery::Removed {
+                    topic,
+                    unread,
+                    next,
+                    ..
+                } => Event::Lag {
+                    topic,
+                    missed: unread,
+                    next,
+                },
             };
             if matches!(ev, Event::Message { .. }) {
                 *sent += 1;

@@ -557,6 +557,20 @@ impl Session {
                         Frame::Lag(lag).encode(out)
                     }
                 }
+                // The topic was removed: a `Lag` frame for now, with what the subscriber
+                // had not got and where a topic created again under that name starts.
+                Delivery::Removed {
+                    sub,
+                    topic,
+                    unread,
+                    next,
+                } => Frame::Lag(Lag {
+                    sub,
+                    topic,
+                    missed: unread,
+                    next,
+                })
+                .encode(out),
                 Delivery::GroupMessage {
                     sub,
                     tag,

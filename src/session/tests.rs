@@ -443,3 +443,34 @@ fn a_member_of_a_deleted_group_is_told_on_its_subscription_id() {
         })]
     );
 }
+
+#[test]
+fn a_removed_topic_is_told_as_lag_with_what_was_unread() {
+    let (mut e, mut s) = setup(Auth::none());
+    let mut bytes = Frame::Hello(Hello::new("test")).to_vec();
+    Frame::Subscribe(Subscribe {
+        sub: 3,
+        filter: "a/b",
+        from: Start::Latest,
+        resume: Vec::new(),
+    })
+    .encode(&mut bytes);
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    let p = e.handle_connect_http(0, None, "pub", None);
+    for _ in 0..4 {
+        e.handle_publish(p, 1, "a/b", None, b"x").unwrap();
+    }
+    e.delete_topic("a/b").unwrap();
+    let mut out = Vec::new();
+    assert!(!s.poll_output(&mut e, &mut out, 1 << 20));
+    assert_eq!(
+        frames(&out),
+        [Frame::Lag(Lag {
+            sub: 3,
+            topic: "a/b",
+            missed: 4,
+            next: 4
+        })]
+    );
+}

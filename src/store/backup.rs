@@ -93,7 +93,7 @@ fn backup_passes(
         }
         between();
     }
-    let mut names = std::collections::HashSet::new();
+    let mut infos = Vec::with_capacity(copied.len());
     for no in copied {
         // Check what was copied as a start would read it.
         let bytes = std::fs::read(segment_path(&dst, no))
@@ -103,13 +103,25 @@ fn backup_passes(
         report.bytes += bytes.len() as u64;
         report.damaged += s.skipped;
         report.torn_bytes += bytes.len() as u64 - s.valid_len;
-        for t in &s.info.topics {
+        infos.push(s.info);
+    }
+    // What a start would find: removed topics (deleted, expired) left out.
+    let retired: std::collections::HashSet<u64> = infos
+        .iter()
+        .flat_map(|i| &i.removed)
+        .map(|&(id, _, _)| id)
+        .collect();
+    let mut names = std::collections::HashSet::new();
+    for info in &infos {
+        for t in info.topics.iter().filter(|t| !retired.contains(&t.id)) {
             for r in &t.runs {
                 report.messages += r.last - r.first + 1;
             }
         }
-        for (_, name) in s.info.names {
-            names.insert(name);
+        for (id, name) in &info.names {
+            if !retired.contains(id) {
+                names.insert(name.as_str());
+            }
         }
     }
     report.topics = names.len() as u64;

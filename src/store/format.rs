@@ -13,19 +13,23 @@
 //!   4 group     name:str filter:str settings cursors:list(id:var next:var)
 //!               pending:list(id:var offset:var attempt:var)
 //!   5 group gone name:str
+//!   6 removed   id:var name:str next:var               a topic removed (deleted, expired): its
+//!               id is never used again, and a topic of that name continues at `next`
+//!               (id 0: a topic that was not on disk)
+//!   7 meta      id:var list(key:str value:str)         a topic's metadata, whole (the newest wins)
 //! var       := unsigned LEB128 (at most 10 bytes)
 //! str/bytes := len:var data[len]
 //! optbytes  := (len + 1):var data[len], 0 for none
 //! ```
 //!
-//! Integers are little-endian; the version is 1. A reader refuses a segment of a newer
+//! Integers are little-endian; the version is 2 (1 had no kinds 6 and 7). A reader refuses a segment of a newer
 //! version (the data of a newer mote), reads every older one, and skips a record kind it
 //! does not know only by refusing the segment's version: kinds never change meaning.
 
 /// The first bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"MOTESEG\0";
 /// The format this mote writes; it reads this one and every older one.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// Length of a segment header.
 pub(crate) const SEGMENT_HEADER: usize = 16;
 /// The first bytes of every batch: "MOTB".
@@ -41,6 +45,8 @@ const KIND_MESSAGE: u8 = 2;
 const KIND_STATE: u8 = 3;
 const KIND_GROUP: u8 = 4;
 const KIND_GROUP_GONE: u8 = 5;
+const KIND_REMOVED: u8 = 6;
+const KIND_META: u8 = 7;
 
 /// A segment header for `version`.
 pub(crate) fn segment_header(version: u32) -> [u8; SEGMENT_HEADER] {
@@ -188,6 +194,26 @@ pub(crate) fn put_group_gone(out: &mut Vec<u8>, name: &str) {
     put_bytes(out, name.as_bytes());
 }
 
+/// Appends the removal of a topic: id `id` (0 if it had none) is retired, and a topic
+/// named `name` created again continues at `next`.
+pub(crate) fn put_removed(out: &mut Vec<u8>, id: u64, name: &str, next: u64) {
+    out.push(KIND_REMOVED);
+    put_var(out, id);
+    put_bytes(out, name.as_bytes());
+    put_var(out, next);
+}
+
+/// Appends a topic's metadata, all of it.
+pub(crate) fn put_meta<K: AsRef<str>, V: AsRef<str>>(out: &mut Vec<u8>, id: u64, meta: &[(K, V)]) {
+    out.push(KIND_META);
+    put_var(out, id);
+    put_var(out, meta.len() as u64);
+    for (k, v) in meta {
+        put_bytes(out, k.as_ref().as_bytes());
+        put_bytes(out, v.as_ref().as_bytes());
+    }
+}
+
 /// A record decoded from a batch body, borrowing from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
@@ -211,6 +237,15 @@ pub(crate) enum Record<'a> {
     Group(GroupRecord),
     GroupGone {
         name: &'a str,
+    },
+    Removed {
+        id: u64,
+        name: &'a str,
+        next: u64,
+    },
+    Meta {
+        id: u64,
+        meta: Vec<(&'a str, &'a str)>,
     },
 }
 
@@ -348,6 +383,20 @@ impl<'a> Records<'a> {
                 })
             }
             KIND_GROUP_GONE => Record::GroupGone { name: self.str()? },
+            KIND_REMOVED => Record::Removed {
+                id: self.var()?,
+                name: self.str()?,
+                next: self.var()?,
+            },
+            KIND_META => {
+                let id = self.var()?;
+                let n = self.list_len()?;
+                let mut meta = Vec::with_capacity(n);
+                for _ in 0..n {
+                    meta.push((self.str()?, self.str()?));
+                }
+                Record::Meta { id, meta }
+            }
             _ => return Err(Corrupt("unknown record kind")),
         })
     }
@@ -456,6 +505,8 @@ mod tests {
             put_state(out, 1, 1, 2);
             put_group(out, &g);
             put_group_gone(out, "old");
+            put_removed(out, 1, "home/kitchen", 2);
+            put_meta(out, 2, &[("owner", "pi"), ("room", "")]);
         });
         assert_eq!(batch(&b), Batch::Whole { len: b.len() });
         let recs: Vec<Record<'_>> = Records::new(&b[BATCH_HEADER..])
@@ -499,6 +550,15 @@ mod tests {
                 },
                 Record::Group(g),
                 Record::GroupGone { name: "old" },
+                Record::Removed {
+                    id: 1,
+                    name: "home/kitchen",
+                    next: 2
+                },
+                Record::Meta {
+                    id: 2,
+                    meta: vec![("owner", "pi"), ("room", "")]
+                },
             ]
         );
     }

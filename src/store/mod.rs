@@ -131,6 +131,8 @@ pub struct RecoveredTopic {
     pub next: u64,
     /// The newest store time among its messages (its stored times never go back).
     pub last_time: u64,
+    /// Its metadata (`mote topic meta`), sorted by key.
+    pub meta: Vec<(String, String)>,
 }
 
 /// A durable group found on disk, its topics by name.
@@ -164,6 +166,9 @@ pub struct Opened {
     pub topics: Vec<RecoveredTopic>,
     /// Durable groups.
     pub groups: Vec<RecoveredGroup>,
+    /// Removed topics (deleted, purged away, expired) and where a topic of that name
+    /// created again continues, oldest first: at most [`MAX_REMOVED`].
+    pub removed: Vec<(String, u64)>,
     /// Bytes stored.
     pub disk_bytes: u64,
     /// Damaged regions skipped, torn bytes cut, segments set aside.
@@ -223,10 +228,30 @@ pub enum Completion {
     Failed,
 }
 
+/// Most removed topics the log remembers the last offset of (the engine's table holds
+/// as many); the oldest is forgotten first.
+pub const MAX_REMOVED: usize = crate::engine::MAX_LAST_OFFSETS;
+
+/// A removed topic the log remembers.
+#[derive(Debug, Clone)]
+struct Removed {
+    next: u64,
+    /// Its retired id (0: none).
+    id: u64,
+    /// The segment holding its newest record, carried forward when that one goes.
+    seg: u64,
+    /// Its place in `removed_order`.
+    stamp: u64,
+}
+
 /// What the log holds of one topic.
 #[derive(Debug, Clone)]
 struct TopicDisk {
     name: Box<str>,
+    /// Its metadata, whole, and the segment of its newest record (carried forward
+    /// when that segment goes).
+    meta: Vec<(String, String)>,
+    meta_seg: u64,
     /// The oldest offset retained (records below it are dead).
     first: u64,
     /// The offset after the newest stored.
@@ -306,6 +331,11 @@ pub struct Log {
     next_id: u64,
     /// Groups whose newest record is in segment `.0`, with that record.
     groups: HashMap<Box<str>, (u64, GroupRecord)>,
+    /// Removed topics by name, at most [`MAX_REMOVED`], and their order (entries whose
+    /// stamp is not the name's any more are stale).
+    removed: HashMap<Box<str>, Removed>,
+    removed_order: VecDeque<(Box<str>, u64)>,
+    removed_stamp: u64,
     /// The batch being filled (its header reserved), and since when.
     batch: Vec<u8>,
     batch_since_ms: Option<u64>,
@@ -405,6 +435,9 @@ impl Log {
             topics: HashMap::new(),
             next_id: 1,
             groups: HashMap::new(),
+            removed: HashMap::new(),
+            removed_order: VecDeque::new(),
+            removed_stamp: 0,
             batch: Vec::new(),
             batch_since_ms: None,
             hurry: false,
@@ -429,11 +462,26 @@ impl Log {
             },
             now_ms: 0,
         };
-        // Topic ids are the log's own, stable for the life of the directory.
+        // Topic ids are the log's own, never used again once their topic is removed: a
+        // name's live id is its newest that was not removed.
+        let retired: HashSet<u64> = rec
+            .segments
+            .iter()
+            .flat_map(|s| &s.removed)
+            .map(|&(id, _, _)| id)
+            .filter(|&id| id != 0)
+            .collect();
         for s in &rec.segments {
             for (id, name) in &s.names {
                 log.next_id = log.next_id.max(id + 1);
-                log.ids.entry(name.as_str().into()).or_insert(*id);
+                if retired.contains(id) {
+                    continue;
+                }
+                let live = log.ids.entry(name.as_str().into()).or_insert(*id);
+                *live = (*live).max(*id);
+            }
+            for (id, _, _) in &s.removed {
+                log.next_id = log.next_id.max(id + 1);
             }
         }
         let mut topics: HashMap<u64, TopicDisk> = HashMap::new();
@@ -445,6 +493,8 @@ impl Log {
                 };
                 let d = topics.entry(t.id).or_insert_with(|| TopicDisk {
                     name: name.clone(),
+                    meta: Vec::new(),
+                    meta_seg: 0,
                     first: u64::MAX,
                     next: 0,
                     last_time: 0,
@@ -465,6 +515,8 @@ impl Log {
                 let Some(name) = by_id.get(&id) else { continue };
                 let d = topics.entry(id).or_insert_with(|| TopicDisk {
                     name: name.clone(),
+                    meta: Vec::new(),
+                    meta_seg: 0,
                     first,
                     next,
                     last_time: 0,
@@ -477,6 +529,25 @@ impl Log {
                 d.first = d.first.max(first);
                 d.next = d.next.max(next);
                 d.last_seg = s.no;
+            }
+            for (id, meta) in &s.meta {
+                let Some(name) = by_id.get(id) else { continue };
+                let d = topics.entry(*id).or_insert_with(|| TopicDisk {
+                    name: name.clone(),
+                    meta: Vec::new(),
+                    meta_seg: 0,
+                    first: u64::MAX,
+                    next: 0,
+                    last_time: 0,
+                    segs: Vec::new(),
+                    last_seg: s.no,
+                });
+                d.meta.clone_from(meta);
+                d.meta_seg = s.no;
+                d.last_seg = s.no;
+            }
+            for (id, name, next) in &s.removed {
+                log.note_removed(name, *next, *id, s.no);
             }
             for g in &s.groups {
                 match g {
@@ -492,6 +563,10 @@ impl Log {
         for d in topics.values_mut() {
             d.first = d.first.min(d.next);
         }
+        // A name removed and not created again since (a live topic of that name
+        // continues on its own).
+        let ids = &log.ids;
+        log.removed.retain(|name, _| !ids.contains_key(name));
         log.topics = topics;
         log.names = by_id;
         log.stats.disk_bytes = rec.segments.iter().map(|s| s.len).sum();
@@ -512,6 +587,7 @@ impl Log {
                     first: d.first,
                     next: d.next,
                     last_time: d.last_time,
+                    meta: d.meta.clone(),
                 })
                 .collect(),
             groups: log
@@ -519,6 +595,7 @@ impl Log {
                 .values()
                 .map(|(_, g)| log.recovered_group(g))
                 .collect(),
+            removed: log.removed_in_order(),
             disk_bytes: log.stats.disk_bytes,
             skipped: rec.skipped,
             truncated: rec.truncated,
@@ -595,6 +672,8 @@ impl Log {
         let active = self.active_no();
         self.topics.entry(id).or_insert_with(|| TopicDisk {
             name: name.into(),
+            meta: Vec::new(),
+            meta_seg: 0,
             first: 0,
             next: 0,
             last_time: 0,
@@ -676,6 +755,80 @@ impl Log {
         t.first = t.first.max(first);
         t.next = t.next.max(next);
         t.last_seg = active;
+    }
+
+    /// Appends topic `name`'s metadata, whole (kept across restarts with the topic).
+    pub fn append_meta<K: AsRef<str>, V: AsRef<str>>(&mut self, name: &str, meta: &[(K, V)]) {
+        let id = self.id_for(name);
+        self.open_batch();
+        format::put_meta(&mut self.batch, id, meta);
+        let active = self.active_no();
+        let owned: Vec<(String, String)> = meta
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        self.active_mut().meta.push((id, owned.clone()));
+        let t = self.topic_mut(id, name);
+        t.meta = owned;
+        t.meta_seg = active;
+        t.last_seg = active;
+    }
+
+    /// Removes topic `name` (deleted or expired) whose next offset was `next`: what it
+    /// stored is dead (its segments go when nothing else in them lives), its id is
+    /// retired, and a topic of that name created again, also after a restart,
+    /// continues at `next`.
+    pub fn remove_topic(&mut self, name: &str, next: u64) {
+        let id = self.ids.remove(name).unwrap_or(0);
+        if id != 0 {
+            self.topics.remove(&id);
+            self.defined.remove(&id);
+        }
+        self.open_batch();
+        format::put_removed(&mut self.batch, id, name, next);
+        let active = self.active_no();
+        self.active_mut().removed.push((id, name.to_string(), next));
+        self.note_removed(name, next, id, active);
+    }
+
+    /// Remembers a removed topic (at most [`MAX_REMOVED`], the oldest forgotten).
+    fn note_removed(&mut self, name: &str, next: u64, id: u64, seg: u64) {
+        self.removed_stamp += 1;
+        let stamp = self.removed_stamp;
+        // Offsets never go back, whatever order records were found in.
+        let next = self.removed.get(name).map_or(next, |r| r.next.max(next));
+        self.removed.insert(
+            name.into(),
+            Removed {
+                next,
+                id,
+                seg,
+                stamp,
+            },
+        );
+        self.removed_order.push_back((name.into(), stamp));
+        while self.removed.len() > MAX_REMOVED {
+            let Some((old, stamp)) = self.removed_order.pop_front() else {
+                break;
+            };
+            if self.removed.get(&old).is_some_and(|r| r.stamp == stamp) {
+                self.removed.remove(&old);
+            }
+        }
+        if self.removed_order.len() > 2 * MAX_REMOVED {
+            let removed = &self.removed;
+            self.removed_order
+                .retain(|(n, s)| removed.get(n).is_some_and(|r| r.stamp == *s));
+        }
+    }
+
+    /// The removed topics, oldest first, with where each continues.
+    fn removed_in_order(&self) -> Vec<(String, u64)> {
+        self.removed_order
+            .iter()
+            .filter(|(n, s)| self.removed.get(n).is_some_and(|r| r.stamp == *s))
+            .filter_map(|(n, _)| Some((n.to_string(), self.removed.get(n)?.next)))
+            .collect()
     }
 
     /// Appends a durable group's state.

@@ -183,8 +183,36 @@ impl Log {
             .filter(|t| gone.contains(&t.last_seg))
             .map(|t| (t.name.clone(), t.first, t.next))
             .collect();
+        let metas: Vec<u64> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| gone.contains(&t.meta_seg) && !t.meta.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
         for (name, first, next) in carry {
             self.append_state(&name, first, next);
+        }
+        for id in metas {
+            if let Some(t) = self.topics.get(&id) {
+                let (name, meta) = (t.name.clone(), t.meta.clone());
+                self.append_meta(&name, &meta);
+            }
+        }
+        // Removed topics too: their last offsets, and that their ids are retired.
+        let removed: Vec<(Box<str>, u64, u64)> = self
+            .removed
+            .iter()
+            .filter(|(_, r)| gone.contains(&r.seg))
+            .map(|(n, r)| (n.clone(), r.next, r.id))
+            .collect();
+        let active = self.active_no();
+        for (name, next, id) in removed {
+            self.open_batch();
+            format::put_removed(&mut self.batch, id, &name, next);
+            self.active_mut().removed.push((id, name.to_string(), next));
+            if let Some(r) = self.removed.get_mut(&name) {
+                r.seg = active;
+            }
         }
         let groups: Vec<GroupRecord> = self
             .groups

@@ -59,6 +59,10 @@ pub(crate) struct SegmentInfo {
     pub(crate) states: Vec<(u64, u64, u64)>,
     /// Group states and ends, in the order they were written.
     pub(crate) groups: Vec<GroupChange>,
+    /// Topics removed: `(id, name, next offset)`, in the order they were written.
+    pub(crate) removed: Vec<(u64, String, u64)>,
+    /// Topic metadata: `(id, key/values)`, in the order they were written.
+    pub(crate) meta: Vec<(u64, Vec<(String, String)>)>,
 }
 
 /// A change of a durable group.
@@ -137,6 +141,15 @@ impl SegmentInfo {
             Record::State { id, first, next } => self.states.push((*id, *first, *next)),
             Record::Group(g) => self.groups.push(GroupChange::State(g.clone())),
             Record::GroupGone { name } => self.groups.push(GroupChange::Gone((*name).into())),
+            Record::Removed { id, name, next } => {
+                self.removed.push((*id, (*name).to_string(), *next));
+            }
+            Record::Meta { id, meta } => self.meta.push((
+                *id,
+                meta.iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                    .collect(),
+            )),
             Record::Message { .. } => {}
         }
     }
@@ -273,6 +286,14 @@ pub(crate) fn encode_idx(info: &SegmentInfo) -> Vec<u8> {
             GroupChange::Gone(name) => format::put_group_gone(&mut body, name),
         }
     }
+    put_var(&mut body, info.removed.len() as u64);
+    for (id, name, next) in &info.removed {
+        format::put_removed(&mut body, *id, name, *next);
+    }
+    put_var(&mut body, info.meta.len() as u64);
+    for (id, meta) in &info.meta {
+        format::put_meta(&mut body, *id, meta);
+    }
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
@@ -352,6 +373,27 @@ fn parse_idx_body(body: &[u8]) -> Result<SegmentInfo, Corrupt> {
             Record::Group(g) => info.groups.push(GroupChange::State(g)),
             Record::GroupGone { name } => info.groups.push(GroupChange::Gone(name.into())),
             _ => return Err(Corrupt("groups")),
+        }
+    }
+    // Version 1 indexes end here.
+    if r.position() == body.len() {
+        return Ok(info);
+    }
+    for _ in 0..r.list_len()? {
+        match r.next().ok_or(Corrupt("removed"))?? {
+            Record::Removed { id, name, next } => info.removed.push((id, name.into(), next)),
+            _ => return Err(Corrupt("removed")),
+        }
+    }
+    for _ in 0..r.list_len()? {
+        match r.next().ok_or(Corrupt("meta"))?? {
+            Record::Meta { id, meta } => info.meta.push((
+                id,
+                meta.into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )),
+            _ => return Err(Corrupt("meta")),
         }
     }
     Ok(info)
@@ -447,6 +489,8 @@ mod tests {
         let mut info = scan(3, &bytes).info;
         info.states.push((1, 4, 1000));
         info.groups.push(GroupChange::Gone("g".into()));
+        info.removed.push((1, "t".into(), 1000));
+        info.meta.push((2, vec![("owner".into(), "pi".into())]));
         assert!(
             info.topics[0].runs[0].entries.len() > 1,
             "sparse entries every 64 KiB"
@@ -470,5 +514,21 @@ mod tests {
             );
         }
         assert_eq!(decode_idx(3, info.len, &idx[..idx.len() - 1]), None);
+    }
+
+    #[test]
+    fn index_files_of_format_1_are_read() {
+        let (bytes, _) = segment(2, 10);
+        let info = scan(5, &bytes).info;
+        let idx = encode_idx(&info);
+        // Format 1 ended after the groups: no removed topics, no metadata (two empty
+        // lists here, one byte each).
+        let body = &idx[24..idx.len() - 2];
+        let mut old = idx[..24].to_vec();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        old[16..20].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        old[20..24].copy_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        old.extend_from_slice(body);
+        assert_eq!(decode_idx(5, info.len, &old), Some(info));
     }
 }
