@@ -70,6 +70,15 @@ pub(super) fn report_lag(
     Ok(())
 }
 
+/// Says on stderr that `topic` was deleted on the broker (the subscription stays).
+pub(super) fn report_removed(out: &mut impl Write, topic: &str, next: u64) -> io::Result<()> {
+    out.flush()?;
+    eprintln!(
+        "mote sub: topic {topic} was deleted on the broker; if it is published to again, it continues at offset {next}"
+    );
+    Ok(())
+}
+
 /// Says on stderr that the broker refused a subscription when it was made again.
 pub(super) fn report_refused(out: &mut impl Write, message: &str) -> io::Result<()> {
     out.flush()?;
