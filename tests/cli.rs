@@ -2774,3 +2774,48 @@ fn max_topics_3_and_a_delete_makes_room() {
     let o = mote(&["pub", "-p", &p, "-t", "d", "-m", "x", "--confirm"], b"");
     assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
 }
+
+/// Needs the engine (purge, delete, seek, --from by time). The README's "Managing topics and
+/// groups" examples, as written (with `-p`, and `-C 1` so that the last one ends).
+#[test]
+fn readme_managing_topics_and_groups() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "sensors/kitchen", "21.5\n21.6\n");
+    publish_lines(&p, "logs", "started\n");
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    drop(
+        c.subscribe_group("jobs/#", mote_sdk::Group::new("workers").durable(true))
+            .unwrap(),
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Managing topics and groups")
+        .nth(1)
+        .unwrap()
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut ran = 0;
+    for line in section.lines() {
+        let cmd = line.split(" # ").next().unwrap().trim();
+        let mut args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.trim_matches('\'').to_string())
+            .collect();
+        args.extend(["-p".to_string(), p.clone()]);
+        if args[0] == "sub" {
+            args.extend(["-C", "1", "-W", "10"].map(String::from));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&args);
+        ran += 1;
+    }
+    assert_eq!(ran, 12);
+}
