@@ -2631,6 +2631,14 @@ fn a_delete_racing_a_publisher_and_a_subscriber() {
     }
     while sub.out.try_recv().is_ok() {}
     let stop = Arc::new(AtomicBool::new(false));
+    // The publisher stops when the test ends, passed or not.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = Stop(stop.clone());
     let offsets = Arc::new(Mutex::new(Vec::new()));
     let publisher = {
         let (stop, offsets, c) = (stop.clone(), offsets.clone(), c.clone());
