@@ -798,3 +798,48 @@ async fn handle(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+    use crate::wire::{Manage, ManageOp, Publish, Subscribe};
+
+    #[test]
+    fn a_reconnect_keeps_requests_and_drops_what_the_broker_cannot_take() {
+        let mut buf = Vec::new();
+        Frame::Subscribe(Subscribe {
+            sub: 1,
+            filter: "a",
+            from: Start::Latest,
+            resume: Vec::new(),
+        })
+        .encode(&mut buf);
+        Frame::Manage(Manage {
+            req: 2,
+            op: ManageOp::Groups,
+        })
+        .encode(&mut buf);
+        let publish = Frame::Publish(Publish {
+            req: 3,
+            topic: "a",
+            key: None,
+            payload: b"x",
+        })
+        .to_vec();
+        buf.extend_from_slice(&publish);
+        // A broker of protocol 3 gets the request again...
+        let mut dropped = Vec::new();
+        let kept = without_subscription_frames(&buf, 3, &mut dropped);
+        assert!(dropped.is_empty());
+        assert_eq!(&kept[kept.len() - publish.len()..], &publish[..]);
+        assert!(matches!(
+            wire::decode(&kept, usize::MAX),
+            Ok(Decoded::Frame(Frame::Manage(m), _)) if m.req == 2
+        ));
+        // ...one of protocol 2 never sees it (it would close the connection).
+        let kept = without_subscription_frames(&buf, 2, &mut dropped);
+        assert_eq!(dropped, [2]);
+        assert_eq!(kept, publish);
+    }
+}
