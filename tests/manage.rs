@@ -235,7 +235,11 @@ fn a_deleted_topic_is_announced_and_continues_above_its_offsets() {
     let v = json(&c, ManageOp::DeleteTopic { topic: "sensors/a" });
     assert_eq!(v["dropped"], 3);
     match next_event(&mut sub) {
-        Event::Removed { topic, next } => assert_eq!((&*topic, next), ("sensors/a", 3)),
+        Event::Removed {
+            topic,
+            unread,
+            next,
+        } => assert_eq!((&*topic, unread, next), ("sensors/a", 0, 3)),
         other => panic!("expected the notice, got {other:?}"),
     }
     let e = c

@@ -193,6 +193,8 @@ pub enum Event {
     Removed {
         /// The topic.
         topic: Arc<str>,
+        /// Messages it stored that this subscription had not got, gone with it.
+        unread: u64,
         /// Where it continues if it is created again: one past its last offset.
         next: u64,
     },

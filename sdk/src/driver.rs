@@ -714,18 +714,17 @@ async fn handle(
                 log::info!("topic {} was deleted on the broker", r.topic);
                 match ls.tx.clone() {
                     Tx::Plain(tx) => {
-                        deliver(
-                            &tx,
-                            Event::Removed {
-                                topic,
-                                next: r.next,
-                            },
-                        )
-                        .await
+                        let ev = Event::Removed {
+                            topic,
+                            unread: r.unread,
+                            next: r.next,
+                        };
+                        deliver(&tx, ev).await;
                     }
                     Tx::Group(tx) => {
                         let ev = GroupEvent::Removed {
                             topic,
+                            unread: r.unread,
                             next: r.next,
                         };
                         deliver(&tx, ev).await;

@@ -125,6 +125,8 @@ pub enum GroupEvent {
     Removed {
         /// The topic.
         topic: Arc<str>,
+        /// Messages it stored that the group had not delivered, gone with it.
+        unread: u64,
         /// Where it continues if it is created again.
         next: u64,
     },

@@ -375,13 +375,16 @@ pub struct Managed<'a> {
 /// Version 3 and later: `topic`, which the subscription `sub` was reading, was deleted
 /// (`mote topic delete`, or its idle expiry). The subscription stays: if the topic is
 /// created again, delivery continues at offset `next`, above every offset it had. A
-/// version 1 or 2 client gets a [`Lag`] with `missed` 0 and the same `next` instead.
+/// version 1 or 2 client gets a [`Lag`] with `missed` = `unread` and the same `next`
+/// instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removed<'a> {
     /// The subscription reading it.
     pub sub: u32,
     /// The topic that is gone.
     pub topic: &'a str,
+    /// Messages the topic stored that this subscription had not got: gone with it.
+    pub unread: u64,
     /// Where the topic continues if it is created again: one past its last offset.
     pub next: u64,
 }
@@ -1107,6 +1110,7 @@ mod tests {
         roundtrip(Frame::Removed(Removed {
             sub: 3,
             topic: "a/b",
+            unread: 12,
             next: 1 << 40,
         }));
     }

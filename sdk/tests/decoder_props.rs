@@ -50,7 +50,7 @@ enum Owned {
     /// `req`, which operation (0..=8), its name or filter, `from`, metadata pairs, seek target.
     Manage(u32, u8, String, u32, Vec<(String, String)>, Start),
     Managed(u32, String),
-    Removed(u32, String, u64),
+    Removed(u32, String, u64, u64),
 }
 
 impl Owned {
@@ -151,9 +151,10 @@ impl Owned {
                 Frame::Manage(Manage { req: *req, op })
             }
             Owned::Managed(req, json) => Frame::Managed(Managed { req: *req, json }),
-            Owned::Removed(sub, topic, next) => Frame::Removed(Removed {
+            Owned::Removed(sub, topic, unread, next) => Frame::Removed(Removed {
                 sub: *sub,
                 topic,
+                unread: *unread,
                 next: *next,
             }),
         }
@@ -238,7 +239,7 @@ fn frames() -> impl Strategy<Value = Owned> {
         )
             .prop_map(|(r, k, n, f, set, to)| Owned::Manage(r, k, n, f, set, to)),
         (u32s(), text()).prop_map(|(r, j)| Owned::Managed(r, j)),
-        (u32s(), text(), u64s()).prop_map(|(s, t, n)| Owned::Removed(s, t, n)),
+        (u32s(), text(), u64s(), u64s()).prop_map(|(s, t, u, n)| Owned::Removed(s, t, u, n)),
     ]
 }
 

@@ -494,6 +494,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             Frame::Removed(Removed {
                 sub: 1,
                 topic: "sensors/kitchen",
+                unread: 2,
                 next: 162,
             }),
         ),
@@ -1375,6 +1376,7 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
         Frame::Removed(r) => {
             num(&mut p, "sub", r.sub);
             seq(&mut p, "topic", r.topic.as_bytes());
+            num(&mut p, "unread", r.unread);
             num(&mut p, "next", r.next);
         }
         other => panic!("no annotation for {other:?}"),

@@ -773,7 +773,11 @@ fn report_event(out: &mut impl Write, ev: &Event) -> io::Result<()> {
             next,
         } => follow::report_lag(out, who, topic, *missed, *next, true),
         Event::Refused { message, .. } => follow::report_refused(out, message),
-        Event::Removed { topic, next } => follow::report_removed(out, topic, *next),
+        Event::Removed {
+            topic,
+            unread,
+            next,
+        } => follow::report_removed(out, topic, *unread, *next),
         _ => Ok(()),
     }
 }
@@ -822,8 +826,12 @@ async fn subscribe_group(
                     missed,
                     next,
                 } => follow::report_lag(&mut out, "the group", &topic, missed, next, false)?,
-                mote_sdk::GroupEvent::Removed { topic, next } => {
-                    follow::report_removed(&mut out, &topic, next)?;
+                mote_sdk::GroupEvent::Removed {
+                    topic,
+                    unread,
+                    next,
+                } => {
+                    follow::report_removed(&mut out, &topic, unread, next)?;
                 }
                 mote_sdk::GroupEvent::Refused { message, .. } => {
                     follow::report_refused(&mut out, &message)?;

@@ -659,17 +659,31 @@ impl Session {
 /// length.
 const MANAGED_OVERHEAD: usize = 5 + 1 + 5 + 5;
 
-/// Appends the notice that `topic`, read by subscription `sub`, was deleted and would
-/// continue at `next`: a [`Removed`] for a client of version 3 or later, a [`Lag`] of
-/// nothing missed for an older one (so its resume point still moves to `next`).
-pub fn encode_removed(version: u16, sub: u32, topic: &str, next: u64, out: &mut Vec<u8>) {
+/// Appends the notice that `topic`, read by subscription `sub`, was deleted with `unread`
+/// messages it had not got, and would continue at `next`: a [`Removed`] for a client of
+/// version 3 or later, a [`Lag`] of the `unread` messages for an older one (so its resume
+/// point still moves to `next`).
+pub fn encode_removed(
+    version: u16,
+    sub: u32,
+    topic: &str,
+    unread: u64,
+    next: u64,
+    out: &mut Vec<u8>,
+) {
     if version >= MANAGE_VERSION {
-        Frame::Removed(Removed { sub, topic, next }).encode(out);
+        Frame::Removed(Removed {
+            sub,
+            topic,
+            unread,
+            next,
+        })
+        .encode(out);
     } else {
         Frame::Lag(Lag {
             sub,
             topic,
-            missed: 0,
+            missed: unread,
             next,
         })
         .encode(out);

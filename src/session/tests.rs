@@ -546,22 +546,23 @@ fn manage_needs_the_manage_rule_and_the_refusal_names_it() {
 }
 
 #[test]
-fn removed_is_a_lag_of_nothing_for_older_clients() {
+fn removed_is_a_lag_for_older_clients() {
     let mut out = Vec::new();
-    encode_removed(3, 4, "a/b", 17, &mut out);
-    encode_removed(2, 4, "a/b", 17, &mut out);
+    encode_removed(3, 4, "a/b", 2, 17, &mut out);
+    encode_removed(2, 4, "a/b", 2, 17, &mut out);
     assert_eq!(
         frames(&out),
         vec![
             Frame::Removed(Removed {
                 sub: 4,
                 topic: "a/b",
+                unread: 2,
                 next: 17
             }),
             Frame::Lag(Lag {
                 sub: 4,
                 topic: "a/b",
-                missed: 0,
+                missed: 2,
                 next: 17
             }),
         ]

@@ -71,10 +71,19 @@ pub(super) fn report_lag(
 }
 
 /// Says on stderr that `topic` was deleted on the broker (the subscription stays).
-pub(super) fn report_removed(out: &mut impl Write, topic: &str, next: u64) -> io::Result<()> {
+pub(super) fn report_removed(
+    out: &mut impl Write,
+    topic: &str,
+    unread: u64,
+    next: u64,
+) -> io::Result<()> {
     out.flush()?;
+    let lost = match unread {
+        0 => String::new(),
+        n => format!(" with {n} message{} not yet received", plural(n)),
+    };
     eprintln!(
-        "mote sub: topic {topic} was deleted on the broker; if it is published to again, it continues at offset {next}"
+        "mote sub: topic {topic} was deleted on the broker{lost}; if it is published to again, it continues at offset {next}"
     );
     Ok(())
 }
