@@ -66,21 +66,17 @@ fn subjects<'p>(p: &'p Parsed, names: &[&str], extra: bool) -> Result<&'p [Strin
         return Err(CliError(format!(
             "give the {} (see mote {} --help)",
             names[got],
-            p_name(p)
+            p.spec_name()
         )));
     }
     if got > names.len() && !extra {
         return Err(CliError(format!(
             "unexpected argument {:?} (see mote {} --help)",
             p.positional[names.len()],
-            p_name(p)
+            p.spec_name()
         )));
     }
     Ok(&p.positional)
-}
-
-fn p_name(p: &Parsed) -> &'static str {
-    p.spec_name()
 }
 
 /// A refusal by the broker is its message alone (`no topic "x"`); anything else as the
