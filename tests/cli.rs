@@ -2202,3 +2202,641 @@ fn token_without_a_subcommand_exits_2_and_counts_of_one_are_singular() {
         stderr(&o)
     );
 }
+
+// ---- Issue 12: managing topics and groups from the command line (`mote topics`,
+// `mote topic ...`, `mote groups`, `mote group ...`) and `mote sub --from` by time.
+// Tests marked "needs the engine" exercise purge, delete, metadata, seek and starts by
+// time, which the engine's admin functions implement.
+
+/// Runs `mote ARGS`, expecting exit 0; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let o = mote(args, b"");
+    assert!(
+        o.status.success(),
+        "mote {args:?}: {:?} {}",
+        o.status,
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Runs `mote ARGS`, expecting exit `code`; returns stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let o = mote(args, b"");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "mote {args:?}: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+/// Publishes each of `lines` to `topic` (`mote pub -l`, which returns once the broker has
+/// them).
+fn publish_lines(p: &str, topic: &str, lines: &str) {
+    let o = mote(&["pub", "-p", p, "-t", topic, "-l"], lines.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The words of the line of `table` that starts with `first`.
+fn row<'t>(table: &'t str, first: &str) -> Vec<&'t str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no line for {first} in\n{table}"))
+}
+
+#[test]
+fn topics_and_topic_info_show_what_the_broker_holds() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "sensors/kitchen", "1\n2\n3\n");
+    publish_lines(&p, "sensors/hall", "x\n");
+    publish_lines(&p, "logs", "y\n");
+    // mote topics
+    let t = ok(&["topics", "-p", &p]);
+    assert_eq!(
+        row(&t, "TOPIC"),
+        [
+            "TOPIC", "STORED", "OFFSETS", "BYTES", "IN/S", "SUBS", "SETTINGS"
+        ]
+    );
+    let k = row(&t, "sensors/kitchen");
+    assert_eq!(
+        (k[1], k[2], k[k.len() - 1]),
+        ("3", "0..3", "default"),
+        "{t}"
+    );
+    assert_eq!(t.lines().count(), 4, "{t}");
+    // Columns line up: every row is as wide as the head up to the last column.
+    let at = t.lines().next().unwrap().find("SETTINGS").unwrap();
+    assert!(t.lines().all(|l| l.len() >= at), "{t}");
+    // mote topics 'sensors/#' --json
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["topics", "sensors/#", "-p", &p, "--json"])).unwrap();
+    let names: Vec<&str> = j["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sensors/kitchen", "sensors/hall"]);
+    // mote topic info sensors/kitchen
+    let info = ok(&["topic", "info", "sensors/kitchen", "-p", &p]);
+    assert_eq!(row(&info, "topic"), ["topic", "sensors/kitchen"]);
+    assert_eq!(row(&info, "offsets"), ["offsets", "0..3"]);
+    assert_eq!(row(&info, "stored")[..3], ["stored", "3", "messages,"]);
+    assert_eq!(row(&info, "persist"), ["persist", "false", "default"]);
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "topic",
+        "info",
+        "sensors/kitchen",
+        "-p",
+        &p,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!((&j["stored"], &j["next"]), (&3.into(), &3.into()));
+    // Refusals: the broker's message, exit 1; usage errors exit 2.
+    assert_eq!(
+        fails(&["topic", "info", "sensors/attic", "-p", &p], 1),
+        "mote topic: no topic \"sensors/attic\"\n"
+    );
+    assert!(fails(&["topic", "info", "-p", &p], 2).contains("give the topic"));
+    assert!(fails(&["topic", "info", "a/+", "-p", &p], 2).contains("bad topic"));
+    assert!(fails(&["topic"], 2).contains("Usage: mote topic <COMMAND>"));
+    assert!(fails(&["topic", "frob", "x"], 2).contains("unknown command \"frob\""));
+    assert!(fails(&["topics", "a", "b", "-p", &p], 2).contains("one filter at most"));
+    assert!(fails(&["topics", "a/#/b", "-p", &p], 2).contains("bad filter"));
+    let help = ok(&["--help"]);
+    for cmd in ["topics", "topic ", "groups", "group "] {
+        assert!(help.contains(&format!("\n  {cmd}")), "{help}");
+    }
+    assert!(ok(&["topic", "show", "--help"]).contains("--from WHERE"));
+}
+
+#[test]
+fn topic_show_prints_the_stored_messages_and_stops() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "lines", "1\n2\n3\n4\n5\n");
+    assert_eq!(
+        ok(&["topic", "show", "lines", "-p", &p, "-n", "2"]),
+        "4\n5\n"
+    );
+    assert_eq!(
+        ok(&["topic", "show", "lines", "-p", &p, "--from", "1", "-n", "2"]),
+        "2\n3\n"
+    );
+    assert_eq!(
+        ok(&[
+            "topic", "show", "lines", "-p", &p, "--from", "earliest", "-v"
+        ]),
+        "lines 1\nlines 2\nlines 3\nlines 4\nlines 5\n"
+    );
+    assert_eq!(
+        ok(&["topic", "show", "lines", "-p", &p, "--from", "last:1"]),
+        "5\n"
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "topic", "show", "lines", "-p", &p, "-n", "1", "--json",
+    ]))
+    .unwrap();
+    assert_eq!((&j["offset"], &j["payload"]), (&4.into(), &"5".into()));
+    // Nothing after the end: nothing printed, no wait.
+    assert_eq!(
+        ok(&["topic", "show", "lines", "-p", &p, "--from", "latest"]),
+        ""
+    );
+    assert_eq!(ok(&["topic", "show", "lines", "-p", &p, "--from", "9"]), "");
+    assert_eq!(
+        fails(&["topic", "show", "nothing", "-p", &p], 1),
+        "mote topic: no topic \"nothing\"\n"
+    );
+}
+
+#[test]
+fn groups_and_group_info_show_the_groups() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    assert_eq!(ok(&["groups", "-p", &p]), "no groups\n");
+    // A durable group that keeps its position with no member connected.
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    let g = c
+        .subscribe_group(
+            "jobs/#",
+            mote_sdk::Group::new("workers")
+                .durable(true)
+                .from(mote_sdk::Start::Earliest),
+        )
+        .unwrap();
+    c.publish_confirmed("jobs/a", "1").unwrap();
+    let t = ok(&["groups", "-p", &p]);
+    assert_eq!(
+        row(&t, "GROUP"),
+        [
+            "GROUP",
+            "FILTER",
+            "MEMBERS",
+            "IN-FLIGHT",
+            "BACKLOG",
+            "DURABLE",
+            "AGE"
+        ]
+    );
+    let w = row(&t, "workers");
+    assert_eq!((w[1], w[2], w[5]), ("jobs/#", "1", "yes"), "{t}");
+    let info = ok(&["group", "info", "workers", "-p", &p]);
+    assert_eq!(row(&info, "group"), ["group", "workers"]);
+    assert_eq!(row(&info, "filter"), ["filter", "jobs/#"]);
+    assert_eq!(row(&info, "members"), ["members", "1"]);
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["group", "info", "workers", "-p", &p, "--json"])).unwrap();
+    assert_eq!(
+        (&j["name"], &j["settings"]["durable"]),
+        (&"workers".into(), &true.into())
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&["groups", "-p", &p, "--json"])).unwrap();
+    assert_eq!(j["groups"][0]["name"], "workers");
+    drop(g);
+    assert_eq!(
+        fails(&["group", "info", "nobody", "-p", &p], 1),
+        "mote group: no group \"nobody\"\n"
+    );
+    assert!(fails(&["group", "seek", "workers", "-p", &p], 2).contains("give where to with --to"));
+    assert!(
+        fails(&["group", "seek", "workers", "--to", "soon", "-p", &p], 2)
+            .contains("invalid value \"soon\" for --to")
+    );
+    assert!(fails(&["group"], 2).contains("Usage: mote group <COMMAND>"));
+    assert!(fails(&["groups", "x", "-p", &p], 2).contains("unexpected argument"));
+}
+
+/// A config file with two tokens on the `sensors/` topics: `reader` without a manage
+/// rule, `ops` with `manage = ["sensors/#"]`. Returns the served broker and both tokens
+/// as `--token` takes them.
+fn manage_tokens(name: &str) -> (Served, String, String) {
+    let dir = scratch(name);
+    let file = dir.join("mote.toml");
+    let reader = "reader-secret-0123456789";
+    let ops = "ops-secret-0123456789abcdef";
+    std::fs::write(
+        &file,
+        format!(
+            "[tokens.reader]\ntoken = \"{reader}\"\npublish = [\"sensors/#\"]\nsubscribe = [\"sensors/#\"]\n\n\
+             [tokens.ops]\ntoken = \"{ops}\"\npublish = [\"sensors/#\"]\nsubscribe = [\"sensors/#\"]\nmanage = [\"sensors/#\"]\n"
+        ),
+    )
+    .unwrap();
+    let s = Served::start(&["--config", file.to_str().unwrap()]);
+    (s, format!("reader:{reader}"), format!("ops:{ops}"))
+}
+
+#[test]
+fn changes_without_the_manage_right_are_refused_naming_the_rule() {
+    let (s, reader, ops) = manage_tokens("manage-refused");
+    let p = s.port();
+    let o = mote(
+        &["pub", "-p", &p, "--token", &reader, "-t", "sensors/a", "-l"],
+        b"1\n2\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for cmd in [&["topic", "purge"][..], &["topic", "delete"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["sensors/a", "-p", &p, "--token", &reader]);
+        assert_eq!(
+            fails(&args, 1),
+            "mote topic: token \"reader\" may not manage \"sensors/a\" (its manage rules: none)\n"
+        );
+    }
+    assert_eq!(
+        fails(
+            &[
+                "topic",
+                "meta",
+                "sensors/a",
+                "k=v",
+                "-p",
+                &p,
+                "--token",
+                &reader
+            ],
+            1
+        ),
+        "mote topic: token \"reader\" may not manage \"sensors/a\" (its manage rules: none)\n"
+    );
+    // Reading needs only the subscribe right.
+    let t = ok(&["topics", "-p", &p, "--token", &reader]);
+    assert_eq!(row(&t, "sensors/a")[1], "2");
+    ok(&["topic", "info", "sensors/a", "-p", &p, "--token", &reader]);
+    // A manage rule covers only its topics.
+    assert_eq!(
+        fails(
+            &["topic", "purge", "garage/door", "-p", &p, "--token", &ops],
+            1
+        ),
+        "mote topic: token \"ops\" may not manage \"garage/door\" (its manage rules: sensors/#)\n"
+    );
+    // Without a token at all, a broker with tokens says so.
+    assert!(fails(&["topics", "-p", &p], 1).contains("token"));
+}
+
+/// Needs the engine (`purge_topic`).
+#[test]
+fn the_manage_rule_allows_purge() {
+    let (s, _, ops) = manage_tokens("manage-allowed");
+    let p = s.port();
+    let o = mote(
+        &["pub", "-p", &p, "--token", &ops, "-t", "sensors/a", "-l"],
+        b"1\n2\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        ok(&["topic", "purge", "sensors/a", "-p", &p, "--token", &ops]),
+        "purged sensors/a: 2 messages dropped\n"
+    );
+}
+
+/// Needs the engine (`purge_topic`, `delete_topic`, `set_topic_meta`).
+#[test]
+fn purge_delete_and_meta_from_the_cli() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "sensors/a", "1\n2\n3\n");
+    assert_eq!(
+        ok(&["topic", "purge", "sensors/a", "-p", &p]),
+        "purged sensors/a: 3 messages dropped\n"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["topic", "info", "sensors/a", "-p", &p, "--json"])).unwrap();
+    assert_eq!(
+        (&j["stored"], &j["first"], &j["next"]),
+        (&0.into(), &3.into(), &3.into())
+    );
+    assert_eq!(ok(&["topic", "show", "sensors/a", "-p", &p]), "");
+    // mote topic meta sensors/a owner=kitchen-pi
+    assert_eq!(
+        ok(&[
+            "topic",
+            "meta",
+            "sensors/a",
+            "owner=kitchen-pi",
+            "room=hall",
+            "-p",
+            &p
+        ]),
+        "owner=kitchen-pi\nroom=hall\n"
+    );
+    assert_eq!(
+        ok(&["topic", "meta", "sensors/a", "room=", "-p", &p]),
+        "owner=kitchen-pi\n"
+    );
+    assert_eq!(
+        ok(&["topic", "meta", "sensors/a", "-p", &p]),
+        "owner=kitchen-pi\n"
+    );
+    assert!(ok(&["topic", "info", "sensors/a", "-p", &p]).contains("\n  owner=kitchen-pi\n"));
+    assert!(fails(&["topic", "meta", "sensors/a", "owner", "-p", &p], 2).contains("KEY=VALUE"));
+    let o = mote(
+        &["pub", "-p", &p, "-t", "sensors/a", "-m", "4", "--confirm"],
+        b"",
+    );
+    assert_eq!(stdout(&o), "3\n", "offsets go on after a purge");
+    assert_eq!(
+        ok(&["topic", "delete", "sensors/a", "-p", &p]),
+        "deleted sensors/a: 1 message dropped\n"
+    );
+    assert_eq!(
+        fails(&["topic", "info", "sensors/a", "-p", &p], 1),
+        "mote topic: no topic \"sensors/a\"\n"
+    );
+    assert_eq!(
+        fails(&["topic", "delete", "sensors/a", "-p", &p], 1),
+        "mote topic: no topic \"sensors/a\"\n"
+    );
+    assert_eq!(ok(&["topics", "-p", &p]), "no topics\n");
+    let o = mote(
+        &["pub", "-p", &p, "-t", "sensors/a", "-m", "5", "--confirm"],
+        b"",
+    );
+    assert_eq!(stdout(&o), "4\n", "a re-created topic continues above");
+    // Its metadata went with it.
+    assert_eq!(ok(&["topic", "meta", "sensors/a", "-p", &p]), "");
+}
+
+/// Needs the engine (`offset_at_time`).
+#[test]
+fn sub_from_ago_and_time() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "logs", "a\nb\nc\n");
+    for from in ["ago:10m", "10m", "time:2020-01-01T00:00:00Z"] {
+        let o = mote(
+            &[
+                "sub", "-p", &p, "-t", "logs", "--from", from, "-C", "3", "-W", "10",
+            ],
+            b"",
+        );
+        assert_eq!(stdout(&o), "a\nb\nc\n", "--from {from}: {}", stderr(&o));
+    }
+    // Nothing stored since then: nothing comes (until something is published).
+    let o = mote(
+        &[
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            "logs",
+            "--from",
+            "time:2100-01-01T00:00:00Z",
+            "-C",
+            "1",
+            "-W",
+            "300ms",
+        ],
+        b"",
+    );
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(1), ""));
+    assert_eq!(
+        ok(&["topic", "show", "logs", "-p", &p, "--from", "ago:10m"]),
+        "a\nb\nc\n"
+    );
+    assert_eq!(
+        ok(&[
+            "topic",
+            "show",
+            "logs",
+            "-p",
+            &p,
+            "--from",
+            "time:2100-01-01T00:00:00Z"
+        ]),
+        ""
+    );
+}
+
+/// Needs the engine (`delete_topic`, `Delivery::Removed`, offsets above a removed topic's).
+/// A publisher keeps publishing, fire-and-forget and confirmed, while `mote topic delete`
+/// runs; a subscriber reads along. No panic, the subscriber is told, and the publisher's
+/// next publishes re-create the topic above its old offsets (a publish never fails for it).
+#[test]
+fn a_delete_racing_a_publisher_and_a_subscriber() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let s = Served::start(&[]);
+    let p = s.port();
+    let sub = Running::start(&["sub", "-p", &p, "-t", "race/#", "-v"]);
+    // The subscriber is in once it prints a message published after it started.
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.publish_confirmed("race/t", "hello").unwrap();
+        if let Ok(l) = sub.out.recv_timeout(Duration::from_millis(50)) {
+            assert_eq!(l, "race/t hello");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber never started");
+    }
+    while sub.out.try_recv().is_ok() {}
+    let stop = Arc::new(AtomicBool::new(false));
+    // The publisher stops when the test ends, passed or not.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = Stop(stop.clone());
+    let offsets = Arc::new(Mutex::new(Vec::new()));
+    let publisher = {
+        let (stop, offsets, c) = (stop.clone(), offsets.clone(), c.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                c.publish("race/t", i.to_string()).unwrap();
+                let o = c.publish_confirmed("race/t", i.to_string()).unwrap();
+                offsets.lock().unwrap().push(o);
+                i += 1;
+            }
+            c.flush().unwrap();
+        })
+    };
+    // Let a few go by, then delete while they keep coming.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offsets.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "the publisher is stuck");
+        std::thread::yield_now();
+    }
+    let out = ok(&["topic", "delete", "race/t", "-p", &p]);
+    assert!(out.starts_with("deleted race/t: "), "{out}");
+    let notice = sub.err_line();
+    assert!(
+        notice.starts_with("mote sub: topic race/t was deleted on the broker"),
+        "{notice}"
+    );
+    // Published after the delete: the publisher re-created the topic.
+    let after = offsets.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offsets.lock().unwrap().len() < after + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the publisher stopped after the delete"
+        );
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    let offsets = offsets.lock().unwrap().clone();
+    assert!(
+        offsets.windows(2).all(|w| w[0] < w[1]),
+        "offsets never repeat nor go back: {offsets:?}"
+    );
+    // The subscriber still reads the re-created topic.
+    let line = sub.out_line();
+    assert!(line.starts_with("race/t "), "{line}");
+    ok(&["ping", "-p", &p]);
+}
+
+/// Needs the engine (`seek_group`). A member holds deliveries unacked while the group is
+/// moved back: its acks of the old tags are refused and the messages come again.
+#[test]
+fn seek_of_a_durable_group_with_deliveries_in_flight() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    for i in 0..5 {
+        c.publish_confirmed("jobs/a", i.to_string()).unwrap();
+    }
+    let mut member = c
+        .subscribe_group(
+            "jobs/#",
+            mote_sdk::Group::new("workers")
+                .durable(true)
+                .from(mote_sdk::Start::Earliest)
+                .prefetch(10),
+        )
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 5 {
+        match member.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Some(mote_sdk::GroupEvent::Message(d)) => held.push(d),
+            other => panic!("{other:?}"),
+        }
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["group", "info", "workers", "-p", &p, "--json"])).unwrap();
+    assert_eq!(j["in_flight"], 5);
+    let out = ok(&["group", "seek", "workers", "--to", "earliest", "-p", &p]);
+    assert!(
+        out.starts_with("moved group workers to earliest: "),
+        "{out}"
+    );
+    for d in held {
+        d.ack().unwrap();
+    }
+    let e = c.flush().unwrap_err();
+    assert_eq!(e.code(), Some(mote_sdk::ErrorCode::UNKNOWN_DELIVERY), "{e}");
+    let mut again = Vec::new();
+    while again.len() < 5 {
+        match member.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Some(mote_sdk::GroupEvent::Message(d)) => {
+                again.push(d.message().offset);
+                d.ack().unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(again, [0, 1, 2, 3, 4]);
+    c.flush().unwrap();
+    // Seek by time, then delete.
+    ok(&[
+        "group",
+        "seek",
+        "workers",
+        "--to",
+        "time:2020-01-01T00:00:00Z",
+        "-p",
+        &p,
+    ]);
+    drop(member);
+    assert_eq!(
+        ok(&["group", "delete", "workers", "-p", &p]),
+        "deleted group workers\n"
+    );
+    assert_eq!(
+        fails(&["group", "info", "workers", "-p", &p], 1),
+        "mote group: no group \"workers\"\n"
+    );
+    assert_eq!(ok(&["groups", "-p", &p]), "no groups\n");
+}
+
+/// Needs the engine (`delete_topic` frees the name).
+#[test]
+fn max_topics_3_and_a_delete_makes_room() {
+    let s = Served::start(&["--max-topics", "3"]);
+    let p = s.port();
+    for t in ["a", "b", "c"] {
+        publish_lines(&p, t, "x\n");
+    }
+    let o = mote(&["pub", "-p", &p, "-t", "d", "-m", "x", "--confirm"], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("topic_limit") || stderr(&o).contains("topics"),
+        "{}",
+        stderr(&o)
+    );
+    ok(&["topic", "delete", "a", "-p", &p]);
+    let o = mote(&["pub", "-p", &p, "-t", "d", "-m", "x", "--confirm"], b"");
+    assert_eq!(stdout(&o), "0\n", "{}", stderr(&o));
+}
+
+/// Needs the engine (purge, delete, seek, --from by time). The README's "Managing topics and
+/// groups" examples, as written (with `-p`, and `-C 1` so that the last one ends).
+#[test]
+fn readme_managing_topics_and_groups() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    publish_lines(&p, "sensors/kitchen", "21.5\n21.6\n");
+    publish_lines(&p, "logs", "started\n");
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    drop(
+        c.subscribe_group("jobs/#", mote_sdk::Group::new("workers").durable(true))
+            .unwrap(),
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Managing topics and groups")
+        .nth(1)
+        .unwrap()
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut ran = 0;
+    for line in section.lines() {
+        let cmd = line.split(" # ").next().unwrap().trim();
+        let mut args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.trim_matches('\'').to_string())
+            .collect();
+        args.extend(["-p".to_string(), p.clone()]);
+        if args[0] == "sub" {
+            args.extend(["-C", "1", "-W", "10"].map(String::from));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&args);
+        ran += 1;
+    }
+    assert_eq!(ran, 12);
+}

@@ -86,6 +86,16 @@ impl Client {
         wait(self.inner.subscribe_group(filter, group)).map(|inner| GroupSubscription { inner })
     }
 
+    /// See [`crate::Client::manage`].
+    pub fn manage(&self, op: crate::ManageOp<'_>) -> Result<String, Error> {
+        wait(self.inner.manage(op))
+    }
+
+    /// See [`crate::Client::protocol_version`].
+    pub fn protocol_version(&self) -> Option<u16> {
+        self.inner.protocol_version()
+    }
+
     /// Whether the client is connected right now.
     pub fn is_connected(&self) -> bool {
         self.inner.is_connected()

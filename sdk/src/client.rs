@@ -30,7 +30,10 @@ use crate::error::Error;
 use crate::group::{Group, GroupEvent, GroupSubscription};
 use crate::link::{Link, LinkWatch};
 use crate::secure::Token;
-use crate::wire::{self, Frame, Ping, Publish, Subscribe, SubscribeGroup, Unsubscribe};
+use crate::wire::{
+    self, Frame, MANAGE_VERSION, Manage, ManageOp, Ping, Publish, Subscribe, SubscribeGroup,
+    Unsubscribe,
+};
 use crate::{Filter, Start, Topic};
 
 /// Name of a broker's single token (`mote serve --token`).
@@ -183,10 +186,44 @@ pub enum Event {
         /// The broker's message.
         message: String,
     },
+    /// `topic` was deleted on the broker (protocol 3: `mote topic delete`, or its idle
+    /// expiry). The subscription stays: if the topic is created again, its messages come
+    /// from offset `next` on, above every offset it had. A broker that speaks protocol 2
+    /// or older never deletes topics.
+    Removed {
+        /// The topic.
+        topic: Arc<str>,
+        /// Messages it stored that this subscription had not got, gone with it.
+        unread: u64,
+        /// Where it continues if it is created again: one past its last offset.
+        next: u64,
+    },
+}
+
+/// Where the broker's answer to a request goes.
+pub(crate) enum Answer {
+    /// A publish's offset (0 for a ping).
+    Offset(async_channel::Sender<Result<u64, Error>>),
+    /// A management request's JSON.
+    Json(async_channel::Sender<Result<String, Error>>),
+}
+
+impl Answer {
+    /// Answers with an error.
+    pub(crate) fn fail(&self, e: Error) {
+        match self {
+            Answer::Offset(tx) => {
+                let _ = tx.try_send(Err(e));
+            }
+            Answer::Json(tx) => {
+                let _ = tx.try_send(Err(e));
+            }
+        }
+    }
 }
 
 pub(crate) struct Pending {
-    pub(crate) tx: async_channel::Sender<Result<u64, Error>>,
+    pub(crate) tx: Answer,
     /// The frame has left the queue (it may be on the wire).
     pub(crate) sent: bool,
     /// A copy of the frame, to send again after a reconnect
@@ -214,6 +251,8 @@ pub(crate) struct SubShared {
 /// What the connection told us about the broker.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BrokerInfo {
+    /// The protocol version agreed.
+    pub(crate) version: u16,
     pub(crate) max_payload: usize,
     pub(crate) keepalive: Duration,
     pub(crate) max_frame: usize,
@@ -565,7 +604,7 @@ impl Client {
             })
             .encode(&mut st.buf);
             Some(Pending {
-                tx: tx.clone(),
+                tx: Answer::Offset(tx.clone()),
                 sent: false,
                 frame: resend.then(|| st.buf[start..].to_vec()),
             })
@@ -585,7 +624,7 @@ impl Client {
             })
             .encode(&mut st.buf);
             Some(Pending {
-                tx: tx.clone(),
+                tx: Answer::Offset(tx.clone()),
                 sent: false,
                 frame: None,
             })
@@ -602,8 +641,65 @@ impl Client {
         }
     }
 
+    /// The protocol version agreed with the broker on the last connection.
+    pub fn protocol_version(&self) -> Option<u16> {
+        self.shared().lock().broker.map(|b| b.version)
+    }
+
+    /// Fails with [`Error::Unsupported`] if the broker speaks a version below `needed`.
+    fn need_version(&self, needed: u16, what: &'static str) -> Result<(), Error> {
+        match self.protocol_version() {
+            Some(broker) if broker < needed => Err(Error::Unsupported {
+                broker,
+                needed,
+                what,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A management request (protocol 3): list or inspect topics and groups, purge or
+    /// delete a topic, set its metadata, seek or delete a group. Returns the broker's
+    /// answer, a JSON document (the same the HTTP API answers with; see `PROTOCOL.md`).
+    /// A refusal is [`Error::Broker`] with the broker's code and message:
+    /// [`ErrorCode::NOT_FOUND`](crate::ErrorCode::NOT_FOUND) for a topic or group that
+    /// does not exist, [`ErrorCode::FORBIDDEN`](crate::ErrorCode::FORBIDDEN) without the
+    /// token's `manage` rule. A broker that speaks protocol 2 or older is
+    /// [`Error::Unsupported`], before anything is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mote_sdk::Client) -> Result<(), mote_sdk::Error> {
+    /// use mote_sdk::ManageOp;
+    /// let json = client.manage(ManageOp::TopicInfo { topic: "sensors/kitchen" }).await?;
+    /// client.manage(ManageOp::Purge { topic: "sensors/kitchen" }).await?;
+    /// # let _ = json; Ok(()) }
+    /// ```
+    ///
+    /// Like a confirmed publish, a request whose connection drops before the answer is
+    /// [`Error::ConnectionLost`]: it may or may not have been done.
+    pub async fn manage(&self, op: ManageOp<'_>) -> Result<String, Error> {
+        self.need_version(MANAGE_VERSION, "management")?;
+        let (tx, rx) = async_channel::bounded(1);
+        self.enqueue(|st| {
+            let req = st.take_id();
+            Frame::Manage(Manage {
+                req,
+                op: op.clone(),
+            })
+            .encode(&mut st.buf);
+            Some(Pending {
+                tx: Answer::Json(tx.clone()),
+                sent: false,
+                frame: None,
+            })
+        })
+        .await?;
+        rx.recv().await.unwrap_or(Err(Error::Closed))
+    }
+
     /// Subscribes to `filter` starting at `from`; returns once the broker confirmed.
-    /// While disconnected it waits for the connection to come back.
+    /// While disconnected it waits for the connection to come back. [`Start::Time`] and
+    /// [`Start::Ago`] need a broker of protocol 3 ([`Error::Unsupported`] otherwise).
     pub async fn subscribe(&self, filter: &str, from: Start) -> Result<Subscription, Error> {
         let shared = self.shared();
         let (tx, rx) = async_channel::bounded(shared.opts.subscription_buffer.max(1));
@@ -650,6 +746,12 @@ impl Client {
             name: filter.to_string(),
             source,
         })?;
+        if matches!(from, Start::Time(_) | Start::Ago(_)) {
+            self.need_version(
+                MANAGE_VERSION,
+                "starting at a time (Start::Time, Start::Ago)",
+            )?;
+        }
         let shared = self.shared();
         let (ack_tx, ack_rx) = async_channel::bounded(1);
         let id;

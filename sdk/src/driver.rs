@@ -12,7 +12,7 @@ use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
 use crate::Start;
-use crate::client::{BrokerInfo, Event, Message, Shared, State, Tx, subscribe_frame};
+use crate::client::{Answer, BrokerInfo, Event, Message, Shared, State, Tx, subscribe_frame};
 use crate::error::Error;
 use crate::group::{Delivery, GroupEvent};
 use crate::link::Link;
@@ -166,7 +166,7 @@ pub(crate) async fn run(shared: Arc<Shared>, first: async_channel::Sender<Result
     }
     let mut st = shared.lock();
     for (_, p) in st.pending.drain() {
-        let _ = p.tx.try_send(Err(Error::Closed));
+        p.tx.fail(Error::Closed);
     }
     for (_, s) in st.subs.drain() {
         if let Some(ack) = s.ack {
@@ -214,7 +214,7 @@ fn handle_error(
     let mut st = shared.lock();
     if e.req != 0 {
         if let Some(p) = st.pending.remove(&e.req) {
-            let _ = p.tx.try_send(Err(err()));
+            p.tx.fail(err());
             return Ok(None);
         }
         if st.subs.get(&e.req).is_some_and(|s| s.ack.is_some()) {
@@ -270,19 +270,20 @@ fn refused_resubscribe(
 /// The queue without subscribe and unsubscribe frames: on reconnect every live
 /// subscription is sent again first, with its resume point. Acks and nacks go too: their
 /// tags belonged to the old connection, whose messages the broker already put back.
-fn without_subscription_frames(buf: &[u8]) -> Vec<u8> {
+/// Management requests go when the broker's `version` is older than protocol 3 (it
+/// would close the connection on them); their `req`s are added to `dropped`.
+fn without_subscription_frames(buf: &[u8], version: u16, dropped: &mut Vec<u32>) -> Vec<u8> {
     let mut out = Vec::with_capacity(buf.len());
     let mut pos = 0;
     while let Ok(Decoded::Frame(f, used)) = wire::decode(&buf[pos..], usize::MAX) {
-        if !matches!(
-            f,
+        match f {
             Frame::Subscribe(_)
-                | Frame::SubscribeGroup(_)
-                | Frame::Unsubscribe(_)
-                | Frame::Ack(_)
-                | Frame::Nack(_)
-        ) {
-            out.extend_from_slice(&buf[pos..pos + used]);
+            | Frame::SubscribeGroup(_)
+            | Frame::Unsubscribe(_)
+            | Frame::Ack(_)
+            | Frame::Nack(_) => {}
+            Frame::Manage(m) if version < wire::MANAGE_VERSION => dropped.push(m.req),
+            _ => out.extend_from_slice(&buf[pos..pos + used]),
         }
         pos += used;
     }
@@ -333,8 +334,24 @@ async fn session(
         st.resent += reqs.len() as u64;
         reqs.extend_from_slice(&st.buf_reqs);
         st.buf_reqs = reqs;
-        head.extend_from_slice(&without_subscription_frames(&st.buf));
+        let mut dropped = Vec::new();
+        head.extend_from_slice(&without_subscription_frames(
+            &st.buf,
+            info.version,
+            &mut dropped,
+        ));
         st.buf = head;
+        // Queued while connected to a newer broker: this one cannot answer them.
+        for req in dropped {
+            st.buf_reqs.retain(|r| *r != req);
+            if let Some(p) = st.pending.remove(&req) {
+                p.tx.fail(Error::Unsupported {
+                    broker: info.version,
+                    needed: wire::MANAGE_VERSION,
+                    what: "management",
+                });
+            }
+        }
         st.connected = true;
         st.conn_gen += 1;
         st.broker = Some(info);
@@ -368,7 +385,7 @@ fn disconnected(shared: &Shared, reason: Option<String>) {
     }
     for id in lost {
         if let Some(p) = st.pending.remove(&id) {
-            let _ = p.tx.try_send(Err(Error::ConnectionLost));
+            p.tx.fail(Error::ConnectionLost);
         }
     }
     // Oldest (counted back farthest) first.
@@ -678,14 +695,50 @@ async fn handle(
         }
         Frame::Published(p) => {
             if let Some(pending) = shared.lock().pending.remove(&p.req) {
-                let _ = pending.tx.try_send(Ok(p.offset));
+                if let Answer::Offset(tx) = pending.tx {
+                    let _ = tx.try_send(Ok(p.offset));
+                }
+            }
+        }
+        Frame::Managed(m) => {
+            if let Some(pending) = shared.lock().pending.remove(&m.req) {
+                if let Answer::Json(tx) = pending.tx {
+                    let _ = tx.try_send(Ok(m.json.to_string()));
+                }
+            }
+        }
+        Frame::Removed(r) => {
+            if let Some(ls) = local(shared, subs, r.sub) {
+                // A topic created again continues at `next`: resume there.
+                let topic = ls.advance(r.topic, r.next);
+                log::info!("topic {} was deleted on the broker", r.topic);
+                match ls.tx.clone() {
+                    Tx::Plain(tx) => {
+                        let ev = Event::Removed {
+                            topic,
+                            unread: r.unread,
+                            next: r.next,
+                        };
+                        deliver(&tx, ev).await;
+                    }
+                    Tx::Group(tx) => {
+                        let ev = GroupEvent::Removed {
+                            topic,
+                            unread: r.unread,
+                            next: r.next,
+                        };
+                        deliver(&tx, ev).await;
+                    }
+                }
             }
         }
         Frame::Pong(p) => {
             let id = u32::try_from(p.nonce).unwrap_or(0);
             if id != 0 {
                 if let Some(pending) = shared.lock().pending.remove(&id) {
-                    let _ = pending.tx.try_send(Ok(0));
+                    if let Answer::Offset(tx) = pending.tx {
+                        let _ = tx.try_send(Ok(0));
+                    }
                 }
             }
         }
@@ -743,4 +796,49 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+mod tests {
+    use super::*;
+    use crate::wire::{Manage, ManageOp, Publish, Subscribe};
+
+    #[test]
+    fn a_reconnect_keeps_requests_and_drops_what_the_broker_cannot_take() {
+        let mut buf = Vec::new();
+        Frame::Subscribe(Subscribe {
+            sub: 1,
+            filter: "a",
+            from: Start::Latest,
+            resume: Vec::new(),
+        })
+        .encode(&mut buf);
+        Frame::Manage(Manage {
+            req: 2,
+            op: ManageOp::Groups,
+        })
+        .encode(&mut buf);
+        let publish = Frame::Publish(Publish {
+            req: 3,
+            topic: "a",
+            key: None,
+            payload: b"x",
+        })
+        .to_vec();
+        buf.extend_from_slice(&publish);
+        // A broker of protocol 3 gets the request again...
+        let mut dropped = Vec::new();
+        let kept = without_subscription_frames(&buf, 3, &mut dropped);
+        assert!(dropped.is_empty());
+        assert_eq!(&kept[kept.len() - publish.len()..], &publish[..]);
+        assert!(matches!(
+            wire::decode(&kept, usize::MAX),
+            Ok(Decoded::Frame(Frame::Manage(m), _)) if m.req == 2
+        ));
+        // ...one of protocol 2 never sees it (it would close the connection).
+        let kept = without_subscription_frames(&buf, 2, &mut dropped);
+        assert_eq!(dropped, [2]);
+        assert_eq!(kept, publish);
+    }
 }

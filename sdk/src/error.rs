@@ -64,6 +64,16 @@ pub enum Error {
     /// An ack or nack of a group message whose connection is gone: the broker has put
     /// the message back, and it will be delivered again.
     DeliveryExpired,
+    /// The broker speaks an older protocol version than the operation needs (checked
+    /// before anything is sent).
+    Unsupported {
+        /// The version the connection agreed on.
+        broker: u16,
+        /// The version the operation needs.
+        needed: u16,
+        /// What needs it, such as `management`.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -92,6 +102,14 @@ impl fmt::Display for Error {
             Error::Token(e) => write!(f, "bad token: {e}"),
             Error::DeliveryExpired => f.write_str(
                 "the connection this message came on is gone; the broker delivers it again",
+            ),
+            Error::Unsupported {
+                broker,
+                needed,
+                what,
+            } => write!(
+                f,
+                "the broker speaks protocol {broker}; {what} needs {needed} (upgrade the broker)"
             ),
         }
     }

@@ -121,6 +121,16 @@ pub enum GroupEvent {
         /// The broker's message.
         message: String,
     },
+    /// `topic` was deleted (protocol 3; see [`crate::Event::Removed`]). The membership
+    /// stays; a topic created again under the name continues at offset `next`.
+    Removed {
+        /// The topic.
+        topic: Arc<str>,
+        /// Messages it stored that the group had not delivered, gone with it.
+        unread: u64,
+        /// Where it continues if it is created again.
+        next: u64,
+    },
 }
 
 /// A message from a group, to be acked or nacked.

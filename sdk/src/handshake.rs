@@ -82,6 +82,7 @@ impl Incoming {
 
 fn info(w: &Welcome<'_>) -> BrokerInfo {
     BrokerInfo {
+        version: w.version,
         max_payload: w.max_payload as usize,
         keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(20))),
         max_frame: w.max_frame as usize,

@@ -6,6 +6,8 @@
 //! - [`wire`]: the one definition of the TCP protocol (frames, framing, error codes),
 //!   shared with the broker. `PROTOCOL.md` documents it byte by byte.
 //! - [`topic`]: topic and filter validation and matching.
+//! - [`Client::manage`]: list, inspect, purge and delete topics, seek and delete groups
+//!   (protocol 3); the answers are the broker's JSON documents.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {
@@ -34,4 +36,4 @@ pub use error::Error;
 pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
 pub use link::{Link, LinkWatch};
 pub use topic::{Filter, Topic, TopicError};
-pub use wire::{ErrorCode, Start};
+pub use wire::{ErrorCode, ManageOp, Start};

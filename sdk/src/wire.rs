@@ -20,9 +20,14 @@ use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-/// Newest protocol version spoken by this crate. Version 2 adds [`Frame::Evicted`]; every
-/// version 1 frame is the same in version 2.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Newest protocol version spoken by this crate. Version 2 adds [`Frame::Evicted`];
+/// version 3 adds [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and
+/// [`Start::Time`] / [`Start::Ago`]. Every frame of a version is the same in the next one,
+/// and a connection that agreed on an older version never sees a newer frame.
+pub const PROTOCOL_VERSION: u16 = 3;
+/// First protocol version with management ([`Frame::Manage`]), [`Frame::Removed`] and
+/// [`Start::Time`] / [`Start::Ago`].
+pub const MANAGE_VERSION: u16 = 3;
 /// Oldest protocol version this crate can speak.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// First bytes of every [`Hello`]: tells a mote broker from anything else on the port.
@@ -65,6 +70,11 @@ pub mod tag {
     /// [`Lag`](super::Lag) body under another tag, broker → client, version 2 and later:
     /// messages evicted by the topic's retention before the subscription asked for them.
     pub const EVICTED: u8 = 0x0d;
+    /// [`Manage`](super::Manage), client → broker, version 3 and later: a management
+    /// request.
+    pub const MANAGE: u8 = 0x0e;
+    /// [`Managed`](super::Managed), broker → client, version 3 and later: its answer.
+    pub const MANAGED: u8 = 0x0f;
     /// [`AuthChallenge`](super::AuthChallenge), broker → client, instead of `Welcome`
     /// when the broker requires a token.
     pub const AUTH_CHALLENGE: u8 = 0x10;
@@ -84,6 +94,9 @@ pub mod tag {
     pub const NACK: u8 = 0x23;
     /// Tags reserved for consumer groups (`0x20..=0x23` are taken).
     pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
+    /// [`Removed`](super::Removed), broker → client, version 3 and later: a topic the
+    /// subscription read was deleted. (The first tag after the reserved ranges.)
+    pub const REMOVED: u8 = 0x30;
 }
 
 /// First frame from a client: who it is and which protocol versions it speaks.
@@ -359,6 +372,23 @@ pub struct Managed<'a> {
     pub json: &'a str,
 }
 
+/// Version 3 and later: `topic`, which the subscription `sub` was reading, was deleted
+/// (`mote topic delete`, or its idle expiry). The subscription stays: if the topic is
+/// created again, delivery continues at offset `next`, above every offset it had. A
+/// version 1 or 2 client gets a [`Lag`] with `missed` = `unread` and the same `next`
+/// instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed<'a> {
+    /// The subscription reading it.
+    pub sub: u32,
+    /// The topic that is gone.
+    pub topic: &'a str,
+    /// Messages the topic stored that this subscription had not got: gone with it.
+    pub unread: u64,
+    /// Where the topic continues if it is created again: one past its last offset.
+    pub next: u64,
+}
+
 /// A topic the subscription resumes at a known offset, overriding `from` for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume<'a> {
@@ -533,7 +563,8 @@ pub struct Nack {
     pub delay_ms: u32,
 }
 
-/// Every frame of protocol versions 1 and 2 (version 2 adds [`Frame::Evicted`]).
+/// Every frame of protocol versions 1 to 3 (version 2 adds [`Frame::Evicted`], version 3
+/// [`Frame::Manage`], [`Frame::Managed`] and [`Frame::Removed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame<'a> {
@@ -582,6 +613,12 @@ pub enum Frame<'a> {
     /// kept), rather than while the subscriber was reading. A version 1 client gets a
     /// `Lag` instead.
     Evicted(Lag<'a>),
+    /// Version 3 and later: see [`Manage`].
+    Manage(Manage<'a>),
+    /// Version 3 and later: see [`Managed`].
+    Managed(Managed<'a>),
+    /// Version 3 and later: see [`Removed`].
+    Removed(Removed<'a>),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -830,6 +867,9 @@ impl<'a> Frame<'a> {
             Frame::Ack(_) => tag::ACK,
             Frame::Nack(_) => tag::NACK,
             Frame::Evicted(_) => tag::EVICTED,
+            Frame::Manage(_) => tag::MANAGE,
+            Frame::Managed(_) => tag::MANAGED,
+            Frame::Removed(_) => tag::REMOVED,
         }
     }
 
@@ -879,6 +919,9 @@ impl<'a> Frame<'a> {
             }
             Frame::Ack(b) => encode_with(t, b, None, out),
             Frame::Nack(b) => encode_with(t, b, None, out),
+            Frame::Manage(b) => encode_with(t, b, None, out),
+            Frame::Managed(b) => encode_with(t, b, None, out),
+            Frame::Removed(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -914,6 +957,9 @@ impl<'a> Frame<'a> {
             tag::ACK => Frame::Ack(exact(t, rest)?),
             tag::NACK => Frame::Nack(exact(t, rest)?),
             tag::EVICTED => Frame::Evicted(exact(t, rest)?),
+            tag::MANAGE => Frame::Manage(exact(t, rest)?),
+            tag::MANAGED => Frame::Managed(exact(t, rest)?),
+            tag::REMOVED => Frame::Removed(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -1025,6 +1071,50 @@ mod tests {
         for f in frames {
             roundtrip(f);
         }
+    }
+
+    #[test]
+    fn version_3_frames_roundtrip() {
+        let ops = [
+            ManageOp::Topics {
+                filter: "sensors/#",
+                from: 256,
+            },
+            ManageOp::TopicInfo { topic: "a/b" },
+            ManageOp::Purge { topic: "a/b" },
+            ManageOp::DeleteTopic { topic: "a/b" },
+            ManageOp::Meta {
+                topic: "a/b",
+                set: vec![("owner", "pi"), ("old", "")],
+            },
+            ManageOp::Groups,
+            ManageOp::GroupInfo { group: "workers" },
+            ManageOp::Seek {
+                group: "workers",
+                to: Start::Ago(600_000),
+            },
+            ManageOp::Seek {
+                group: "workers",
+                to: Start::Time(1_700_000_000_000),
+            },
+            ManageOp::DeleteGroup { group: "workers" },
+        ];
+        for (req, op) in ops.into_iter().enumerate() {
+            roundtrip(Frame::Manage(Manage {
+                req: req as u32 + 1,
+                op,
+            }));
+        }
+        roundtrip(Frame::Managed(Managed {
+            req: 1,
+            json: "{\"topics\":[],\"next\":null}",
+        }));
+        roundtrip(Frame::Removed(Removed {
+            sub: 3,
+            topic: "a/b",
+            unread: 12,
+            next: 1 << 40,
+        }));
     }
 
     #[test]
@@ -1179,6 +1269,8 @@ mod tests {
             }));
         }
         roundtrip(Frame::Ack(Ack { sub: 4, tag: 9 }));
+        assert!(!tag::RESERVED_GROUPS.contains(&tag::REMOVED));
+        assert!(!tag::RESERVED_SECURITY.contains(&tag::MANAGED));
         roundtrip(Frame::Nack(Nack {
             sub: 4,
             tag: 9,

@@ -3,7 +3,8 @@
 //! is enforced from the length prefix alone. The same for the record opener of encrypted
 //! connections (`secure::Opener`): arbitrary bytes never panic `peek` or `open` and never
 //! open, every strict prefix of a sealed record is "incomplete", sealed records open in
-//! order to exactly what was sealed, and a changed record never opens.
+//! order to exactly what was sealed, and a changed record never opens. Every frame of
+//! protocol 3 is among them (`Manage` with each operation, `Managed`, `Removed`).
 
 // Tests: a panic is the failure report, and every unwrap here is on data the test controls.
 #![allow(clippy::unwrap_used)]
@@ -11,8 +12,8 @@
 use mote_sdk::secure::{self, OpenError, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::wire::{
     self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame,
-    Hello, Lag, MAX_LENGTH_PREFIX, Message, Ping, Publish, Published, Resume, Start, Subscribe,
-    Subscribed, Unsubscribe, Welcome,
+    Hello, Lag, MAX_LENGTH_PREFIX, Manage, ManageOp, Managed, Message, Ping, Publish, Published,
+    Removed, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -46,6 +47,10 @@ enum Owned {
     AuthChallenge([u8; 32]),
     AuthInit(String, [u8; 32], [u8; 32]),
     AuthProof([u8; 32]),
+    /// `req`, which operation (0..=8), its name or filter, `from`, metadata pairs, seek target.
+    Manage(u32, u8, String, u32, Vec<(String, String)>, Start),
+    Managed(u32, String),
+    Removed(u32, String, u64, u64),
 }
 
 impl Owned {
@@ -121,6 +126,37 @@ impl Owned {
                 proof: *proof,
             }),
             Owned::AuthProof(proof) => Frame::AuthProof(AuthProof { proof: *proof }),
+            Owned::Manage(req, kind, name, from, set, to) => {
+                let name = name.as_str();
+                let op = match kind % 9 {
+                    0 => ManageOp::Topics {
+                        filter: name,
+                        from: *from,
+                    },
+                    1 => ManageOp::TopicInfo { topic: name },
+                    2 => ManageOp::Purge { topic: name },
+                    3 => ManageOp::DeleteTopic { topic: name },
+                    4 => ManageOp::Meta {
+                        topic: name,
+                        set: set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                    },
+                    5 => ManageOp::Groups,
+                    6 => ManageOp::GroupInfo { group: name },
+                    7 => ManageOp::Seek {
+                        group: name,
+                        to: *to,
+                    },
+                    _ => ManageOp::DeleteGroup { group: name },
+                };
+                Frame::Manage(Manage { req: *req, op })
+            }
+            Owned::Managed(req, json) => Frame::Managed(Managed { req: *req, json }),
+            Owned::Removed(sub, topic, unread, next) => Frame::Removed(Removed {
+                sub: *sub,
+                topic,
+                unread: *unread,
+                next: *next,
+            }),
         }
     }
 }
@@ -157,6 +193,8 @@ fn froms() -> impl Strategy<Value = Start> {
         u64s().prop_map(Start::Offset),
         u64s().prop_map(Start::Last),
         u64s().prop_map(Start::AfterSeq),
+        u64s().prop_map(Start::Time),
+        u64s().prop_map(Start::Ago),
     ]
 }
 
@@ -191,6 +229,17 @@ fn frames() -> impl Strategy<Value = Owned> {
         (text(), any::<[u8; 32]>(), any::<[u8; 32]>())
             .prop_map(|(n, c, p)| Owned::AuthInit(n, c, p)),
         any::<[u8; 32]>().prop_map(Owned::AuthProof),
+        (
+            u32s(),
+            0..9u8,
+            text(),
+            u32s(),
+            vec((text(), text()), 0..4),
+            froms()
+        )
+            .prop_map(|(r, k, n, f, set, to)| Owned::Manage(r, k, n, f, set, to)),
+        (u32s(), text()).prop_map(|(r, j)| Owned::Managed(r, j)),
+        (u32s(), text(), u64s(), u64s()).prop_map(|(s, t, u, n)| Owned::Removed(s, t, u, n)),
     ]
 }
 

@@ -31,8 +31,9 @@ use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
     self, Ack, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame,
-    Frame, GroupMessage, GroupSettings, Hello, Lag, MAGIC, Message, Nack, Ping, Publish, Published,
-    Resume, Start, Subscribe, SubscribeGroup, Subscribed, Unsubscribe, Welcome,
+    Frame, GroupMessage, GroupSettings, Hello, Lag, MAGIC, Manage, ManageOp, Managed, Message,
+    Nack, Ping, Publish, Published, Removed, Resume, Start, Subscribe, SubscribeGroup, Subscribed,
+    Unsubscribe, Welcome,
 };
 use sha2::Sha256;
 
@@ -115,7 +116,14 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
     let forbidden: &'static str = Box::leak(forbidden_message().into_boxed_str());
     vec![
         ("hello", Frame::Hello(hello_v1("sensor-1"))),
-        ("hello-v2", Frame::Hello(Hello::new("sensor-1"))),
+        (
+            "hello-v2",
+            Frame::Hello(Hello {
+                max_version: 2,
+                ..Hello::new("sensor-1")
+            }),
+        ),
+        ("hello-v3", Frame::Hello(Hello::new("sensor-1"))),
         (
             "welcome",
             Frame::Welcome(Welcome {
@@ -372,6 +380,125 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
         ),
         ("ack", Frame::Ack(Ack { sub: 4, tag: 7 })),
         (
+            "subscribe-time",
+            Frame::Subscribe(Subscribe {
+                sub: 6,
+                filter: "logs",
+                // 2026-12-01T10:00:00Z
+                from: Start::Time(1_796_119_200_000),
+                resume: vec![],
+            }),
+        ),
+        (
+            "subscribe-ago",
+            Frame::Subscribe(Subscribe {
+                sub: 7,
+                filter: "logs",
+                from: Start::Ago(600_000),
+                resume: vec![],
+            }),
+        ),
+        (
+            "manage-topics",
+            manage(
+                9,
+                ManageOp::Topics {
+                    filter: "sensors/#",
+                    from: 0,
+                },
+            ),
+        ),
+        (
+            "manage-topics-next-page",
+            manage(
+                10,
+                ManageOp::Topics {
+                    filter: "",
+                    from: 256,
+                },
+            ),
+        ),
+        (
+            "manage-topic-info",
+            manage(
+                11,
+                ManageOp::TopicInfo {
+                    topic: "sensors/kitchen",
+                },
+            ),
+        ),
+        (
+            "manage-purge",
+            manage(
+                12,
+                ManageOp::Purge {
+                    topic: "sensors/kitchen",
+                },
+            ),
+        ),
+        (
+            "manage-delete-topic",
+            manage(
+                13,
+                ManageOp::DeleteTopic {
+                    topic: "sensors/kitchen",
+                },
+            ),
+        ),
+        (
+            "manage-meta",
+            manage(
+                14,
+                ManageOp::Meta {
+                    topic: "sensors/kitchen",
+                    set: vec![("owner", "kitchen-pi"), ("room", "")],
+                },
+            ),
+        ),
+        ("manage-groups", manage(15, ManageOp::Groups)),
+        (
+            "manage-group-info",
+            manage(16, ManageOp::GroupInfo { group: "workers" }),
+        ),
+        (
+            "manage-seek",
+            manage(
+                17,
+                ManageOp::Seek {
+                    group: "workers",
+                    to: Start::Time(1_796_119_200_000),
+                },
+            ),
+        ),
+        (
+            "manage-delete-group",
+            manage(18, ManageOp::DeleteGroup { group: "workers" }),
+        ),
+        (
+            "managed",
+            Frame::Managed(Managed {
+                req: 12,
+                json: r#"{"dropped":120,"topic":"sensors/kitchen"}"#,
+            }),
+        ),
+        (
+            "error-not-found",
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::NOT_FOUND,
+                req: 11,
+                message: "no topic \"sensors/attic\"",
+            }),
+        ),
+        (
+            "removed",
+            Frame::Removed(Removed {
+                sub: 1,
+                topic: "sensors/kitchen",
+                unread: 2,
+                next: 162,
+            }),
+        ),
+        (
             "nack",
             Frame::Nack(Nack {
                 sub: 4,
@@ -380,6 +507,11 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
             }),
         ),
     ]
+}
+
+/// A `Manage` frame.
+fn manage(req: u32, op: ManageOp<'static>) -> Frame<'static> {
+    Frame::Manage(Manage { req, op })
 }
 
 /// A refused input: the name of its `hex-bad` block, its bytes (built from valid frames),
@@ -641,7 +773,7 @@ fn examples_cover_every_tag_every_from_and_a_long_frame() {
             });
         }
     }
-    assert_eq!(froms, (0..5).collect(), "Start variants without an example");
+    assert_eq!(froms, (0..7).collect(), "Start variants without an example");
 
     assert!(
         examples.iter().any(|(_, f)| f.to_vec()[0] & 0x80 != 0),
@@ -1233,9 +1365,77 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             num(&mut p, "tag", n.tag);
             num(&mut p, "delay_ms", n.delay_ms);
         }
+        Frame::Manage(m) => {
+            num(&mut p, "req", m.req);
+            manage_op(&mut p, &m.op);
+        }
+        Frame::Managed(m) => {
+            num(&mut p, "req", m.req);
+            seq(&mut p, "json", m.json.as_bytes());
+        }
+        Frame::Removed(r) => {
+            num(&mut p, "sub", r.sub);
+            seq(&mut p, "topic", r.topic.as_bytes());
+            num(&mut p, "unread", r.unread);
+            num(&mut p, "next", r.next);
+        }
         other => panic!("no annotation for {other:?}"),
     }
     p
+}
+
+/// A `ManageOp`: its variant index, then its fields.
+fn manage_op(p: &mut Vec<Part>, op: &ManageOp<'_>) {
+    let index: u32 = match op {
+        ManageOp::Topics { .. } => 0,
+        ManageOp::TopicInfo { .. } => 1,
+        ManageOp::Purge { .. } => 2,
+        ManageOp::DeleteTopic { .. } => 3,
+        ManageOp::Meta { .. } => 4,
+        ManageOp::Groups => 5,
+        ManageOp::GroupInfo { .. } => 6,
+        ManageOp::Seek { .. } => 7,
+        ManageOp::DeleteGroup { .. } => 8,
+    };
+    let variant = format!("{op:?}");
+    let variant = variant
+        .split([' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    p.push(Part(
+        enc(&index),
+        format!("op: {variant} (variant {index})"),
+    ));
+    match op {
+        ManageOp::Topics { filter, from } => {
+            seq(p, "  filter", filter.as_bytes());
+            num(p, "  from", from);
+        }
+        ManageOp::TopicInfo { topic }
+        | ManageOp::Purge { topic }
+        | ManageOp::DeleteTopic { topic } => seq(p, "  topic", topic.as_bytes()),
+        ManageOp::Meta { topic, set } => {
+            seq(p, "  topic", topic.as_bytes());
+            p.push(Part(enc(&set.len()), format!("  set: {} pairs", set.len())));
+            for (k, v) in set {
+                seq(p, "    key", k.as_bytes());
+                seq(p, "    value", v.as_bytes());
+            }
+        }
+        ManageOp::Groups => {}
+        ManageOp::GroupInfo { group } | ManageOp::DeleteGroup { group } => {
+            seq(p, "  group", group.as_bytes());
+        }
+        ManageOp::Seek { group, to } => {
+            seq(p, "  group", group.as_bytes());
+            let mut parts = Vec::new();
+            from(&mut parts, *to);
+            for Part(b, note) in parts {
+                p.push(Part(b, format!("  {}", note.replacen("from", "to", 1))));
+            }
+        }
+    }
 }
 
 /// A fixed-size byte array: its bytes as they are, no length, in lines of 16.

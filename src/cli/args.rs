@@ -44,6 +44,8 @@ impl From<lexopt::Error> for CliError {
 /// The result of parsing: values in command-line order.
 pub(crate) struct Parsed {
     spec: &'static Spec,
+    /// Arguments that are not options, in order (only with [`parse_positional`]).
+    pub(crate) positional: Vec<String>,
     values: Vec<(&'static str, String)>,
     switches: Vec<&'static str>,
     /// Values from a config file: below flags and variables, above defaults.
@@ -71,15 +73,35 @@ pub(crate) struct Hint {
     pub(crate) hint: &'static str,
 }
 
+/// As [`parse_hinted`], keeping arguments that are not options in
+/// [`Parsed::positional`] (a command's subjects: `mote topic info TOPIC`).
+pub(crate) fn parse_positional(
+    spec: &'static Spec,
+    args: impl IntoIterator<Item = OsString>,
+    hints: &[Hint],
+) -> Result<Outcome, CliError> {
+    parse_all(spec, args, hints, true)
+}
+
 /// As [`parse`], answering an unknown option that is in `hints` with its hint.
 pub(crate) fn parse_hinted(
     spec: &'static Spec,
     args: impl IntoIterator<Item = OsString>,
     hints: &[Hint],
 ) -> Result<Outcome, CliError> {
+    parse_all(spec, args, hints, false)
+}
+
+fn parse_all(
+    spec: &'static Spec,
+    args: impl IntoIterator<Item = OsString>,
+    hints: &[Hint],
+    positional: bool,
+) -> Result<Outcome, CliError> {
     use lexopt::Arg;
     let mut p = lexopt::Parser::from_args(args);
     let mut out = Parsed {
+        positional: Vec::new(),
         spec,
         values: Vec::new(),
         switches: Vec::new(),
@@ -90,6 +112,13 @@ pub(crate) fn parse_hinted(
             Arg::Long("help") => return Ok(Outcome::Help(help(spec))),
             Arg::Long(l) => spec.opts.iter().find(|o| o.long == *l),
             Arg::Short(c) => spec.opts.iter().find(|o| o.short == Some(*c)),
+            Arg::Value(v) if positional => {
+                let v = v.clone().into_string().map_err(|v| {
+                    CliError(format!("{:?} must be valid UTF-8", v.to_string_lossy()))
+                })?;
+                out.positional.push(v);
+                continue;
+            }
             Arg::Value(v) => {
                 return Err(CliError(format!(
                     "unexpected argument {:?} (see mote {} --help)",
@@ -132,6 +161,11 @@ pub(crate) fn parse_hinted(
 }
 
 impl Parsed {
+    /// The command's name, for messages.
+    pub(crate) fn spec_name(&self) -> &'static str {
+        self.spec.name
+    }
+
     fn opt(&self, long: &str) -> &'static Opt {
         self.spec
             .opts

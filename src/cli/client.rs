@@ -3,7 +3,10 @@
 
 mod exec;
 mod follow;
+mod manage;
 mod publish;
+
+pub(crate) use manage::{group, groups, topic, topics};
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -201,7 +204,7 @@ pub(crate) static SUB: Spec = Spec {
             value: Some("WHERE"),
             env: None,
             default: Some("latest"),
-            help: "latest, earliest, an offset, or last:N",
+            help: "latest, earliest, an offset, last:N, ago:10m (or 10m: stored in the last ten minutes), time:2026-12-01T10:00:00Z",
         },
         switch(
             "json",
@@ -276,7 +279,7 @@ pub(crate) static SUB: Spec = Spec {
             default) is killed with its process group and nacked, so the message comes back.\n\
             -C counts finished commands. On Ctrl-C or SIGTERM no new message is taken and the\n\
             running commands finish (a second signal kills them).\n\
-            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'gzip > \"/tmp/job-$MOTE_OFFSET.gz\"' -j 2",
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t logs --from ago:10m\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'gzip > \"/tmp/job-$MOTE_OFFSET.gz\"' -j 2",
 };
 
 pub(crate) static PING: Spec = Spec {
@@ -563,22 +566,12 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
     }
 }
 
-/// Where `--from` starts.
+/// Where `--from` starts: everything [`mote::units::parse_start`] reads but a sequence
+/// number (which only the SDK's resume uses).
 fn parse_from(s: &str) -> Result<Start, String> {
-    match s {
-        "latest" => Ok(Start::Latest),
-        "earliest" => Ok(Start::Earliest),
-        _ => {
-            if let Some(n) = s.strip_prefix("last:") {
-                n.parse()
-                    .map(Start::Last)
-                    .map_err(|_| "expected last:N".into())
-            } else {
-                s.parse()
-                    .map(Start::Offset)
-                    .map_err(|_| "expected latest, earliest, an offset, or last:N".into())
-            }
-        }
+    match mote::units::parse_start(s)? {
+        Start::AfterSeq(_) => Err(format!("{s:?}: not a place in a topic")),
+        start => Ok(start),
     }
 }
 
@@ -780,6 +773,11 @@ fn report_event(out: &mut impl Write, ev: &Event) -> io::Result<()> {
             next,
         } => follow::report_lag(out, who, topic, *missed, *next, true),
         Event::Refused { message, .. } => follow::report_refused(out, message),
+        Event::Removed {
+            topic,
+            unread,
+            next,
+        } => follow::report_removed(out, topic, *unread, *next),
         _ => Ok(()),
     }
 }
@@ -828,6 +826,13 @@ async fn subscribe_group(
                     missed,
                     next,
                 } => follow::report_lag(&mut out, "the group", &topic, missed, next, false)?,
+                mote_sdk::GroupEvent::Removed {
+                    topic,
+                    unread,
+                    next,
+                } => {
+                    follow::report_removed(&mut out, &topic, unread, next)?;
+                }
                 mote_sdk::GroupEvent::Refused { message, .. } => {
                     follow::report_refused(&mut out, &message)?;
                     return Err(Failure(
@@ -972,6 +977,12 @@ mod tests {
         assert_eq!(parse_from("last:10"), Ok(Start::Last(10)));
         assert!(parse_from("last:x").is_err());
         assert!(parse_from("soon").is_err());
+        assert_eq!(parse_from("ago:10m"), Ok(Start::Ago(600_000)));
+        assert_eq!(parse_from("10m"), Ok(Start::Ago(600_000)));
+        assert_eq!(
+            parse_from("time:2026-12-01T10:00:00Z"),
+            Ok(Start::Time(1_796_119_200_000))
+        );
     }
 
     #[test]

@@ -19,6 +19,10 @@ Commands:
   pub     publish messages (like mosquitto_pub)
   sub     subscribe and print messages (like mosquitto_sub)
   ping    check that a broker answers (exit 0) or not (exit 1)
+  topics  list topics: name, stored, offsets, bytes, rate, subscribers, settings
+  topic   info, show, purge, delete or meta (metadata) of one topic
+  groups  list consumer groups
+  group   info, seek or delete of one consumer group
   token   `mote token new` prints a strong random token
   backup  copy a data directory while a broker runs on it
   bench   measure throughput, latency, CPU and memory
@@ -102,6 +106,22 @@ pub(crate) fn main() -> i32 {
             return client(client::subscribe(argv), "sub");
         }
         "ping" => return client(client::ping(argv), "ping"),
+        "topics" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::topics(argv), "topics");
+        }
+        "topic" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::topic(argv), "topic");
+        }
+        "groups" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::groups(argv), "groups");
+        }
+        "group" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::group(argv), "group");
+        }
         "token" => token(argv),
         "backup" => backup::main(argv),
         "--version" | "-V" | "version" => {

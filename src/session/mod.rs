@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use mote_sdk::ErrorCode;
 use mote_sdk::Filter;
+use mote_sdk::Start;
 use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, Message, Ping, Published,
-    Subscribed, Unsubscribe,
+    self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION, Manage,
+    Managed, Message, Ping, Published, Removed, Subscribed, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
@@ -371,7 +372,15 @@ impl Session {
         frame: Frame<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
+        if let Some(what) = self.newer_than_agreed(&frame) {
+            let msg = format!(
+                "{what} needs protocol {MANAGE_VERSION}; this connection agreed on version {}",
+                self.version
+            );
+            return Err(self.fail(engine, out, ErrorCode::PROTOCOL, &msg));
+        }
         match frame {
+            Frame::Manage(m) => self.handle_manage(engine, &m, out),
             Frame::Publish(p) => {
                 if let Err(msg) = self.check_publish(p.topic) {
                     engine.count_error(ErrorCode::FORBIDDEN);
@@ -449,6 +458,59 @@ impl Session {
         Ok(())
     }
 
+    /// What in `frame` a client of the agreed version cannot send, if anything: a client
+    /// gets the broker of the version it agreed on, so a version 1 or 2 client sending a
+    /// version 3 frame (or `Start` variant) is a protocol violation, as it is for a
+    /// broker that only speaks version 2.
+    fn newer_than_agreed(&self, frame: &Frame<'_>) -> Option<&'static str> {
+        if self.version >= MANAGE_VERSION {
+            return None;
+        }
+        let by_time = |s: Start| matches!(s, Start::Time(_) | Start::Ago(_));
+        match frame {
+            Frame::Manage(_) => Some("a management request (tag 0x0e)"),
+            Frame::Subscribe(s) if by_time(s.from) => Some("a start by time"),
+            Frame::SubscribeGroup(s) if by_time(s.from) => Some("a start by time"),
+            _ => None,
+        }
+    }
+
+    /// A management request: rights and JSON from [`crate::manage`], the answer (or the
+    /// refusal, counted like any other) with the request's `req`.
+    fn handle_manage(&mut self, engine: &mut Engine, m: &Manage<'_>, out: &mut Vec<u8>) {
+        let rights = self.rights.clone();
+        let caller = crate::manage::Caller {
+            token: self.token_name.as_deref(),
+            rules: rights.as_deref(),
+        };
+        let answer = crate::manage::run(engine, caller, &m.op);
+        match answer {
+            Ok(v) => {
+                let json = v.to_string();
+                // The client refuses frames above the limit it was told in `Welcome`.
+                if json.len() + MANAGED_OVERHEAD > self.max_frame {
+                    let msg = format!(
+                        "the answer is {} bytes, above the frame limit of {} (--max-payload): ask for less",
+                        json.len(),
+                        self.max_frame
+                    );
+                    engine.count_error(ErrorCode::PAYLOAD_TOO_LARGE);
+                    self.emit_error(out, ErrorCode::PAYLOAD_TOO_LARGE, m.req, &msg);
+                    return;
+                }
+                let reply = Frame::Managed(Managed {
+                    req: m.req,
+                    json: &json,
+                });
+                self.emit(out, &reply);
+            }
+            Err(r) => {
+                engine.count_error(r.code);
+                self.emit_error(out, r.code, m.req, &r.message);
+            }
+        }
+    }
+
     /// Whether this connection's token may publish to `topic`.
     fn check_publish(&mut self, topic: &str) -> Result<(), String> {
         let Some(rules) = &self.rights else {
@@ -511,6 +573,7 @@ impl Session {
         let crypto = &mut self.crypto;
         // Version 1 clients know no `Evicted`: they get the same `Lag` as ever.
         let evicted_frame = self.version >= 2;
+        let version = self.version;
         let more = engine.poll_deliveries(self.conn, |d| {
             // Records stay near RECORD_TARGET: seal a full one and open the next.
             if let Some(c) = crypto {
@@ -564,13 +627,7 @@ impl Session {
                     topic,
                     unread,
                     next,
-                } => Frame::Lag(Lag {
-                    sub,
-                    topic,
-                    missed: unread,
-                    next,
-                })
-                .encode(out),
+                } => encode_removed(version, sub, topic, unread, next, out),
                 Delivery::GroupMessage {
                     sub,
                     tag,
@@ -610,6 +667,41 @@ impl Session {
             }
         }
         more
+    }
+}
+
+/// Bytes a `Managed` frame takes besides its JSON: length prefix, tag, `req`, string
+/// length.
+const MANAGED_OVERHEAD: usize = 5 + 1 + 5 + 5;
+
+/// Appends the notice that `topic`, read by subscription `sub`, was deleted with `unread`
+/// messages it had not got, and would continue at `next`: a [`Removed`] for a client of
+/// version 3 or later, a [`Lag`] of the `unread` messages for an older one (so its resume
+/// point still moves to `next`).
+pub fn encode_removed(
+    version: u16,
+    sub: u32,
+    topic: &str,
+    unread: u64,
+    next: u64,
+    out: &mut Vec<u8>,
+) {
+    if version >= MANAGE_VERSION {
+        Frame::Removed(Removed {
+            sub,
+            topic,
+            unread,
+            next,
+        })
+        .encode(out);
+    } else {
+        Frame::Lag(Lag {
+            sub,
+            topic,
+            missed: unread,
+            next,
+        })
+        .encode(out);
     }
 }
 

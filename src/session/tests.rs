@@ -57,7 +57,7 @@ fn handshake_then_publish_confirmed() {
     let p = input(&mut s, &mut e, &bytes, &mut out).unwrap();
     assert_eq!(p.consumed, bytes.len());
     let f = frames(&out);
-    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 2));
+    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 3));
     assert_eq!(f[1], Frame::Published(Published { req: 5, offset: 0 }));
     assert!(!s.encrypted());
 }
@@ -445,32 +445,195 @@ fn a_member_of_a_deleted_group_is_told_on_its_subscription_id() {
 }
 
 #[test]
-fn a_removed_topic_is_told_as_lag_with_what_was_unread() {
+fn a_removed_topic_is_told_with_what_was_unread_as_removed_or_to_older_clients_as_lag() {
+    for version in [2, 3] {
+        let (mut e, mut s) = setup(Auth::none());
+        let mut hello = Hello::new("test");
+        hello.max_version = version;
+        let mut bytes = Frame::Hello(hello).to_vec();
+        Frame::Subscribe(Subscribe {
+            sub: 3,
+            filter: "a/b",
+            from: Start::Latest,
+            resume: Vec::new(),
+        })
+        .encode(&mut bytes);
+        let mut out = Vec::new();
+        input(&mut s, &mut e, &bytes, &mut out).unwrap();
+        let p = e.handle_connect_http(0, None, "pub", None);
+        for _ in 0..4 {
+            e.handle_publish(p, 1, "a/b", None, b"x").unwrap();
+        }
+        e.delete_topic("a/b").unwrap();
+        let mut out = Vec::new();
+        assert!(!s.poll_output(&mut e, &mut out, 1 << 20));
+        let want = if version == 2 {
+            Frame::Lag(Lag {
+                sub: 3,
+                topic: "a/b",
+                missed: 4,
+                next: 4,
+            })
+        } else {
+            Frame::Removed(wire::Removed {
+                sub: 3,
+                topic: "a/b",
+                unread: 4,
+                next: 4,
+            })
+        };
+        assert_eq!(frames(&out), [want], "version {version}");
+    }
+}
+
+// ---- Issue 12: management over the binary protocol (version 3).
+
+fn hello_version(s: &mut Session, e: &mut Engine, max_version: u16) {
+    let mut h = Hello::new("t");
+    h.max_version = max_version;
+    let mut out = Vec::new();
+    input(s, e, &Frame::Hello(h).to_vec(), &mut out).unwrap();
+    assert!(matches!(&frames(&out)[0], Frame::Welcome(w) if w.version == max_version));
+}
+
+fn manage(req: u32, op: wire::ManageOp<'_>) -> Vec<u8> {
+    Frame::Manage(wire::Manage { req, op }).to_vec()
+}
+
+#[test]
+fn manage_answers_json_or_an_error_with_its_req() {
     let (mut e, mut s) = setup(Auth::none());
-    let mut bytes = Frame::Hello(Hello::new("test")).to_vec();
-    Frame::Subscribe(Subscribe {
-        sub: 3,
-        filter: "a/b",
-        from: Start::Latest,
-        resume: Vec::new(),
+    hello_version(&mut s, &mut e, 3);
+    let mut bytes = Frame::Publish(Publish {
+        req: 0,
+        topic: "a/b",
+        key: None,
+        payload: b"x",
     })
-    .encode(&mut bytes);
+    .to_vec();
+    bytes.extend(manage(
+        7,
+        wire::ManageOp::Topics {
+            filter: "",
+            from: 0,
+        },
+    ));
+    bytes.extend(manage(8, wire::ManageOp::GroupInfo { group: "nobody" }));
+    bytes.extend(manage(
+        9,
+        wire::ManageOp::Topics {
+            filter: "a/+/#/x",
+            from: 0,
+        },
+    ));
     let mut out = Vec::new();
     input(&mut s, &mut e, &bytes, &mut out).unwrap();
-    let p = e.handle_connect_http(0, None, "pub", None);
-    for _ in 0..4 {
-        e.handle_publish(p, 1, "a/b", None, b"x").unwrap();
+    let f = frames(&out);
+    let Frame::Managed(m) = &f[0] else {
+        panic!("{f:?}")
+    };
+    assert_eq!(m.req, 7);
+    let v: serde_json::Value = serde_json::from_str(m.json).unwrap();
+    assert_eq!(v["topics"][0]["name"], "a/b");
+    assert_eq!(v["next"], serde_json::Value::Null);
+    assert!(
+        matches!(&f[1], Frame::Error(x) if x.req == 8 && x.code == ErrorCode::NOT_FOUND && x.message == "no group \"nobody\""),
+        "{f:?}"
+    );
+    assert!(
+        matches!(&f[2], Frame::Error(x) if x.req == 9 && x.code == ErrorCode::BAD_FILTER),
+        "{f:?}"
+    );
+    assert_eq!(e.stats().errors(ErrorCode::NOT_FOUND), 1);
+    assert_eq!(e.stats().errors(ErrorCode::BAD_FILTER), 1);
+}
+
+#[test]
+fn version_3_frames_from_an_older_client_are_protocol_errors() {
+    for v in [1, 2] {
+        let (mut e, mut s) = setup(Auth::none());
+        hello_version(&mut s, &mut e, v);
+        let mut out = Vec::new();
+        let r = input(&mut s, &mut e, &manage(1, wire::ManageOp::Groups), &mut out);
+        assert_eq!(r, Err(ErrorCode::PROTOCOL));
+        assert!(
+            matches!(&frames(&out)[0], Frame::Error(x) if x.message == format!("a management request (tag 0x0e) needs protocol 3; this connection agreed on version {v}")),
+            "{:?}",
+            frames(&out)
+        );
+        let (mut e, mut s) = setup(Auth::none());
+        hello_version(&mut s, &mut e, v);
+        let sub = Frame::Subscribe(Subscribe {
+            sub: 1,
+            filter: "a",
+            from: Start::Ago(1000),
+            resume: Vec::new(),
+        })
+        .to_vec();
+        let mut out = Vec::new();
+        assert_eq!(
+            input(&mut s, &mut e, &sub, &mut out),
+            Err(ErrorCode::PROTOCOL)
+        );
+        assert!(
+            matches!(&frames(&out)[0], Frame::Error(x) if x.message.starts_with("a start by time needs protocol 3"))
+        );
     }
-    e.delete_topic("a/b").unwrap();
+}
+
+#[test]
+fn manage_needs_the_manage_rule_and_the_refusal_names_it() {
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (mut c, welcome) = handshake(&mut s, &mut e, "kitchen", SECRET).unwrap();
+    c.open_all(welcome);
+    let rec = c.seal(&[
+        Frame::Manage(wire::Manage {
+            req: 3,
+            op: wire::ManageOp::Purge {
+                topic: "home/kitchen/temp",
+            },
+        }),
+        Frame::Manage(wire::Manage {
+            req: 4,
+            op: wire::ManageOp::TopicInfo {
+                topic: "garage/door",
+            },
+        }),
+    ]);
     let mut out = Vec::new();
-    assert!(!s.poll_output(&mut e, &mut out, 1 << 20));
+    input(&mut s, &mut e, &rec, &mut out).unwrap();
+    let got = c.open_all(out).join("\n");
+    assert!(
+        got.contains(r#"code: ErrorCode(16), req: 3, message: "token \"kitchen\" may not manage \"home/kitchen/temp\" (its manage rules: none)""#),
+        "{got}"
+    );
+    assert!(
+        got.contains(r#"req: 4, message: "token \"kitchen\" may not see \"garage/door\""#),
+        "{got}"
+    );
+    assert_eq!(e.stats().errors(ErrorCode::FORBIDDEN), 2);
+}
+
+#[test]
+fn removed_is_a_lag_for_older_clients() {
+    let mut out = Vec::new();
+    encode_removed(3, 4, "a/b", 2, 17, &mut out);
+    encode_removed(2, 4, "a/b", 2, 17, &mut out);
     assert_eq!(
         frames(&out),
-        [Frame::Lag(Lag {
-            sub: 3,
-            topic: "a/b",
-            missed: 4,
-            next: 4
-        })]
+        vec![
+            Frame::Removed(Removed {
+                sub: 4,
+                topic: "a/b",
+                unread: 2,
+                next: 17
+            }),
+            Frame::Lag(Lag {
+                sub: 4,
+                topic: "a/b",
+                missed: 2,
+                next: 17
+            }),
+        ]
     );
 }

@@ -70,6 +70,24 @@ pub(super) fn report_lag(
     Ok(())
 }
 
+/// Says on stderr that `topic` was deleted on the broker (the subscription stays).
+pub(super) fn report_removed(
+    out: &mut impl Write,
+    topic: &str,
+    unread: u64,
+    next: u64,
+) -> io::Result<()> {
+    out.flush()?;
+    let lost = match unread {
+        0 => String::new(),
+        n => format!(" with {n} message{} not yet received", plural(n)),
+    };
+    eprintln!(
+        "mote sub: topic {topic} was deleted on the broker{lost}; if it is published to again, it continues at offset {next}"
+    );
+    Ok(())
+}
+
 /// Says on stderr that the broker refused a subscription when it was made again.
 pub(super) fn report_refused(out: &mut impl Write, message: &str) -> io::Result<()> {
     out.flush()?;
