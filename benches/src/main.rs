@@ -21,6 +21,7 @@ mod options;
 mod peer;
 mod redis;
 mod text;
+mod topics;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,17 @@ fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<(), String>
         print!("{}", options::help());
         return Ok(());
     };
+    if let Some(n) = opts.value("topics") {
+        let n: usize = n
+            .parse()
+            .map_err(|_| "--topics: expected a number".to_string())?;
+        let repeat: usize = opts
+            .value("repeat")
+            .map_or(Ok(1), |s| s.parse())
+            .map_err(|_| "--repeat: expected a number".to_string())?;
+        let mote = locate::mote_binary(opts.value("mote").map(PathBuf::from))?;
+        return topics::run(&mote, n, repeat.max(1));
+    }
     let peers = opts.peers()?;
     let external = opts.value("host").is_some() || opts.value("port").is_some();
     let mote = if external {

@@ -31,6 +31,13 @@ const OWN: &[Flag] = &[
         default: None,
         help: "the mote binary to start (default: the one beside this program, which cargo run builds first)",
     },
+    Flag {
+        long: "topics",
+        short: None,
+        value: Some("N"),
+        default: None,
+        help: "instead of the runs: list N topics over the management API (as `mote topics` does) while pinging; listing time and ping round trips, quiet and during",
+    },
 ];
 
 const ABOUT: &str = "\
@@ -58,6 +65,7 @@ Examples:
   cargo run -p mote-bench --release -- --compare nats --only 64b,1k --json
   cargo run -p mote-bench --release -- --compare jetstream --persist --repeat 3
   cargo run -p mote-bench --release -- --persist --data /var/tmp --only p64b,confirm,paced,gib
+  cargo run -p mote-bench --release -- --topics 10000 --repeat 3
 ";
 
 /// The options given: values in command-line order, and the switches.
