@@ -27,6 +27,11 @@ pub enum Since {
     Latest,
     /// This offset (clamped to what is stored).
     Offset(u64),
+    /// The first message stored at or after this wall time (ms since the Unix epoch):
+    /// `since=10m` is `Time(now - 10 min)`.
+    Time(u64),
+    /// Exactly the newest this many messages (fewer if fewer are stored).
+    Last(u64),
 }
 
 /// A read of stored messages.
@@ -61,6 +66,8 @@ impl Engine {
             Since::Earliest => ring.first(),
             Since::Latest => end,
             Since::Offset(o) => o.clamp(ring.first(), end),
+            Since::Time(ms) => ring.at_time(ms).min(end),
+            Since::Last(n) => end.saturating_sub(n).max(ring.first()),
         };
         let mut bytes = 0;
         let messages = (start..end)

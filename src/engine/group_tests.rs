@@ -848,3 +848,25 @@ fn a_nack_delay_that_ends_while_every_member_is_full_does_not_spin() {
     let again = drain(&mut e, a);
     assert_eq!((again[0].offset(), again[0].attempt()), (0, 2));
 }
+
+#[test]
+fn a_read_since_a_time_or_the_last_n_starts_where_asked() {
+    use super::Since;
+    let mut e = engine();
+    let p = open(&mut e, "producer");
+    for (i, t) in [1_000, 2_000, 2_000, 3_000].into_iter().enumerate() {
+        e.handle_publish(p, t, "logs", None, i.to_string().as_bytes())
+            .unwrap();
+    }
+    let offsets = |s: Since| -> Vec<u64> {
+        let r = e.read_topic("logs", s, 100, 1 << 20);
+        r.messages.iter().map(|m| m.offset).collect()
+    };
+    assert_eq!(offsets(Since::Time(0)), [0, 1, 2, 3]);
+    assert_eq!(offsets(Since::Time(2_000)), [1, 2, 3]);
+    assert_eq!(offsets(Since::Time(2_001)), [3]);
+    assert_eq!(offsets(Since::Time(3_001)), Vec::<u64>::new());
+    assert_eq!(offsets(Since::Last(2)), [2, 3]);
+    assert_eq!(offsets(Since::Last(0)), Vec::<u64>::new());
+    assert_eq!(offsets(Since::Last(99)), [0, 1, 2, 3]);
+}

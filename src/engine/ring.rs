@@ -127,6 +127,12 @@ impl Ring {
         self.entries.get(usize::try_from(i).ok()?)
     }
 
+    /// Offset of the first message stored at or after wall time `time_ms` (`next` when
+    /// none is): a binary search, as a topic's stored times never go back.
+    pub(crate) fn at_time(&self, time_ms: u64) -> u64 {
+        self.first + self.entries.partition_point(|e| e.time_ms < time_ms) as u64
+    }
+
     /// Where a cursor resuming "after broker sequence `seq`" starts, and how many
     /// messages it provably missed (those evicted with a later sequence number).
     ///
@@ -175,6 +181,24 @@ mod tests {
         assert_eq!(e.payload(), b"payload");
         assert_eq!(Entry::new(Vec::new(), 1, 2, b"", b"p").key(), None);
         assert_eq!(e.cost(), 10 + ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn at_time_finds_the_first_message_at_or_after() {
+        let mut r = Ring::default();
+        for t in [10, 20, 20, 30] {
+            r.push(Entry::new(Vec::new(), 1, t, b"", b"x"));
+        }
+        assert_eq!(r.at_time(0), 0);
+        assert_eq!(r.at_time(10), 0);
+        assert_eq!(r.at_time(11), 1);
+        assert_eq!(r.at_time(20), 1);
+        assert_eq!(r.at_time(30), 3);
+        assert_eq!(r.at_time(31), 4);
+        r.evict();
+        r.evict();
+        assert_eq!(r.at_time(0), 2);
+        assert_eq!(r.at_time(25), 3);
     }
 
     #[test]
