@@ -16,6 +16,7 @@ mod answer;
 mod conn;
 mod micromq;
 mod parse;
+mod read;
 pub(crate) mod render;
 mod routes;
 mod stats;
