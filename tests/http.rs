@@ -1231,6 +1231,21 @@ fn metrics_parse_as_prometheus_text_with_capped_topic_series() {
         one("mote_evicted_total", Some(("reason", "ring"))),
         Counter(0.0)
     );
+    // Management and expiry: every kind of operation has its series, from 0.
+    for op in ["purge", "delete_topic", "meta", "seek", "delete_group"] {
+        assert_eq!(
+            one("mote_admin_ops_total", Some(("op", op))),
+            Counter(0.0),
+            "{op}"
+        );
+    }
+    for name in [
+        "mote_topics_expired_total",
+        "mote_groups_expired_total",
+        "mote_dead_letters_held_total",
+    ] {
+        assert_eq!(one(name, None), Counter(0.0), "{name}");
+    }
     assert!(matches!(one("mote_uptime_seconds", None), Gauge(x) if x >= 0.0));
     assert!(matches!(one("mote_rss_bytes", None), Gauge(x) if x > 0.0));
     // Per topic: the two most published by name, the rest summed as _other.
