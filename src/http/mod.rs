@@ -12,6 +12,7 @@
 //! ([`stream`]) is an engine connection whose task turns deliveries into chunks, like a
 //! TCP subscriber, and ends when its socket closes. No threads, no channel hops.
 
+mod admin;
 mod answer;
 mod conn;
 mod micromq;

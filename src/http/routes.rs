@@ -78,6 +78,11 @@ pub(crate) fn body_limit(edge: &Edge, method: Method, path: &str) -> usize {
     match (method, path) {
         (Method::Post | Method::Put, p) if p.starts_with("/t/") => edge.max_payload,
         (Method::Post, "/ack" | "/nack") => SETTLE_MAX,
+        (Method::Post | Method::Put, p)
+            if p.starts_with("/api/topics/") || p.starts_with("/api/groups/") =>
+        {
+            super::admin::BODY_MAX
+        }
         // Base64 and JSON make micro-mq's form about a third larger than the payload.
         (Method::Post, "/api/edge/product" | "/api/edge/product/async") => {
             edge.max_payload / 3 * 4 + 64 * 1024
@@ -127,6 +132,10 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
                 Body::Owned(text.into_bytes()),
             ))
         }
+        ["api", "topics"] => super::admin::list_topics(edge, &req),
+        ["api", "topics", rest @ ..] => super::admin::topic(edge, &req, rest),
+        ["api", "groups"] => super::admin::list_groups(edge, &req),
+        ["api", "groups", rest @ ..] => super::admin::group(edge, &req, rest),
         ["t", rest @ ..] if !rest.is_empty() && !rest.iter().all(|s| s.is_empty()) => {
             let (format, name_parts) = match rest.split_last() {
                 Some((&"json", head)) if get && !head.is_empty() => (Some(Format::Json), head),
@@ -207,6 +216,15 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// The caller as the management front sees it (the single `--token`, or no tokens:
+    /// every right).
+    pub(crate) fn manage(&self) -> crate::manage::Caller<'_> {
+        crate::manage::Caller {
+            token: self.name.as_deref(),
+            rules: self.rules.as_deref(),
+        }
+    }
+
     pub(crate) fn check_publish(&self, topic: &str) -> Result<(), HttpError> {
         match &self.rules {
             Some(r) if !r.may_publish(topic) => Err(HttpError::new(
