@@ -167,10 +167,26 @@ assert urllib.request.urlopen(req, timeout=10).status == 200
 EOF
 }
 
+# Joins durable group `workers` (the example of /api/groups/{name}) with a stream that ends
+# at once: the group stays without members, for the management routes to find.
+join_group() {
+  "$venv/bin/python" - "$base" "$@" <<'EOF'
+import sys, urllib.request
+base, headers = sys.argv[1], dict(h.split(": ", 1) for h in sys.argv[2:])
+url = base + "/t/jobs/%23/json?group=workers&durable=true&timeout=100ms"
+with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+    assert r.status == 200
+    r.read()
+EOF
+}
+
 start_broker
-# Something to read, stream and count: text, and binary with a key.
+# Something to read, stream and count: text, and binary with a key; a group to manage
+# (home/kitchen/temp and workers are the management routes' examples: purged, given
+# metadata, sought and deleted in the examples phase).
 post /t/home/kitchen/temp 21.5
 post /t/bin $'\xff\x01' "X-Key: k"
+join_group
 fuzz "no tokens"
 check_metrics
 grep -E 'panicked|ERROR' "$work/broker.log" && { echo "the broker logged errors" >&2; exit 1; }
@@ -179,6 +195,7 @@ stop_broker
 token=$("$mote" token new)
 start_broker --token "$token"
 post /t/home/kitchen/temp 21.5 "Authorization: Bearer $token"
+join_group "Authorization: Bearer $token"
 MOTE_FUZZ_FORM_TOKEN=$(printf %s "$token" | sha256sum | cut -d' ' -f1) \
   fuzz "with --token" -H "Authorization: Bearer $token"
 check_metrics "Authorization: Bearer $token"

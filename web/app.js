@@ -298,15 +298,54 @@ const warnNum = (n, wide) => h('td', { class: `num${wide ? ' wide' : ''}${n ? ' 
 // The row that says how many of n rows were not drawn, if any.
 const more = (n, cols, tail = '') => (n > MAX_ROWS ? [h('tr', null, h('td', { colspan: cols, class: 'muted' }, `${int(n - MAX_ROWS)} more${tail}`))] : []);
 
-// Replaces a table body's rows, keeping keyboard focus on the same topic button.
+// Replaces a table body's rows, keeping keyboard focus on the same button.
+const bkey = (b) => b.dataset.k || b.dataset.topic;
 function swapRows(body, rows) {
   const a = document.activeElement;
-  const key = body.contains(a) && a.dataset ? a.dataset.topic : undefined;
+  const key = body.contains(a) && a.dataset ? bkey(a) : undefined;
   body.replaceChildren(...rows);
   if (key !== undefined) {
-    const b = [...body.querySelectorAll('button')].find((x) => x.dataset.topic === key);
+    const b = [...body.querySelectorAll('button')].find((x) => bkey(x) === key);
     if (b) b.focus();
   }
+}
+
+// Purge or delete a topic, seek or delete a group: "really?" first, in the row (kept
+// across redraws); an error (a 403 names the rule) stays under the buttons.
+const VERB = { purge: 'Purge', delete: 'Delete', earliest: 'To earliest', latest: 'To latest' };
+const what = (v, name) => (/^(earliest|latest)$/.test(v) ? `Seek ${name} to ${v}` : `${VERB[v]} ${name}`);
+let ask = '';               // the action waiting for yes or no: "verb kind name"
+const said = {};            // the last error by "kind name"
+
+function acts(kind, name, verbs) {
+  const k = `${kind} ${name}`, q = verbs.find((v) => ask === `${v} ${k}`);
+  const b = (v, label, aria, onclick, cls = '') => h('button', { type: 'button', class: `link ${cls}`, 'data-k': `${v} ${k}`, 'aria-label': aria, onclick }, label);
+  return h('td', { class: 'act' }, q
+    ? [`${what(q, name)}? `, b('y', 'Yes', `Yes, ${what(q, name)}`, () => act(kind, name, q), 'y'), b('n', 'No', 'No', () => asking(''))]
+    : verbs.map((v) => b(v, VERB[v], what(v, name), () => asking(`${v} ${k}`))), said[k] && h('small', { role: 'alert' }, said[k]));
+}
+
+function asking(v) {
+  ask = v;
+  renderTopics();
+  renderGroups(stats.groups || []);
+  document.querySelector('.act .y')?.focus();
+}
+
+async function act(kind, name, v) {
+  const k = `${kind} ${name}`, url = `/api/${kind}s/${encodeURIComponent(name)}`, del = v === 'delete';
+  ask = '';
+  delete said[k];
+  try {
+    await api(del ? url : `${url}/${v === 'purge' ? v : 'seek'}`, {
+      method: del ? 'DELETE' : 'POST',
+      body: kind === 'group' && !del ? JSON.stringify({ to: v }) : undefined,
+    });
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    said[k] = e.message;
+  }
+  refresh();
 }
 
 function renderTopics() {
@@ -334,16 +373,17 @@ function renderTopics() {
       td('num', 'Subs', int(t.subscribers)),
       td('num', 'In/s', rate(t.publish_per_s)),
       td('num', 'Out/s', rate(t.deliver_per_s)),
-      td(`num${t.lag_missed ? ' warn' : ''}`, 'Missed', int(t.lag_missed)));
+      td(`num${t.lag_missed ? ' warn' : ''}`, 'Missed', int(t.lag_missed)),
+      acts('topic', t.name, ['purge', 'delete']));
   };
   const user = list.filter((t) => !isSys(t.name)), sys = list.filter((t) => isSys(t.name));
-  const rows = [...user.slice(0, MAX_ROWS).map(row), ...more(user.length, 9, ': filter to narrow')];
+  const rows = [...user.slice(0, MAX_ROWS).map(row), ...more(user.length, 10, ': filter to narrow')];
   if (sys.length) {
-    rows.push(h('tr', { class: 'sys' }, h('th', { colspan: 9, scope: 'rowgroup' }, h('button', {
+    rows.push(h('tr', { class: 'sys' }, h('th', { colspan: 10, scope: 'rowgroup' }, h('button', {
       type: 'button', class: 'fold', 'data-topic': '$', 'aria-expanded': String(sysOpen),
       onclick: () => { sysOpen = !sysOpen; renderTopics(); },
     }, 'Broker topics ', h('code', null, '$…'), ' ', h('span', { class: 'count' }, `(${int(sys.length)})`)))));
-    if (sysOpen) rows.push(...sys.slice(0, MAX_ROWS).map(row), ...more(sys.length, 9));
+    if (sysOpen) rows.push(...sys.slice(0, MAX_ROWS).map(row), ...more(sys.length, 10));
   }
   swapRows($('topics-body'), rows);
   const empty = $('topics-empty');
@@ -365,11 +405,12 @@ function renderGroups(groups) {
       h('td', { class: 'num wide' }, int(g.acked), h('small', null, `of ${int(g.delivered)}`)),
       h('td', { class: 'num wide' }, int(g.redelivered)),
       warnNum(g.dead_lettered),
-      warnNum(g.lag_missed, 1)),
-    h('tr', null, h('td', { colspan: 8, class: 'subs set' }, h('code', null, levels(g.filter)),
+      warnNum(g.lag_missed, 1),
+      acts('group', g.name, ['earliest', 'latest', 'delete'])),
+    h('tr', null, h('td', { colspan: 9, class: 'subs set' }, h('code', null, levels(g.filter)),
       `ack timeout ${S.ack_timeout_ms / 1000} s · at most ${int(S.max_deliveries)} deliveries · prefetch ${int(S.prefetch)} · ${S.durable ? '' : 'not '}durable`))];
   });
-  swapRows($('groups-body'), [...rows, ...more(list.length, 8)]);
+  swapRows($('groups-body'), [...rows, ...more(list.length, 9)]);
   $('groups-empty').hidden = list.length > 0;
 }
 

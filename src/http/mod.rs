@@ -12,10 +12,12 @@
 //! ([`stream`]) is an engine connection whose task turns deliveries into chunks, like a
 //! TCP subscriber, and ends when its socket closes. No threads, no channel hops.
 
+mod admin;
 mod answer;
 mod conn;
 mod micromq;
 mod parse;
+mod read;
 pub(crate) mod render;
 mod routes;
 mod stats;

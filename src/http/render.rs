@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::engine::{ConnInfo, GroupInfo, RateHistory, Rates, Stats, StoredMessage, TopicInfo};
+use crate::engine::{
+    AdminOp, ConnInfo, GroupInfo, RateHistory, Rates, Stats, StoredMessage, TopicInfo,
+};
 use crate::limits::Limits;
 
 /// A byte string as JSON: text if it is UTF-8, else base64 (the caller marks which).
@@ -613,7 +615,7 @@ pub(crate) fn metrics(
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 22] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -705,6 +707,21 @@ pub(crate) fn metrics(
             "Encrypted records that failed to open.",
             st.records_rejected,
         ),
+        (
+            "mote_topics_expired_total",
+            "Topics removed after their idle-expiry with nothing stored, no subscriber and no group.",
+            st.topics_expired,
+        ),
+        (
+            "mote_groups_expired_total",
+            "Durable groups removed after their group-expiry without members.",
+            st.groups_expired,
+        ),
+        (
+            "mote_dead_letters_held_total",
+            "Dead letters kept by their group because the dead-letter topic could not be created (--max-topics); retried, never dropped.",
+            st.dead_letters_held,
+        ),
     ];
     for (name, help, v) in counters {
         metric(name, "counter", help, &one(v as f64));
@@ -717,6 +734,17 @@ pub(crate) fn metrics(
             ("{reason=\"ring\"}".into(), st.evicted_ring as f64),
             ("{reason=\"memory\"}".into(), st.evicted_memory as f64),
         ],
+    );
+    let admin_ops: Vec<(String, f64)> = AdminOp::ALL
+        .iter()
+        .zip(st.admin_ops)
+        .map(|(op, n)| (format!("{{op=\"{}\"}}", op.name()), n as f64))
+        .collect();
+    metric(
+        "mote_admin_ops_total",
+        "counter",
+        "Management operations done (purge, delete_topic, meta, seek, delete_group), over TCP and HTTP.",
+        &admin_ops,
     );
     let errors: Vec<(String, f64)> = st
         .error_counts()

@@ -8,26 +8,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mote_sdk::{ErrorCode, Filter, Start, Topic};
+use mote_sdk::{ErrorCode, Filter, Topic};
 use serde_json::{Value, json};
 
 use super::Edge;
 use super::answer::{Answer, Body, HttpError};
 use super::parse::{Head, Method, Query, decode};
-use super::render::{self, Format};
+use super::render::Format;
 use super::stats;
 use super::stream::{GroupJoin, Stream};
 use crate::auth::Rules;
-use crate::engine::{ConnId, Since, WaitId};
+use crate::engine::{ConnId, WaitId};
 
 /// Default and longest `timeout` of `wait=delivered`.
 const WAIT_DEFAULT: Duration = Duration::from_secs(5);
 const WAIT_MAX: Duration = Duration::from_secs(60);
-/// Default and largest `limit` of a read, and the payload bytes one read returns at
-/// most (at least one message).
-const READ_DEFAULT: usize = 100;
-const READ_MAX: usize = 1000;
-const READ_MAX_BYTES: usize = 4 << 20;
 /// Largest body of `POST /ack` and `/nack`.
 const SETTLE_MAX: usize = 64 * 1024;
 
@@ -64,8 +59,17 @@ pub(crate) enum Outcome {
     Wait(Waiting),
     /// A stream, registered with the engine.
     Stream(Stream),
-    /// A document written in slices (`/api/stats?topics=all`).
-    Document(stats::Paged),
+    /// A document written in slices (`/api/stats?topics=all`, `/api/topics`).
+    Document(Box<dyn Document>),
+}
+
+/// A long JSON document written as a chunked answer, a slice at a time, with the
+/// executor free for others between slices.
+pub(crate) trait Document {
+    /// The response head (chunked; the connection closes after).
+    fn head(&self) -> Vec<u8>;
+    /// Appends the next slice to `out` as a chunk; `false` once the document is done.
+    fn next(&mut self, edge: &Edge, out: &mut Vec<u8>) -> bool;
 }
 
 /// The largest body the route of `path` takes with `method`; a declared body over it
@@ -74,6 +78,11 @@ pub(crate) fn body_limit(edge: &Edge, method: Method, path: &str) -> usize {
     match (method, path) {
         (Method::Post | Method::Put, p) if p.starts_with("/t/") => edge.max_payload,
         (Method::Post, "/ack" | "/nack") => SETTLE_MAX,
+        (Method::Post | Method::Put, p)
+            if p.starts_with("/api/topics/") || p.starts_with("/api/groups/") =>
+        {
+            super::admin::BODY_MAX
+        }
         // Base64 and JSON make micro-mq's form about a third larger than the payload.
         (Method::Post, "/api/edge/product" | "/api/edge/product/async") => {
             edge.max_payload / 3 * 4 + 64 * 1024
@@ -123,6 +132,10 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
                 Body::Owned(text.into_bytes()),
             ))
         }
+        ["api", "topics"] => super::admin::list_topics(edge, &req),
+        ["api", "topics", rest @ ..] => super::admin::topic(edge, &req, rest),
+        ["api", "groups"] => super::admin::list_groups(edge, &req),
+        ["api", "groups", rest @ ..] => super::admin::group(edge, &req, rest),
         ["t", rest @ ..] if !rest.is_empty() && !rest.iter().all(|s| s.is_empty()) => {
             let (format, name_parts) = match rest.split_last() {
                 Some((&"json", head)) if get && !head.is_empty() => (Some(Format::Json), head),
@@ -133,7 +146,9 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
             let name = decode(&name_parts.join("/"), false)?;
             match (method, format) {
                 (Method::Post | Method::Put, _) => publish(edge, &mut req, &name),
-                (Method::Get | Method::Head, None) => read(edge, &req, &name).map(Outcome::Answer),
+                (Method::Get | Method::Head, None) => {
+                    super::read::read(edge, &req, &name).map(Outcome::Answer)
+                }
                 (Method::Get | Method::Head, Some(f)) => {
                     open_stream(edge, &req, &name, f).map(Outcome::Stream)
                 }
@@ -187,6 +202,8 @@ pub(crate) fn refusal(r: &crate::engine::Refusal) -> HttpError {
         ErrorCode::UNKNOWN_DELIVERY => (409, "unknown_delivery"),
         ErrorCode::STORAGE_FULL => (507, "storage_full"),
         ErrorCode::STORAGE_FAILED => (507, "storage_failed"),
+        ErrorCode::NOT_FOUND => (404, "not_found"),
+        ErrorCode::PROTOCOL => (400, "bad_request"),
         _ => (500, "internal"),
     };
     HttpError::new(status, code, r.message.clone())
@@ -199,6 +216,15 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
+    /// The caller as the management front sees it (the single `--token`, or no tokens:
+    /// every right).
+    pub(crate) fn manage(&self) -> crate::manage::Caller<'_> {
+        crate::manage::Caller {
+            token: self.name.as_deref(),
+            rules: self.rules.as_deref(),
+        }
+    }
+
     pub(crate) fn check_publish(&self, topic: &str) -> Result<(), HttpError> {
         match &self.rules {
             Some(r) if !r.may_publish(topic) => Err(HttpError::new(
@@ -215,7 +241,7 @@ impl Caller {
         }
     }
 
-    fn check_subscribe(&self, filter: &Filter) -> Result<(), HttpError> {
+    pub(crate) fn check_subscribe(&self, filter: &Filter) -> Result<(), HttpError> {
         match &self.rules {
             Some(r) if !r.may_subscribe(filter) => Err(HttpError::new(
                 403,
@@ -275,7 +301,7 @@ pub(crate) fn note_auth(edge: &Edge, ip: std::net::IpAddr, ok: bool) {
 
 /// The caller of `req`: its token from `Authorization: Bearer [NAME:]SECRET` or
 /// `?auth=`, checked against the token table.
-fn authenticate(edge: &Edge, req: &Request<'_>) -> Result<Caller, HttpError> {
+pub(crate) fn authenticate(edge: &Edge, req: &Request<'_>) -> Result<Caller, HttpError> {
     let auth = edge.shared.auth_now();
     if !auth.enabled() {
         return Ok(Caller {
@@ -497,47 +523,6 @@ fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, H
     }))
 }
 
-fn read(edge: &Edge, req: &Request<'_>, topic: &str) -> Result<Answer, HttpError> {
-    let caller = authenticate(edge, req)?;
-    let t = Topic::new_system(topic).map_err(|e| {
-        HttpError::new(
-            400,
-            "bad_topic",
-            format!("bad topic {}: {e}", mote_sdk::topic::shown(topic)),
-        )
-    })?;
-    let exact =
-        Filter::new(t.as_str()).map_err(|e| HttpError::new(400, "bad_topic", e.to_string()))?;
-    caller.check_subscribe(&exact)?;
-    let since = match req.query.get("since").unwrap_or("earliest") {
-        "earliest" | "all" => Since::Earliest,
-        "latest" => Since::Latest,
-        n => Since::Offset(n.parse().map_err(|_| {
-            HttpError::new(
-                400,
-                "bad_request",
-                "since: expected earliest, latest or an offset",
-            )
-        })?),
-    };
-    let limit = match req.query.get("limit") {
-        None => READ_DEFAULT,
-        Some(n) => n
-            .parse::<usize>()
-            .map_err(|_| HttpError::new(400, "bad_request", "limit: expected a whole number"))?
-            .min(READ_MAX),
-    };
-    let stored = edge
-        .shared
-        .engine
-        .borrow()
-        .read_topic(topic, since, limit, READ_MAX_BYTES);
-    Ok(Answer::json(
-        200,
-        &render::stored(topic, stored.first, stored.next, &stored.messages),
-    ))
-}
-
 fn open_stream(
     edge: &Rc<Edge>,
     req: &Request<'_>,
@@ -554,23 +539,9 @@ fn open_stream(
         )
     })?;
     caller.check_subscribe(&f)?;
-    let from = match q.get("since").unwrap_or("latest") {
-        "latest" => Start::Latest,
-        "earliest" | "all" => Start::Earliest,
-        s => match s.strip_prefix("last:") {
-            Some(n) => Start::Last(
-                n.parse()
-                    .map_err(|_| HttpError::new(400, "bad_request", "since: expected last:N"))?,
-            ),
-            None => Start::Offset(s.parse().map_err(|_| {
-                HttpError::new(
-                    400,
-                    "bad_request",
-                    "since: expected latest, earliest, an offset or last:N",
-                )
-            })?),
-        },
-    };
+    // `10m`, `ago:10m` and `time:...` are by the broker's clock (`Start::Ago`, `Time`).
+    let from = super::read::parse_start(q.get("since").unwrap_or("latest"))
+        .map_err(|e| HttpError::new(400, "bad_request", format!("since: {e}")))?;
     let limit: Option<u64> = q
         .get("limit")
         .map(|n| {

@@ -7,7 +7,7 @@ use super::Edge;
 use super::answer::{self, Answer, Body, HttpError};
 use super::parse::Query;
 use super::render::{self, Summary};
-use super::routes::Outcome;
+use super::routes::{Document, Outcome};
 use crate::engine::{ConnId, Engine};
 
 /// Topics, connections or groups rendered per slice of a `?topics=all` document.
@@ -60,7 +60,7 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
 pub(crate) fn stats(edge: &Edge, q: &Query) -> Result<Outcome, HttpError> {
     match q.get("topics") {
         None | Some("busiest") => {}
-        Some("all") => return Ok(Outcome::Document(Paged::new(edge))),
+        Some("all") => return Ok(Outcome::Document(Box::new(Paged::new(edge)))),
         Some(other) => {
             return Err(HttpError::new(
                 400,
@@ -157,17 +157,17 @@ impl Paged {
             written: 0,
         }
     }
+}
 
-    /// The response head: chunked, closed after.
-    pub(crate) fn head(&self) -> Vec<u8> {
+impl Document for Paged {
+    fn head(&self) -> Vec<u8> {
         answer::chunked_head(
             "application/json",
             &[("Cache-Control", "no-store".to_string())],
         )
     }
 
-    /// Appends the next slice to `out` as a chunk; `false` once the document is done.
-    pub(crate) fn next(&mut self, edge: &Edge, out: &mut Vec<u8>) -> bool {
+    fn next(&mut self, edge: &Edge, out: &mut Vec<u8>) -> bool {
         let engine = edge.shared.engine.borrow();
         self.body.clear();
         let body = &mut self.body;
