@@ -20,12 +20,11 @@ use std::sync::Arc;
 
 use mote_sdk::wire::ManageOp;
 use mote_sdk::{Filter, Start, Topic};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Edge;
-use super::answer::{self, Answer, HttpError};
+use super::answer::{self, Answer, Body, HttpError};
 use super::parse::{Method, decode};
-use super::render;
 use super::routes::{Caller, Document, Outcome, Request, authenticate, refusal};
 use crate::auth::Rules;
 use crate::engine::{MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE};
@@ -70,11 +69,15 @@ pub(crate) fn list_topics(edge: &Edge, req: &Request<'_>) -> Result<Outcome, Htt
         manage::topics_page(&engine, caller.manage(), filter.as_ref(), 0)
     };
     // One page holds them all (the usual case): a plain answer, and the connection stays.
-    if first["next"].is_null() {
-        return Ok(Outcome::Answer(Answer::json(
-            200,
-            &json!({"topics": first["topics"]}),
-        )));
+    if first.next.is_none() {
+        let mut body = Vec::with_capacity(first.items.len() + 16);
+        body.extend_from_slice(b"{\"topics\":[");
+        body.extend_from_slice(&first.items);
+        body.extend_from_slice(b"]}");
+        return Ok(Outcome::Answer(
+            Answer::new(200, "application/json", Body::Owned(body))
+                .with_header("Cache-Control", "no-store"),
+        ));
     }
     Ok(Outcome::Document(Box::new(TopicList {
         filter,
@@ -120,14 +123,15 @@ impl Document for TopicList {
         if from == 0 {
             self.body.extend_from_slice(b"{\"topics\":[");
         }
-        if let Some(items) = page["topics"].as_array() {
-            render::push_items(&mut self.body, &mut self.written, items);
+        if page.count > 0 {
+            if self.written > 0 {
+                self.body.push(b',');
+            }
+            self.body.extend_from_slice(&page.items);
+            self.written += page.count;
         }
         // `next` only moves forward: the listing ends even if topics come and go.
-        self.from = page["next"]
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n > from);
+        self.from = page.next.filter(|&n| n > from);
         if self.from.is_none() {
             self.body.extend_from_slice(b"]}");
         }

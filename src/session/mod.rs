@@ -17,7 +17,7 @@ use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
     self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION, Manage,
-    Managed, Message, Ping, Published, Removed, Subscribed, Unsubscribe,
+    ManageOp, Managed, Message, Ping, Published, Removed, Subscribed, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
@@ -483,10 +483,15 @@ impl Session {
             token: self.token_name.as_deref(),
             rules: rights.as_deref(),
         };
-        let answer = crate::manage::run(engine, caller, &m.op);
+        // A listing page is rendered straight to text (the hot case with many topics).
+        let answer = match m.op {
+            ManageOp::Topics { filter, from } => {
+                crate::manage::topics_text(engine, caller, filter, from)
+            }
+            ref op => crate::manage::run(engine, caller, op).map(|v| v.to_string()),
+        };
         match answer {
-            Ok(v) => {
-                let json = v.to_string();
+            Ok(json) => {
                 // The client refuses frames above the limit it was told in `Welcome`.
                 if json.len() + MANAGED_OVERHEAD > self.max_frame {
                     let msg = format!(
