@@ -658,3 +658,27 @@ fn metrics_count_each_kind_of_operation() {
         assert_eq!(metric(&edge, name, None), 0.0, "{name}");
     }
 }
+
+#[test]
+fn a_stream_on_a_deleted_topic_gets_a_removed_event_and_goes_on_when_it_is_created_again() {
+    let edge = Edge::start();
+    publish(&edge, "gone/t", "a");
+    let mut s = Stream::open(edge.http, "/t/gone/%23/json", &[]).unwrap();
+    publish(&edge, "gone/t", "b");
+    assert_eq!(s.json().unwrap()["payload"], "b");
+    let r = edge.req("DELETE", "/api/topics/gone/t", &[], b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let ev = s.json().unwrap();
+    assert_eq!(
+        ev,
+        json!({"event": "removed", "topic": "gone/t", "unread": 0, "next": 2}),
+        "{ev}"
+    );
+    // Created again above its last offset: the wildcard stream reads it there.
+    assert_eq!(publish(&edge, "gone/t", "c"), 2);
+    let m = s.json().unwrap();
+    assert_eq!(
+        (m["payload"].as_str(), m["offset"].as_u64()),
+        (Some("c"), Some(2))
+    );
+}

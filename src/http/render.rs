@@ -81,6 +81,12 @@ pub(crate) enum Event<'a> {
         missed: u64,
         next: u64,
     },
+    /// The topic was removed with `unread` messages the stream had not got.
+    Removed {
+        topic: &'a str,
+        unread: u64,
+        next: u64,
+    },
     /// The broker is shutting down.
     End,
     /// The stream's consumer group was deleted: the stream ends.
@@ -144,6 +150,17 @@ impl Format {
             ) => {
                 let v = json!({"event": "lag", "topic": topic, "missed": missed, "next": next});
                 self.line(out, "lag", &v);
+            }
+            (
+                _,
+                Event::Removed {
+                    topic,
+                    unread,
+                    next,
+                },
+            ) => {
+                let v = json!({"event": "removed", "topic": topic, "unread": unread, "next": next});
+                self.line(out, "removed", &v);
             }
             (_, Event::End) => {
                 let v = json!({"event": "end", "reason": "the broker is shutting down"});

@@ -228,15 +228,14 @@ impl Stream {
                     gone = true;
                     Event::GroupGone { group }
                 }
-                // The topic was removed: shown as lag for now (what it had not got).
                 Delivery::Removed {
                     topic,
                     unread,
                     next,
                     ..
-                } => Event::Lag {
+                } => Event::Removed {
                     topic,
-                    missed: unread,
+                    unread,
                     next,
                 },
             };
