@@ -103,12 +103,11 @@ impl Engine {
     fn store(&mut self, tid: TopicId, time_ms: u64, key: &[u8], payload: &[u8]) -> u64 {
         let cost = key.len() + payload.len() + super::ENTRY_OVERHEAD;
         self.seq += 1;
-        if let Some(age) = self.topics[tid.0 as usize].settings.max_age_ms {
-            // What outlived its max-age goes before the new message comes.
-            let now = self.expiry_now().max(self.topics[tid.0 as usize].last_time);
-            self.expire_before(tid, now.saturating_sub(age));
+        let mut t = &mut self.topics[tid.0 as usize];
+        if let Some(age) = t.settings.max_age_ms {
+            self.expire_for_store(tid, age);
+            t = &mut self.topics[tid.0 as usize];
         }
-        let t = &mut self.topics[tid.0 as usize];
         // A topic's stored times never go back, whatever the wall clock does.
         let time_ms = time_ms.max(t.last_time);
         t.last_time = time_ms;
@@ -136,7 +135,8 @@ impl Engine {
         debug_assert_eq!(cost, entry.cost());
         let offset = t.ring.push(entry);
         t.published += 1;
-        t.touched_ms = self.clock_ms;
+        // No `touched_ms` here: a topic holding a message is not idle, and every way it
+        // empties again (eviction, expiry, purge, the sweep seeing it) sets it.
         let generation = t.generation;
         let held = t.settings.persist && self.log.is_some();
         if held {
@@ -236,6 +236,15 @@ impl Engine {
                 i += 1;
             }
         }
+    }
+
+    /// What outlived topic `tid`'s max-age `age` goes before a new message comes. Out of
+    /// line: most topics have no max-age, and the store path stays small without it.
+    #[cold]
+    #[inline(never)]
+    fn expire_for_store(&mut self, tid: TopicId, age: u64) {
+        let now = self.expiry_now().max(self.topics[tid.0 as usize].last_time);
+        self.expire_before(tid, now.saturating_sub(age));
     }
 
     /// Drops the oldest messages across all topics until the budget holds.

@@ -534,12 +534,15 @@ impl Engine {
                 let Some(e) = t.ring.get(cur.next).or_else(|| t.cache.get(cur.next)) else {
                     break;
                 };
-                if e.seq <= cur.skip_seq || e.time_ms < cur.skip_before_ms {
-                    cur.next += 1;
-                    continue;
+                // Nothing to pass over (the usual case) is one test per message.
+                if (cur.skip_seq | cur.skip_before_ms) != 0 {
+                    if e.seq <= cur.skip_seq || e.time_ms < cur.skip_before_ms {
+                        cur.next += 1;
+                        continue;
+                    }
+                    cur.skip_seq = 0;
+                    cur.skip_before_ms = 0;
                 }
-                cur.skip_seq = 0;
-                cur.skip_before_ms = 0;
                 let payload = e.payload();
                 let d = Delivery::Message {
                     sub: cur.sub_id,
