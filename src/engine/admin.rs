@@ -114,7 +114,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        groups.sort();
+        groups.sort_unstable();
         groups.dedup();
         Some(TopicDetail {
             info,

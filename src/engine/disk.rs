@@ -161,7 +161,7 @@ impl Engine {
                         .iter()
                         .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                         .collect();
-                    ts.meta.sort();
+                    ts.meta.sort_unstable();
                 }
                 Err(r) => log::warn!("store: topic {:?} not restored: {}", t.name, r.message),
             }
