@@ -99,6 +99,12 @@ pub(super) enum Got {
     },
     /// The broker refused a subscription made again after a reconnect: it has ended.
     Refused(String),
+    /// A topic read was deleted on the broker (the subscription stays).
+    Removed {
+        topic: Arc<str>,
+        unread: u64,
+        next: u64,
+    },
     /// An event a newer SDK may add: none is a job.
     Other,
 }
@@ -126,6 +132,15 @@ impl Subs {
                     evicted: false,
                 },
                 GroupEvent::Refused { message, .. } => Got::Refused(message),
+                GroupEvent::Removed {
+                    topic,
+                    unread,
+                    next,
+                } => Got::Removed {
+                    topic,
+                    unread,
+                    next,
+                },
                 _ => Got::Other,
             }),
             Subs::Plain(subs) => {
@@ -158,6 +173,15 @@ impl Subs {
                         evicted,
                     },
                     Event::Refused { message, .. } => Got::Refused(message),
+                    Event::Removed {
+                        topic,
+                        unread,
+                        next,
+                    } => Got::Removed {
+                        topic,
+                        unread,
+                        next,
+                    },
                     _ => Got::Other,
                 })
             }
@@ -380,6 +404,12 @@ async fn work(
                 super::follow::report_lag(&mut io::stdout(), who, &topic, missed, next, evicted)?
             }
             Wake::Got(Some(Got::Other)) => {}
+            // Said like lag; the worker goes on (a topic published to again is read).
+            Wake::Got(Some(Got::Removed {
+                topic,
+                unread,
+                next,
+            })) => super::follow::report_removed(&mut io::stdout(), &topic, unread, next)?,
             Wake::Got(Some(Got::Refused(message))) => {
                 // One refused subscription ends the worker: what it was started to do
                 // no longer holds.
