@@ -92,7 +92,7 @@ pub struct Ask {
     /// Ack timeout, deliveries and prefetch (0: the default); its `durable` is not read.
     pub settings: GroupSettings,
     /// `Some(false)`: ephemeral, the group goes with its last member; `Some(true)`:
-    /// durable; `None`: the broker's default ([`DEFAULT_DURABLE`]).
+    /// durable; `None`: the broker's default (durable).
     pub durable: Option<bool>,
     /// How long a durable group is kept without members, if shorter than
     /// `--group-expiry` (a member may only shorten it: how long a forgotten group holds
