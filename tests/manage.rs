@@ -437,3 +437,76 @@ fn frames(bytes: &[u8]) -> Vec<u8> {
     }
     tags
 }
+
+/// A proxy whose first connection goes to `first` and every later one to `then`; closing
+/// `cut` (dropping it) ends the first one.
+fn switching_proxy(
+    first: std::net::SocketAddr,
+    then: std::net::SocketAddr,
+) -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    use std::net::{Shutdown, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (cut, cut_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut cut_rx = Some(cut_rx);
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(client) = s else { return };
+            let target = if n == 0 { first } else { then };
+            let Ok(server) = TcpStream::connect(target) else {
+                return;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+            if let Some(rx) = cut_rx.take() {
+                std::thread::spawn(move || {
+                    let _ = rx.recv();
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, cut)
+}
+
+#[test]
+fn an_ephemeral_membership_is_refused_when_a_reconnect_lands_on_an_older_broker() {
+    let b = Broker::default();
+    let (addr, cut) = switching_proxy(b.addr, old_broker());
+    let mut opts = mote_sdk::Options::new(addr.to_string());
+    opts.reconnect_min = Duration::from_millis(20);
+    let c = Client::connect(opts).unwrap();
+    let mut eph = c
+        .subscribe_group("jobs", Group::new("brief").ephemeral())
+        .unwrap();
+    let mut plain = c.subscribe_group("jobs", Group::new("plain")).unwrap();
+    drop(cut);
+    match eph.recv_timeout(WAIT) {
+        Ok(Some(GroupEvent::Refused { code, message })) => {
+            assert_eq!(code, ErrorCode::UNSUPPORTED_VERSION);
+            assert_eq!(
+                message,
+                "the broker speaks protocol 2; an ephemeral group or a group expiry needs 3 (upgrade the broker)"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(
+        matches!(eph.recv_timeout(WAIT), Ok(None)),
+        "the membership has ended"
+    );
+    // The other membership is joined again with `SubscribeGroup`, which the old broker
+    // knows; it is not refused.
+    assert!(matches!(
+        plain.recv_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(c.protocol_version(), Some(2));
+}
