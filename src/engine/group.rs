@@ -519,7 +519,9 @@ impl Engine {
                 let configured = self.group_config.get(group).and_then(|c| c.expiry_ms);
                 let g = &mut self.groups[gid.0 as usize];
                 if let (Some(asked), None, Some(kept)) = (ask.expiry_ms, configured, g.expiry_ms) {
-                    g.expiry_ms = Some(asked.clamp(1, kept));
+                    // Not `clamp`: it panics if `kept` is 0 (a `Limits` built by hand), and
+                    // a peer chose `asked`.
+                    g.expiry_ms = Some(asked.max(1).min(kept));
                 }
                 gid
             }
