@@ -2979,3 +2979,19 @@ fn sub_exec_reports_a_deleted_topic_and_keeps_working() {
         assert!(x.exit_within(Duration::from_secs(10)).success());
     }
 }
+
+#[test]
+fn sub_exec_stops_on_sigterm_while_the_broker_is_away() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut sub = Running::start(&[
+        "sub", "-p", &p, "-t", "jobs/#", "--group", "w", "--exec", "cat",
+    ]);
+    within_10s("the member", || group_info(&p, "w").is_some());
+    drop(s);
+    assert!(sub.err_line().contains("lost the connection"));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(sub.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let st = sub.exit_within(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+}

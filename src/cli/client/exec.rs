@@ -309,11 +309,24 @@ pub(crate) fn run(opts: Options, source: Source, plan: Plan) -> Result<(), Failu
         let r = work(&plan, &mut subs, &mut follow, &mut held, &mut signals).await;
         // Acks and nacks reach the broker before we leave. One that came after the ack
         // timeout is refused (the message went to another member): said, no failure.
-        match client.flush().await {
-            Err(e) if e.code() == Some(ErrorCode::UNKNOWN_DELIVERY) => {
+        // Not while the broker is away: what we held is back in the group already (acks
+        // of the lost connection are not sent again), and waiting for the broker would
+        // keep a stopped worker running for good; a further signal ends the wait too.
+        let flushed = if client.is_connected() {
+            async { Some(client.flush().await) }
+                .or(async {
+                    signals.next().await;
+                    None
+                })
+                .await
+        } else {
+            None
+        };
+        match flushed {
+            Some(Err(e)) if e.code() == Some(ErrorCode::UNKNOWN_DELIVERY) => {
                 eprintln!("mote sub: {e}");
             }
-            Err(e) if r.is_ok() => return Err(e.into()),
+            Some(Err(e)) if r.is_ok() => return Err(e.into()),
             _ => {}
         }
         drop(subs);
