@@ -2840,3 +2840,158 @@ fn readme_managing_topics_and_groups() {
     }
     assert_eq!(ran, 12);
 }
+
+// ---- Issue 12: `mote sub --group NAME --ephemeral | --group-expiry`, and a removed topic
+// under `--exec`.
+
+/// `mote group info NAME --json`, or `None` when the broker has no such group.
+fn group_info(p: &str, name: &str) -> Option<serde_json::Value> {
+    let o = mote(&["group", "info", name, "-p", p, "--json"], b"");
+    if !o.status.success() {
+        assert!(stderr(&o).contains("no group"), "{}", stderr(&o));
+        return None;
+    }
+    Some(serde_json::from_str(&stdout(&o)).unwrap())
+}
+
+/// Polls `cond` until it holds, for at most 10 s (each poll runs a `mote` command).
+fn within_10s(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+    }
+}
+
+#[test]
+fn sub_group_ephemeral_goes_with_its_member_and_group_expiry_is_kept() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut w = Running::start(&[
+        "sub",
+        "-p",
+        &p,
+        "-t",
+        "jobs/#",
+        "--group",
+        "scratch",
+        "--ephemeral",
+        "-C",
+        "1",
+    ]);
+    within_10s("the ephemeral group", || {
+        group_info(&p, "scratch").is_some()
+    });
+    let i = group_info(&p, "scratch").unwrap();
+    assert_eq!(i["settings"]["durable"], false, "{i}");
+    assert_eq!(i["expiry_ms"], serde_json::Value::Null, "{i}");
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/a", "-m", "one"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.out_line(), "one");
+    assert!(w.exit_within(Duration::from_secs(10)).success());
+    within_10s("the group gone with its member", || {
+        group_info(&p, "scratch").is_none()
+    });
+
+    let mut n = Running::start(&[
+        "sub",
+        "-p",
+        &p,
+        "-t",
+        "jobs/#",
+        "--group",
+        "nightly",
+        "--group-expiry",
+        "90s",
+        "-C",
+        "1",
+    ]);
+    within_10s("the durable group", || group_info(&p, "nightly").is_some());
+    let i = group_info(&p, "nightly").unwrap();
+    assert_eq!(i["settings"]["durable"], true, "{i}");
+    assert_eq!(i["expiry_ms"], 90_000, "{i}");
+    let o = mote(&["pub", "-p", &p, "-t", "jobs/a", "-m", "two"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(n.out_line(), "two");
+    assert!(n.exit_within(Duration::from_secs(10)).success());
+    within_10s("the durable group without members", || {
+        group_info(&p, "nightly").is_some_and(|i| i["members"] == 0)
+    });
+
+    for (args, says) in [
+        (
+            &["--group", "g", "--ephemeral", "--durable"][..],
+            "--ephemeral and --durable contradict each other",
+        ),
+        (
+            &["--group", "g", "--ephemeral", "--group-expiry", "1h"][..],
+            "--group-expiry is for a durable group",
+        ),
+        (&["--ephemeral"][..], "--ephemeral needs --group NAME"),
+        (
+            &["--group-expiry", "1h"][..],
+            "--group-expiry needs --group NAME",
+        ),
+    ] {
+        let mut argv = vec!["sub", "-p", &p, "-t", "jobs/#"];
+        argv.extend_from_slice(args);
+        let o = mote(&argv, b"");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn sub_exec_reports_a_deleted_topic_and_keeps_working() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    for group in [None, Some("w")] {
+        let topic = format!("logs/{}", group.unwrap_or("plain"));
+        let o = mote(&["pub", "-p", &p, "-t", &topic, "-m", "first"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut argv = vec![
+            "sub",
+            "-p",
+            &p,
+            "-t",
+            &topic,
+            "--from",
+            "earliest",
+            "-C",
+            "2",
+            "--exec",
+            "cat; echo",
+        ];
+        if let Some(g) = group {
+            argv.extend_from_slice(&["--group", g]);
+        }
+        let mut x = Running::start(&argv);
+        assert_eq!(x.out_line(), "first");
+        let o = mote(&["topic", "delete", &topic, "-p", &p], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let said = x.err_line();
+        assert!(
+            said.contains(&format!("topic {topic} was deleted on the broker")),
+            "{said}"
+        );
+        let o = mote(&["pub", "-p", &p, "-t", &topic, "-m", "second"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(x.out_line(), "second", "the worker goes on");
+        assert!(x.exit_within(Duration::from_secs(10)).success());
+    }
+}
+
+#[test]
+fn sub_exec_stops_on_sigterm_while_the_broker_is_away() {
+    let s = Served::start(&[]);
+    let p = s.port();
+    let mut sub = Running::start(&[
+        "sub", "-p", &p, "-t", "jobs/#", "--group", "w", "--exec", "cat",
+    ]);
+    within_10s("the member", || group_info(&p, "w").is_some());
+    drop(s);
+    assert!(sub.err_line().contains("lost the connection"));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(sub.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let st = sub.exit_within(Duration::from_secs(10));
+    assert!(st.success(), "{st:?}");
+}

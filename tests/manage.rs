@@ -12,10 +12,10 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{Broker, Got, Raw};
+use common::{Broker, Got, Proxy, Raw, eventually};
 use mote_sdk::blocking::{Client, Subscription};
 use mote_sdk::wire::{self, Frame, Manage};
-use mote_sdk::{Error, ErrorCode, Event, ManageOp, Start};
+use mote_sdk::{Error, ErrorCode, Event, Group, GroupEvent, ManageOp, Start};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -302,4 +302,211 @@ fn subscriptions_start_by_time() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+// ---- Issue 12: ephemeral groups and a shorter expiry (JoinGroup, 0x24).
+
+/// The broker's `GroupInfo` for `group`, or `None` when there is no such group.
+fn group_info(c: &Client, group: &str) -> Option<Value> {
+    match c.manage(ManageOp::GroupInfo { group }) {
+        Ok(j) => Some(serde_json::from_str(&j).unwrap()),
+        Err(e) if e.code() == Some(ErrorCode::NOT_FOUND) => None,
+        Err(e) => panic!("group info: {e}"),
+    }
+}
+
+#[test]
+fn an_ephemeral_group_goes_with_its_last_member_and_a_durable_one_keeps_its_expiry() {
+    let b = Broker::default();
+    let c = Client::connect(b.options()).unwrap();
+    let brief = c
+        .subscribe_group("jobs/#", Group::new("brief").ephemeral())
+        .unwrap();
+    let nightly = c
+        .subscribe_group(
+            "jobs/#",
+            Group::new("nightly").expiry(Duration::from_secs(2)),
+        )
+        .unwrap();
+    let plain = c.subscribe_group("jobs/#", Group::new("plain")).unwrap();
+    let i = group_info(&c, "brief").unwrap();
+    assert_eq!(
+        (&i["settings"]["durable"], &i["expiry_ms"]),
+        (&false.into(), &Value::Null),
+        "{i}"
+    );
+    let i = group_info(&c, "nightly").unwrap();
+    assert_eq!(
+        (&i["settings"]["durable"], &i["expiry_ms"]),
+        (&true.into(), &2000.into()),
+        "{i}"
+    );
+    let i = group_info(&c, "plain").unwrap();
+    let week = 7 * 24 * 3600 * 1000u64;
+    assert_eq!(
+        (&i["settings"]["durable"], &i["expiry_ms"]),
+        (&true.into(), &week.into()),
+        "{i}"
+    );
+    // Leaving is queued before the next request on the same connection: the broker has
+    // handled it when it answers.
+    drop((brief, nightly, plain));
+    assert_eq!(group_info(&c, "brief"), None, "gone with its last member");
+    let i = group_info(&c, "nightly").unwrap();
+    assert_eq!(
+        (&i["members"], &i["expiry_ms"]),
+        (&0.into(), &2000.into()),
+        "{i}"
+    );
+    assert!(group_info(&c, "plain").is_some());
+    // Through the CLI's JSON too.
+    let groups = json(&c, ManageOp::Groups);
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{groups}");
+    assert!(!names.contains(&"brief"));
+}
+
+#[test]
+fn an_older_broker_refuses_an_ephemeral_group_before_anything_is_sent() {
+    let addr = old_broker();
+    let c = Client::connect(mote_sdk::Options::new(addr.to_string())).unwrap();
+    for g in [
+        Group::new("w").ephemeral(),
+        Group::new("w").expiry(Duration::from_secs(60)),
+    ] {
+        let e = c.subscribe_group("jobs", g).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the broker speaks protocol 2; an ephemeral group or a group expiry needs 3 (upgrade the broker)"
+        );
+    }
+    assert!(c.is_connected(), "nothing was sent");
+}
+
+#[test]
+fn an_ephemeral_member_joins_again_after_a_reconnect() {
+    let b = Broker::default();
+    let proxy = Proxy::start(b.addr);
+    let mut opts = mote_sdk::Options::new(proxy.addr.to_string());
+    opts.reconnect_min = Duration::from_millis(20);
+    let c = Client::connect(opts).unwrap();
+    let watcher = Client::connect(b.options()).unwrap();
+    let mut sub = c
+        .subscribe_group("jobs", Group::new("brief").ephemeral())
+        .unwrap();
+    proxy.cut();
+    // The second connection's `Subscribed`: the member has joined again (with `JoinGroup`).
+    let joined_again = || {
+        let caps = proxy.captured.lock().unwrap();
+        caps.get(1).is_some_and(|(up, down)| {
+            let up = up.lock().unwrap();
+            let down = down.lock().unwrap();
+            frames(&up).contains(&wire::tag::JOIN_GROUP)
+                && frames(&down).contains(&wire::tag::SUBSCRIBED)
+        })
+    };
+    eventually(WAIT, "the member joins again", joined_again);
+    // Once the first connection's member is gone too, the group has one member.
+    eventually(WAIT, "one member", || {
+        group_info(&watcher, "brief").is_some_and(|i| i["members"] == 1)
+    });
+    let i = group_info(&watcher, "brief").unwrap();
+    assert_eq!(i["settings"]["durable"], false, "{i}");
+    watcher.publish_confirmed("jobs", "after").unwrap();
+    match sub.recv_timeout(WAIT) {
+        Ok(Some(GroupEvent::Message(d))) => {
+            assert_eq!(d.payload, b"after");
+            d.ack().unwrap();
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+/// The tags of the whole frames in `bytes`.
+fn frames(bytes: &[u8]) -> Vec<u8> {
+    let mut tags = Vec::new();
+    let mut pos = 0;
+    while let Ok(wire::Decoded::Frame(f, n)) = wire::decode(&bytes[pos..], usize::MAX) {
+        tags.push(f.tag());
+        pos += n;
+    }
+    tags
+}
+
+/// A proxy whose first connection goes to `first` and every later one to `then`; closing
+/// `cut` (dropping it) ends the first one.
+fn switching_proxy(
+    first: std::net::SocketAddr,
+    then: std::net::SocketAddr,
+) -> (std::net::SocketAddr, std::sync::mpsc::Sender<()>) {
+    use std::net::{Shutdown, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (cut, cut_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut cut_rx = Some(cut_rx);
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(client) = s else { return };
+            let target = if n == 0 { first } else { then };
+            let Ok(server) = TcpStream::connect(target) else {
+                return;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Both);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server.try_clone().unwrap(), client.try_clone().unwrap());
+            if let Some(rx) = cut_rx.take() {
+                std::thread::spawn(move || {
+                    let _ = rx.recv();
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = server.shutdown(Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, cut)
+}
+
+#[test]
+fn an_ephemeral_membership_is_refused_when_a_reconnect_lands_on_an_older_broker() {
+    let b = Broker::default();
+    let (addr, cut) = switching_proxy(b.addr, old_broker());
+    let mut opts = mote_sdk::Options::new(addr.to_string());
+    opts.reconnect_min = Duration::from_millis(20);
+    let c = Client::connect(opts).unwrap();
+    let mut eph = c
+        .subscribe_group("jobs", Group::new("brief").ephemeral())
+        .unwrap();
+    let mut plain = c.subscribe_group("jobs", Group::new("plain")).unwrap();
+    drop(cut);
+    match eph.recv_timeout(WAIT) {
+        Ok(Some(GroupEvent::Refused { code, message })) => {
+            assert_eq!(code, ErrorCode::UNSUPPORTED_VERSION);
+            assert_eq!(
+                message,
+                "the broker speaks protocol 2; an ephemeral group or a group expiry needs 3 (upgrade the broker)"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(
+        matches!(eph.recv_timeout(WAIT), Ok(None)),
+        "the membership has ended"
+    );
+    // The other membership is joined again with `SubscribeGroup`, which the old broker
+    // knows; it is not refused.
+    assert!(matches!(
+        plain.recv_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(c.protocol_version(), Some(2));
 }

@@ -31,8 +31,7 @@ use crate::group::{Group, GroupEvent, GroupSubscription};
 use crate::link::{Link, LinkWatch};
 use crate::secure::Token;
 use crate::wire::{
-    self, Frame, MANAGE_VERSION, Manage, ManageOp, Ping, Publish, Subscribe, SubscribeGroup,
-    Unsubscribe,
+    self, Frame, MANAGE_VERSION, Manage, ManageOp, Ping, Publish, Subscribe, Unsubscribe,
 };
 use crate::{Filter, Start, Topic};
 
@@ -752,6 +751,9 @@ impl Client {
                 "starting at a time (Start::Time, Start::Ago)",
             )?;
         }
+        if group.as_ref().is_some_and(Group::needs_join) {
+            self.need_version(MANAGE_VERSION, JOIN_WHAT)?;
+        }
         let shared = self.shared();
         let (ack_tx, ack_rx) = async_channel::bounded(1);
         let id;
@@ -759,6 +761,16 @@ impl Client {
             let mut st = shared.lock();
             if st.closed {
                 return Err(Error::Closed);
+            }
+            // Connected to an older broker since the check above: refused the same.
+            if let (Some(b), Some(_)) = (st.broker, group.as_ref().filter(|g| g.needs_join())) {
+                if st.connected && b.version < MANAGE_VERSION {
+                    return Err(Error::Unsupported {
+                        broker: b.version,
+                        needed: MANAGE_VERSION,
+                        what: JOIN_WHAT,
+                    });
+                }
             }
             id = st.take_id();
             // While disconnected the reconnect re-sends every subscription; no frame now.
@@ -807,7 +819,11 @@ impl Client {
     }
 }
 
-/// The frame that asks for subscription `id`: a plain one, or a group membership.
+/// What needs [`wire::JoinGroup`], for [`Error::Unsupported`].
+pub(crate) const JOIN_WHAT: &str = "an ephemeral group or a group expiry";
+
+/// The frame that asks for subscription `id`: a plain one, or a group membership (the
+/// caller checked that the broker can take it: see [`Group::needs_join`]).
 pub(crate) fn subscribe_frame<'a>(
     id: u32,
     filter: &'a str,
@@ -816,13 +832,7 @@ pub(crate) fn subscribe_frame<'a>(
     resume: &[wire::Resume<'a>],
 ) -> Frame<'a> {
     match group {
-        Some(g) => Frame::SubscribeGroup(SubscribeGroup {
-            sub: id,
-            filter,
-            group: &g.name,
-            from: g.from,
-            settings: g.settings,
-        }),
+        Some(g) => g.join_frame(id, filter),
         None => Frame::Subscribe(Subscribe {
             sub: id,
             filter,

@@ -12,9 +12,11 @@ use async_net::TcpStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 
 use crate::Start;
-use crate::client::{Answer, BrokerInfo, Event, Message, Shared, State, Tx, subscribe_frame};
+use crate::client::{
+    Answer, BrokerInfo, Event, JOIN_WHAT, Message, Shared, State, Tx, subscribe_frame,
+};
 use crate::error::Error;
-use crate::group::{Delivery, GroupEvent};
+use crate::group::{Delivery, Group, GroupEvent};
 use crate::link::Link;
 use crate::secure::{Opener, Record, Sealer};
 use crate::wire::{self, Decoded, Frame, Ping, Resume};
@@ -279,6 +281,7 @@ fn without_subscription_frames(buf: &[u8], version: u16, dropped: &mut Vec<u32>)
         match f {
             Frame::Subscribe(_)
             | Frame::SubscribeGroup(_)
+            | Frame::JoinGroup(_)
             | Frame::Unsubscribe(_)
             | Frame::Ack(_)
             | Frame::Nack(_) => {}
@@ -306,6 +309,9 @@ async fn session(
         Some((s, o)) => (Some(s), Some(o)),
         None => (None, None),
     };
+    // Group memberships this broker cannot make again, and where to tell of them.
+    let mut unsupported = Vec::new();
+    let mut refused = Vec::new();
     {
         let mut st = shared.lock();
         sync_subs(&st, subs);
@@ -316,6 +322,13 @@ async fn session(
             let (Some(sh), Some(local)) = (st.subs.get(&id), subs.get_mut(&id)) else {
                 continue;
             };
+            if info.version < wire::MANAGE_VERSION
+                && sh.group.as_ref().is_some_and(Group::needs_join)
+            {
+                // An older broker cannot make this group what was asked: refused below.
+                unsupported.push(id);
+                continue;
+            }
             let (from, resume) = local.resume_point();
             let resume: Vec<Resume<'_>> = resume
                 .iter()
@@ -355,6 +368,32 @@ async fn session(
         st.connected = true;
         st.conn_gen += 1;
         st.broker = Some(info);
+        for id in unsupported {
+            let err = Error::Unsupported {
+                broker: info.version,
+                needed: wire::MANAGE_VERSION,
+                what: JOIN_WHAT,
+            };
+            let Some(sh) = st.subs.remove(&id) else {
+                continue;
+            };
+            st.subs_gen += 1;
+            subs.remove(&id);
+            match sh.ack {
+                Some(ack) => {
+                    let _ = ack.try_send(Err(err));
+                }
+                None => refused.push((sh.tx, err.to_string())),
+            }
+        }
+    }
+    for (tx, message) in refused {
+        log::info!("a group membership cannot be made again: {message}");
+        let code = wire::ErrorCode::UNSUPPORTED_VERSION;
+        match tx {
+            Tx::Plain(tx) => deliver(&tx, Event::Refused { code, message }).await,
+            Tx::Group(tx) => deliver(&tx, GroupEvent::Refused { code, message }).await,
+        }
     }
     shared.set_link(Link::Up);
     shared.queued.notify(1);

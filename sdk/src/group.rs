@@ -28,18 +28,25 @@ use std::time::Duration;
 use crate::Start;
 use crate::client::{Message, Shared};
 use crate::error::Error;
-use crate::wire::{Ack, Frame, GroupSettings, Nack};
+use crate::wire::{Ack, Durability, Frame, JoinGroup, JoinSettings, Nack, SubscribeGroup};
 
 /// Which group to join, and the settings it gets if this member creates it.
 ///
 /// Settings left unset take the broker's defaults (ack timeout 30 s, 5 deliveries,
 /// prefetch 64, durable until 7 days without members); a group named in the broker's
 /// config file takes the config's settings instead.
+///
+/// [`Group::ephemeral`] and [`Group::expiry`] need a broker of protocol 3 (the client
+/// joins with [`JoinGroup`](crate::wire::JoinGroup) then); with an older broker
+/// [`Client::subscribe_group`](crate::Client::subscribe_group) fails with
+/// [`Error::Unsupported`], and a membership made again after a reconnect to an older
+/// broker ends with [`GroupEvent::Refused`] (code `unsupported_version`). Without them
+/// the client joins with `SubscribeGroup`, which every broker knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub(crate) name: String,
     pub(crate) from: Start,
-    pub(crate) settings: GroupSettings,
+    pub(crate) settings: JoinSettings,
 }
 
 fn millis(d: Duration) -> u32 {
@@ -53,7 +60,7 @@ impl Group {
         Group {
             name: name.into(),
             from: Start::Latest,
-            settings: GroupSettings::default(),
+            settings: JoinSettings::default(),
         }
     }
 
@@ -82,11 +89,61 @@ impl Group {
         self
     }
 
-    /// Whether the group keeps its position while no member is connected (`false`: the
-    /// broker's default, durable on brokers since issue 12 unless their config opts out).
+    /// `true`: the group keeps its position while no member is connected (what the
+    /// broker does by default, unless its config opts the group out). `false` asks for the
+    /// broker's default, as it always did on the wire (`SubscribeGroup.durable`); for a
+    /// group that goes with its last member use [`Group::ephemeral`].
     pub fn durable(mut self, durable: bool) -> Group {
-        self.settings.durable = durable;
+        self.settings.durability = if durable {
+            Durability::Durable
+        } else {
+            Durability::Default
+        };
         self
+    }
+
+    /// A group that goes with its last member: its position, and what it had not
+    /// delivered, are dropped when no member is left (a broker whose config names the
+    /// group as durable keeps it anyway). Needs a broker of protocol 3.
+    pub fn ephemeral(mut self) -> Group {
+        self.settings.durability = Durability::Ephemeral;
+        self
+    }
+
+    /// A durable group is removed after `d` without members, if that is shorter than the
+    /// broker's `group-expiry` (7 days by default; a longer one is cut to it, and the
+    /// broker's config for the group wins). Needs a broker of protocol 3.
+    pub fn expiry(mut self, d: Duration) -> Group {
+        self.settings.expiry_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        self
+    }
+
+    /// Whether joining needs [`JoinGroup`](crate::wire::JoinGroup) (protocol 3): an
+    /// ephemeral group or an expiry was asked for.
+    pub(crate) fn needs_join(&self) -> bool {
+        self.settings.durability == Durability::Ephemeral || self.settings.expiry_ms > 0
+    }
+
+    /// The frame that joins this group as subscription `sub`: `JoinGroup` when needed
+    /// (the caller checked the broker's version), else `SubscribeGroup`.
+    pub(crate) fn join_frame<'a>(&'a self, sub: u32, filter: &'a str) -> Frame<'a> {
+        if self.needs_join() {
+            Frame::JoinGroup(JoinGroup {
+                sub,
+                filter,
+                group: &self.name,
+                from: self.from,
+                settings: self.settings,
+            })
+        } else {
+            Frame::SubscribeGroup(SubscribeGroup {
+                sub,
+                filter,
+                group: &self.name,
+                from: self.from,
+                settings: self.settings.group_settings(),
+            })
+        }
     }
 
     /// The group's name.

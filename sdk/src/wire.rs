@@ -21,12 +21,12 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Newest protocol version spoken by this crate. Version 2 adds [`Frame::Evicted`];
-/// version 3 adds [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and
-/// [`Start::Time`] / [`Start::Ago`]. Every frame of a version is the same in the next one,
+/// version 3 adds [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`],
+/// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`]. Every frame of a version is the same in the next one,
 /// and a connection that agreed on an older version never sees a newer frame.
 pub const PROTOCOL_VERSION: u16 = 3;
-/// First protocol version with management ([`Frame::Manage`]), [`Frame::Removed`] and
-/// [`Start::Time`] / [`Start::Ago`].
+/// First protocol version with management ([`Frame::Manage`]), [`Frame::Removed`],
+/// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`].
 pub const MANAGE_VERSION: u16 = 3;
 /// Oldest protocol version this crate can speak.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -92,7 +92,10 @@ pub mod tag {
     pub const ACK: u8 = 0x22;
     /// [`Nack`](super::Nack), client → broker.
     pub const NACK: u8 = 0x23;
-    /// Tags reserved for consumer groups (`0x20..=0x23` are taken).
+    /// [`JoinGroup`](super::JoinGroup), client → broker, version 3 and later: join a
+    /// consumer group with every setting (durability and expiry too).
+    pub const JOIN_GROUP: u8 = 0x24;
+    /// Tags reserved for consumer groups (`0x20..=0x24` are taken).
     pub const RESERVED_GROUPS: core::ops::RangeInclusive<u8> = 0x20..=0x2f;
     /// [`Removed`](super::Removed), broker → client, version 3 and later: a topic the
     /// subscription read was deleted. (The first tag after the reserved ranges.)
@@ -520,6 +523,67 @@ pub struct SubscribeGroup<'a> {
     pub settings: GroupSettings,
 }
 
+/// Whether a consumer group keeps its position while it has no member (in
+/// [`JoinSettings`], protocol 3). A group named in the broker's config file with
+/// `durable = true|false` is what the config says, whatever a member asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Durability {
+    /// The broker's default: durable (until `group-expiry` without members).
+    #[default]
+    Default,
+    /// Durable: kept while memberless, until its expiry passes without a member.
+    Durable,
+    /// Not durable: the group, its position and what it had not delivered go with its
+    /// last member.
+    Ephemeral,
+}
+
+/// The settings a [`JoinGroup`] asks for a new group; 0 means the broker's default.
+/// [`GroupSettings`] with a [`Durability`] instead of its `durable` flag, and an expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JoinSettings {
+    /// A message not acked within this long is delivered again (default 30 s).
+    pub ack_timeout_ms: u32,
+    /// After this many deliveries a message goes to the dead-letter topic (default 5).
+    pub max_deliveries: u32,
+    /// Most unacked messages one member holds (default 64).
+    pub prefetch: u32,
+    /// Whether the group outlives its members.
+    pub durability: Durability,
+    /// How long a durable group is kept without members, if shorter than the broker's
+    /// `group-expiry` (0: the broker's); the config's `expiry` for the group wins.
+    pub expiry_ms: u64,
+}
+
+impl JoinSettings {
+    /// The [`GroupSettings`] part (its `durable` set for [`Durability::Durable`]).
+    pub fn group_settings(&self) -> GroupSettings {
+        GroupSettings {
+            ack_timeout_ms: self.ack_timeout_ms,
+            max_deliveries: self.max_deliveries,
+            prefetch: self.prefetch,
+            durable: self.durability == Durability::Durable,
+        }
+    }
+}
+
+/// Version 3 and later: [`SubscribeGroup`] with [`JoinSettings`]: a new group can be
+/// asked to be ephemeral, or to expire sooner than the broker's `group-expiry`. Answered
+/// like `SubscribeGroup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinGroup<'a> {
+    /// Client-chosen subscription id, as for [`Subscribe`].
+    pub sub: u32,
+    /// Topic filter; every member of a group uses the same.
+    pub filter: &'a str,
+    /// Group name: 1 to 64 characters, no `/`, `+`, `#`, `$` or control characters.
+    pub group: &'a str,
+    /// Where a new group starts in each topic (ignored when the group exists).
+    pub from: Start,
+    /// The group's settings, if it is new.
+    pub settings: JoinSettings,
+}
+
 /// A message for one member of a group, to be acked with `tag`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupMessage<'a> {
@@ -564,7 +628,7 @@ pub struct Nack {
 }
 
 /// Every frame of protocol versions 1 to 3 (version 2 adds [`Frame::Evicted`], version 3
-/// [`Frame::Manage`], [`Frame::Managed`] and [`Frame::Removed`]).
+/// [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and [`Frame::JoinGroup`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame<'a> {
@@ -619,6 +683,8 @@ pub enum Frame<'a> {
     Managed(Managed<'a>),
     /// Version 3 and later: see [`Removed`].
     Removed(Removed<'a>),
+    /// Version 3 and later: see [`JoinGroup`].
+    JoinGroup(JoinGroup<'a>),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -870,6 +936,7 @@ impl<'a> Frame<'a> {
             Frame::Manage(_) => tag::MANAGE,
             Frame::Managed(_) => tag::MANAGED,
             Frame::Removed(_) => tag::REMOVED,
+            Frame::JoinGroup(_) => tag::JOIN_GROUP,
         }
     }
 
@@ -922,6 +989,7 @@ impl<'a> Frame<'a> {
             Frame::Manage(b) => encode_with(t, b, None, out),
             Frame::Managed(b) => encode_with(t, b, None, out),
             Frame::Removed(b) => encode_with(t, b, None, out),
+            Frame::JoinGroup(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -960,6 +1028,7 @@ impl<'a> Frame<'a> {
             tag::MANAGE => Frame::Manage(exact(t, rest)?),
             tag::MANAGED => Frame::Managed(exact(t, rest)?),
             tag::REMOVED => Frame::Removed(exact(t, rest)?),
+            tag::JOIN_GROUP => Frame::JoinGroup(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -1115,6 +1184,44 @@ mod tests {
             unread: 12,
             next: 1 << 40,
         }));
+        for (durability, expiry_ms) in [
+            (Durability::Default, 0),
+            (Durability::Durable, 3_600_000),
+            (Durability::Ephemeral, u64::MAX),
+        ] {
+            roundtrip(Frame::JoinGroup(JoinGroup {
+                sub: 5,
+                filter: "jobs/#",
+                group: "workers",
+                from: Start::Ago(60_000),
+                settings: JoinSettings {
+                    ack_timeout_ms: 500,
+                    max_deliveries: 3,
+                    prefetch: 8,
+                    durability,
+                    expiry_ms,
+                },
+            }));
+        }
+        assert!(tag::RESERVED_GROUPS.contains(&tag::JOIN_GROUP));
+        // An unknown durability is a malformed frame, not a panic.
+        let mut bad = Frame::JoinGroup(JoinGroup {
+            sub: 1,
+            filter: "a",
+            group: "g",
+            from: Start::Latest,
+            settings: JoinSettings::default(),
+        })
+        .to_vec();
+        let at = bad.len() - 2;
+        assert_eq!(bad[at], 0, "the durability byte");
+        bad[at] = 3;
+        assert_eq!(
+            decode(&bad, 1 << 20),
+            Err(DecodeError::Malformed {
+                tag: tag::JOIN_GROUP
+            })
+        );
     }
 
     #[test]

@@ -4,16 +4,18 @@
 //! connections (`secure::Opener`): arbitrary bytes never panic `peek` or `open` and never
 //! open, every strict prefix of a sealed record is "incomplete", sealed records open in
 //! order to exactly what was sealed, and a changed record never opens. Every frame of
-//! protocol 3 is among them (`Manage` with each operation, `Managed`, `Removed`).
+//! protocol 3 is among them (`Manage` with each operation, `Managed`, `Removed`,
+//! `JoinGroup`).
 
 // Tests: a panic is the failure report, and every unwrap here is on data the test controls.
 #![allow(clippy::unwrap_used)]
 
 use mote_sdk::secure::{self, OpenError, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::wire::{
-    self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame, Frame,
-    Hello, Lag, MAX_LENGTH_PREFIX, Manage, ManageOp, Managed, Message, Ping, Publish, Published,
-    Removed, Resume, Start, Subscribe, Subscribed, Unsubscribe, Welcome,
+    self, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, Durability, ErrorCode,
+    ErrorFrame, Frame, Hello, JoinGroup, JoinSettings, Lag, MAX_LENGTH_PREFIX, Manage, ManageOp,
+    Managed, Message, Ping, Publish, Published, Removed, Resume, Start, Subscribe, Subscribed,
+    Unsubscribe, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -51,6 +53,9 @@ enum Owned {
     Manage(u32, u8, String, u32, Vec<(String, String)>, Start),
     Managed(u32, String),
     Removed(u32, String, u64, u64),
+    /// `sub`, filter, group, `from`, ack timeout, deliveries, prefetch, durability (0..=2),
+    /// expiry.
+    JoinGroup(u32, String, String, Start, [u32; 3], u8, u64),
 }
 
 impl Owned {
@@ -157,6 +162,25 @@ impl Owned {
                 unread: *unread,
                 next: *next,
             }),
+            Owned::JoinGroup(sub, filter, group, from, [a, m, p], d, expiry_ms) => {
+                Frame::JoinGroup(JoinGroup {
+                    sub: *sub,
+                    filter,
+                    group,
+                    from: *from,
+                    settings: JoinSettings {
+                        ack_timeout_ms: *a,
+                        max_deliveries: *m,
+                        prefetch: *p,
+                        durability: match d % 3 {
+                            0 => Durability::Default,
+                            1 => Durability::Durable,
+                            _ => Durability::Ephemeral,
+                        },
+                        expiry_ms: *expiry_ms,
+                    },
+                })
+            }
         }
     }
 }
@@ -240,6 +264,16 @@ fn frames() -> impl Strategy<Value = Owned> {
             .prop_map(|(r, k, n, f, set, to)| Owned::Manage(r, k, n, f, set, to)),
         (u32s(), text()).prop_map(|(r, j)| Owned::Managed(r, j)),
         (u32s(), text(), u64s(), u64s()).prop_map(|(s, t, u, n)| Owned::Removed(s, t, u, n)),
+        (
+            u32s(),
+            text(),
+            text(),
+            froms(),
+            [u32s(), u32s(), u32s()],
+            0..3u8,
+            u64s()
+        )
+            .prop_map(|(s, f, g, from, n, d, e)| Owned::JoinGroup(s, f, g, from, n, d, e)),
     ]
 }
 

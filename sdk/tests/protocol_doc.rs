@@ -30,10 +30,10 @@ use mote_sdk::Topic;
 use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, Ack, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, ErrorCode, ErrorFrame,
-    Frame, GroupMessage, GroupSettings, Hello, Lag, MAGIC, Manage, ManageOp, Managed, Message,
-    Nack, Ping, Publish, Published, Removed, Resume, Start, Subscribe, SubscribeGroup, Subscribed,
-    Unsubscribe, Welcome,
+    self, Ack, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, Durability, ErrorCode,
+    ErrorFrame, Frame, GroupMessage, GroupSettings, Hello, JoinGroup, JoinSettings, Lag, MAGIC,
+    Manage, ManageOp, Managed, Message, Nack, Ping, Publish, Published, Removed, Resume, Start,
+    Subscribe, SubscribeGroup, Subscribed, Unsubscribe, Welcome,
 };
 use sha2::Sha256;
 
@@ -362,6 +362,38 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                     max_deliveries: 5,
                     prefetch: 16,
                     durable: true,
+                },
+            }),
+        ),
+        (
+            "join-group-ephemeral",
+            Frame::JoinGroup(JoinGroup {
+                sub: 5,
+                filter: "jobs/#",
+                group: "resizers",
+                from: Start::Latest,
+                settings: JoinSettings {
+                    ack_timeout_ms: 10_000,
+                    max_deliveries: 0,
+                    prefetch: 0,
+                    durability: Durability::Ephemeral,
+                    expiry_ms: 0,
+                },
+            }),
+        ),
+        (
+            "join-group-expiry",
+            Frame::JoinGroup(JoinGroup {
+                sub: 6,
+                filter: "jobs/#",
+                group: "nightly",
+                from: Start::Earliest,
+                settings: JoinSettings {
+                    ack_timeout_ms: 0,
+                    max_deliveries: 0,
+                    prefetch: 0,
+                    durability: Durability::Default,
+                    expiry_ms: 3_600_000,
                 },
             }),
         ),
@@ -1378,6 +1410,27 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             seq(&mut p, "topic", r.topic.as_bytes());
             num(&mut p, "unread", r.unread);
             num(&mut p, "next", r.next);
+        }
+        Frame::JoinGroup(j) => {
+            num(&mut p, "sub", j.sub);
+            seq(&mut p, "filter", j.filter.as_bytes());
+            seq(&mut p, "group", j.group.as_bytes());
+            from(&mut p, j.from);
+            let s = &j.settings;
+            num(&mut p, "settings.ack_timeout_ms", s.ack_timeout_ms);
+            num(&mut p, "settings.max_deliveries", s.max_deliveries);
+            num(&mut p, "settings.prefetch", s.prefetch);
+            // Exhaustive on purpose: a new variant needs its index here.
+            let index: u32 = match s.durability {
+                Durability::Default => 0,
+                Durability::Durable => 1,
+                Durability::Ephemeral => 2,
+            };
+            p.push(Part(
+                enc(&index),
+                format!("settings.durability: {:?} (variant {index})", s.durability),
+            ));
+            num(&mut p, "settings.expiry_ms", s.expiry_ms);
         }
         other => panic!("no annotation for {other:?}"),
     }

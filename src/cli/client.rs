@@ -243,7 +243,18 @@ pub(crate) static SUB: Spec = Spec {
         switch(
             "durable",
             None,
-            "with --group, for a new group: keep its position while no member is connected",
+            "with --group: keep its position while no member is connected (the default; kept for scripts and older brokers)",
+        ),
+        switch(
+            "ephemeral",
+            None,
+            "with --group, for a new group: remove it, with its position, when its last member leaves",
+        ),
+        value(
+            "group-expiry",
+            None,
+            "DURATION",
+            "with --group, for a new group: remove it after DURATION without members, if shorter than the broker's --group-expiry (default 7d)",
         ),
         value(
             "exec",
@@ -271,7 +282,10 @@ pub(crate) static SUB: Spec = Spec {
     ],
     after: "Binary payloads are printed raw (base64 with --json, marked \"encoding\":\"base64\").\n\
             A group reads one filter; --from and the group settings apply when the group is new\n\
-            (the broker's config file may set them for good). With --json, group messages carry\n\
+            (the broker's config file may set them for good). A group is durable by default: it\n\
+            keeps its position while no member is connected, until --group-expiry (the broker's,\n\
+            7 days by default, or the shorter one asked here) passes without one; --ephemeral and\n\
+            --group-expiry need a broker of protocol 3. With --json, group messages carry\n\
             \"attempt\" (1 on the first delivery).\n\
             Printing acks a group message once it is printed: a `| while read` worker that dies\n\
             mid-job loses that job. With --exec, a message is acked only after CMD exits 0; a\n\
@@ -279,7 +293,7 @@ pub(crate) static SUB: Spec = Spec {
             default) is killed with its process group and nacked, so the message comes back.\n\
             -C counts finished commands. On Ctrl-C or SIGTERM no new message is taken and the\n\
             running commands finish (a second signal kills them).\n\
-            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t logs --from ago:10m\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers --durable\n  mote sub -t 'jobs/#' --group workers --exec 'gzip > \"/tmp/job-$MOTE_OFFSET.gz\"' -j 2",
+            Examples:\n  mote sub -t 'home/+/temp' -v\n  mote sub -t lines --from earliest -C 1000\n  mote sub -t logs --from ago:10m\n  mote sub -t sensors/# --from last:10 --json\n  mote sub -t 'jobs/#' --group workers\n  mote sub -t 'jobs/#' --group scratch --ephemeral\n  mote sub -t 'jobs/#' --group nightly --group-expiry 1h\n  mote sub -t 'jobs/#' --group workers --exec 'gzip > \"/tmp/job-$MOTE_OFFSET.gz\"' -j 2",
 };
 
 pub(crate) static PING: Spec = Spec {
@@ -639,6 +653,8 @@ fn group_of(p: &args::Parsed, from: Start) -> Result<Option<mote_sdk::Group>, Ex
         for o in [
             "no-ack",
             "durable",
+            "ephemeral",
+            "group-expiry",
             "ack-timeout",
             "max-deliveries",
             "prefetch",
@@ -649,9 +665,29 @@ fn group_of(p: &args::Parsed, from: Start) -> Result<Option<mote_sdk::Group>, Ex
         }
         return Ok(None);
     };
+    // Durable is the broker's default: `--durable` is kept for scripts and asks for it.
     let mut g = mote_sdk::Group::new(name)
         .from(from)
         .durable(p.on("durable"));
+    let expiry = p.parse_with("group-expiry", args::parse_duration)?;
+    match (p.on("ephemeral"), p.on("durable"), expiry) {
+        (true, true, _) => {
+            return Err(CliError("--ephemeral and --durable contradict each other".into()).into());
+        }
+        (true, _, Some(_)) => {
+            return Err(CliError(
+                "--group-expiry is for a durable group; an --ephemeral one goes with its last member"
+                    .into(),
+            )
+            .into());
+        }
+        (true, _, None) => g = g.ephemeral(),
+        (false, _, Some(d)) if d.is_zero() => {
+            return Err(CliError("--group-expiry: give a duration above 0".into()).into());
+        }
+        (false, _, Some(d)) => g = g.expiry(d),
+        (false, _, None) => {}
+    }
     if let Some(t) = p.parse_with("ack-timeout", args::parse_duration)? {
         g = g.ack_timeout(t);
     }

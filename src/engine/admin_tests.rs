@@ -194,7 +194,34 @@ fn a_delete_takes_a_group_off_the_topic_and_the_group_reads_it_again_when_it_com
     assert_eq!(g.cursors, [("jobs/b".to_string(), 1)]);
     assert_eq!(g.in_flight, 1, "what it had from jobs/a is forgotten");
     assert_eq!(publish(&mut e, p, "jobs/a"), 3);
-    assert_eq!(drain(&mut e, w), [Got::Group("jobs/a".into(), 3)]);
+    // The member is told, as a plain subscriber is (the group had handed out all 3).
+    assert_eq!(
+        drain(&mut e, w),
+        [
+            Got::Removed(1, "jobs/a".into(), 0, 3),
+            Got::Group("jobs/a".into(), 3)
+        ]
+    );
+}
+
+#[test]
+fn every_member_of_a_group_is_told_what_the_group_had_not_handed_out() {
+    let mut e = engine(limits());
+    let p = open(&mut e, "p");
+    let (w1, w2) = (open(&mut e, "w1"), open(&mut e, "w2"));
+    let ask = GroupSettings {
+        prefetch: 1,
+        ..GroupSettings::default()
+    };
+    e.handle_subscribe_group(w1, 7, "jobs/#", "workers", Start::Earliest, ask)
+        .unwrap();
+    e.handle_subscribe_group(w2, 8, "jobs/#", "workers", Start::Earliest, ask)
+        .unwrap();
+    publish_n(&mut e, p, "jobs/a", 5);
+    assert_eq!(drain(&mut e, w1).len() + drain(&mut e, w2).len(), 2);
+    assert_eq!(e.delete_topic("jobs/a"), Ok(5));
+    assert_eq!(drain(&mut e, w1), [Got::Removed(7, "jobs/a".into(), 3, 5)]);
+    assert_eq!(drain(&mut e, w2), [Got::Removed(8, "jobs/a".into(), 3, 5)]);
 }
 
 #[test]

@@ -240,7 +240,7 @@ impl Engine {
             durable: true,
         };
         // Created at the start of each topic; the recorded cursors put it back.
-        let gid = self.create_group(&g.name, filter, Start::Earliest, settings);
+        let gid = self.create_group(&g.name, filter, Start::Earliest, settings, None);
         for (topic, next) in &g.cursors {
             if let Some(&tid) = self.by_name.get(topic.as_str()) {
                 self.set_group_cursor(gid, tid, *next);

@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use mote_sdk::wire::GroupSettings;
+use mote_sdk::wire::{Durability, GroupSettings, JoinSettings};
 use mote_sdk::{ErrorCode, Filter, Start, Topic};
 
 use super::subscribe::{Cursor, Role, SubState};
@@ -81,6 +81,50 @@ impl Settings {
             max_deliveries: or(s.max_deliveries, DEFAULT_MAX_DELIVERIES),
             prefetch: or(s.prefetch, DEFAULT_PREFETCH),
             durable: s.durable,
+        }
+    }
+}
+
+/// What a joining member asks of the group it creates (ignored when the group exists).
+/// The config file's `[groups.NAME]` wins over each part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Ack timeout, deliveries and prefetch (0: the default); its `durable` is not read.
+    pub settings: GroupSettings,
+    /// `Some(false)`: ephemeral, the group goes with its last member; `Some(true)`:
+    /// durable; `None`: the broker's default (durable).
+    pub durable: Option<bool>,
+    /// How long a durable group is kept without members, if shorter than
+    /// `--group-expiry` (a member may only shorten it: how long a forgotten group holds
+    /// its slot is the operator's bound). Not kept across a restart (the log's group
+    /// record has no field for it): a restored group has the config's expiry or
+    /// `--group-expiry`.
+    pub expiry_ms: Option<u64>,
+}
+
+impl From<GroupSettings> for Ask {
+    /// The wire's `SubscribeGroup` settings: `durable: true` asks for a durable group,
+    /// `false` for the broker's default.
+    fn from(settings: GroupSettings) -> Ask {
+        Ask {
+            settings,
+            durable: settings.durable.then_some(true),
+            expiry_ms: None,
+        }
+    }
+}
+
+impl From<JoinSettings> for Ask {
+    /// The settings of a protocol-3 `JoinGroup` (an `expiry_ms` of 0: the default).
+    fn from(s: JoinSettings) -> Ask {
+        Ask {
+            settings: s.group_settings(),
+            durable: match s.durability {
+                Durability::Default => None,
+                Durability::Durable => Some(true),
+                Durability::Ephemeral => Some(false),
+            },
+            expiry_ms: (s.expiry_ms > 0).then_some(s.expiry_ms),
         }
     }
 }
@@ -320,10 +364,14 @@ impl Engine {
         self.group_config.entry(name.into()).or_default().settings = settings;
     }
 
-    /// Whether group `name` is durable, and how long it is kept without members.
-    fn durability(&self, name: &str) -> (bool, Option<u64>) {
+    /// Whether group `name` is durable, and how long it is kept without members: as the
+    /// config says, else as its creator asked (`asked`), else [`DEFAULT_DURABLE`].
+    fn durability(&self, name: &str, asked: Option<bool>) -> (bool, Option<u64>) {
         let c = self.group_config.get(name);
-        let durable = c.and_then(|c| c.durable).unwrap_or(DEFAULT_DURABLE);
+        let durable = c
+            .and_then(|c| c.durable)
+            .or(asked)
+            .unwrap_or(DEFAULT_DURABLE);
         let expiry = c
             .and_then(|c| c.expiry_ms)
             .unwrap_or(self.limits.group_expiry_ms);
@@ -345,7 +393,7 @@ impl Engine {
         if let Some(&gid) = self.group_names.get(g.name.as_str()) {
             // Restored from the log before the config was read: the config's durability
             // and expiry apply to it (its other settings are the ones it was created with).
-            let (durable, expiry_ms) = self.durability(&g.name);
+            let (durable, expiry_ms) = self.durability(&g.name, None);
             let state = &mut self.groups[gid.0 as usize];
             state.settings.durable = durable;
             state.expiry_ms = expiry_ms;
@@ -366,8 +414,8 @@ impl Engine {
         if self.group_names.contains_key(g.name.as_str()) {
             return Ok(());
         }
-        if self.durability(&g.name).0 {
-            self.create_group(&g.name, filter, Start::Latest, g.settings);
+        if self.durability(&g.name, None).0 {
+            self.create_group(&g.name, filter, Start::Latest, g.settings, None);
         } else {
             self.group_filters.insert(g.name.as_str().into(), filter);
         }
@@ -375,7 +423,9 @@ impl Engine {
     }
 
     /// Makes `conn`'s subscription `sub` a member of group `group` reading `filter`,
-    /// creating the group (at `from`, with `settings`) if needed.
+    /// creating the group (at `from`, with `settings`) if needed. `settings` is the wire's
+    /// [`GroupSettings`] (its `durable: false` asks for the broker's default), or an
+    /// [`Ask`] that can also ask for an ephemeral group or a shorter expiry.
     pub fn handle_subscribe_group(
         &mut self,
         conn: ConnId,
@@ -383,17 +433,18 @@ impl Engine {
         filter: &str,
         group: &str,
         from: Start,
-        settings: GroupSettings,
+        settings: impl Into<Ask>,
     ) -> Result<u64, Refusal> {
-        self.handle_subscribe_group_with_expiry(conn, sub, filter, group, from, settings, None)
+        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings.into());
+        if let Err(e) = &r {
+            self.stats.subscribe_refused += 1;
+            self.stats.count_error(e.code);
+        }
+        r
     }
 
     /// [`Engine::handle_subscribe_group`] for a member that also asks how long a new
-    /// durable group is kept without members (`expiry_ms`; a protocol-3 client can say
-    /// it). The config's `expiry` wins; a member may only shorten `--group-expiry`, never
-    /// lengthen it: how long a forgotten group holds its slot is the operator's bound.
-    /// Not kept across a restart (the log's group record has no field for it): a
-    /// restored group has the config's expiry or `--group-expiry`.
+    /// durable group is kept without members (`expiry_ms`; see [`Ask::expiry_ms`]).
     #[allow(
         clippy::too_many_arguments,
         reason = "the wire's SubscribeGroup fields, one by one, as handle_subscribe_group takes them"
@@ -408,18 +459,13 @@ impl Engine {
         settings: GroupSettings,
         expiry_ms: Option<u64>,
     ) -> Result<u64, Refusal> {
-        let r = self.try_subscribe_group(conn, sub, filter, group, from, settings, expiry_ms);
-        if let Err(e) = &r {
-            self.stats.subscribe_refused += 1;
-            self.stats.count_error(e.code);
-        }
-        r
+        let ask = Ask {
+            expiry_ms,
+            ..Ask::from(settings)
+        };
+        self.handle_subscribe_group(conn, sub, filter, group, from, ask)
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "as handle_subscribe_group_with_expiry"
-    )]
     fn try_subscribe_group(
         &mut self,
         conn: ConnId,
@@ -427,8 +473,7 @@ impl Engine {
         filter: &str,
         group: &str,
         from: Start,
-        settings: GroupSettings,
-        expiry_ms: Option<u64>,
+        ask: Ask,
     ) -> Result<u64, Refusal> {
         check_name(group)?;
         self.check_new_subscription(conn, sub)?;
@@ -470,11 +515,13 @@ impl Engine {
                         ));
                     }
                 }
-                let gid = self.create_group(group, filter.clone(), from, settings);
+                let gid = self.create_group(group, filter.clone(), from, ask.settings, ask.durable);
                 let configured = self.group_config.get(group).and_then(|c| c.expiry_ms);
                 let g = &mut self.groups[gid.0 as usize];
-                if let (Some(asked), None, Some(kept)) = (expiry_ms, configured, g.expiry_ms) {
-                    g.expiry_ms = Some(asked.clamp(1, kept));
+                if let (Some(asked), None, Some(kept)) = (ask.expiry_ms, configured, g.expiry_ms) {
+                    // Not `clamp`: it panics if `kept` is 0 (a `Limits` built by hand), and
+                    // a peer chose `asked`.
+                    g.expiry_ms = Some(asked.max(1).min(kept));
                 }
                 gid
             }
@@ -522,10 +569,11 @@ impl Engine {
         filter: Filter,
         from: Start,
         asked: GroupSettings,
+        asked_durable: Option<bool>,
     ) -> GroupId {
         let configured = self.group_config.get(name).map(|c| c.settings);
         let mut settings = Settings::resolve(configured.unwrap_or(asked));
-        let (durable, expiry_ms) = self.durability(name);
+        let (durable, expiry_ms) = self.durability(name, asked_durable);
         settings.durable = durable;
         let gid = GroupId(self.groups.insert(GroupState {
             name: name.into(),

@@ -153,7 +153,10 @@ impl Engine {
                 continue;
             };
             match cur.role {
-                Role::Group(_) => group_cursors.push(ck),
+                Role::Group(gid) => {
+                    group_cursors.push(ck);
+                    self.tell_members_removed(gid, &cur, &name, next);
+                }
                 Role::Outbox(_) => {}
                 Role::Sub => self.detach_sub_cursor(ck, &cur, &name, next),
             }
@@ -210,6 +213,38 @@ impl Engine {
             unread: next.saturating_sub(cur.next) + cur.lag,
             next,
         });
+    }
+
+    /// Group `gid`'s cursor `cur` on a topic being removed: each member of the group is
+    /// told (as a plain subscription is), with what the group had not handed out.
+    fn tell_members_removed(
+        &mut self,
+        gid: super::group::GroupId,
+        cur: &super::subscribe::Cursor,
+        name: &str,
+        next: u64,
+    ) {
+        let Some(g) = self.groups.get(gid.0 as usize) else {
+            return;
+        };
+        let unread = next.saturating_sub(cur.next) + cur.lag;
+        for key in &g.members {
+            let Some(s) = self.subs.get(key.0 as usize) else {
+                continue;
+            };
+            let Some(c) = self.conns.get_mut(s.conn.index()) else {
+                continue;
+            };
+            if c.ready.is_empty() && c.removed.is_empty() {
+                self.wakeups.push(s.conn);
+            }
+            c.removed.push_back(RemovedNotice {
+                sub: s.id,
+                topic: name.into(),
+                unread,
+                next,
+            });
+        }
     }
 
     /// Drops every message topic `tid` holds in memory (ring and disk cache).

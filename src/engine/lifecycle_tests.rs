@@ -450,3 +450,55 @@ fn the_first_member_may_shorten_the_group_expiry_but_not_lengthen_it() {
     not_durable(&mut e, "scratch");
     assert_eq!(join_asking(&mut e, 5, "scratch", 60_000), None);
 }
+
+#[test]
+fn a_member_may_ask_for_an_ephemeral_group_unless_the_config_says_durable() {
+    let mut e = engine();
+    let a = open(&mut e, "a");
+    let ephemeral = |durable| super::GroupAsk {
+        durable,
+        expiry_ms: Some(60_000),
+        ..Default::default()
+    };
+    e.handle_subscribe_group(a, 1, "jobs", "brief", Start::Latest, ephemeral(Some(false)))
+        .unwrap();
+    let i = info(&e, "brief");
+    assert_eq!((i.settings.durable, i.expiry_ms), (false, None));
+    e.handle_unsubscribe(a, 1).unwrap();
+    assert!(
+        e.group_by_name("brief").is_none(),
+        "gone with its last member"
+    );
+
+    e.configure_group(&GroupConfig {
+        name: "kept".into(),
+        settings: GroupSettings::default(),
+        filter: None,
+        durable: Some(true),
+        expiry_ms: None,
+    })
+    .unwrap();
+    e.handle_subscribe_group(a, 2, "jobs", "kept", Start::Latest, ephemeral(Some(false)))
+        .unwrap();
+    let i = info(&e, "kept");
+    assert_eq!(
+        (i.settings.durable, i.expiry_ms),
+        (true, Some(60_000)),
+        "the config's durability wins; the asked expiry applies to a durable group"
+    );
+    e.handle_unsubscribe(a, 2).unwrap();
+    assert!(e.group_by_name("kept").is_some());
+
+    // The wire's `durable: false` is the broker's default: durable.
+    e.handle_subscribe_group(
+        a,
+        3,
+        "jobs",
+        "plain",
+        Start::Latest,
+        GroupSettings::default(),
+    )
+    .unwrap();
+    e.handle_unsubscribe(a, 3).unwrap();
+    assert!(info(&e, "plain").settings.durable);
+}

@@ -33,7 +33,9 @@ use slab::Slab;
 use crate::limits::Limits;
 pub use admin::{MAX_META_KEY, MAX_META_KEYS, MAX_META_VALUE, TopicDetail};
 pub use edge::{Since, Stored, StoredMessage, WaitId};
-pub use group::{GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings};
+pub use group::{
+    Ask as GroupAsk, GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings,
+};
 pub use lifecycle::MAX_LAST_OFFSETS;
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;

@@ -21,7 +21,7 @@ use mote_sdk::wire::{
 };
 
 use crate::auth::{Auth, Rules};
-use crate::engine::{ConnId, Delivery, Engine};
+use crate::engine::{ConnId, Delivery, Engine, GroupAsk};
 use handshake::Phase;
 
 /// Software name and version sent in `Welcome`.
@@ -413,17 +413,10 @@ impl Session {
                 }
             }
             Frame::SubscribeGroup(s) => {
-                if let Err(msg) = self.check_subscribe(s.filter) {
-                    engine.count_error(ErrorCode::FORBIDDEN);
-                    self.emit_error(out, ErrorCode::FORBIDDEN, s.sub, &msg);
-                    return Ok(());
-                }
-                match engine
-                    .handle_subscribe_group(self.conn, s.sub, s.filter, s.group, s.from, s.settings)
-                {
-                    Ok(seq) => self.emit(out, &Frame::Subscribed(Subscribed { sub: s.sub, seq })),
-                    Err(r) => self.emit_error(out, r.code, s.sub, &r.message),
-                }
+                self.join_group(engine, s.sub, s.filter, s.group, s.from, s.settings, out);
+            }
+            Frame::JoinGroup(j) => {
+                self.join_group(engine, j.sub, j.filter, j.group, j.from, j.settings, out);
             }
             // An ack or nack the engine cannot place is reported, not fatal: it is what a
             // member sees after its ack timeout passed. `req` 0: no request to match.
@@ -458,6 +451,33 @@ impl Session {
         Ok(())
     }
 
+    /// A `SubscribeGroup` or `JoinGroup`: the token's subscribe rules, then the engine;
+    /// `Subscribed` or the refusal, with `req` = `sub`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of SubscribeGroup and JoinGroup, which differ only in settings"
+    )]
+    fn join_group(
+        &mut self,
+        engine: &mut Engine,
+        sub: u32,
+        filter: &str,
+        group: &str,
+        from: Start,
+        settings: impl Into<GroupAsk>,
+        out: &mut Vec<u8>,
+    ) {
+        if let Err(msg) = self.check_subscribe(filter) {
+            engine.count_error(ErrorCode::FORBIDDEN);
+            self.emit_error(out, ErrorCode::FORBIDDEN, sub, &msg);
+            return;
+        }
+        match engine.handle_subscribe_group(self.conn, sub, filter, group, from, settings) {
+            Ok(seq) => self.emit(out, &Frame::Subscribed(Subscribed { sub, seq })),
+            Err(r) => self.emit_error(out, r.code, sub, &r.message),
+        }
+    }
+
     /// What in `frame` a client of the agreed version cannot send, if anything: a client
     /// gets the broker of the version it agreed on, so a version 1 or 2 client sending a
     /// version 3 frame (or `Start` variant) is a protocol violation, as it is for a
@@ -469,6 +489,7 @@ impl Session {
         let by_time = |s: Start| matches!(s, Start::Time(_) | Start::Ago(_));
         match frame {
             Frame::Manage(_) => Some("a management request (tag 0x0e)"),
+            Frame::JoinGroup(_) => Some("a group join with durability and expiry (tag 0x24)"),
             Frame::Subscribe(s) if by_time(s.from) => Some("a start by time"),
             Frame::SubscribeGroup(s) if by_time(s.from) => Some("a start by time"),
             _ => None,

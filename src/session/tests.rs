@@ -637,3 +637,97 @@ fn removed_is_a_lag_for_older_clients() {
         ]
     );
 }
+
+// ---- Issue 12: joining a group with durability and expiry (JoinGroup, version 3).
+
+fn join(sub: u32, group: &str, durability: wire::Durability, expiry_ms: u64) -> Vec<u8> {
+    Frame::JoinGroup(wire::JoinGroup {
+        sub,
+        filter: "jobs/#",
+        group,
+        from: Start::Latest,
+        settings: wire::JoinSettings {
+            durability,
+            expiry_ms,
+            ..wire::JoinSettings::default()
+        },
+    })
+    .to_vec()
+}
+
+#[test]
+fn join_group_makes_an_ephemeral_group_or_one_with_a_shorter_expiry() {
+    let (mut e, mut s) = setup(Auth::none());
+    hello_version(&mut s, &mut e, 3);
+    let mut bytes = join(1, "short-lived", wire::Durability::Ephemeral, 0);
+    bytes.extend(join(2, "soon", wire::Durability::Default, 60_000));
+    bytes.extend(join(3, "bad/name", wire::Durability::Durable, 0));
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    let f = frames(&out);
+    assert!(matches!(&f[0], Frame::Subscribed(x) if x.sub == 1), "{f:?}");
+    assert!(matches!(&f[1], Frame::Subscribed(x) if x.sub == 2), "{f:?}");
+    assert!(
+        matches!(&f[2], Frame::Error(x) if x.req == 3 && x.code == ErrorCode::BAD_GROUP),
+        "{f:?}"
+    );
+    let ephemeral = e.group_by_name("short-lived").unwrap();
+    assert!(!ephemeral.settings.durable);
+    assert_eq!(ephemeral.expiry_ms, None);
+    let soon = e.group_by_name("soon").unwrap();
+    assert!(soon.settings.durable);
+    assert_eq!(soon.expiry_ms, Some(60_000));
+
+    // The ephemeral group goes with its member; the durable one stays.
+    let mut out = Vec::new();
+    let mut bytes = Frame::Unsubscribe(Unsubscribe { sub: 1 }).to_vec();
+    bytes.extend(Frame::Unsubscribe(Unsubscribe { sub: 2 }).to_vec());
+    input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    assert!(e.group_by_name("short-lived").is_none());
+    assert!(e.group_by_name("soon").is_some());
+}
+
+#[test]
+fn join_group_from_an_older_client_is_a_protocol_error() {
+    for v in [1, 2] {
+        let (mut e, mut s) = setup(Auth::none());
+        hello_version(&mut s, &mut e, v);
+        let mut out = Vec::new();
+        let r = input(
+            &mut s,
+            &mut e,
+            &join(1, "workers", wire::Durability::Ephemeral, 0),
+            &mut out,
+        );
+        assert_eq!(r, Err(ErrorCode::PROTOCOL));
+        assert!(
+            matches!(&frames(&out)[0], Frame::Error(x) if x.message == format!("a group join with durability and expiry (tag 0x24) needs protocol 3; this connection agreed on version {v}")),
+            "{:?}",
+            frames(&out)
+        );
+        assert!(e.group_by_name("workers").is_none());
+    }
+}
+
+#[test]
+fn join_group_keeps_the_tokens_subscribe_rules() {
+    let (mut e, mut s) = setup(auth_kitchen());
+    let (mut c, welcome) = handshake(&mut s, &mut e, "kitchen", SECRET).unwrap();
+    c.open_all(welcome);
+    let bytes = c.seal(&[Frame::JoinGroup(wire::JoinGroup {
+        sub: 4,
+        filter: "jobs/#",
+        group: "workers",
+        from: Start::Latest,
+        settings: wire::JoinSettings::default(),
+    })]);
+    let mut out = Vec::new();
+    input(&mut s, &mut e, &bytes, &mut out).unwrap();
+    let got = c.open_all(out);
+    assert!(
+        got.iter()
+            .any(|f| f.contains("FORBIDDEN") || f.contains("code: ErrorCode(16)")),
+        "{got:?}"
+    );
+    assert!(e.group_by_name("workers").is_none());
+}

@@ -99,6 +99,12 @@ pub(super) enum Got {
     },
     /// The broker refused a subscription made again after a reconnect: it has ended.
     Refused(String),
+    /// A topic read was deleted on the broker (the subscription stays).
+    Removed {
+        topic: Arc<str>,
+        unread: u64,
+        next: u64,
+    },
     /// An event a newer SDK may add: none is a job.
     Other,
 }
@@ -126,6 +132,15 @@ impl Subs {
                     evicted: false,
                 },
                 GroupEvent::Refused { message, .. } => Got::Refused(message),
+                GroupEvent::Removed {
+                    topic,
+                    unread,
+                    next,
+                } => Got::Removed {
+                    topic,
+                    unread,
+                    next,
+                },
                 _ => Got::Other,
             }),
             Subs::Plain(subs) => {
@@ -158,6 +173,15 @@ impl Subs {
                         evicted,
                     },
                     Event::Refused { message, .. } => Got::Refused(message),
+                    Event::Removed {
+                        topic,
+                        unread,
+                        next,
+                    } => Got::Removed {
+                        topic,
+                        unread,
+                        next,
+                    },
                     _ => Got::Other,
                 })
             }
@@ -285,11 +309,24 @@ pub(crate) fn run(opts: Options, source: Source, plan: Plan) -> Result<(), Failu
         let r = work(&plan, &mut subs, &mut follow, &mut held, &mut signals).await;
         // Acks and nacks reach the broker before we leave. One that came after the ack
         // timeout is refused (the message went to another member): said, no failure.
-        match client.flush().await {
-            Err(e) if e.code() == Some(ErrorCode::UNKNOWN_DELIVERY) => {
+        // Not while the broker is away: what we held is back in the group already (acks
+        // of the lost connection are not sent again), and waiting for the broker would
+        // keep a stopped worker running for good; a further signal ends the wait too.
+        let flushed = if client.is_connected() {
+            async { Some(client.flush().await) }
+                .or(async {
+                    signals.next().await;
+                    None
+                })
+                .await
+        } else {
+            None
+        };
+        match flushed {
+            Some(Err(e)) if e.code() == Some(ErrorCode::UNKNOWN_DELIVERY) => {
                 eprintln!("mote sub: {e}");
             }
-            Err(e) if r.is_ok() => return Err(e.into()),
+            Some(Err(e)) if r.is_ok() => return Err(e.into()),
             _ => {}
         }
         drop(subs);
@@ -380,6 +417,12 @@ async fn work(
                 super::follow::report_lag(&mut io::stdout(), who, &topic, missed, next, evicted)?
             }
             Wake::Got(Some(Got::Other)) => {}
+            // Said like lag; the worker goes on (a topic published to again is read).
+            Wake::Got(Some(Got::Removed {
+                topic,
+                unread,
+                next,
+            })) => super::follow::report_removed(&mut io::stdout(), &topic, unread, next)?,
             Wake::Got(Some(Got::Refused(message))) => {
                 // One refused subscription ends the worker: what it was started to do
                 // no longer holds.

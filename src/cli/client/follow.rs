@@ -220,7 +220,7 @@ impl Follow {
             Got::Job(Job::Plain(m)) => self.saw_parts(false, Some(m.time_ms), 0),
             Got::Lag { missed, .. } => self.saw_parts(false, None, *missed),
             Got::Refused(_) => self.saw_parts(true, None, 0),
-            Got::Other => self.saw_parts(false, None, 0),
+            Got::Removed { .. } | Got::Other => self.saw_parts(false, None, 0),
         }
     }
 
