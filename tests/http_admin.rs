@@ -682,3 +682,43 @@ fn a_stream_on_a_deleted_topic_gets_a_removed_event_and_goes_on_when_it_is_creat
         (Some("c"), Some(2))
     );
 }
+
+#[test]
+fn a_group_stream_asks_for_an_ephemeral_group_or_a_shorter_expiry() {
+    let edge = Edge::start();
+    let brief = Stream::open(edge.http, "/t/jobs/%23/json?group=brief&durable=false", &[]).unwrap();
+    let nightly = Stream::open(edge.http, "/t/jobs/%23/json?group=nightly&expiry=1h", &[]).unwrap();
+    let g = edge.get("/api/groups/brief").json();
+    assert_eq!(
+        (&g["settings"]["durable"], &g["expiry_ms"]),
+        (&json!(false), &json!(null)),
+        "{g}"
+    );
+    let g = edge.get("/api/groups/nightly").json();
+    assert_eq!(
+        (&g["settings"]["durable"], &g["expiry_ms"]),
+        (&json!(true), &json!(3_600_000)),
+        "{g}"
+    );
+    drop((brief, nightly));
+    eventually(PATIENCE, "the ephemeral group goes with its stream", || {
+        edge.get("/api/groups/brief").status == 404
+    });
+    eventually(PATIENCE, "the durable one stays, without members", || {
+        edge.get("/api/groups/nightly").json()["members"] == 0
+    });
+    for (q, says) in [
+        (
+            "group=g&durable=false&expiry=1h",
+            "expiry is for a durable group",
+        ),
+        ("group=g&expiry=0s", "expiry: give a duration above 0"),
+        ("group=g&expiry=soon", "expiry:"),
+        ("expiry=1h", "expiry needs group=NAME"),
+    ] {
+        let v = edge
+            .get(&format!("/t/jobs/%23/json?{q}"))
+            .assert_error(400, "bad_request");
+        assert!(v["error"].as_str().unwrap().contains(says), "{q}: {v}");
+    }
+}

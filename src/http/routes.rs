@@ -580,10 +580,18 @@ fn open_stream(
 }
 
 /// `?group=NAME` and the settings of a new group: `ack-timeout`, `max-deliveries`,
-/// `prefetch`, `durable`.
+/// `prefetch`, `durable` (`false`: ephemeral, gone with its last member; absent or `true`:
+/// durable, the broker's default) and `expiry` (a durable group's, if shorter than
+/// `--group-expiry`).
 fn group_join(q: &Query) -> Result<Option<GroupJoin>, HttpError> {
     let Some(name) = q.get("group") else {
-        for k in ["ack-timeout", "max-deliveries", "prefetch", "durable"] {
+        for k in [
+            "ack-timeout",
+            "max-deliveries",
+            "prefetch",
+            "durable",
+            "expiry",
+        ] {
             if q.get(k).is_some() {
                 return Err(HttpError::new(
                     400,
@@ -615,17 +623,39 @@ fn group_join(q: &Query) -> Result<Option<GroupJoin>, HttpError> {
         }
     };
     let durable = match q.get("durable") {
-        None | Some("false") => false,
-        Some("true" | "") => true,
+        None => None,
+        Some("false") => Some(false),
+        Some("true" | "") => Some(true),
         Some(_) => return Err(bad("durable: expected true or false".into())),
     };
+    let expiry_ms = match q.get("expiry") {
+        None => None,
+        Some(t) => {
+            let d = crate::units::parse_duration(t).map_err(|e| bad(format!("expiry: {e}")))?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            if ms == 0 {
+                return Err(bad("expiry: give a duration above 0".into()));
+            }
+            Some(ms)
+        }
+    };
+    if durable == Some(false) && expiry_ms.is_some() {
+        return Err(bad(
+            "expiry is for a durable group; durable=false makes one that goes with its last member"
+                .into(),
+        ));
+    }
     Ok(Some(GroupJoin {
         name: name.to_string(),
-        settings: mote_sdk::wire::GroupSettings {
-            ack_timeout_ms,
-            max_deliveries: count("max-deliveries")?,
-            prefetch: count("prefetch")?,
+        settings: crate::engine::GroupAsk {
+            settings: mote_sdk::wire::GroupSettings {
+                ack_timeout_ms,
+                max_deliveries: count("max-deliveries")?,
+                prefetch: count("prefetch")?,
+                durable: durable == Some(true),
+            },
             durable,
+            expiry_ms,
         },
     }))
 }

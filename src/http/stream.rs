@@ -31,7 +31,7 @@ const MAX_UNREAD: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct GroupJoin {
     pub(crate) name: String,
-    pub(crate) settings: mote_sdk::wire::GroupSettings,
+    pub(crate) settings: crate::engine::GroupAsk,
 }
 
 /// What a stream is asked for.
