@@ -43,20 +43,28 @@ impl Log {
     /// The topic's next offset when nothing after `from` is stored; `None` when the
     /// topic holds nothing at or after `from`.
     pub fn next_stored(&self, name: &str, from: u64) -> Option<u64> {
-        let id = self.ids.get(name)?;
-        let t = self.topics.get(id)?;
-        let after = t
+        let (t, runs) = self.runs_of(name)?;
+        let after = runs.filter(|r| r.first > from).map(|r| r.first).min();
+        after.or((from < t.next).then_some(t.next))
+    }
+
+    /// Topic `name`'s index and every run of it the log's segments hold, if the log
+    /// holds the topic.
+    pub(super) fn runs_of(
+        &self,
+        name: &str,
+    ) -> Option<(&TopicDisk, impl Iterator<Item = &super::segment::Run> + '_)> {
+        let id = *self.ids.get(name)?;
+        let t = self.topics.get(&id)?;
+        let runs = t
             .segs
             .iter()
-            .filter_map(|no| {
+            .filter_map(move |no| {
                 let i = self.segments.binary_search_by_key(no, |s| s.no).ok()?;
-                self.segments[i].topics.iter().find(|st| st.id == *id)
+                self.segments[i].topics.iter().find(|st| st.id == id)
             })
-            .flat_map(|st| &st.runs)
-            .filter(|r| r.first > from)
-            .map(|r| r.first)
-            .min();
-        after.or((from < t.next).then_some(t.next))
+            .flat_map(|st| &st.runs);
+        Some((t, runs))
     }
 
     /// Where offset `from` of topic `id` is: the segment, and the position of the

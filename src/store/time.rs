@@ -13,16 +13,8 @@ impl Log {
     /// the topic's next offset when every message it holds is older; `None` for a topic
     /// the log does not hold.
     pub fn offset_near_time(&self, name: &str, time_ms: u64) -> Option<u64> {
-        let id = self.ids.get(name)?;
-        let t = self.topics.get(id)?;
-        let found = t
-            .segs
-            .iter()
-            .filter_map(|no| {
-                let i = self.segments.binary_search_by_key(no, |s| s.no).ok()?;
-                self.segments[i].topics.iter().find(|st| st.id == *id)
-            })
-            .flat_map(|st| &st.runs)
+        let (t, runs) = self.runs_of(name)?;
+        let found = runs
             .filter(|r| r.last >= t.first && r.last_time >= time_ms)
             .map(|r| r.first.max(t.first))
             .min();

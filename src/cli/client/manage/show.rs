@@ -101,6 +101,7 @@ pub(super) fn topic_show(argv: Vec<OsString>) -> Result<(), Exit> {
             let ev = async { Ok(sub.next().await) }
                 .or(give_up(idle, "message"))
                 .await?;
+            let evicted = matches!(ev, Some(Event::Evicted { .. }));
             match ev {
                 Some(Event::Message(m)) => {
                     if m.offset >= next {
@@ -112,35 +113,25 @@ pub(super) fn topic_show(argv: Vec<OsString>) -> Result<(), Exit> {
                         break;
                     }
                 }
-                Some(Event::Lag {
-                    topic,
-                    missed,
-                    next: at,
-                }) => {
-                    super::super::follow::report_lag(
-                        &mut out,
-                        "this reader",
-                        &topic,
+                Some(
+                    Event::Lag {
+                        topic,
                         missed,
-                        at,
-                        false,
-                    )?;
-                    if at >= next {
-                        break;
+                        next: at,
                     }
-                }
-                Some(Event::Evicted {
-                    topic,
-                    missed,
-                    next: at,
-                }) => {
+                    | Event::Evicted {
+                        topic,
+                        missed,
+                        next: at,
+                    },
+                ) => {
                     super::super::follow::report_lag(
                         &mut out,
                         "this reader",
                         &topic,
                         missed,
                         at,
-                        true,
+                        evicted,
                     )?;
                     if at >= next {
                         break;
