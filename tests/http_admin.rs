@@ -160,6 +160,22 @@ fn purge_delete_and_metadata() {
         edge.get("/api/topics/sensors/kitchen").json()["meta"],
         json!({"owner": "x"})
     );
+    // The stats document shows it too (and nothing for a topic without metadata).
+    publish(&edge, "logs/app", "x");
+    let stats = edge.get("/api/stats?topics=all").json();
+    let topic = |name: &str| {
+        stats["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+    };
+    assert_eq!(topic("sensors/kitchen")["meta"], json!({"owner": "x"}));
+    assert!(topic("logs/app").get("meta").is_none(), "{stats}");
+    let r = edge.req("DELETE", "/api/topics/logs/app", &[], b"");
+    assert_eq!(r.status, 204, "{}", r.text());
 
     // Delete: 204 without a body, then 404 everywhere.
     let r = edge.req("DELETE", "/api/topics/sensors/kitchen", &[], b"");

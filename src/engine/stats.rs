@@ -259,6 +259,8 @@ pub struct TopicInfo {
     pub publish_per_s: f64,
     /// Deliveries per second over the last sampling period.
     pub deliver_per_s: f64,
+    /// Its metadata (`mote topic meta`), sorted by key; usually none.
+    pub meta: Vec<(String, String)>,
 }
 
 /// A snapshot of one connection.
@@ -355,6 +357,11 @@ impl Engine {
             subscribers: t.watchers.len(),
             publish_per_s: f64::from(t.rates.0),
             deliver_per_s: f64::from(t.rates.1),
+            meta: t
+                .meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     }
 
@@ -373,6 +380,7 @@ impl Engine {
             subscribers: 0,
             publish_per_s: 0.0,
             deliver_per_s: 0.0,
+            meta: Vec::new(),
         };
         for t in self.topics.iter().filter(|t| t.live) {
             sum.stored += t.ring.len();

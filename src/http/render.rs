@@ -286,6 +286,9 @@ pub(crate) struct TopicJson<'a> {
     /// Its settings, each with the `[topics]` pattern it came from (with `--data`).
     #[serde(skip_serializing_if = "Option::is_none")]
     settings: Option<Value>,
+    /// Its metadata (`mote topic meta`), when it has some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<Value>,
 }
 
 /// A topic's settings with where each came from: `{"persist": {"value": true, "from":
@@ -316,6 +319,14 @@ pub(crate) fn topic(t: &TopicInfo) -> TopicJson<'_> {
         publish_per_s: round(t.publish_per_s),
         deliver_per_s: round(t.deliver_per_s),
         settings: None,
+        meta: (!t.meta.is_empty()).then(|| {
+            Value::Object(
+                t.meta
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        }),
     }
 }
 
