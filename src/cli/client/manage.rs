@@ -129,8 +129,10 @@ fn seconds(d: Duration) -> String {
 
 /// Prints `v` as one line of JSON.
 fn print_json(v: &Value) -> Result<(), Exit> {
-    let mut out = io::stdout().lock();
+    // Buffered: the document can be megabytes, and stdout alone writes 1 KiB at a time.
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     writeln!(out, "{v}")?;
+    out.flush()?;
     Ok(())
 }
 

@@ -80,10 +80,13 @@ pub(crate) fn topics(argv: Vec<OsString>) -> Result<(), Exit> {
                 },
             )
             .await?;
-            if let Some(items) = page["topics"].as_array() {
-                all.extend(items.iter().cloned());
+            let next = page["next"].as_u64();
+            if let Value::Object(mut page) = page {
+                if let Some(Value::Array(items)) = page.remove("topics") {
+                    all.extend(items);
+                }
             }
-            match page["next"].as_u64().and_then(|n| u32::try_from(n).ok()) {
+            match next.and_then(|n| u32::try_from(n).ok()) {
                 Some(n) if n > from => from = n,
                 Some(_) => return Err(Failure("the broker's listing does not advance".into())),
                 None => break,
@@ -108,9 +111,11 @@ pub(crate) fn topics(argv: Vec<OsString>) -> Result<(), Exit> {
             ]
         })
         .collect();
-    let mut out = io::stdout().lock();
+    // One line per topic, thousands of them: buffered, not a write per line.
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     if rows.is_empty() {
         writeln!(out, "no topics")?;
+        out.flush()?;
         return Ok(());
     }
     let head = [
@@ -121,6 +126,7 @@ pub(crate) fn topics(argv: Vec<OsString>) -> Result<(), Exit> {
         "{}",
         table(&head, &rows, &[false, true, true, true, true, true, false])
     )?;
+    out.flush()?;
     Ok(())
 }
 
