@@ -263,6 +263,23 @@ struct TopicDisk {
     last_seg: u64,
 }
 
+impl TopicDisk {
+    /// A topic known by name, nothing stored yet, first seen in segment `seg`; `first`
+    /// is `u64::MAX` while recovery has not found its oldest offset.
+    fn new(name: Box<str>, first: u64, seg: u64) -> TopicDisk {
+        TopicDisk {
+            name,
+            meta: Vec::new(),
+            meta_seg: 0,
+            first,
+            next: 0,
+            last_time: 0,
+            segs: Vec::new(),
+            last_seg: seg,
+        }
+    }
+}
+
 /// A read in progress.
 #[derive(Debug, Clone)]
 struct PendingRead {
@@ -491,16 +508,9 @@ impl Log {
                 let Some(name) = by_id.get(&t.id) else {
                     continue;
                 };
-                let d = topics.entry(t.id).or_insert_with(|| TopicDisk {
-                    name: name.clone(),
-                    meta: Vec::new(),
-                    meta_seg: 0,
-                    first: u64::MAX,
-                    next: 0,
-                    last_time: 0,
-                    segs: Vec::new(),
-                    last_seg: s.no,
-                });
+                let d = topics
+                    .entry(t.id)
+                    .or_insert_with(|| TopicDisk::new(name.clone(), u64::MAX, s.no));
                 for r in &t.runs {
                     d.first = d.first.min(r.first);
                     d.next = d.next.max(r.last + 1);
@@ -513,16 +523,9 @@ impl Log {
             }
             for &(id, first, next) in &s.states {
                 let Some(name) = by_id.get(&id) else { continue };
-                let d = topics.entry(id).or_insert_with(|| TopicDisk {
-                    name: name.clone(),
-                    meta: Vec::new(),
-                    meta_seg: 0,
-                    first,
-                    next,
-                    last_time: 0,
-                    segs: Vec::new(),
-                    last_seg: s.no,
-                });
+                let d = topics
+                    .entry(id)
+                    .or_insert_with(|| TopicDisk::new(name.clone(), u64::MAX, s.no));
                 if d.first == u64::MAX {
                     d.first = first;
                 }
@@ -532,16 +535,9 @@ impl Log {
             }
             for (id, meta) in &s.meta {
                 let Some(name) = by_id.get(id) else { continue };
-                let d = topics.entry(*id).or_insert_with(|| TopicDisk {
-                    name: name.clone(),
-                    meta: Vec::new(),
-                    meta_seg: 0,
-                    first: u64::MAX,
-                    next: 0,
-                    last_time: 0,
-                    segs: Vec::new(),
-                    last_seg: s.no,
-                });
+                let d = topics
+                    .entry(*id)
+                    .or_insert_with(|| TopicDisk::new(name.clone(), u64::MAX, s.no));
                 d.meta.clone_from(meta);
                 d.meta_seg = s.no;
                 d.last_seg = s.no;
@@ -670,16 +666,9 @@ impl Log {
 
     fn topic_mut(&mut self, id: u64, name: &str) -> &mut TopicDisk {
         let active = self.active_no();
-        self.topics.entry(id).or_insert_with(|| TopicDisk {
-            name: name.into(),
-            meta: Vec::new(),
-            meta_seg: 0,
-            first: 0,
-            next: 0,
-            last_time: 0,
-            segs: Vec::new(),
-            last_seg: active,
-        })
+        self.topics
+            .entry(id)
+            .or_insert_with(|| TopicDisk::new(name.into(), 0, active))
     }
 
     /// Why appends are refused now, if they are: after a failure until a retry works,
