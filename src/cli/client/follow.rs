@@ -16,6 +16,9 @@ use super::Failure;
 
 /// Without events for this long after a reconnect, the replay is taken to be over.
 const SETTLE: Duration = Duration::from_millis(500);
+/// How long a reconnect waits for its first event before it says it is back with nothing
+/// replayed: the broker may read the replay from disk first, and a loaded machine is slow.
+const FIRST_SETTLE: Duration = Duration::from_secs(2);
 
 /// The next event of any of `subs`; a subscription whose events ended (refused after a
 /// reconnect) is dropped from the list. `None` once none is left.
@@ -142,7 +145,14 @@ impl Follow {
                 Link(Link),
                 Settled,
             }
-            let settle_at = self.back.as_ref().map(|b| b.last + SETTLE);
+            let settle_at = self.back.as_ref().map(|b| {
+                let quiet = if b.replayed + b.missed == 0 {
+                    FIRST_SETTLE
+                } else {
+                    SETTLE
+                };
+                b.last + quiet
+            });
             let watch = &mut self.watch;
             let woke = async { Woke::Event(events.as_mut().await) }
                 .or(async { Woke::Link(watch.changed().await) })
