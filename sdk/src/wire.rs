@@ -22,12 +22,20 @@ use serde::{Deserialize, Serialize};
 
 /// Newest protocol version spoken by this crate. Version 2 adds [`Frame::Evicted`];
 /// version 3 adds [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`],
-/// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`]. Every frame of a version is the same in the next one,
-/// and a connection that agreed on an older version never sees a newer frame.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`]; version 4 adds request/reply
+/// ([`Frame::Request`], [`Frame::Asked`], [`Frame::Reply`], [`Frame::Response`]) and
+/// transactional publishes ([`Frame::Prepare`], [`Frame::Prepared`], [`Frame::Settle`],
+/// [`Frame::Settled`], [`Frame::TxCheck`]). Every frame of a version is the same in the next
+/// one, and a connection that agreed on an older version never sees a newer frame.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// First protocol version with management ([`Frame::Manage`]), [`Frame::Removed`],
 /// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`].
 pub const MANAGE_VERSION: u16 = 3;
+/// First protocol version with request/reply and transactional publishes.
+pub const REQUEST_VERSION: u16 = 4;
+/// Longest request timeout a client may ask for, in milliseconds (5 minutes); a longer
+/// one is cut to this.
+pub const MAX_REQUEST_TIMEOUT_MS: u32 = 300_000;
 /// Oldest protocol version this crate can speak.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// First bytes of every [`Hello`]: tells a mote broker from anything else on the port.
@@ -100,6 +108,24 @@ pub mod tag {
     /// [`Removed`](super::Removed), broker → client, version 3 and later: a topic the
     /// subscription read was deleted. (The first tag after the reserved ranges.)
     pub const REMOVED: u8 = 0x30;
+    /// [`Request`](super::Request), client → broker, version 4 and later.
+    pub const REQUEST: u8 = 0x31;
+    /// [`Asked`](super::Asked), broker → client (a responder), version 4 and later.
+    pub const ASKED: u8 = 0x32;
+    /// [`Reply`](super::Reply), client (a responder) → broker, version 4 and later.
+    pub const REPLY: u8 = 0x33;
+    /// [`Response`](super::Response), broker → client (the requester), version 4 and later.
+    pub const RESPONSE: u8 = 0x34;
+    /// [`Prepare`](super::Prepare), client → broker, version 4 and later.
+    pub const PREPARE: u8 = 0x35;
+    /// [`Prepared`](super::Prepared), broker → client, version 4 and later.
+    pub const PREPARED: u8 = 0x36;
+    /// [`Settle`](super::Settle), client → broker, version 4 and later.
+    pub const SETTLE: u8 = 0x37;
+    /// [`Settled`](super::Settled), broker → client, version 4 and later.
+    pub const SETTLED: u8 = 0x38;
+    /// [`TxCheck`](super::TxCheck), broker → client (the producer), version 4 and later.
+    pub const TX_CHECK: u8 = 0x39;
 }
 
 /// First frame from a client: who it is and which protocol versions it speaks.
@@ -209,6 +235,17 @@ codes! {
     STORAGE_FAILED = 21, "storage_failed";
     /// A management request named a topic or group that does not exist (protocol 3).
     NOT_FOUND = 22, "not_found";
+    /// A [`Request`] to a topic nothing answers: no subscription matches it and no group
+    /// with a connected member reads it (protocol 4). Answered at once.
+    NO_RESPONDERS = 23, "no_responders";
+    /// A [`Request`] got no [`Reply`] within its timeout (protocol 4).
+    TIMEOUT = 24, "timeout";
+    /// A publish refused because its payload does not match the topic's JSON schema (or
+    /// is not JSON); the message names the first failing path and rule.
+    INVALID_PAYLOAD = 25, "invalid_payload";
+    /// The connection (or the broker) holds as many pending requests or prepared
+    /// transactions as it may (protocol 4); settle some first.
+    PENDING_LIMIT = 26, "pending_limit";
 }
 
 impl ErrorCode {
@@ -390,6 +427,145 @@ pub struct Removed<'a> {
     pub unread: u64,
     /// Where the topic continues if it is created again: one past its last offset.
     pub next: u64,
+}
+
+/// Version 4 and later: publish a request to `topic` and wait for one reply. The request is
+/// stored and delivered like a [`Publish`]; subscribers that speak version 4 get it as
+/// [`Asked`] (with the inbox to answer to), older ones as a plain [`Message`]. The broker
+/// answers with [`Response`] (the first [`Reply`]), or an [`ErrorFrame`] with the same
+/// `req`: `no_responders` at once, `timeout` after `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request<'a> {
+    /// Request id, unique among this connection's pending requests (not 0).
+    pub req: u32,
+    /// Topic to publish the request to (no wildcards).
+    pub topic: &'a str,
+    /// How long to wait for a reply, in milliseconds (at most [`MAX_REQUEST_TIMEOUT_MS`]).
+    pub timeout_ms: u32,
+    /// Optional key, opaque to the broker.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The request body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Version 4 and later: a request delivered to a responder, a [`Message`] (or, for a
+/// group member, a [`GroupMessage`]) with the inbox its [`Reply`] goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked<'a> {
+    /// Subscription this delivery belongs to.
+    pub sub: u32,
+    /// Delivery tag for `Ack`/`Nack` when `sub` is a group member; 0 otherwise.
+    pub tag: u64,
+    /// Topic the request was published to.
+    pub topic: &'a str,
+    /// Offset of the request in its topic.
+    pub offset: u64,
+    /// When the broker stored it (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// 1 on first delivery, more on a group's redeliveries.
+    pub attempt: u32,
+    /// The inbox to send the [`Reply`] to. Opaque; valid until the request times out.
+    pub reply: u64,
+    /// The requester's key, if any.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The request body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Version 4 and later: a responder's answer to an [`Asked`]. Not confirmed: a reply to an
+/// inbox that is gone (answered already, timed out, its connection closed) is dropped and
+/// counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply<'a> {
+    /// The `reply` of the [`Asked`].
+    pub reply: u64,
+    /// Optional key, opaque to the broker.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The reply body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Version 4 and later: the reply to this connection's [`Request`] `req`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response<'a> {
+    /// The `req` of the request.
+    pub req: u32,
+    /// The responder's key, if any.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The reply body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Version 4 and later: the first phase of a transactional publish. The message is kept
+/// by the broker, invisible to every reader, until a [`Settle`] commits or rolls it back
+/// (or the broker's check-back decides). Answered with [`Prepared`] or an [`ErrorFrame`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare<'a> {
+    /// Request id for the answer (not 0).
+    pub req: u32,
+    /// Topic the message goes to when committed (no wildcards).
+    pub topic: &'a str,
+    /// Optional key, opaque to the broker.
+    #[serde(borrow, with = "serde_bytes")]
+    pub key: Option<&'a [u8]>,
+    /// The message body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub payload: &'a [u8],
+}
+
+/// Version 4 and later: the message of a [`Prepare`] is held as transaction `tx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The `req` of the prepare.
+    pub req: u32,
+    /// The transaction id (HTTP and the CLI write it as 16 lowercase hex digits).
+    pub tx: u64,
+}
+
+/// Version 4 and later: commit or roll back transaction `tx`, by any connection allowed to
+/// publish to its topic; also the answer to a [`TxCheck`]. With `req != 0` the broker
+/// answers with [`Settled`] or an [`ErrorFrame`] (`not_found`: unknown or already settled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settle {
+    /// Request id for the answer, 0 for none.
+    pub req: u32,
+    /// The transaction id.
+    pub tx: u64,
+    /// `true` to commit (deliver), `false` to roll back (drop).
+    pub commit: bool,
+}
+
+/// Version 4 and later: the answer to a [`Settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// The `req` of the settle.
+    pub req: u32,
+    /// Whether the message was committed.
+    pub committed: bool,
+    /// Offset the committed message got (0 when rolled back).
+    pub offset: u64,
+    /// When it was stored, ms since the Unix epoch (0 when rolled back).
+    pub time_ms: u64,
+}
+
+/// Version 4 and later: the broker asks the producer of an undecided transaction whether
+/// to commit it; the answer is a [`Settle`] (with `req` 0 or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxCheck<'a> {
+    /// The transaction id.
+    pub tx: u64,
+    /// Its topic.
+    pub topic: &'a str,
+    /// 1 for the first check, counting up to the broker's `tx-check-max`.
+    pub attempt: u32,
 }
 
 /// A topic the subscription resumes at a known offset, overriding `from` for it.
@@ -627,8 +803,9 @@ pub struct Nack {
     pub delay_ms: u32,
 }
 
-/// Every frame of protocol versions 1 to 3 (version 2 adds [`Frame::Evicted`], version 3
-/// [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and [`Frame::JoinGroup`]).
+/// Every frame of protocol versions 1 to 4 (version 2 adds [`Frame::Evicted`], version 3
+/// [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and [`Frame::JoinGroup`],
+/// version 4 request/reply and transactions: see [`PROTOCOL_VERSION`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame<'a> {
@@ -685,6 +862,24 @@ pub enum Frame<'a> {
     Removed(Removed<'a>),
     /// Version 3 and later: see [`JoinGroup`].
     JoinGroup(JoinGroup<'a>),
+    /// Version 4 and later: see [`Request`].
+    Request(Request<'a>),
+    /// Version 4 and later: see [`Asked`].
+    Asked(Asked<'a>),
+    /// Version 4 and later: see [`Reply`].
+    Reply(Reply<'a>),
+    /// Version 4 and later: see [`Response`].
+    Response(Response<'a>),
+    /// Version 4 and later: see [`Prepare`].
+    Prepare(Prepare<'a>),
+    /// Version 4 and later: see [`Prepared`].
+    Prepared(Prepared),
+    /// Version 4 and later: see [`Settle`].
+    Settle(Settle),
+    /// Version 4 and later: see [`Settled`].
+    Settled(Settled),
+    /// Version 4 and later: see [`TxCheck`].
+    TxCheck(TxCheck<'a>),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -937,6 +1132,15 @@ impl<'a> Frame<'a> {
             Frame::Managed(_) => tag::MANAGED,
             Frame::Removed(_) => tag::REMOVED,
             Frame::JoinGroup(_) => tag::JOIN_GROUP,
+            Frame::Request(_) => tag::REQUEST,
+            Frame::Asked(_) => tag::ASKED,
+            Frame::Reply(_) => tag::REPLY,
+            Frame::Response(_) => tag::RESPONSE,
+            Frame::Prepare(_) => tag::PREPARE,
+            Frame::Prepared(_) => tag::PREPARED,
+            Frame::Settle(_) => tag::SETTLE,
+            Frame::Settled(_) => tag::SETTLED,
+            Frame::TxCheck(_) => tag::TX_CHECK,
         }
     }
 
@@ -990,6 +1194,15 @@ impl<'a> Frame<'a> {
             Frame::Managed(b) => encode_with(t, b, None, out),
             Frame::Removed(b) => encode_with(t, b, None, out),
             Frame::JoinGroup(b) => encode_with(t, b, None, out),
+            Frame::Request(b) => encode_with(t, b, None, out),
+            Frame::Asked(b) => encode_with(t, b, None, out),
+            Frame::Reply(b) => encode_with(t, b, None, out),
+            Frame::Response(b) => encode_with(t, b, None, out),
+            Frame::Prepare(b) => encode_with(t, b, None, out),
+            Frame::Prepared(b) => encode_with(t, b, None, out),
+            Frame::Settle(b) => encode_with(t, b, None, out),
+            Frame::Settled(b) => encode_with(t, b, None, out),
+            Frame::TxCheck(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -1029,6 +1242,15 @@ impl<'a> Frame<'a> {
             tag::MANAGED => Frame::Managed(exact(t, rest)?),
             tag::REMOVED => Frame::Removed(exact(t, rest)?),
             tag::JOIN_GROUP => Frame::JoinGroup(exact(t, rest)?),
+            tag::REQUEST => Frame::Request(exact(t, rest)?),
+            tag::ASKED => Frame::Asked(exact(t, rest)?),
+            tag::REPLY => Frame::Reply(exact(t, rest)?),
+            tag::RESPONSE => Frame::Response(exact(t, rest)?),
+            tag::PREPARE => Frame::Prepare(exact(t, rest)?),
+            tag::PREPARED => Frame::Prepared(exact(t, rest)?),
+            tag::SETTLE => Frame::Settle(exact(t, rest)?),
+            tag::SETTLED => Frame::Settled(exact(t, rest)?),
+            tag::TX_CHECK => Frame::TxCheck(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -1070,6 +1292,66 @@ mod tests {
                 ),
                 "{f:?} cut at {cut}"
             );
+        }
+    }
+
+    #[test]
+    fn version_4_frames_roundtrip() {
+        let frames = [
+            Frame::Request(Request {
+                req: 7,
+                topic: "svc/upper",
+                timeout_ms: 5_000,
+                key: Some(b"k"),
+                payload: b"hello",
+            }),
+            Frame::Asked(Asked {
+                sub: 1,
+                tag: 0,
+                topic: "svc/upper",
+                offset: 3,
+                time_ms: 1_700_000_000_000,
+                attempt: 1,
+                reply: u64::MAX,
+                key: None,
+                payload: b"hello",
+            }),
+            Frame::Reply(Reply {
+                reply: 42,
+                key: None,
+                payload: b"HELLO",
+            }),
+            Frame::Response(Response {
+                req: 7,
+                key: Some(b""),
+                payload: b"HELLO",
+            }),
+            Frame::Prepare(Prepare {
+                req: 9,
+                topic: "orders/new",
+                key: None,
+                payload: b"{}",
+            }),
+            Frame::Prepared(Prepared { req: 9, tx: 0x1234 }),
+            Frame::Settle(Settle {
+                req: 0,
+                tx: 0x1234,
+                commit: true,
+            }),
+            Frame::Settled(Settled {
+                req: 10,
+                committed: false,
+                offset: 0,
+                time_ms: 0,
+            }),
+            Frame::TxCheck(TxCheck {
+                tx: 0x1234,
+                topic: "orders/new",
+                attempt: 2,
+            }),
+        ];
+        for f in frames {
+            roundtrip(f);
         }
     }
 

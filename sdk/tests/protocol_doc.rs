@@ -30,10 +30,11 @@ use mote_sdk::Topic;
 use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, Ack, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, Durability, ErrorCode,
-    ErrorFrame, Frame, GroupMessage, GroupSettings, Hello, JoinGroup, JoinSettings, Lag, MAGIC,
-    Manage, ManageOp, Managed, Message, Nack, Ping, Publish, Published, Removed, Resume, Start,
-    Subscribe, SubscribeGroup, Subscribed, Unsubscribe, Welcome,
+    self, Ack, Asked, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, Durability,
+    ErrorCode, ErrorFrame, Frame, GroupMessage, GroupSettings, Hello, JoinGroup, JoinSettings, Lag,
+    MAGIC, Manage, ManageOp, Managed, Message, Nack, Ping, Prepare, Prepared, Publish, Published,
+    Removed, Reply, Request, Response, Resume, Settle, Settled, Start, Subscribe, SubscribeGroup,
+    Subscribed, TxCheck, Unsubscribe, Welcome,
 };
 use sha2::Sha256;
 
@@ -123,7 +124,14 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 ..Hello::new("sensor-1")
             }),
         ),
-        ("hello-v3", Frame::Hello(Hello::new("sensor-1"))),
+        (
+            "hello-v3",
+            Frame::Hello(Hello {
+                max_version: 3,
+                ..Hello::new("sensor-1")
+            }),
+        ),
+        ("hello-v4", Frame::Hello(Hello::new("sensor-1"))),
         (
             "welcome",
             Frame::Welcome(Welcome {
@@ -536,6 +544,95 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 sub: 4,
                 tag: 8,
                 delay_ms: 5_000,
+            }),
+        ),
+        (
+            "request",
+            Frame::Request(Request {
+                req: 7,
+                topic: "svc/upper",
+                timeout_ms: 5_000,
+                key: None,
+                payload: b"hello",
+            }),
+        ),
+        (
+            "asked",
+            Frame::Asked(Asked {
+                sub: 1,
+                tag: 0,
+                topic: "svc/upper",
+                offset: 12,
+                time_ms: 1_764_583_200_000,
+                attempt: 1,
+                reply: 0x0102_0304_0506_0708,
+                key: None,
+                payload: b"hello",
+            }),
+        ),
+        (
+            "reply",
+            Frame::Reply(Reply {
+                reply: 0x0102_0304_0506_0708,
+                key: None,
+                payload: b"HELLO",
+            }),
+        ),
+        (
+            "response",
+            Frame::Response(Response {
+                req: 7,
+                key: None,
+                payload: b"HELLO",
+            }),
+        ),
+        (
+            "error-no-responders",
+            Frame::Error(ErrorFrame {
+                code: ErrorCode::NO_RESPONDERS,
+                req: 7,
+                message: "no responders on svc/upper",
+            }),
+        ),
+        (
+            "prepare",
+            Frame::Prepare(Prepare {
+                req: 9,
+                topic: "orders/new",
+                key: None,
+                payload: b"{\"order\":17}",
+            }),
+        ),
+        (
+            "prepared",
+            Frame::Prepared(Prepared {
+                req: 9,
+                tx: 0x5f3a_91c2_0b7d_e401,
+            }),
+        ),
+        (
+            "settle",
+            Frame::Settle(Settle {
+                req: 10,
+                tx: 0x5f3a_91c2_0b7d_e401,
+                commit: true,
+            }),
+        ),
+        (
+            "settled",
+            Frame::Settled(Settled {
+                req: 10,
+                committed: true,
+                offset: 3,
+                time_ms: 1_764_583_200_000,
+            }),
+        ),
+        (
+            "tx-check",
+            Frame::TxCheck(TxCheck {
+                tx: 0x5f3a_91c2_0b7d_e401,
+                topic: "orders/new",
+                attempt: 1,
             }),
         ),
     ]
@@ -1431,6 +1528,63 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
                 format!("settings.durability: {:?} (variant {index})", s.durability),
             ));
             num(&mut p, "settings.expiry_ms", s.expiry_ms);
+        }
+        Frame::Request(r) => {
+            num(&mut p, "req", r.req);
+            seq(&mut p, "topic", r.topic.as_bytes());
+            num(&mut p, "timeout_ms", r.timeout_ms);
+            opt_seq(&mut p, "key", r.key);
+            seq(&mut p, "payload", r.payload);
+        }
+        Frame::Asked(a) => {
+            num(&mut p, "sub", a.sub);
+            num(&mut p, "tag", a.tag);
+            seq(&mut p, "topic", a.topic.as_bytes());
+            num(&mut p, "offset", a.offset);
+            num(&mut p, "time_ms", a.time_ms);
+            num(&mut p, "attempt", a.attempt);
+            p.push(Part(enc(&a.reply), format!("reply: 0x{:016x}", a.reply)));
+            opt_seq(&mut p, "key", a.key);
+            seq(&mut p, "payload", a.payload);
+        }
+        Frame::Reply(r) => {
+            p.push(Part(enc(&r.reply), format!("reply: 0x{:016x}", r.reply)));
+            opt_seq(&mut p, "key", r.key);
+            seq(&mut p, "payload", r.payload);
+        }
+        Frame::Response(r) => {
+            num(&mut p, "req", r.req);
+            opt_seq(&mut p, "key", r.key);
+            seq(&mut p, "payload", r.payload);
+        }
+        Frame::Prepare(x) => {
+            num(&mut p, "req", x.req);
+            seq(&mut p, "topic", x.topic.as_bytes());
+            opt_seq(&mut p, "key", x.key);
+            seq(&mut p, "payload", x.payload);
+        }
+        Frame::Prepared(x) => {
+            num(&mut p, "req", x.req);
+            p.push(Part(enc(&x.tx), format!("tx: 0x{:016x}", x.tx)));
+        }
+        Frame::Settle(x) => {
+            num(&mut p, "req", x.req);
+            p.push(Part(enc(&x.tx), format!("tx: 0x{:016x}", x.tx)));
+            p.push(Part(enc(&x.commit), format!("commit: {}", x.commit)));
+        }
+        Frame::Settled(x) => {
+            num(&mut p, "req", x.req);
+            p.push(Part(
+                enc(&x.committed),
+                format!("committed: {}", x.committed),
+            ));
+            num(&mut p, "offset", x.offset);
+            num(&mut p, "time_ms", x.time_ms);
+        }
+        Frame::TxCheck(x) => {
+            p.push(Part(enc(&x.tx), format!("tx: 0x{:016x}", x.tx)));
+            seq(&mut p, "topic", x.topic.as_bytes());
+            num(&mut p, "attempt", x.attempt);
         }
         other => panic!("no annotation for {other:?}"),
     }

@@ -17,7 +17,7 @@ use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
     self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION, Manage,
-    ManageOp, Managed, Message, Ping, Published, Removed, Subscribed, Unsubscribe,
+    ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION, Removed, Subscribed, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
@@ -372,9 +372,9 @@ impl Session {
         frame: Frame<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), ErrorCode> {
-        if let Some(what) = self.newer_than_agreed(&frame) {
+        if let Some((what, needed)) = self.newer_than_agreed(&frame) {
             let msg = format!(
-                "{what} needs protocol {MANAGE_VERSION}; this connection agreed on version {}",
+                "{what} needs protocol {needed}; this connection agreed on version {}",
                 self.version
             );
             return Err(self.fail(engine, out, ErrorCode::PROTOCOL, &msg));
@@ -482,18 +482,30 @@ impl Session {
     /// gets the broker of the version it agreed on, so a version 1 or 2 client sending a
     /// version 3 frame (or `Start` variant) is a protocol violation, as it is for a
     /// broker that only speaks version 2.
-    fn newer_than_agreed(&self, frame: &Frame<'_>) -> Option<&'static str> {
+    fn newer_than_agreed(&self, frame: &Frame<'_>) -> Option<(&'static str, u16)> {
+        if self.version >= REQUEST_VERSION {
+            return None;
+        }
+        let v4 = |what| Some((what, REQUEST_VERSION));
+        match frame {
+            Frame::Request(_) => return v4("a request (tag 0x31)"),
+            Frame::Reply(_) => return v4("a reply (tag 0x33)"),
+            Frame::Prepare(_) => return v4("a transactional publish (tag 0x35)"),
+            Frame::Settle(_) => return v4("a transaction's commit or rollback (tag 0x37)"),
+            _ => {}
+        }
         if self.version >= MANAGE_VERSION {
             return None;
         }
         let by_time = |s: Start| matches!(s, Start::Time(_) | Start::Ago(_));
-        match frame {
-            Frame::Manage(_) => Some("a management request (tag 0x0e)"),
-            Frame::JoinGroup(_) => Some("a group join with durability and expiry (tag 0x24)"),
-            Frame::Subscribe(s) if by_time(s.from) => Some("a start by time"),
-            Frame::SubscribeGroup(s) if by_time(s.from) => Some("a start by time"),
-            _ => None,
-        }
+        let what = match frame {
+            Frame::Manage(_) => "a management request (tag 0x0e)",
+            Frame::JoinGroup(_) => "a group join with durability and expiry (tag 0x24)",
+            Frame::Subscribe(s) if by_time(s.from) => "a start by time",
+            Frame::SubscribeGroup(s) if by_time(s.from) => "a start by time",
+            _ => return None,
+        };
+        Some((what, MANAGE_VERSION))
     }
 
     /// A management request: rights and JSON from [`crate::manage`], the answer (or the
