@@ -6,6 +6,7 @@
 //!   front-end: [`server`] (the binary protocol over TCP) and [`http`] (the HTTP edge).
 //! - [`limits`]: every bound the broker enforces.
 //! - [`bench`]: measuring a broker (`mote bench`, and `mote-bench` against other brokers).
+//! - [`schema`]: per-topic JSON schemas, a compact validator checked on publish.
 //! - [`logging`]: log lines to stderr through a bounded queue, rate-limited per call site.
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod manage;
+pub mod schema;
 pub mod server;
 pub mod session;
 pub mod store;
