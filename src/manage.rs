@@ -333,6 +333,8 @@ pub fn topic_detail(d: &TopicDetail) -> Value {
         "deliver_per_s": round(t.deliver_per_s), "idle_ms": d.idle_ms,
         "settings": crate::http::render::settings(&d.settings),
         "meta": meta(&d.meta), "groups": d.groups,
+        "schema_refused": t.schema_refused,
+        "schema": d.schema.as_ref().map(|(file, from)| json!({"file": file, "from": from})),
     })
 }
 

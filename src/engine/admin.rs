@@ -31,6 +31,8 @@ pub struct TopicDetail {
     /// Milliseconds it has had nothing stored, no subscriber and no group, if so: it is
     /// removed once this reaches its `idle-expiry`.
     pub idle_ms: Option<u64>,
+    /// Its JSON schema: the file and the pattern that gave it, if any.
+    pub schema: Option<(String, String)>,
 }
 
 /// Checks one metadata key and value against the limits.
@@ -127,6 +129,10 @@ impl Engine {
             groups,
             expired: t.expired,
             idle_ms: self.idle_ms(tid),
+            schema: t
+                .schema
+                .as_ref()
+                .map(|s| (s.file.to_string(), s.pattern.to_string())),
         })
     }
 

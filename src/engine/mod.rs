@@ -20,6 +20,7 @@ mod lifecycle;
 mod pool;
 mod publish;
 mod ring;
+pub mod schemas;
 pub mod settings;
 mod stats;
 mod subscribe;
@@ -98,6 +99,10 @@ struct TopicState {
     rates: (f32, f32),
     /// Persisted or not, and its retention (from the `[topics]` patterns).
     settings: settings::TopicSettings,
+    /// The JSON schema its payloads must match (shared with the pattern), if any.
+    schema: Option<std::sync::Arc<schemas::TopicSchema>>,
+    /// Payloads refused by that schema.
+    schema_refused: u64,
     /// The oldest offset retained, in memory or on disk (the ring's first when the
     /// topic is not persisted); below it, messages are gone.
     disk_first: u64,
@@ -149,6 +154,8 @@ impl TopicState {
             sampled: (0, 0),
             rates: (0.0, 0.0),
             settings,
+            schema: None,
+            schema_refused: 0,
             disk_first: next,
             last_time: 0,
             cache: disk::DiskCache::default(),
@@ -287,6 +294,8 @@ pub struct Engine {
     /// What topics are, by pattern, and the defaults for keys no pattern sets.
     patterns: settings::TopicPatterns,
     defaults: settings::TopicSettings,
+    /// The JSON schemas by pattern (`[topics."..."] schema`).
+    schemas: schemas::SchemaPatterns,
     /// The wall clock and the monotonic clock when the log was attached (retention by
     /// age counts from them: see `expiry_now`).
     expiry_base: (u64, u64),
@@ -355,6 +364,7 @@ impl Engine {
             log: None,
             patterns: settings::TopicPatterns::default(),
             defaults: settings::TopicSettings::new(false),
+            schemas: schemas::SchemaPatterns::default(),
             expiry_base: (0, 0),
             confirm_gate: None,
             unwritten: VecDeque::new(),

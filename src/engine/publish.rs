@@ -61,6 +61,11 @@ impl Engine {
             Ok(t) => t,
             Err(r) => return refused(self, r),
         };
+        if self.topics[tid.0 as usize].schema.is_some() {
+            if let Err(r) = self.check_topic_schema(tid, payload) {
+                return refused(self, r);
+            }
+        }
         if self.log.is_some() {
             if let Some(r) = self.log_refusal(tid) {
                 self.note_log_refusal();
@@ -342,6 +347,7 @@ impl Engine {
         // Continues above the last offset of a topic of that name removed before.
         let next = next.max(self.last_offsets.take(name).unwrap_or(0));
         let mut state = TopicState::new(name, self.seq, next, self.settings_for(name));
+        state.schema = self.schemas.resolve(name);
         state.touched_ms = self.clock_ms;
         let tid = match self.free_topics.pop() {
             Some(tid) => {

@@ -376,7 +376,7 @@ fn rank(pattern: &str) -> Rank {
     }
 }
 
-fn by_specificity(a: &str, b: &str) -> Ordering {
+pub(super) fn by_specificity(a: &str, b: &str) -> Ordering {
     rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
 }
 

@@ -61,6 +61,9 @@ pub struct Stats {
     /// Dead letters kept by their group because the dead-letter topic could not be
     /// created (`--max-topics`): retried later, never dropped.
     pub dead_letters_held: u64,
+    /// Publishes refused because their payload did not match their topic's JSON schema
+    /// (or was not JSON).
+    pub schema_refused: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -130,6 +133,7 @@ impl Default for Stats {
             topics_expired: 0,
             groups_expired: 0,
             dead_letters_held: 0,
+            schema_refused: 0,
             errors: [0; CODE_SLOTS],
         }
     }
@@ -261,6 +265,8 @@ pub struct TopicInfo {
     pub deliver_per_s: f64,
     /// Its metadata (`mote topic meta`), sorted by key; usually none.
     pub meta: Vec<(String, String)>,
+    /// Payloads refused by its JSON schema.
+    pub schema_refused: u64,
 }
 
 /// A snapshot of one connection.
@@ -362,6 +368,7 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            schema_refused: t.schema_refused,
         })
     }
 
@@ -381,8 +388,10 @@ impl Engine {
             publish_per_s: 0.0,
             deliver_per_s: 0.0,
             meta: Vec::new(),
+            schema_refused: 0,
         };
         for t in self.topics.iter().filter(|t| t.live) {
+            sum.schema_refused += t.schema_refused;
             sum.stored += t.ring.len();
             sum.bytes += t.ring.bytes();
             sum.published += t.published;

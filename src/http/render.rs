@@ -283,6 +283,8 @@ pub(crate) struct TopicJson<'a> {
     subscribers: usize,
     publish_per_s: f64,
     deliver_per_s: f64,
+    /// Payloads refused by its JSON schema.
+    schema_refused: u64,
     /// Its settings, each with the `[topics]` pattern it came from (with `--data`).
     #[serde(skip_serializing_if = "Option::is_none")]
     settings: Option<Value>,
@@ -318,6 +320,7 @@ pub(crate) fn topic(t: &TopicInfo) -> TopicJson<'_> {
         subscribers: t.subscribers,
         publish_per_s: round(t.publish_per_s),
         deliver_per_s: round(t.deliver_per_s),
+        schema_refused: t.schema_refused,
         settings: None,
         meta: (!t.meta.is_empty()).then(|| {
             Value::Object(
@@ -455,6 +458,7 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "connections_closed": st.connections_closed, "auth_failures": st.auth_failures,
             "auth_blocked": st.auth_blocked, "records_rejected": st.records_rejected,
             "expired": st.expired, "evicted_disk": st.evicted_disk, "disk_reads": st.disk_reads,
+            "schema_refused": st.schema_refused,
             "errors": errors,
         },
         "rates": {
@@ -643,7 +647,7 @@ pub(crate) fn metrics(
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 22] = [
+    let counters: [(&str, &str, u64); 23] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -669,6 +673,11 @@ pub(crate) fn metrics(
             "mote_subscribe_refused_total",
             "Subscribes refused.",
             st.subscribe_refused,
+        ),
+        (
+            "mote_schema_refused_total",
+            "Publishes refused because the payload did not match the topic's JSON schema (or was not JSON).",
+            st.schema_refused,
         ),
         (
             "mote_lag_events_total",
@@ -805,7 +814,7 @@ pub(crate) fn metrics(
 
     // Per topic, bounded: the most published topics, the rest as one series.
     type Pick = fn(&TopicInfo) -> u64;
-    let per_topic: [(&str, &str, &str, Pick); 6] = [
+    let per_topic: [(&str, &str, &str, Pick); 7] = [
         (
             "mote_topic_published_total",
             "counter",
@@ -829,6 +838,12 @@ pub(crate) fn metrics(
             "counter",
             "Messages evicted, per topic.",
             |t| t.evicted,
+        ),
+        (
+            "mote_topic_schema_refused_total",
+            "counter",
+            "Payloads refused by the topic's JSON schema, per topic.",
+            |t| t.schema_refused,
         ),
         (
             "mote_topic_stored_messages",

@@ -204,6 +204,7 @@ pub(crate) fn refusal(r: &crate::engine::Refusal) -> HttpError {
         ErrorCode::STORAGE_FAILED => (507, "storage_failed"),
         ErrorCode::NOT_FOUND => (404, "not_found"),
         ErrorCode::PROTOCOL => (400, "bad_request"),
+        ErrorCode::INVALID_PAYLOAD => (422, "invalid_payload"),
         _ => (500, "internal"),
     };
     HttpError::new(status, code, r.message.clone())

@@ -120,6 +120,7 @@ pub(crate) fn metrics(edge: &Edge) -> String {
             rest.evicted -= t.evicted;
             rest.stored -= t.stored;
             rest.bytes -= t.bytes;
+            rest.schema_refused -= t.schema_refused;
         }
         rest
     });

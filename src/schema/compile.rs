@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 
-use regex_lite::Regex;
+use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Number, Value};
 
 use super::{ANNOTATIONS, LoadError, MAX_REF_CHAIN, SUPPORTED, push_token};
+
+/// The most memory one `pattern` may compile to (regex-lite's own default is 10 MiB).
+const MAX_REGEX_SIZE: usize = 256 << 10;
 
 /// The JSON types, as bits of [`Node::types`].
 pub(super) const NULL: u8 = 1;
@@ -192,12 +195,15 @@ impl Compiler<'_> {
                     let Some(p) = v.as_str() else {
                         return Err(err("must be a regular expression (a string)"));
                     };
-                    let re = Regex::new(p).map_err(|e| {
-                        err(&format!(
-                            "is not a regular expression regex-lite accepts: {}",
-                            e.to_string().replace('\n', " ")
-                        ))
-                    })?;
+                    let re = RegexBuilder::new(p)
+                        .size_limit(MAX_REGEX_SIZE)
+                        .build()
+                        .map_err(|e| {
+                            err(&format!(
+                                "is not a regular expression regex-lite accepts: {}",
+                                e.to_string().replace('\n', " ")
+                            ))
+                        })?;
                     n.pattern = Some((p.into(), re));
                 }
                 "$ref" => {
