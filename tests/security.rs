@@ -526,6 +526,7 @@ fn a_subscription_refused_after_a_reconnect_is_an_event_and_ends() {
         .send_blocking(mote::broker::Reload {
             auth,
             topics: Default::default(),
+            schemas: Default::default(),
         })
         .unwrap();
     eventually(WAIT, "the reload is in force", || {

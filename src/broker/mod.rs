@@ -62,6 +62,8 @@ pub struct Reload {
     pub auth: Auth,
     /// The per-topic settings.
     pub topics: crate::engine::settings::TopicPatterns,
+    /// The per-topic JSON schemas.
+    pub schemas: crate::engine::schemas::SchemaPatterns,
 }
 
 /// What a broker runs with besides its listener.
@@ -88,6 +90,8 @@ pub struct Config {
     /// Per-topic settings by pattern on a broker without a data directory (`max-age`,
     /// `idle-expiry`; with one, [`DataConfig::topics`] is used).
     pub topics: crate::engine::settings::TopicPatterns,
+    /// JSON schemas that publishes to matching topics must match.
+    pub schemas: crate::engine::schemas::SchemaPatterns,
 }
 
 /// Runs a broker without tokens on `listener` until `shutdown` completes, on the calling
@@ -134,6 +138,7 @@ pub async fn run(
         watchdog,
         data,
         topics: memory_topics,
+        schemas,
     } = config;
     limits
         .validate()
@@ -168,6 +173,10 @@ pub async fn run(
     };
     let id = opened.as_ref().map_or(fresh_id, |(_, o, _, _)| o.broker_id);
     let mut engine = Engine::new(limits, id);
+    if !schemas.is_empty() {
+        log::info!("{} topic pattern(s) with a JSON schema", schemas.len());
+    }
+    engine.set_schemas(schemas);
     let wall_now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -285,8 +294,21 @@ async fn sweeper(shared: Rc<Shared>, sweep: Duration) {
 /// Switches to each new configuration: the token table unless it would turn
 /// authentication off, and the per-topic settings.
 async fn reloader(shared: Rc<Shared>, rx: async_channel::Receiver<Reload>) {
-    while let Ok(Reload { auth, topics }) = rx.recv().await {
-        shared.engine.borrow_mut().set_patterns(topics);
+    while let Ok(Reload {
+        auth,
+        topics,
+        schemas,
+    }) = rx.recv().await
+    {
+        {
+            let mut engine = shared.engine.borrow_mut();
+            engine.set_patterns(topics);
+            log::info!(
+                "per-topic settings reloaded: {} pattern(s) with a JSON schema",
+                schemas.len()
+            );
+            engine.set_schemas(schemas);
+        }
         let old = shared.auth_now();
         if old.enabled() && !auth.enabled() {
             log::error!(

@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod backup;
 pub(crate) mod bench;
 pub(crate) mod client;
+pub(crate) mod schemas;
 pub(crate) mod serve;
 pub(crate) mod topics;
 

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use futures_lite::StreamExt;
 use mote::auth::{Auth, Rules};
 use mote::engine::GroupConfig;
+use mote::engine::schemas::SchemaPatterns;
 use mote::engine::settings::TopicPatterns;
 use mote::limits::Limits;
 use mote_sdk::secure::Token;
@@ -367,18 +368,23 @@ struct FileConfig {
         reason = "checked at start and on SIGHUP; the engine takes them with --data (issue 11)"
     )]
     topics: TopicPatterns,
+    /// The `schema` of `[topics]` patterns.
+    schemas: SchemaPatterns,
 }
 
 /// Loads the config file (if any): the token table, the groups and the topic patterns.
-fn load(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
-    let rest = match p.get("config") {
-        Some(path) => p.load_config(&path, &["tokens", "groups", "topics"])?,
+/// `old`: on a reload, the schemas in force (a schema that fails to load keeps its old one).
+fn load(p: &mut args::Parsed, old: Option<&SchemaPatterns>) -> Result<FileConfig, CliError> {
+    let path = p.get("config");
+    let rest = match &path {
+        Some(path) => p.load_config(path, &["tokens", "groups", "topics"])?,
         None => toml::Table::new(),
     };
     Ok(FileConfig {
         auth: auth(p, rest.get("tokens"))?,
         groups: groups(rest.get("groups"))?,
         topics: super::topics::topics(rest.get("topics"))?,
+        schemas: super::schemas::schemas(rest.get("topics"), path.as_deref(), old)?,
     })
 }
 
@@ -420,7 +426,7 @@ fn data_config(
 /// Reads the config file again on `SIGHUP`. A file that is missing, does not parse or
 /// is empty (an edit cut short by a power cut) changes nothing: the error says why. (That
 /// the tokens never go from some to none is the broker's rule, whatever asks.)
-fn reload(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
+fn reload(p: &mut args::Parsed, old: &SchemaPatterns) -> Result<FileConfig, CliError> {
     if let Some(path) = p.get("config") {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| CliError(format!("cannot read config file {path}: {e}")))?;
@@ -430,7 +436,7 @@ fn reload(p: &mut args::Parsed) -> Result<FileConfig, CliError> {
             )));
         }
     }
-    load(p)
+    load(p, Some(old))
 }
 
 pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
@@ -506,7 +512,8 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         auth,
         groups,
         topics,
-    } = load(&mut p)?;
+        schemas,
+    } = load(&mut p, None)?;
     let mut cfg = config(&p)?;
     // Without --data the patterns still set what is not about disk (idle-expiry, max-age).
     let memory_topics = topics.clone();
@@ -566,6 +573,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         }
     );
     let (reload_tx, reload_rx) = async_channel::unbounded();
+    let mut schemas_now = schemas.clone();
     // Runs on the broker's thread: SIGHUP re-reads the tokens, SIGINT/SIGTERM stop.
     let shutdown = async move {
         while let Some(Ok(sig)) = signals.next().await {
@@ -573,10 +581,21 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
                 log::info!("received {sig:?}");
                 return;
             }
-            match reload(&mut p) {
+            match reload(&mut p, &schemas_now) {
                 // Groups are read at start only.
-                Ok(FileConfig { auth, topics, .. }) => {
-                    let _ = reload_tx.send(mote::broker::Reload { auth, topics }).await;
+                Ok(FileConfig {
+                    auth,
+                    topics,
+                    schemas,
+                    ..
+                }) => {
+                    schemas_now = schemas.clone();
+                    let reload = mote::broker::Reload {
+                        auth,
+                        topics,
+                        schemas,
+                    };
+                    let _ = reload_tx.send(reload).await;
                 }
                 Err(e) => log::error!("SIGHUP: keeping the current configuration: {e}"),
             }
@@ -591,6 +610,7 @@ pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
         watchdog: mote::broker::systemd::watchdog_interval(),
         data,
         topics: memory_topics,
+        schemas,
     };
     let stats = mote::broker::serve_with(listener, server, shutdown)
         .map_err(|e| CliError(format!("broker failed: {e}")))?;
@@ -678,10 +698,10 @@ mod tests {
             panic!("help")
         };
         std::fs::write(&file, "[topics.\"debug/#\"]\npersist = false\n").unwrap();
-        let loaded = load(&mut p).unwrap();
+        let loaded = load(&mut p, None).unwrap();
         assert_eq!(loaded.topics.len(), 1);
         std::fs::write(&file, "[topics.\"debug/#\"]\npersist = 0\n").unwrap();
-        let e = reload(&mut p).err().unwrap();
+        let e = reload(&mut p, &SchemaPatterns::default()).err().unwrap();
         assert_eq!(e.0, "[topics.\"debug/#\"] persist: must be true or false");
         std::fs::remove_dir_all(&dir).unwrap();
     }

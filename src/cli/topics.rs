@@ -8,6 +8,7 @@
 //! max-age = "7d"              # or "unlimited"
 //! discard = "old"             # or "new"
 //! idle-expiry = "10m"         # or "off": see DEFAULT_IDLE_EXPIRY_MS for the default
+//! schema = "schemas/s.json"   # a JSON schema its payloads must match (`super::schemas`)
 //! ```
 //!
 //! This file only reads the tables into [`TopicPatterns`]; which pattern wins for a topic
@@ -19,7 +20,7 @@ use mote_sdk::Filter;
 use super::args::{self, CliError};
 
 /// The keys of a `[topics."PATTERN"]` table, for error messages.
-const KEYS: &str = "persist, retain-messages, retain-bytes, max-age, discard, idle-expiry";
+const KEYS: &str = "persist, retain-messages, retain-bytes, max-age, discard, idle-expiry, schema";
 
 /// The config file's `topics` section (`None`: there is none, every topic has the defaults).
 pub(crate) fn topics(section: Option<&toml::Value>) -> Result<TopicPatterns, CliError> {
@@ -93,6 +94,14 @@ fn settings(pattern: &str, t: &toml::Table) -> Result<PatternSettings, String> {
                     }
                     None => return Err(err("must be a duration such as \"10m\", or \"off\"")),
                 });
+            }
+            // Loaded by `super::schemas`, which needs the config file's path.
+            "schema" => {
+                if !v.is_str() {
+                    return Err(err(
+                        "must be the path of a JSON schema file, relative to the config file",
+                    ));
+                }
             }
             "discard" => {
                 s.discard = Some(match v.as_str() {

@@ -1,0 +1,248 @@
+//! Per-topic JSON schemas end to end: `mote serve` with a config file naming schema files,
+//! publishes over TCP (the SDK) and HTTP, a schema refused at start, and SIGHUP reloads.
+
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+use common::http::request;
+use common::served::{MOTE, Served};
+use mote_sdk::blocking::Client;
+use mote_sdk::{Error, ErrorCode, Event, Options, Start};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+const TEMP: &str = r#"{
+  "type": "object",
+  "required": ["value"],
+  "properties": {
+    "value": { "type": "number", "minimum": -40, "maximum": 125 },
+    "unit": { "enum": ["C", "F"] }
+  }
+}"#;
+
+/// A fresh directory with `mote.toml` (giving `sensors/+/temp` the schema
+/// `schemas/temp.json`) and that schema.
+fn setup(name: &str, schema: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mote-schemas-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    let config = dir.join("mote.toml");
+    std::fs::write(
+        &config,
+        "[topics.\"sensors/+/temp\"]\nschema = \"schemas/temp.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("schemas/temp.json"), schema).unwrap();
+    (dir, config)
+}
+
+fn serve(config: &Path) -> Served {
+    Served::start(&["--config", config.to_str().unwrap()])
+}
+
+fn client(s: &Served) -> Client {
+    Client::connect(Options::new(s.addr.to_string())).unwrap()
+}
+
+/// The broker's refusal of a confirmed publish.
+fn refusal(r: Result<u64, Error>) -> (ErrorCode, String) {
+    match r {
+        Err(Error::Broker { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn get_json(s: &Served, target: &str) -> Value {
+    let r = request(s.http.unwrap(), "GET", target, &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn tcp_publishes_are_checked_and_valid_ones_stored_unchanged() {
+    let (dir, config) = setup("tcp", TEMP);
+    let s = serve(&config);
+    let c = client(&s);
+    // Spaces and key order kept: stored as sent, not re-serialized.
+    let valid = br#"{ "unit":"C",  "value": 21.5 }"#;
+    let first = c.publish_confirmed("sensors/kitchen/temp", valid).unwrap();
+    let (code, message) =
+        refusal(c.publish_confirmed("sensors/kitchen/temp", r#"{"value":"warm"}"#));
+    assert_eq!(code, ErrorCode::INVALID_PAYLOAD);
+    assert_eq!(
+        message,
+        "/value: expected number, got string (schema schemas/temp.json of [topics.\"sensors/+/temp\"])"
+    );
+    let (_, message) = refusal(c.publish_confirmed("sensors/hall/temp", "{}"));
+    assert!(
+        message.starts_with("/: missing required property \"value\""),
+        "{message}"
+    );
+    let (_, message) = refusal(c.publish_confirmed("sensors/hall/temp", "21.5 C"));
+    assert!(message.starts_with("payload is not JSON: "), "{message}");
+    // The connection stays usable; a topic without a schema takes anything.
+    c.publish_confirmed("sensors/kitchen/humidity", "not json")
+        .unwrap();
+    let second = c
+        .publish_confirmed("sensors/kitchen/temp", r#"{"value":-40}"#)
+        .unwrap();
+    assert_eq!(second, first + 1, "refused payloads take no offset");
+
+    let mut sub = c
+        .subscribe("sensors/kitchen/temp", Start::Earliest)
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match sub.recv_timeout(WAIT).unwrap() {
+            Some(Event::Message(m)) => got.push(m.payload),
+            Some(_) => {}
+            None => panic!("no message within {WAIT:?}; got {got:?}"),
+        }
+    }
+    assert_eq!(got, [valid.to_vec(), br#"{"value":-40}"#.to_vec()]);
+
+    let t = get_json(&s, "/api/topics/sensors/kitchen/temp");
+    assert_eq!(t["schema_refused"], 1, "{t}");
+    assert_eq!(t["published"], 2, "{t}");
+    assert_eq!(t["schema"]["file"], "schemas/temp.json", "{t}");
+    assert_eq!(t["schema"]["from"], "sensors/+/temp", "{t}");
+    let h = get_json(&s, "/api/topics/sensors/kitchen/humidity");
+    assert_eq!(h["schema"], Value::Null, "{h}");
+    assert_eq!(h["schema_refused"], 0, "{h}");
+    let stats = get_json(&s, "/api/stats");
+    assert_eq!(stats["totals"]["schema_refused"], 3, "{stats}");
+    assert_eq!(stats["totals"]["errors"]["invalid_payload"], 3, "{stats}");
+    let metrics = request(s.http.unwrap(), "GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("\nmote_schema_refused_total 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mote_topic_schema_refused_total{topic=\"sensors/hall/temp\"} 2"),
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn http_publishes_answer_422_with_the_message() {
+    let (dir, config) = setup("http", TEMP);
+    let s = serve(&config);
+    let http = s.http.unwrap();
+    let ok = request(http, "POST", "/t/sensors/a/temp", &[], br#"{"value": 3}"#);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["offset"], 0);
+    let bad = request(http, "POST", "/t/sensors/a/temp", &[], br#"{"value": 300}"#);
+    let v = bad.assert_error(422, "invalid_payload");
+    assert_eq!(
+        v["error"],
+        "/value: 300 is greater than the maximum 125 (schema schemas/temp.json of [topics.\"sensors/+/temp\"])"
+    );
+    let bad = request(http, "PUT", "/t/sensors/a/temp", &[], b"<xml/>");
+    let v = bad.assert_error(422, "invalid_payload");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("payload is not JSON"),
+        "{v}"
+    );
+    // What is stored is the valid one only, unchanged.
+    let c = client(&s);
+    let mut sub = c.subscribe("sensors/a/temp", Start::Earliest).unwrap();
+    match sub.recv_timeout(WAIT).unwrap() {
+        Some(Event::Message(m)) => assert_eq!(m.payload, br#"{"value": 3}"#),
+        other => panic!("expected the stored message, got {other:?}"),
+    }
+    let t = get_json(&s, "/api/topics/sensors/a/temp");
+    assert_eq!(t["schema_refused"], 2, "{t}");
+    assert_eq!(t["published"], 1, "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_schema_with_an_unsupported_keyword_is_refused_at_start() {
+    let (dir, config) = setup(
+        "refused",
+        r#"{"type": "object", "properties": {"value": {"oneOf": [{"type": "number"}]}}}"#,
+    );
+    let o = Command::new(MOTE)
+        .args(["serve", "--tcp", "127.0.0.1:0", "--http", "off", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let e = String::from_utf8_lossy(&o.stderr);
+    let file = dir.join("schemas/temp.json");
+    assert!(
+        e.starts_with(&format!(
+            "mote: [topics.\"sensors/+/temp\"] schema \"schemas/temp.json\" ({}): /properties/value: keyword \"oneOf\" is not supported (mote supports type, properties,",
+            file.display()
+        )),
+        "{e}"
+    );
+    // A missing file, likewise.
+    std::fs::remove_file(&file).unwrap();
+    let o = Command::new(MOTE)
+        .args(["serve", "--tcp", "127.0.0.1:0", "--http", "off", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cannot read it: No such file"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sighup_loads_a_new_schema_and_keeps_the_old_one_when_the_new_one_is_broken() {
+    let (dir, config) = setup("hup", TEMP);
+    let mut s = serve(&config);
+    let c = client(&s);
+    c.publish_confirmed("sensors/a/temp", r#"{"value":1}"#)
+        .unwrap();
+    // A new schema: the unit is now required.
+    let stricter = TEMP.replace(r#"["value"]"#, r#"["value", "unit"]"#);
+    std::fs::write(dir.join("schemas/temp.json"), &stricter).unwrap();
+    s.signal("HUP");
+    s.wait_log("per-topic settings reloaded: 1 pattern(s) with a JSON schema");
+    let (code, message) = refusal(c.publish_confirmed("sensors/a/temp", r#"{"value":1}"#));
+    assert_eq!(code, ErrorCode::INVALID_PAYLOAD);
+    assert!(
+        message.starts_with("/: missing required property \"unit\""),
+        "{message}"
+    );
+    // A topic created after the reload gets it too.
+    let (_, message) = refusal(c.publish_confirmed("sensors/new/temp", r#"{"value":1}"#));
+    assert!(message.contains("\"unit\""), "{message}");
+    // A broken one: the stricter schema stays, and the log says why.
+    std::fs::write(
+        dir.join("schemas/temp.json"),
+        r#"{"type": "object", "not": {}}"#,
+    )
+    .unwrap();
+    s.signal("HUP");
+    let line = s.wait_log("keeping the schema loaded before");
+    assert!(
+        line.contains("[topics.\"sensors/+/temp\"] schema \"schemas/temp.json\"")
+            && line.contains("keyword \"not\" is not supported"),
+        "{line}"
+    );
+    let (_, message) = refusal(c.publish_confirmed("sensors/a/temp", r#"{"value":1}"#));
+    assert!(message.contains("\"unit\""), "{message}");
+    c.publish_confirmed("sensors/a/temp", r#"{"value":1,"unit":"C"}"#)
+        .unwrap();
+    // Taking the schema away: anything goes again.
+    std::fs::write(&config, "[topics.\"sensors/+/temp\"]\npersist = false\n").unwrap();
+    s.signal("HUP");
+    s.wait_log("reloaded: 0 pattern(s) with a JSON schema");
+    c.publish_confirmed("sensors/a/temp", "anything").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
