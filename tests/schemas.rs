@@ -246,3 +246,75 @@ fn sighup_loads_a_new_schema_and_keeps_the_old_one_when_the_new_one_is_broken() 
     c.publish_confirmed("sensors/a/temp", "anything").unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The code blocks of the README section `## Per-topic JSON schemas`, in order.
+fn readme_blocks() -> Vec<(String, String)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## Per-topic JSON schemas\n").unwrap();
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").unwrap() + 3];
+    let mut blocks = Vec::new();
+    let mut rest = section;
+    while let Some(i) = rest.find("```") {
+        let after = &rest[i + 3..];
+        let lang_end = after.find('\n').unwrap();
+        let body = &after[lang_end + 1..];
+        let end = body.find("```").unwrap();
+        blocks.push((after[..lang_end].to_string(), body[..end].to_string()));
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+#[test]
+fn the_readme_example_works_as_written() {
+    let blocks = readme_blocks();
+    let langs: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(langs, ["toml", "json", "console"]);
+    let (dir, config) = setup("readme", &blocks[1].1);
+    std::fs::write(&config, &blocks[0].1).unwrap();
+    let s = serve(&config);
+    let port = s.port();
+    let lines: Vec<&str> = blocks[2].1.lines().collect();
+    let mut i = 0;
+    let mut commands = 0;
+    while i < lines.len() {
+        let command = lines[i].strip_prefix("$ ").unwrap();
+        let expected: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("$ "))
+            .copied()
+            .collect();
+        i += 1 + expected.len();
+        commands += 1;
+        if let Some(args) = command.strip_prefix("mote pub -t ") {
+            let (topic, message) = args.split_once(" -m ").unwrap();
+            let message = message.trim_matches('\'');
+            let o = Command::new(MOTE)
+                .args(["pub", "-p", &port, "--confirm", "-t", topic, "-m", message])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            let got: Vec<&str> = err.lines().collect();
+            assert_eq!(got, expected, "{command}");
+            assert_eq!(o.status.success(), expected.is_empty(), "{command}: {err}");
+        } else if let Some(args) = command.strip_prefix("curl -d '") {
+            let (body, rest) = args.split_once("' ").unwrap();
+            let target = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .strip_prefix("http://127.0.0.1:7271")
+                .unwrap();
+            assert!(command.ends_with("# HTTP 422"), "{command}");
+            let r = request(s.http.unwrap(), "POST", target, &[], body.as_bytes());
+            assert_eq!(r.status, 422, "{}", r.text());
+            assert_eq!(r.text(), expected.join("\n"), "{command}");
+        } else {
+            panic!("no runner for {command:?}");
+        }
+    }
+    assert_eq!(commands, 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -205,6 +205,17 @@ fn topic_info(argv: Vec<OsString>) -> Result<(), Exit> {
     if let Some(ms) = v["idle_ms"].as_u64() {
         lines.push(("idle".into(), duration_ms(ms)));
     }
+    if let Some(schema) = v["schema"].as_object() {
+        lines.push((
+            "schema".into(),
+            format!(
+                "{} from [topics.{:?}], {} refused",
+                text(&schema["file"]),
+                text(&schema["from"]),
+                num(&v["schema_refused"])
+            ),
+        ));
+    }
     let groups: Vec<String> = v["groups"]
         .as_array()
         .map(|g| g.iter().map(text).collect())
