@@ -285,12 +285,12 @@ mod tests {
     fn unknown_keys_list_the_known_ones() {
         assert_eq!(
             error("[topics.\"s\"]\nretain = 5"),
-            "[topics.\"s\"] unknown key \"retain\" (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry)"
+            "[topics.\"s\"] unknown key \"retain\" (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry, schema)"
         );
         // An unquoted pattern with levels: TOML reads it as nested tables.
         assert_eq!(
             error("[topics.sensors.temp]\npersist = false"),
-            "[topics.\"sensors\"] temp: is not a key (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry); a pattern with more levels is quoted whole: [topics.\"sensors/temp\"]"
+            "[topics.\"sensors\"] temp: is not a key (persist, retain-messages, retain-bytes, max-age, discard, idle-expiry, schema); a pattern with more levels is quoted whole: [topics.\"sensors/temp\"]"
         );
     }
 
@@ -303,7 +303,7 @@ mod tests {
             .map(|l| format!("{}\n", l.strip_prefix('#').unwrap_or(l)))
             .collect();
         let p = parse(&text).unwrap();
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), 3);
         let r = p.resolve("debug/x", &TopicSettings::new(true));
         assert!(!r.persist.value);
         let r = p.resolve("sensors/x", &TopicSettings::new(false));
@@ -327,7 +327,7 @@ mod tests {
         );
         assert_eq!(
             error("[topics]\n\"a/#\" = false"),
-            "[topics.\"a/#\"] must be a table with keys persist, retain-messages, retain-bytes, max-age, discard, idle-expiry"
+            "[topics.\"a/#\"] must be a table with keys persist, retain-messages, retain-bytes, max-age, discard, idle-expiry, schema"
         );
     }
 }
