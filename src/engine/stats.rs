@@ -61,6 +61,17 @@ pub struct Stats {
     /// Dead letters kept by their group because the dead-letter topic could not be
     /// created (`--max-topics`): retried later, never dropped.
     pub dead_letters_held: u64,
+    /// Requests stored and waiting for a reply (protocol 4).
+    pub requests: u64,
+    /// Requests refused at once because nothing could answer them.
+    pub requests_no_responders: u64,
+    /// Requests that got no reply within their timeout.
+    pub request_timeouts: u64,
+    /// Replies handed to a waiting requester.
+    pub replies: u64,
+    /// Replies dropped: their request was answered already, timed out, or its requester
+    /// is gone (or the inbox never existed).
+    pub replies_dropped: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -130,6 +141,11 @@ impl Default for Stats {
             topics_expired: 0,
             groups_expired: 0,
             dead_letters_held: 0,
+            requests: 0,
+            requests_no_responders: 0,
+            request_timeouts: 0,
+            replies: 0,
+            replies_dropped: 0,
             errors: [0; CODE_SLOTS],
         }
     }
