@@ -56,8 +56,8 @@ pub struct Reply {
 ///
 /// [`Request::reply`] answers it; the first reply of any responder reaches the
 /// requester, later ones are dropped by the broker. For a group member the delivery is
-/// acked when the reply is queued; dropping a group request without replying nacks it
-/// (another member gets it, if the requester still waits).
+/// acked when the reply is queued; [`Request::decline`] (or dropping it, with a logged
+/// warning) nacks it, so another member gets it if the requester still waits.
 #[derive(Debug)]
 #[must_use = "a request waits for its reply"]
 pub struct Request {
@@ -132,6 +132,21 @@ impl Request {
         match self.delivery.take() {
             // The reply went; a delivery of a connection gone was put back already.
             Some(d) => match d.ack() {
+                Ok(()) | Err(Error::DeliveryExpired) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Request {
+    /// Does not answer: a group request goes back to the group (nacked) at once, so
+    /// another member may answer it while its requester still waits; for a plain
+    /// subscriber this is the same as dropping it.
+    pub fn decline(mut self) -> Result<(), Error> {
+        match self.delivery.take() {
+            Some(d) => match d.nack(Duration::ZERO) {
                 Ok(()) | Err(Error::DeliveryExpired) => Ok(()),
                 Err(e) => Err(e),
             },

@@ -217,9 +217,9 @@ pub(crate) fn reply(argv: Vec<OsString>) -> Result<(), Exit> {
                     }
                 }
                 Err(why) => {
-                    // Dropping a group request nacks it: another member may answer.
+                    // A group request goes back: another member may answer.
                     eprintln!("mote reply: {what} {why}; no reply sent");
-                    drop(r);
+                    r.decline()?;
                 }
             }
         }
