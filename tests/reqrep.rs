@@ -536,3 +536,49 @@ fn a_failing_command_answers_nothing_and_another_member_may_answer() {
     assert!(err.contains("exited with 3; no reply sent"), "{err}");
     assert!(!err.contains("without ack or nack"), "{err}");
 }
+
+#[test]
+fn the_readme_shows_the_commands_these_tests_run() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for line in [
+        "mote reply -t svc/upper --exec 'tr a-z A-Z'",
+        "mote req -t svc/upper -m hello                     # prints HELLO",
+        "curl -d hello 'http://127.0.0.1:7271/t/svc/upper?wait=reply&timeout=5s'",
+    ] {
+        assert!(readme.contains(line), "the README lost {line:?}");
+    }
+}
+
+/// The README's curl line, as written, against a broker with `mote reply` answering.
+#[test]
+fn the_readme_curl_line_prints_the_reply() {
+    let s = Served::start(&[]);
+    let port = s.port();
+    let http = s.http.unwrap();
+    let mut upper = Command::new(MOTE)
+        .args([
+            "reply",
+            "-p",
+            &port,
+            "-t",
+            "svc/upper",
+            "--exec",
+            "tr a-z A-Z",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{http}/t/svc/upper?wait=reply&timeout=5s");
+    let mut body = Vec::new();
+    eventually(PATIENCE, "curl gets the reply", || {
+        let out = Command::new("curl")
+            .args(["-s", "-d", "hello", &url])
+            .output()
+            .unwrap();
+        body = out.stdout;
+        body == b"HELLO"
+    });
+    let _ = upper.kill();
+    let _ = upper.wait();
+}
