@@ -550,7 +550,7 @@ fn the_readme_shows_the_commands_these_tests_run() {
     }
 }
 
-/// The README's curl line, as written, against a broker with `mote reply` answering.
+/// The README's curl line (as curl sends it), against a broker with `mote reply` answering.
 #[test]
 fn the_readme_curl_line_prints_the_reply() {
     let s = Served::start(&[]);
@@ -569,16 +569,24 @@ fn the_readme_curl_line_prints_the_reply() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://{http}/t/svc/upper?wait=reply&timeout=5s");
-    let mut body = Vec::new();
-    eventually(PATIENCE, "curl gets the reply", || {
-        let out = Command::new("curl")
-            .args(["-s", "-d", "hello", &url])
-            .output()
-            .unwrap();
-        body = out.stdout;
-        body == b"HELLO"
+    // What `curl -d hello URL` sends: a form-encoded POST.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let mut last = None;
+    eventually(PATIENCE, "the request is answered", || {
+        let r = common::http::request(
+            http,
+            "POST",
+            "/t/svc/upper?wait=reply&timeout=5s",
+            &form,
+            b"hello",
+        );
+        let ok = r.status == 200;
+        last = Some(r);
+        ok
     });
+    let r = last.unwrap();
+    assert_eq!(r.body, b"HELLO");
+    assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
     let _ = upper.kill();
     let _ = upper.wait();
 }
