@@ -237,6 +237,14 @@ fn handle_error(
             return Ok(None);
         }
     }
+    // The broker's answer to a request the client gave up on itself (its own bound
+    // passed first): nothing to report.
+    if matches!(
+        e.code,
+        wire::ErrorCode::TIMEOUT | wire::ErrorCode::NO_RESPONDERS
+    ) {
+        return Ok(None);
+    }
     if let Some(tx) = refused_resubscribe(&mut st, subs, e.req, e.code) {
         return Ok(Some(tx));
     }
