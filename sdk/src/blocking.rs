@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_lite::FutureExt;
 
-use crate::{Error, Event, Group, GroupEvent, Options, Start};
+use crate::{Error, Event, Group, GroupEvent, Options, Reply, Request, Start};
 
 /// A blocking handle on a [`crate::Client`]. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -109,6 +109,65 @@ impl Client {
     /// See [`crate::Client::close`].
     pub fn close(self) -> Result<(), Error> {
         wait(self.inner.close())
+    }
+
+    /// See [`crate::Client::request`].
+    pub fn request(
+        &self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        wait(self.inner.request(topic, payload, timeout))
+    }
+
+    /// See [`crate::Client::request_with_key`].
+    pub fn request_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        wait(self.inner.request_with_key(topic, key, payload, timeout))
+    }
+
+    /// See [`crate::Client::serve`].
+    pub fn serve(&self, filter: &str) -> Result<Requests, Error> {
+        wait(self.inner.serve(filter)).map(|inner| Requests { inner })
+    }
+
+    /// See [`crate::Client::serve_group`].
+    pub fn serve_group(&self, filter: &str, group: Group) -> Result<Requests, Error> {
+        wait(self.inner.serve_group(filter, group)).map(|inner| Requests { inner })
+    }
+}
+
+/// A responder's blocking stream of requests; also an iterator.
+#[derive(Debug)]
+pub struct Requests {
+    inner: crate::Requests,
+}
+
+impl Requests {
+    /// The next request; `None` once the client is closed.
+    pub fn recv(&mut self) -> Option<Request> {
+        wait(self.inner.next())
+    }
+
+    /// The next request, waiting at most `timeout`: `Err(Error::Timeout)` if none came.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Request>, Error> {
+        wait(async { Ok(self.inner.next().await) }.or(async {
+            async_io::Timer::after(timeout).await;
+            Err(Error::Timeout)
+        }))
+    }
+}
+
+impl Iterator for Requests {
+    type Item = Request;
+    fn next(&mut self) -> Option<Request> {
+        self.recv()
     }
 }
 

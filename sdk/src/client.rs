@@ -205,6 +205,8 @@ pub(crate) enum Answer {
     Offset(async_channel::Sender<Result<u64, Error>>),
     /// A management request's JSON.
     Json(async_channel::Sender<Result<String, Error>>),
+    /// A request's reply (protocol 4), and its topic for the errors.
+    Reply(async_channel::Sender<Result<crate::Reply, Error>>, Arc<str>),
 }
 
 impl Answer {
@@ -215,6 +217,9 @@ impl Answer {
                 let _ = tx.try_send(Err(e));
             }
             Answer::Json(tx) => {
+                let _ = tx.try_send(Err(e));
+            }
+            Answer::Reply(tx, _) => {
                 let _ = tx.try_send(Err(e));
             }
         }
@@ -235,6 +240,11 @@ pub(crate) struct Pending {
 pub(crate) enum Tx {
     Plain(async_channel::Sender<Event>),
     Group(async_channel::Sender<GroupEvent>),
+    /// A responder's requests (protocol 4); `group`: a group membership.
+    Requests {
+        tx: async_channel::Sender<crate::Request>,
+        group: bool,
+    },
 }
 
 pub(crate) struct SubShared {
@@ -440,7 +450,7 @@ impl Client {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
 
@@ -474,7 +484,7 @@ impl Client {
     /// Queues a frame that `encode` appends to the queue, waiting for room while
     /// connected. `encode` runs once, under the lock; a returned [`Pending`] is registered
     /// under the id `encode` took last.
-    async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         mut encode: impl FnMut(&mut State) -> Option<Pending>,
     ) -> Result<(), Error> {
@@ -510,7 +520,7 @@ impl Client {
         }
     }
 
-    fn check(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+    pub(crate) fn check(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         Topic::new(topic).map_err(|source| Error::Topic {
             name: topic.to_string(),
             source,
@@ -646,7 +656,7 @@ impl Client {
     }
 
     /// Fails with [`Error::Unsupported`] if the broker speaks a version below `needed`.
-    fn need_version(&self, needed: u16, what: &'static str) -> Result<(), Error> {
+    pub(crate) fn need_version(&self, needed: u16, what: &'static str) -> Result<(), Error> {
         match self.protocol_version() {
             Some(broker) if broker < needed => Err(Error::Unsupported {
                 broker,
@@ -734,7 +744,7 @@ impl Client {
         })
     }
 
-    async fn add_subscription(
+    pub(crate) async fn add_subscription(
         &self,
         filter: &str,
         from: Start,

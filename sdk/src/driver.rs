@@ -216,7 +216,12 @@ fn handle_error(
     let mut st = shared.lock();
     if e.req != 0 {
         if let Some(p) = st.pending.remove(&e.req) {
-            p.tx.fail(err());
+            match &p.tx {
+                Answer::Reply(_, topic) => {
+                    p.tx.fail(crate::request::request_error(topic, e.code, e.message));
+                }
+                _ => p.tx.fail(err()),
+            }
             return Ok(None);
         }
         if st.subs.get(&e.req).is_some_and(|s| s.ack.is_some()) {
@@ -231,6 +236,14 @@ fn handle_error(
             }
             return Ok(None);
         }
+    }
+    // The broker's answer to a request the client gave up on itself (its own bound
+    // passed first): nothing to report.
+    if matches!(
+        e.code,
+        wire::ErrorCode::TIMEOUT | wire::ErrorCode::NO_RESPONDERS
+    ) {
+        return Ok(None);
     }
     if let Some(tx) = refused_resubscribe(&mut st, subs, e.req, e.code) {
         return Ok(Some(tx));
@@ -286,6 +299,10 @@ fn without_subscription_frames(buf: &[u8], version: u16, dropped: &mut Vec<u32>)
             | Frame::Ack(_)
             | Frame::Nack(_) => {}
             Frame::Manage(m) if version < wire::MANAGE_VERSION => dropped.push(m.req),
+            Frame::Request(r) if version < wire::REQUEST_VERSION => dropped.push(r.req),
+            // The inbox is the broker's: a reply still goes after a reconnect, but not to
+            // a broker that knows no replies.
+            Frame::Reply(_) if version < wire::REQUEST_VERSION => {}
             _ => out.extend_from_slice(&buf[pos..pos + used]),
         }
         pos += used;
@@ -358,10 +375,14 @@ async fn session(
         for req in dropped {
             st.buf_reqs.retain(|r| *r != req);
             if let Some(p) = st.pending.remove(&req) {
+                let (needed, what) = match p.tx {
+                    Answer::Reply(..) => (wire::REQUEST_VERSION, "request/reply"),
+                    _ => (wire::MANAGE_VERSION, "management"),
+                };
                 p.tx.fail(Error::Unsupported {
                     broker: info.version,
-                    needed: wire::MANAGE_VERSION,
-                    what: "management",
+                    needed,
+                    what,
                 });
             }
         }
@@ -393,6 +414,8 @@ async fn session(
         match tx {
             Tx::Plain(tx) => deliver(&tx, Event::Refused { code, message }).await,
             Tx::Group(tx) => deliver(&tx, GroupEvent::Refused { code, message }).await,
+            // Dropping the sender ends the responder's stream.
+            Tx::Requests { .. } => {}
         }
     }
     shared.set_link(Link::Up);
@@ -688,8 +711,48 @@ async fn handle(
                 };
                 let conn = shared.lock().conn_gen;
                 let d = Delivery::new(msg, m.attempt, m.sub, m.tag, conn, shared.clone());
-                if let Tx::Group(tx) = ls.tx.clone() {
-                    deliver(&tx, GroupEvent::Message(d)).await;
+                match ls.tx.clone() {
+                    Tx::Group(tx) => deliver(&tx, GroupEvent::Message(d)).await,
+                    // A request answered (or given up) already: nothing to do but ack.
+                    Tx::Requests { .. } => {
+                        let _ = d.ack();
+                    }
+                    Tx::Plain(_) => {}
+                }
+            }
+        }
+        Frame::Asked(a) => {
+            if let Some(ls) = local(shared, subs, a.sub) {
+                let topic = ls.advance(a.topic, a.offset + 1);
+                let msg = Message {
+                    topic,
+                    offset: a.offset,
+                    time_ms: a.time_ms,
+                    key: a.key.map(<[u8]>::to_vec),
+                    payload: a.payload.to_vec(),
+                };
+                let conn = shared.lock().conn_gen;
+                match ls.tx.clone() {
+                    Tx::Requests { tx, group } => {
+                        let r = crate::request::incoming(msg, &a, group, conn, shared);
+                        deliver(&tx, r).await;
+                    }
+                    // A subscriber that does not answer sees the message it also is.
+                    Tx::Plain(tx) => deliver(&tx, Event::Message(msg)).await,
+                    Tx::Group(tx) => {
+                        let d = Delivery::new(msg, a.attempt, a.sub, a.tag, conn, shared.clone());
+                        deliver(&tx, GroupEvent::Message(d)).await;
+                    }
+                }
+            }
+        }
+        Frame::Response(r) => {
+            if let Some(pending) = shared.lock().pending.remove(&r.req) {
+                if let Answer::Reply(tx, _) = pending.tx {
+                    let _ = tx.try_send(Ok(crate::Reply {
+                        key: r.key.map(<[u8]>::to_vec),
+                        payload: r.payload.to_vec(),
+                    }));
                 }
             }
         }
@@ -729,6 +792,7 @@ async fn handle(
                         };
                         deliver(&tx, ev).await;
                     }
+                    Tx::Requests { .. } => {}
                 }
             }
         }
@@ -768,6 +832,7 @@ async fn handle(
                         };
                         deliver(&tx, ev).await;
                     }
+                    Tx::Requests { .. } => {}
                 }
             }
         }
@@ -824,6 +889,8 @@ async fn handle(
                         };
                         deliver(&tx, ev).await;
                     }
+                    // Dropping the sender ends the responder's stream.
+                    Tx::Requests { .. } => {}
                 }
             }
         }

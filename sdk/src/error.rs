@@ -57,8 +57,14 @@ pub enum Error {
     Closed,
     /// An address that cannot be used.
     Address(String),
-    /// No answer in time.
+    /// No answer in time (for [`crate::Client::request`]: no reply within its timeout).
     Timeout,
+    /// A request (protocol 4) to a topic nothing answers: no subscription matches it and
+    /// no consumer group with a connected member reads it. Nothing was stored.
+    NoResponders {
+        /// The request's topic.
+        topic: String,
+    },
     /// A token that cannot be used.
     Token(crate::secure::TokenError),
     /// An ack or nack of a group message whose connection is gone: the broker has put
@@ -99,6 +105,7 @@ impl fmt::Display for Error {
                 "bad broker address {a:?}: expected HOST:PORT or mote://NAME:TOKEN@HOST:PORT"
             ),
             Error::Timeout => f.write_str("timed out"),
+            Error::NoResponders { topic } => write!(f, "no responders on {topic}"),
             Error::Token(e) => write!(f, "bad token: {e}"),
             Error::DeliveryExpired => f.write_str(
                 "the connection this message came on is gone; the broker delivers it again",
@@ -130,6 +137,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Broker { code, .. } => Some(*code),
+            Error::NoResponders { .. } => Some(ErrorCode::NO_RESPONDERS),
             _ => None,
         }
     }

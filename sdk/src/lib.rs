@@ -8,6 +8,8 @@
 //! - [`topic`]: topic and filter validation and matching.
 //! - [`Client::manage`]: list, inspect, purge and delete topics, seek and delete groups
 //!   (protocol 3); the answers are the broker's JSON documents.
+//! - [`Client::request`]: request/reply (protocol 4); [`Client::serve`] and
+//!   [`Client::serve_group`] for responders.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {
@@ -27,6 +29,7 @@ mod error;
 mod group;
 mod handshake;
 mod link;
+mod request;
 pub mod secure;
 pub mod topic;
 pub mod wire;
@@ -35,5 +38,6 @@ pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Optio
 pub use error::Error;
 pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
 pub use link::{Link, LinkWatch};
+pub use request::{Reply, Request, Requests};
 pub use topic::{Filter, Topic, TopicError};
 pub use wire::{ErrorCode, ManageOp, Start};

@@ -218,6 +218,32 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
             t.figures.add("latency_p999_us", rep, p999);
         }
     }
+    // Request/reply is mote's own (protocol 4): one responder, one request in flight.
+    if plan.wanted("reqrep") {
+        for &i in &order {
+            let t = &mut targets[i];
+            if t.role != Role::Mote {
+                continue;
+            }
+            let Some(rt) = t.attempt(plan, &tag(t), "request/reply", |t| {
+                super::reqrep::round_trips(t.addr, plan.samples, 64)
+            })?
+            else {
+                continue;
+            };
+            plan.say(format!(
+                "{}request/reply (64 B, 1 responder)  {:.0} round trips/s  (ping {:.0}/s: {:.0}%)",
+                tag(t),
+                rt.reqrep_per_sec,
+                rt.ping_per_sec,
+                100.0 * rt.reqrep_per_sec / rt.ping_per_sec
+            ));
+            t.figures
+                .add("reqrep_round_trips_per_sec", rep, rt.reqrep_per_sec);
+            t.figures
+                .add("ping_round_trips_per_sec", rep, rt.ping_per_sec);
+        }
+    }
     #[cfg(feature = "bench-persist")]
     durable::repetition(targets, plan, rep, &order, &tag)?;
     Ok(())

@@ -28,6 +28,7 @@ mod measure;
 mod mote;
 mod output;
 mod proc;
+mod reqrep;
 mod run;
 mod target;
 
@@ -106,7 +107,7 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("RUNS"),
         default: None,
-        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, idle (for profiling)",
+        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, reqrep, idle (for profiling)",
     },
     Flag {
         long: "token",

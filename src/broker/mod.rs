@@ -177,6 +177,14 @@ pub async fn run(
         log::info!("{} topic pattern(s) with a JSON schema", schemas.len());
     }
     engine.set_schemas(schemas);
+    // Request inboxes are derived from this secret: unguessable by responders.
+    let mut inbox_key = [0u8; 32];
+    if let Err(e) = mote_sdk::secure::random(&mut inbox_key) {
+        return Err(std::io::Error::other(format!(
+            "no randomness for request inboxes: {e}"
+        )));
+    }
+    engine.seed_requests(inbox_key);
     let wall_now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)

@@ -5,8 +5,10 @@ mod exec;
 mod follow;
 mod manage;
 mod publish;
+mod reqrep;
 
 pub(crate) use manage::{group, groups, topic, topics};
+pub(crate) use reqrep::{reply, req};
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};

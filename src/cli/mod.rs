@@ -19,6 +19,8 @@ Commands:
   serve   run the broker
   pub     publish messages (like mosquitto_pub)
   sub     subscribe and print messages (like mosquitto_sub)
+  req     send a request and print the reply (exit 1: no responders, no reply in time)
+  reply   answer requests with a command (stdin: the request, stdout: the reply)
   ping    check that a broker answers (exit 0) or not (exit 1)
   topics  list topics: name, stored, offsets, bytes, rate, subscribers, settings
   topic   info, show, purge, delete or meta (metadata) of one topic
@@ -105,6 +107,14 @@ pub(crate) fn main() -> i32 {
         "sub" => {
             init_logging("warn", mote::logging::Output::Direct);
             return client(client::subscribe(argv), "sub");
+        }
+        "req" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::req(argv), "req");
+        }
+        "reply" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::reply(argv), "reply");
         }
         "ping" => return client(client::ping(argv), "ping"),
         "topics" => {

@@ -69,6 +69,7 @@ fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
             } => Got::Removed(sub, topic.into(), unread, next),
             Delivery::GroupMessage { topic, offset, .. } => Got::Group(topic.into(), offset),
             Delivery::GroupGone { .. } => panic!("these scenarios delete no group"),
+            Delivery::Asked { .. } => panic!("these scenarios make no request"),
         });
         true
     });

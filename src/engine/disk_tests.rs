@@ -119,6 +119,7 @@ impl Broker {
                     Delivery::GroupMessage { offset, .. } => batch.push(offset),
                     Delivery::Lag { missed: m, .. } => missed += m,
                     Delivery::GroupGone { .. } => panic!("no group is deleted here"),
+                    Delivery::Asked { .. } => panic!("no request is made here"),
                     Delivery::Removed { unread, .. } => missed += unread,
                 }
                 true

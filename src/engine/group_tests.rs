@@ -97,6 +97,7 @@ pub(super) fn own(d: Delivery<'_>) -> Got {
             group: group.into(),
         },
         Delivery::Removed { .. } => panic!("these scenarios remove no topic"),
+        Delivery::Asked { .. } => panic!("these scenarios make no request"),
     }
 }
 

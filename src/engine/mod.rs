@@ -19,6 +19,7 @@ mod group_admin;
 mod lifecycle;
 mod pool;
 mod publish;
+mod request;
 mod ring;
 pub mod schemas;
 pub mod settings;
@@ -38,6 +39,7 @@ pub use group::{
     Ask as GroupAsk, GroupConfig, GroupCounters, GroupInfo, Settings as GroupSettings,
 };
 pub use lifecycle::MAX_LAST_OFFSETS;
+pub use request::{Answer, MAX_PENDING, MAX_PENDING_PER_CONN};
 pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{AdminOp, ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
@@ -137,6 +139,9 @@ struct TopicState {
     /// When the idle sweep last found it busy: idle since after a later change that
     /// `touched_ms` did not see (a group gone), counted from when the sweep saw it.
     busy_seen_ms: u64,
+    /// Pending requests stored in this topic (see `request`): delivery looks them up
+    /// only while this is not 0.
+    asks: u32,
 }
 
 impl TopicState {
@@ -170,6 +175,7 @@ impl TopicState {
             meta: Vec::new(),
             touched_ms: 0,
             busy_seen_ms: 0,
+            asks: 0,
         }
     }
 
@@ -323,6 +329,8 @@ pub struct Engine {
     last_offsets: lifecycle::LastOffsets,
     /// Where the sweep of topics goes on next.
     idle_scan: usize,
+    /// Requests waiting for replies (protocol 4).
+    requests: request::Requests,
 }
 
 impl Engine {
@@ -378,6 +386,7 @@ impl Engine {
             topics_changed: 0,
             last_offsets: lifecycle::LastOffsets::default(),
             idle_scan: 0,
+            requests: request::Requests::default(),
         }
     }
 
@@ -622,6 +631,7 @@ impl Engine {
         if !self.group_gone.is_empty() {
             self.group_gone.retain(|g| g.0 != conn);
         }
+        self.drop_requests_of(conn);
         self.stats.connections_closed += 1;
     }
 
@@ -680,6 +690,7 @@ impl Engine {
             self.close(id, code);
         }
         self.group_timeouts(now_ms);
+        self.request_timeouts(now_ms);
         expired.len()
     }
 
@@ -727,5 +738,7 @@ mod group_tests;
 mod lifecycle_disk_tests;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod request_tests;
 #[cfg(test)]
 mod tests;

@@ -64,6 +64,17 @@ pub struct Stats {
     /// Publishes refused because their payload did not match their topic's JSON schema
     /// (or was not JSON).
     pub schema_refused: u64,
+    /// Requests stored and waiting for a reply (protocol 4).
+    pub requests: u64,
+    /// Requests refused at once because nothing could answer them.
+    pub requests_no_responders: u64,
+    /// Requests that got no reply within their timeout.
+    pub request_timeouts: u64,
+    /// Replies handed to a waiting requester.
+    pub replies: u64,
+    /// Replies dropped: their request was answered already, timed out, or its requester
+    /// is gone (or the inbox never existed).
+    pub replies_dropped: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -134,6 +145,11 @@ impl Default for Stats {
             groups_expired: 0,
             dead_letters_held: 0,
             schema_refused: 0,
+            requests: 0,
+            requests_no_responders: 0,
+            request_timeouts: 0,
+            replies: 0,
+            replies_dropped: 0,
             errors: [0; CODE_SLOTS],
         }
     }

@@ -92,6 +92,31 @@ pub enum Delivery<'a> {
         /// Its payload.
         payload: &'a [u8],
     },
+    /// A request (protocol 4) still waiting for its reply: a `Message` (`group` false,
+    /// `tag` 0, `attempt` 1) or a `GroupMessage` with the inbox its reply goes to. A
+    /// connection of an older version renders it as that plain message.
+    Asked {
+        /// The connection's subscription id.
+        sub: u32,
+        /// Whether it is a group delivery (to ack with `tag`).
+        group: bool,
+        /// Delivery tag (group deliveries).
+        tag: u64,
+        /// Topic of the request.
+        topic: &'a str,
+        /// Its offset.
+        offset: u64,
+        /// When it was stored (ms since the Unix epoch).
+        time_ms: u64,
+        /// 1 on first delivery, more on a group's redeliveries.
+        attempt: u32,
+        /// The inbox to reply to.
+        reply: u64,
+        /// Its key, if any.
+        key: Option<&'a [u8]>,
+        /// Its payload.
+        payload: &'a [u8],
+    },
     /// The subscriber missed `missed` messages; delivery goes on at `next`.
     Lag {
         /// The connection's subscription id.
@@ -451,15 +476,34 @@ impl Engine {
                                 };
                                 msgs += 1;
                                 bytes += e.payload().len() as u64;
-                                Delivery::GroupMessage {
-                                    sub: sub_id,
-                                    tag,
-                                    topic: &t.name,
-                                    offset,
-                                    time_ms: e.time_ms,
-                                    attempt,
-                                    key: e.key(),
-                                    payload: e.payload(),
+                                let asked = if t.asks != 0 {
+                                    self.requests.inbox_at(topic, t.generation, offset)
+                                } else {
+                                    None
+                                };
+                                match asked {
+                                    None => Delivery::GroupMessage {
+                                        sub: sub_id,
+                                        tag,
+                                        topic: &t.name,
+                                        offset,
+                                        time_ms: e.time_ms,
+                                        attempt,
+                                        key: e.key(),
+                                        payload: e.payload(),
+                                    },
+                                    Some(reply) => Delivery::Asked {
+                                        sub: sub_id,
+                                        group: true,
+                                        tag,
+                                        topic: &t.name,
+                                        offset,
+                                        time_ms: e.time_ms,
+                                        attempt,
+                                        reply,
+                                        key: e.key(),
+                                        payload: e.payload(),
+                                    },
                                 }
                             }
                         };
@@ -544,13 +588,18 @@ impl Engine {
                     cur.skip_before_ms = 0;
                 }
                 let payload = e.payload();
-                let d = Delivery::Message {
-                    sub: cur.sub_id,
-                    topic: &t.name,
-                    offset: cur.next,
-                    time_ms: e.time_ms,
-                    key: e.key(),
-                    payload,
+                // One test per message for topics without pending requests.
+                let d = if t.asks == 0 {
+                    Delivery::Message {
+                        sub: cur.sub_id,
+                        topic: &t.name,
+                        offset: cur.next,
+                        time_ms: e.time_ms,
+                        key: e.key(),
+                        payload,
+                    }
+                } else {
+                    asked_or_message(&self.requests, tid, t, cur.sub_id, cur.next, e)
                 };
                 cur.next += 1;
                 n += 1;
@@ -604,5 +653,41 @@ impl Engine {
             }
         }
         more
+    }
+}
+
+/// The delivery of the message `e` at `offset` of topic `t` (which has pending
+/// requests) to subscription `sub`: `Asked` while its request waits, else a `Message`.
+#[cold]
+#[inline(never)]
+fn asked_or_message<'a>(
+    requests: &super::request::Requests,
+    tid: TopicId,
+    t: &'a super::TopicState,
+    sub: u32,
+    offset: u64,
+    e: &'a super::ring::Entry,
+) -> Delivery<'a> {
+    match requests.inbox_at(tid, t.generation, offset) {
+        Some(reply) => Delivery::Asked {
+            sub,
+            group: false,
+            tag: 0,
+            topic: &t.name,
+            offset,
+            time_ms: e.time_ms,
+            attempt: 1,
+            reply,
+            key: e.key(),
+            payload: e.payload(),
+        },
+        None => Delivery::Message {
+            sub,
+            topic: &t.name,
+            offset,
+            time_ms: e.time_ms,
+            key: e.key(),
+            payload: e.payload(),
+        },
     }
 }

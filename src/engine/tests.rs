@@ -64,6 +64,7 @@ fn own(d: Delivery<'_>) -> Got {
         Delivery::GroupMessage { .. } | Delivery::GroupGone { .. } => {
             panic!("these scenarios join no group")
         }
+        Delivery::Asked { .. } => panic!("these scenarios make no request"),
         Delivery::Lag {
             sub,
             topic,

@@ -205,6 +205,10 @@ impl Conn {
                 let a = w.wait(&self.edge).await;
                 self.answer(&a, close, head_only).await
             }
+            Outcome::Reply(w) => {
+                let a = w.wait().await;
+                self.answer(&a, close, head_only).await
+            }
             Outcome::Stream(s) => {
                 let _slot = slot;
                 if self.write_all(&s.head()).await.is_err() || head_only {

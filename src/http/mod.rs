@@ -19,6 +19,7 @@ mod micromq;
 mod parse;
 mod read;
 pub(crate) mod render;
+mod reply;
 mod routes;
 mod stats;
 mod stream;

@@ -248,6 +248,8 @@ pub(crate) struct Summary {
     pub(crate) log_dropped: u64,
     /// The data directory's figures, with `--data`.
     pub(crate) store: Option<StoreSummary>,
+    /// Requests waiting for a reply.
+    pub(crate) pending_requests: usize,
 }
 
 /// What `/api/stats` and `/metrics` show of the store.
@@ -479,6 +481,11 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "evicted_disk": st.stats.evicted_disk, "refused": st.stats.refused,
             "skipped_damaged": st.stats.skipped, "failure": st.failure,
         })),
+        "requests": {
+            "requests": st.requests, "no_responders": st.requests_no_responders,
+            "timeouts": st.request_timeouts, "replies": st.replies,
+            "replies_dropped": st.replies_dropped, "pending": s.pending_requests,
+        },
         "topics_total": s.topics,
         "connections_total": connections,
         "groups_total": s.groups,
@@ -493,6 +500,37 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
+}
+
+/// Request/reply counters (protocol 4) for `/metrics`.
+fn request_counters(st: &crate::engine::Stats) -> [(&'static str, &'static str, u64); 5] {
+    [
+        (
+            "mote_requests_total",
+            "Requests stored and waiting for a reply (protocol 4 and HTTP wait=reply).",
+            st.requests,
+        ),
+        (
+            "mote_requests_no_responders_total",
+            "Requests refused at once because nothing was subscribed to their topic.",
+            st.requests_no_responders,
+        ),
+        (
+            "mote_request_timeouts_total",
+            "Requests that got no reply within their timeout.",
+            st.request_timeouts,
+        ),
+        (
+            "mote_replies_total",
+            "Replies handed to a waiting requester.",
+            st.replies,
+        ),
+        (
+            "mote_replies_dropped_total",
+            "Replies dropped: their request was answered already, timed out, or its requester is gone.",
+            st.replies_dropped,
+        ),
+    ]
 }
 
 fn round(x: f64) -> f64 {
@@ -763,6 +801,15 @@ pub(crate) fn metrics(
     for (name, help, v) in counters {
         metric(name, "counter", help, &one(v as f64));
     }
+    for (name, help, v) in request_counters(st) {
+        metric(name, "counter", help, &one(v as f64));
+    }
+    metric(
+        "mote_requests_pending",
+        "gauge",
+        "Requests waiting for a reply.",
+        &one(s.pending_requests as f64),
+    );
     metric(
         "mote_evicted_total",
         "counter",

@@ -57,6 +57,8 @@ pub(crate) enum Outcome {
     Answer(Answer),
     /// A publish waiting for delivery.
     Wait(Waiting),
+    /// A request waiting for its reply (`wait=reply`).
+    Reply(super::reply::AwaitReply),
     /// A stream, registered with the engine.
     Stream(Stream),
     /// A document written in slices (`/api/stats?topics=all`, `/api/topics`).
@@ -203,6 +205,9 @@ pub(crate) fn refusal(r: &crate::engine::Refusal) -> HttpError {
         ErrorCode::STORAGE_FULL => (507, "storage_full"),
         ErrorCode::STORAGE_FAILED => (507, "storage_failed"),
         ErrorCode::NOT_FOUND => (404, "not_found"),
+        ErrorCode::NO_RESPONDERS => (503, "no_responders"),
+        ErrorCode::PENDING_LIMIT => (503, "pending_limit"),
+        ErrorCode::TIMEOUT => (504, "timeout"),
         ErrorCode::PROTOCOL => (400, "bad_request"),
         ErrorCode::INVALID_PAYLOAD => (422, "invalid_payload"),
         _ => (500, "internal"),
@@ -465,7 +470,7 @@ pub(crate) fn publish_as(
     .map_err(|e| refusal(&e))
 }
 
-fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, HttpError> {
+fn publish(edge: &Rc<Edge>, req: &mut Request<'_>, topic: &str) -> Result<Outcome, HttpError> {
     let caller = authenticate(edge, req)?;
     Topic::new(topic).map_err(|e| {
         HttpError::new(
@@ -485,11 +490,23 @@ fn publish(edge: &Edge, req: &mut Request<'_>, topic: &str) -> Result<Outcome, H
             };
             Some(t.min(WAIT_MAX))
         }
+        Some("reply") => {
+            let t = match req.query.get("timeout") {
+                None => super::reply::REPLY_WAIT_DEFAULT,
+                Some(t) => crate::units::parse_duration(t)
+                    .map_err(|e| HttpError::new(400, "bad_request", format!("timeout: {e}")))?,
+            };
+            let t = t.clamp(Duration::from_millis(1), super::reply::REPLY_WAIT_MAX);
+            let key = req.head.header("X-Key").filter(|k| !k.is_empty());
+            let (peer, token) = (req.peer, caller.name.as_deref());
+            let w = super::reply::ask(edge, peer, token, topic, key, &req.body, t)?;
+            return Ok(Outcome::Reply(w));
+        }
         Some(other) => {
             return Err(HttpError::new(
                 400,
                 "bad_request",
-                format!("wait={other:?}: the only wait is `delivered`"),
+                format!("wait={other:?}: the waits are `delivered` and `reply`"),
             ));
         }
     };

@@ -214,6 +214,25 @@ impl Stream {
                     payload,
                     ack: Some((number.unwrap_or(0), tag, attempt)),
                 },
+                // A request: an HTTP stream cannot reply, it sees the message.
+                Delivery::Asked {
+                    group,
+                    tag,
+                    topic,
+                    offset,
+                    time_ms,
+                    attempt,
+                    key,
+                    payload,
+                    ..
+                } => Event::Message {
+                    topic,
+                    offset,
+                    time_ms,
+                    key,
+                    payload,
+                    ack: group.then(|| (number.unwrap_or(0), tag, attempt)),
+                },
                 Delivery::Lag {
                     topic,
                     missed,

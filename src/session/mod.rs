@@ -16,12 +16,13 @@ use mote_sdk::Start;
 use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION, Manage,
-    ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION, Removed, Subscribed, Unsubscribe,
+    self, Asked, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION,
+    Manage, ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION, Removed, Response,
+    Subscribed, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
-use crate::engine::{ConnId, Delivery, Engine, GroupAsk};
+use crate::engine::{Answer, ConnId, Delivery, Engine, GroupAsk};
 use handshake::Phase;
 
 /// Software name and version sent in `Welcome`.
@@ -434,6 +435,8 @@ impl Session {
                 Ok(()) => self.emit(out, &Frame::Unsubscribed(Unsubscribe { sub: u.sub })),
                 Err(r) => self.emit_error(out, r.code, u.sub, &r.message),
             },
+            Frame::Request(r) => self.handle_request(engine, time_ms, &r, out)?,
+            Frame::Reply(r) => engine.handle_reply(r.reply, r.key, r.payload),
             Frame::Ping(p) => self.emit(out, &Frame::Pong(p)),
             Frame::Pong(_) => {}
             Frame::Hello(_) => {
@@ -447,6 +450,44 @@ impl Session {
                 let msg = format!("unexpected frame (tag 0x{:02x}) from a client", other.tag());
                 return Err(self.fail(engine, out, ErrorCode::PROTOCOL, &msg));
             }
+        }
+        Ok(())
+    }
+
+    /// A `Request`: the token's publish rules, then the engine; its answer comes later
+    /// (see [`Engine::poll_answers`]), a refusal now with the request's `req`. A `req` of
+    /// 0 is a protocol violation: the answer could not name it.
+    fn handle_request(
+        &mut self,
+        engine: &mut Engine,
+        time_ms: u64,
+        r: &wire::Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ErrorCode> {
+        if r.req == 0 {
+            let msg = "a request needs a req id other than 0 (its answer carries it)";
+            return Err(self.fail(engine, out, ErrorCode::PROTOCOL, msg));
+        }
+        if let Err(msg) = self.check_publish(r.topic) {
+            engine.count_error(ErrorCode::FORBIDDEN);
+            self.emit_error(out, ErrorCode::FORBIDDEN, r.req, &msg);
+            return Ok(());
+        }
+        let res = engine.handle_request(
+            self.conn,
+            time_ms,
+            r.req,
+            r.topic,
+            r.timeout_ms,
+            r.key,
+            r.payload,
+        );
+        match res {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::PROTOCOL => {
+                return Err(self.fail(engine, out, ErrorCode::PROTOCOL, &e.message));
+            }
+            Err(e) => self.emit_error(out, e.code, r.req, &e.message),
         }
         Ok(())
     }
@@ -608,6 +649,22 @@ impl Session {
                 c.record_at = Some(Sealer::begin(out));
             }
         }
+        // Answers to this connection's requests first (none below version 4).
+        let answers_more = self.version >= REQUEST_VERSION && {
+            let crypto = &mut self.crypto;
+            engine.poll_answers(self.conn, |a| {
+                if let Some(c) = crypto {
+                    if c.record_at.is_some_and(|at| out.len() - at > RECORD_TARGET) {
+                        if let Some(at) = c.record_at.take() {
+                            c.sealer.seal(out, at);
+                        }
+                        c.record_at = Some(Sealer::begin(out));
+                    }
+                }
+                encode_answer(a, out);
+                out.len() < high_water
+            })
+        };
         let crypto = &mut self.crypto;
         // Version 1 clients know no `Evicted`: they get the same `Lag` as ever.
         let evicted_frame = self.version >= 2;
@@ -686,6 +743,33 @@ impl Session {
                     payload,
                 })
                 .encode(out),
+                Delivery::Asked {
+                    sub,
+                    group,
+                    tag,
+                    topic,
+                    offset,
+                    time_ms,
+                    attempt,
+                    reply,
+                    key,
+                    payload,
+                } => encode_asked(
+                    version,
+                    Asked {
+                        sub,
+                        tag,
+                        topic,
+                        offset,
+                        time_ms,
+                        attempt,
+                        reply,
+                        key,
+                        payload,
+                    },
+                    group,
+                    out,
+                ),
                 Delivery::GroupGone { sub, group } => Frame::Error(ErrorFrame {
                     code: ErrorCode::NOT_FOUND,
                     req: sub,
@@ -694,7 +778,7 @@ impl Session {
                 .encode(out),
             }
             out.len() < high_water
-        });
+        }) || answers_more;
         // Nothing was added: do not leave an empty record behind.
         if let Some(c) = &mut self.crypto {
             if c.record_at
@@ -740,6 +824,55 @@ pub fn encode_removed(
             next,
         })
         .encode(out);
+    }
+}
+
+/// Appends a request delivered to a subscriber: `Asked` for a client of version 4 or
+/// later, else the plain `Message` (or, `group`, `GroupMessage`) it also is.
+fn encode_asked(version: u16, a: Asked<'_>, group: bool, out: &mut Vec<u8>) {
+    if version >= REQUEST_VERSION {
+        Frame::Asked(a).encode(out);
+    } else if group {
+        Frame::GroupMessage(GroupMessage {
+            sub: a.sub,
+            tag: a.tag,
+            topic: a.topic,
+            offset: a.offset,
+            time_ms: a.time_ms,
+            attempt: a.attempt,
+            key: a.key,
+            payload: a.payload,
+        })
+        .encode(out);
+    } else {
+        Frame::Message(Message {
+            sub: a.sub,
+            topic: a.topic,
+            offset: a.offset,
+            time_ms: a.time_ms,
+            key: a.key,
+            payload: a.payload,
+        })
+        .encode(out);
+    }
+}
+
+/// Appends the answer to one of the connection's requests: `Response`, or an `Error`
+/// with the request's `req`.
+fn encode_answer(a: &Answer, out: &mut Vec<u8>) {
+    match a {
+        Answer::Reply { req, key, payload } => Frame::Response(Response {
+            req: *req,
+            key: key.as_deref(),
+            payload,
+        })
+        .encode(out),
+        Answer::Failed { req, code, message } => Frame::Error(ErrorFrame {
+            code: *code,
+            req: *req,
+            message,
+        })
+        .encode(out),
     }
 }
 
