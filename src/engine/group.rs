@@ -334,6 +334,9 @@ impl Engine {
                 }
             }
         }
+        if let Some(t) = self.tx_next_due(now_ms) {
+            at = at.min(t);
+        }
         let at = at.max(now_ms.saturating_add(1));
         self.timer_armed_ms = at;
         self.timer_moved = false;
@@ -351,7 +354,7 @@ impl Engine {
         std::mem::take(&mut self.timer_moved)
     }
 
-    fn note_deadline(&mut self, at_ms: u64) {
+    pub(super) fn note_deadline(&mut self, at_ms: u64) {
         if at_ms < self.timer_armed_ms {
             self.timer_armed_ms = at_ms;
             self.timer_moved = true;

@@ -23,6 +23,7 @@ mod ring;
 pub mod settings;
 mod stats;
 mod subscribe;
+mod tx;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +42,7 @@ pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{AdminOp, ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
 pub use subscribe::Delivery;
+pub use tx::{TxSettled, TxStats, parse_tx, tx_hex};
 
 /// A connection known to the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -314,6 +316,8 @@ pub struct Engine {
     last_offsets: lifecycle::LastOffsets,
     /// Where the sweep of topics goes on next.
     idle_scan: usize,
+    /// Prepared transactions (see `tx`).
+    tx: tx::TxTable,
 }
 
 impl Engine {
@@ -368,6 +372,7 @@ impl Engine {
             topics_changed: 0,
             last_offsets: lifecycle::LastOffsets::default(),
             idle_scan: 0,
+            tx: tx::TxTable::new(),
         }
     }
 
@@ -612,6 +617,7 @@ impl Engine {
         if !self.group_gone.is_empty() {
             self.group_gone.retain(|g| g.0 != conn);
         }
+        self.tx_conn_gone(conn);
         self.stats.connections_closed += 1;
     }
 
@@ -670,6 +676,7 @@ impl Engine {
             self.close(id, code);
         }
         self.group_timeouts(now_ms);
+        self.tx_timeouts(now_ms);
         expired.len()
     }
 
@@ -719,3 +726,4 @@ mod lifecycle_disk_tests;
 mod lifecycle_tests;
 #[cfg(test)]
 mod tests;
+

@@ -22,6 +22,7 @@ pub(crate) mod render;
 mod routes;
 mod stats;
 mod stream;
+mod tx;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

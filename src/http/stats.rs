@@ -45,6 +45,7 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
             errors: counts.errors.iter().map(|(k, v)| (*k, *v)).collect(),
         },
         log_dropped: crate::logging::dropped(),
+        tx: engine.tx_stats(),
         store: engine.log().map(|l| render::StoreSummary {
             sync: l.sync_policy(),
             stats: l.stats(),

@@ -7,6 +7,7 @@
 //! the socket or kept for later, the transport calls [`Session::seal`].
 
 mod handshake;
+mod tx;
 
 use std::sync::Arc;
 
@@ -434,6 +435,8 @@ impl Session {
                 Ok(()) => self.emit(out, &Frame::Unsubscribed(Unsubscribe { sub: u.sub })),
                 Err(r) => self.emit_error(out, r.code, u.sub, &r.message),
             },
+            Frame::Prepare(p) => self.handle_prepare(engine, time_ms, &p, out),
+            Frame::Settle(s) => self.handle_settle(engine, time_ms, &s, out),
             Frame::Ping(p) => self.emit(out, &Frame::Pong(p)),
             Frame::Pong(_) => {}
             Frame::Hello(_) => {
@@ -607,6 +610,9 @@ impl Session {
             if c.record_at.is_none() {
                 c.record_at = Some(Sealer::begin(out));
             }
+        }
+        if self.version >= REQUEST_VERSION {
+            self.poll_tx_checks(engine, out);
         }
         let crypto = &mut self.crypto;
         // Version 1 clients know no `Evicted`: they get the same `Lag` as ever.
