@@ -726,4 +726,5 @@ mod lifecycle_disk_tests;
 mod lifecycle_tests;
 #[cfg(test)]
 mod tests;
-
+#[cfg(test)]
+mod tx_tests;
