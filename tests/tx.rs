@@ -407,3 +407,68 @@ fn prepares_beyond_max_transactions_are_refused_with_pending_limit() {
     p.prepare(5, "a", b"5");
     assert_eq!(stats(&b)["transactions"]["refused"], 2);
 }
+
+#[test]
+fn the_sdk_prepares_commits_rolls_back_and_answers_check_backs() {
+    use mote_sdk::blocking::Client;
+    let b = Served::start(&["--tx-check-after", "200ms", "--tx-check-max", "5"]);
+    let mut sub = Peer::connect(b.addr, "reader");
+    sub.subscribe("orders/#");
+    let opts = || mote_sdk::Options::new(b.addr.to_string()).name("shop");
+    let c = Client::connect(opts()).unwrap();
+    let tx = c.publish_prepared("orders/new", "one").unwrap();
+    assert_eq!(tx.hex().len(), 16);
+    assert_eq!(sub.ping(1), []);
+    let done = tx.commit().unwrap();
+    assert_eq!(done.offset, 0);
+    assert!(done.time > 0);
+    assert_eq!(
+        sub.next(),
+        Some(In::Message {
+            offset: 0,
+            payload: b"one".to_vec()
+        })
+    );
+    let err = tx.commit().unwrap_err();
+    assert_eq!(err.code(), Some(mote_sdk::ErrorCode::NOT_FOUND), "{err}");
+    c.publish_prepared_with_key("orders/new", Some(b"k"), "two")
+        .unwrap()
+        .rollback()
+        .unwrap();
+    // Prepared over HTTP, committed by id.
+    let r = request(
+        b.http.unwrap(),
+        "POST",
+        "/t/orders/new?tx=prepare",
+        &[],
+        b"three",
+    );
+    let id = u64::from_str_radix(r.json()["tx"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(c.tx(id).commit().unwrap().offset, 1);
+    // A producer that dies with a prepared message; its successor answers the check.
+    let left = c.publish_prepared("orders/new", "four").unwrap().id();
+    c.close().unwrap();
+    let c = Client::connect(opts()).unwrap();
+    let mut checks = c.tx_checks();
+    let check = checks
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap();
+    assert_eq!(check.tx.id(), left);
+    assert_eq!(check.topic, "orders/new");
+    assert_eq!(check.tx.commit().unwrap().offset, 2);
+    let got: Vec<_> = (0..2).map(|_| sub.next().unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            In::Message {
+                offset: 1,
+                payload: b"three".to_vec()
+            },
+            In::Message {
+                offset: 2,
+                payload: b"four".to_vec()
+            }
+        ]
+    );
+}

@@ -205,6 +205,8 @@ pub(crate) enum Answer {
     Offset(async_channel::Sender<Result<u64, Error>>),
     /// A management request's JSON.
     Json(async_channel::Sender<Result<String, Error>>),
+    /// A settle's `(offset, time_ms)` (zeros for a rollback).
+    Settled(async_channel::Sender<Result<(u64, u64), Error>>),
 }
 
 impl Answer {
@@ -215,6 +217,9 @@ impl Answer {
                 let _ = tx.try_send(Err(e));
             }
             Answer::Json(tx) => {
+                let _ = tx.try_send(Err(e));
+            }
+            Answer::Settled(tx) => {
                 let _ = tx.try_send(Err(e));
             }
         }
@@ -283,6 +288,8 @@ pub(crate) struct State {
     pub(crate) resend: Vec<u32>,
     /// Confirmed publishes sent again so far.
     pub(crate) resent: u64,
+    /// Where the broker's transaction check-backs go ([`Client::tx_checks`]).
+    pub(crate) tx_checks: Option<async_channel::Sender<crate::tx::Queued>>,
 }
 
 pub(crate) struct Shared {
@@ -417,6 +424,7 @@ impl Client {
                 link_version: 0,
                 resend: Vec::new(),
                 resent: 0,
+                tx_checks: None,
             }),
             queued: Notify::new(),
             room: Notify::new(),
@@ -440,7 +448,7 @@ impl Client {
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
 
@@ -474,7 +482,7 @@ impl Client {
     /// Queues a frame that `encode` appends to the queue, waiting for room while
     /// connected. `encode` runs once, under the lock; a returned [`Pending`] is registered
     /// under the id `encode` took last.
-    async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         mut encode: impl FnMut(&mut State) -> Option<Pending>,
     ) -> Result<(), Error> {
@@ -510,7 +518,7 @@ impl Client {
         }
     }
 
-    fn check(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+    pub(crate) fn check(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         Topic::new(topic).map_err(|source| Error::Topic {
             name: topic.to_string(),
             source,
@@ -646,7 +654,7 @@ impl Client {
     }
 
     /// Fails with [`Error::Unsupported`] if the broker speaks a version below `needed`.
-    fn need_version(&self, needed: u16, what: &'static str) -> Result<(), Error> {
+    pub(crate) fn need_version(&self, needed: u16, what: &'static str) -> Result<(), Error> {
         match self.protocol_version() {
             Some(broker) if broker < needed => Err(Error::Unsupported {
                 broker,

@@ -8,6 +8,8 @@
 //! - [`topic`]: topic and filter validation and matching.
 //! - [`Client::manage`]: list, inspect, purge and delete topics, seek and delete groups
 //!   (protocol 3); the answers are the broker's JSON documents.
+//! - [`Client::publish_prepared`]: transactional publishes (protocol 4), committed or
+//!   rolled back later ([`Tx`]), with the broker's check-backs ([`Client::tx_checks`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {
@@ -29,6 +31,7 @@ mod handshake;
 mod link;
 pub mod secure;
 pub mod topic;
+mod tx;
 pub mod wire;
 
 pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
@@ -36,4 +39,5 @@ pub use error::Error;
 pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
 pub use link::{Link, LinkWatch};
 pub use topic::{Filter, Topic, TopicError};
+pub use tx::{Committed, Tx, TxCheck, TxChecks};
 pub use wire::{ErrorCode, ManageOp, Start};
