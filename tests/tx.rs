@@ -472,3 +472,54 @@ fn the_sdk_prepares_commits_rolls_back_and_answers_check_backs() {
         ]
     );
 }
+
+#[test]
+fn the_cli_prepares_with_pub_tx_and_settles_with_mote_tx() {
+    use common::served::MOTE;
+    use std::process::Command;
+    let b = Served::start(&[]);
+    let port = b.port();
+    let mut sub = Peer::connect(b.addr, "reader");
+    sub.subscribe("orders/#");
+    let run = |args: &[&str]| {
+        Command::new(MOTE)
+            .args(args)
+            .args(["-p", &port])
+            .output()
+            .unwrap()
+    };
+    let out = run(&["pub", "--tx", "-t", "orders/new", "-m", "{\"order\":17}"]);
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    assert_eq!(sub.ping(1), [], "nothing delivered before the commit");
+    let out = run(&["tx", "commit", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "committed at offset 0\n"
+    );
+    assert_eq!(
+        sub.next(),
+        Some(In::Message {
+            offset: 0,
+            payload: b"{\"order\":17}".to_vec()
+        })
+    );
+    let out = run(&["tx", "rollback", &id]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no pending transaction"), "{err}");
+    let id =
+        String::from_utf8(run(&["pub", "--tx", "-t", "orders/new", "-m", "x"]).stdout).unwrap();
+    let out = run(&["tx", "rollback", id.trim()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rolled back\n");
+    assert_eq!(run(&["tx", "commit"]).status.code(), Some(2));
+    assert_eq!(run(&["tx", "commit", "zz"]).status.code(), Some(2));
+    assert_eq!(run(&["tx", "frobnicate", &id]).status.code(), Some(2));
+    assert_eq!(
+        run(&["pub", "--tx", "-t", "a", "-l"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(sub.ping(2), []);
+}
