@@ -41,6 +41,7 @@ enum In {
         message: String,
     },
     Pong(u64),
+    Published(u64),
     Other(u8),
 }
 
@@ -91,6 +92,7 @@ impl Peer {
                         message: e.message.into(),
                     },
                     Frame::Pong(p) => In::Pong(p.nonce),
+                    Frame::Published(p) => In::Published(p.offset),
                     other => In::Other(other.tag()),
                 };
                 self.buf.drain(..n);
@@ -147,6 +149,30 @@ impl Peer {
     }
 }
 
+/// Publishes a marker to `topic` through `by`, and asserts that it is the next thing `sub`
+/// gets: a topic delivers in offset order, so nothing else (a prepared message made
+/// visible) was delivered there before it. Returns its offset.
+fn barrier(sub: &mut Peer, by: &mut Peer, topic: &str) -> u64 {
+    by.send(&Frame::Publish(wire::Publish {
+        req: 99,
+        topic,
+        key: None,
+        payload: b"marker",
+    }));
+    let Some(In::Published(offset)) = by.next() else {
+        panic!("the marker was not confirmed")
+    };
+    assert_eq!(
+        sub.next(),
+        Some(In::Message {
+            offset,
+            payload: b"marker".to_vec()
+        }),
+        "the marker is the next delivery"
+    );
+    offset
+}
+
 fn stats(b: &Served) -> serde_json::Value {
     request(b.http.unwrap(), "GET", "/api/stats", &[], b"").json()
 }
@@ -158,22 +184,8 @@ fn a_committed_message_arrives_only_after_the_commit_at_the_offset_it_gets_then(
     sub.subscribe("orders/#");
     let mut p = Peer::connect(b.addr, "shop");
     let tx = p.prepare(1, "orders/new", b"{\"order\":17}");
-    p.send(&Frame::Publish(wire::Publish {
-        req: 2,
-        topic: "orders/new",
-        key: None,
-        payload: b"plain",
-    }));
-    assert_eq!(p.next(), Some(In::Other(wire::tag::PUBLISHED)));
-    // The plain publish arrives; the prepared one does not.
-    let seen = sub.ping(7);
-    assert_eq!(
-        seen,
-        [In::Message {
-            offset: 0,
-            payload: b"plain".to_vec()
-        }]
-    );
+    // The prepared message took no offset and was not delivered.
+    assert_eq!(barrier(&mut sub, &mut p, "orders/new"), 0);
     assert_eq!(stats(&b)["transactions"]["pending"], 1);
     match p.settle(3, tx, true) {
         Some(In::Settled {
@@ -221,7 +233,11 @@ fn a_rolled_back_message_is_never_delivered() {
         }) => {}
         other => panic!("expected settled, got {other:?}"),
     }
-    assert_eq!(sub.ping(1), []);
+    assert_eq!(
+        barrier(&mut sub, &mut p, "orders/new"),
+        0,
+        "rolled back: it took no offset and was never delivered"
+    );
     assert_eq!(stats(&b)["transactions"]["rolled_back"], 1);
 }
 
@@ -284,7 +300,11 @@ fn nobody_answers_and_the_default_applies_after_check_max() {
     }
     let line = b.wait_log("rolled back by --tx-default");
     assert!(line.contains(&format!("{tx:016x}")), "{line}");
-    assert_eq!(sub.ping(1), [], "rolled back: nothing delivered");
+    assert_eq!(
+        barrier(&mut sub, &mut p, "orders/new"),
+        0,
+        "rolled back: nothing delivered"
+    );
     let s = stats(&b);
     assert_eq!(s["transactions"]["timed_out"], 1);
     assert_eq!(s["transactions"]["checked"], 2);
@@ -308,25 +328,51 @@ fn a_prepared_message_survives_kill_9_with_data() {
     b.wait_log("1 pending transaction(s) restored");
     let mut sub = Peer::connect(b.addr, "reader");
     sub.subscribe("orders/#");
-    assert_eq!(sub.ping(1), [], "still invisible after the restart");
     let mut p = Peer::connect(b.addr, "shop");
+    assert_eq!(
+        barrier(&mut sub, &mut p, "orders/new"),
+        0,
+        "still invisible after the restart"
+    );
     match p.settle(2, tx, true) {
         Some(In::Settled {
             req: 2,
             committed: true,
-            offset: 0,
+            offset: 1,
         }) => {}
         other => panic!("expected settled, got {other:?}"),
     }
     assert_eq!(
         sub.next(),
         Some(In::Message {
-            offset: 0,
+            offset: 1,
             payload: b"durable".to_vec()
         })
     );
+    // A backup taken while the broker runs carries a pending transaction too.
+    let tx2 = Peer::connect(b.addr, "shop").prepare(3, "orders/new", b"backed up");
+    let copy = dir.with_extension("copy");
+    let _ = std::fs::remove_dir_all(&copy);
+    let out = std::process::Command::new(common::served::MOTE)
+        .args(["backup", d, copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    drop(b);
+    let mut b = Served::start(&["--data", copy.to_str().unwrap()]);
+    b.wait_log("1 pending transaction(s) restored");
+    let mut p = Peer::connect(b.addr, "shop");
+    assert!(matches!(
+        p.settle(4, tx2, true),
+        Some(In::Settled {
+            committed: true,
+            offset: 2,
+            ..
+        })
+    ));
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&copy);
 }
 
 #[test]
@@ -335,6 +381,7 @@ fn over_http_prepare_commit_rollback_and_404() {
     let http = b.http.unwrap();
     let mut sub = Peer::connect(b.addr, "reader");
     sub.subscribe("orders/#");
+    let mut by = Peer::connect(b.addr, "by");
     let r = request(
         http,
         "POST",
@@ -351,17 +398,17 @@ fn over_http_prepare_commit_rollback_and_404() {
         id.bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     );
-    assert_eq!(sub.ping(1), []);
+    assert_eq!(barrier(&mut sub, &mut by, "orders/new"), 0);
     let r = request(http, "POST", &format!("/tx/{id}/commit"), &[], b"");
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["topic"], "orders/new");
-    assert_eq!(v["offset"], 0);
+    assert_eq!(v["offset"], 1);
     assert!(v["time"].as_u64().unwrap() > 0);
     assert_eq!(
         sub.next(),
         Some(In::Message {
-            offset: 0,
+            offset: 1,
             payload: b"{\"order\":17}".to_vec()
         })
     );
@@ -375,7 +422,7 @@ fn over_http_prepare_commit_rollback_and_404() {
     request(http, "POST", "/tx/nothex/commit", &[], b"").assert_error(400, "bad_request");
     request(http, "GET", &format!("/tx/{id}/commit"), &[], b"")
         .assert_error(405, "method_not_allowed");
-    assert_eq!(sub.ping(2), []);
+    assert_eq!(barrier(&mut sub, &mut by, "orders/new"), 2);
 }
 
 #[test]
@@ -414,18 +461,19 @@ fn the_sdk_prepares_commits_rolls_back_and_answers_check_backs() {
     let b = Served::start(&["--tx-check-after", "200ms", "--tx-check-max", "5"]);
     let mut sub = Peer::connect(b.addr, "reader");
     sub.subscribe("orders/#");
+    let mut by = Peer::connect(b.addr, "by");
     let opts = || mote_sdk::Options::new(b.addr.to_string()).name("shop");
     let c = Client::connect(opts()).unwrap();
     let tx = c.publish_prepared("orders/new", "one").unwrap();
     assert_eq!(tx.hex().len(), 16);
-    assert_eq!(sub.ping(1), []);
+    assert_eq!(barrier(&mut sub, &mut by, "orders/new"), 0);
     let done = tx.commit().unwrap();
-    assert_eq!(done.offset, 0);
+    assert_eq!(done.offset, 1);
     assert!(done.time > 0);
     assert_eq!(
         sub.next(),
         Some(In::Message {
-            offset: 0,
+            offset: 1,
             payload: b"one".to_vec()
         })
     );
@@ -444,7 +492,7 @@ fn the_sdk_prepares_commits_rolls_back_and_answers_check_backs() {
         b"three",
     );
     let id = u64::from_str_radix(r.json()["tx"].as_str().unwrap(), 16).unwrap();
-    assert_eq!(c.tx(id).commit().unwrap().offset, 1);
+    assert_eq!(c.tx(id).commit().unwrap().offset, 2);
     // A producer that dies with a prepared message; its successor answers the check.
     let left = c.publish_prepared("orders/new", "four").unwrap().id();
     c.close().unwrap();
@@ -456,17 +504,17 @@ fn the_sdk_prepares_commits_rolls_back_and_answers_check_backs() {
         .unwrap();
     assert_eq!(check.tx.id(), left);
     assert_eq!(check.topic, "orders/new");
-    assert_eq!(check.tx.commit().unwrap().offset, 2);
+    assert_eq!(check.tx.commit().unwrap().offset, 3);
     let got: Vec<_> = (0..2).map(|_| sub.next().unwrap()).collect();
     assert_eq!(
         got,
         [
             In::Message {
-                offset: 1,
+                offset: 2,
                 payload: b"three".to_vec()
             },
             In::Message {
-                offset: 2,
+                offset: 3,
                 payload: b"four".to_vec()
             }
         ]
@@ -481,6 +529,7 @@ fn the_cli_prepares_with_pub_tx_and_settles_with_mote_tx() {
     let port = b.port();
     let mut sub = Peer::connect(b.addr, "reader");
     sub.subscribe("orders/#");
+    let mut by = Peer::connect(b.addr, "by");
     let run = |args: &[&str]| {
         Command::new(MOTE)
             .args(args)
@@ -492,17 +541,21 @@ fn the_cli_prepares_with_pub_tx_and_settles_with_mote_tx() {
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(id.len(), 16, "{id}");
-    assert_eq!(sub.ping(1), [], "nothing delivered before the commit");
+    assert_eq!(
+        barrier(&mut sub, &mut by, "orders/new"),
+        0,
+        "nothing delivered before the commit"
+    );
     let out = run(&["tx", "commit", &id]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "committed at offset 0\n"
+        "committed at offset 1\n"
     );
     assert_eq!(
         sub.next(),
         Some(In::Message {
-            offset: 0,
+            offset: 1,
             payload: b"{\"order\":17}".to_vec()
         })
     );
@@ -521,5 +574,5 @@ fn the_cli_prepares_with_pub_tx_and_settles_with_mote_tx() {
         run(&["pub", "--tx", "-t", "a", "-l"]).status.code(),
         Some(2)
     );
-    assert_eq!(sub.ping(2), []);
+    assert_eq!(barrier(&mut sub, &mut by, "orders/new"), 2);
 }
