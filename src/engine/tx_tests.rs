@@ -198,3 +198,42 @@ fn ids_are_distinct_and_written_as_16_hex_digits() {
     assert_eq!(super::parse_tx("xyz"), None);
     assert_eq!(super::parse_tx("00000000000000001"), None);
 }
+
+#[test]
+fn pending_ones_survive_a_restart_and_a_mostly_settled_file_is_rewritten() {
+    use super::disk_tests::{Broker, Dir};
+    let dir = Dir::new("tx");
+    let file = dir.0.join("log").join("tx.log");
+    let mut b = Broker::open(&dir, Limits::default(), Default::default());
+    let p = b.conn("shop");
+    let payload = vec![7u8; 2048];
+    let ids: Vec<u64> = (0..100)
+        .map(|_| b.e.handle_prepare(p, 1_000, "a", None, &payload).unwrap())
+        .collect();
+    b.settle();
+    let full = std::fs::metadata(&file).unwrap().len();
+    assert!(full > 100 * 2048, "{full}");
+    // Settled: 90 of them; once three quarters are settled records, the file is rewritten.
+    for &id in &ids[..90] {
+        b.e.handle_settle(p, 2_000, id, id % 2 == 0).unwrap();
+    }
+    b.settle();
+    let small = std::fs::metadata(&file).unwrap().len();
+    // Rewritten when 76 were settled (24 pending then), appended to since.
+    assert!(small * 3 < full, "rewritten: {small} of {full} bytes");
+    b.stop();
+    let mut b = Broker::open(&dir, Limits::default(), Default::default());
+    assert_eq!(b.e.tx_stats().pending, 10);
+    let p = b.conn("shop");
+    for &id in &ids[90..] {
+        assert!(b.e.handle_settle(p, 3_000, id, true).unwrap().committed);
+    }
+    for &id in &ids[..90] {
+        assert_eq!(
+            b.e.handle_settle(p, 3_000, id, true).unwrap_err().code,
+            ErrorCode::NOT_FOUND
+        );
+    }
+    b.settle();
+    b.stop();
+}
