@@ -52,6 +52,20 @@ pub struct Limits {
     /// generous, so that a worker down for a long weekend finds its jobs, and still
     /// bounded, so that groups nobody uses any more free their `--max-groups` slot.
     pub group_expiry_ms: u64,
+    /// Most prepared transactions held at once, broker-wide (`--max-transactions`,
+    /// default 1,000); a `Prepare` beyond it is refused with `pending_limit`.
+    pub max_transactions: usize,
+    /// Bytes of key and payload all prepared transactions may hold together
+    /// (`--max-transaction-bytes`, default 16 MiB); held outside the rings and `--memory`.
+    pub max_transaction_bytes: usize,
+    /// An undecided transaction's producer is asked to settle it after this, and again
+    /// every this (`--tx-check-after`, default 5 s).
+    pub tx_check_after_ms: u64,
+    /// Checks sent before `--tx-default` is applied (`--tx-check-max`, default 3).
+    pub tx_check_max: u32,
+    /// What happens to a transaction nobody settled: commit (`true`) or roll back
+    /// (`--tx-default`, default rollback).
+    pub tx_default_commit: bool,
 }
 
 impl Default for Limits {
@@ -72,6 +86,11 @@ impl Default for Limits {
             keepalive_ms: 30_000,
             handshake_ms: 5_000,
             group_expiry_ms: 7 * 24 * 3_600_000,
+            max_transactions: 1_000,
+            max_transaction_bytes: 16 * 1024 * 1024,
+            tx_check_after_ms: 5_000,
+            tx_check_max: 3,
+            tx_default_commit: false,
         }
     }
 }
@@ -166,6 +185,9 @@ impl Limits {
         }
         if self.partial_timeout_ms == 0 {
             return err("--partial-timeout must be greater than 0".into());
+        }
+        if self.tx_check_after_ms == 0 {
+            return err("--tx-check-after must be greater than 0".into());
         }
         Ok(())
     }

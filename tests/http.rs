@@ -1375,10 +1375,12 @@ fn health_static_files_and_the_api_description() {
         "/api/edge/product/async",
         "/ack",
         "/nack",
+        "/tx/{id}/commit",
+        "/tx/{id}/rollback",
     ] {
         assert!(paths.iter().any(|x| *x == p), "{p} is not described");
     }
-    assert_eq!(paths.len(), 24, "{paths:?}");
+    assert_eq!(paths.len(), 26, "{paths:?}");
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"

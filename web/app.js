@@ -434,7 +434,7 @@ function dl(el, items) {
 }
 
 function renderBroker(s) {
-  const b = s.broker, T = s.totals, L = s.limits;
+  const b = s.broker, T = s.totals, L = s.limits, X = s.transactions;
   const errs = Object.entries(T.errors || {}).map(([k, v]) => `${k} ${int(v)}`).join(' · ');
   dl($('totals'), [
     ['Published', `${int(T.published)} · ${bytes(T.bytes_published)}`],
@@ -446,6 +446,7 @@ function renderBroker(s) {
     ['Auth', `${b.tokens ? int(b.tokens) + ' tokens' : 'open, no tokens'} · ${int(T.auth_failures)} failed · ${int(T.auth_blocked)} blocked`],
     ['Errors', errs || 'none'],
     ['Records rejected', int(T.records_rejected)],
+    ['Transactions', X ? `${int(X.pending)} pending · ${int(X.prepared)} prepared · ${int(X.committed)} committed · ${int(X.rolled_back)} rolled back · ${int(X.checked)} checked · ${int(X.timed_out)} timed out` : '–'],
     ['Process memory', bytes(b.rss_bytes)],
   ]);
   dl($('limits'), [

@@ -226,3 +226,110 @@ impl Iterator for GroupSubscription {
         self.recv()
     }
 }
+
+impl Client {
+    /// See [`crate::Client::publish_prepared`].
+    pub fn publish_prepared(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<Tx, Error> {
+        self.publish_prepared_with_key(topic, None, payload)
+    }
+
+    /// See [`crate::Client::publish_prepared_with_key`].
+    pub fn publish_prepared_with_key(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Tx, Error> {
+        wait(self.inner.publish_prepared_with_key(topic, key, payload)).map(|inner| Tx { inner })
+    }
+
+    /// See [`crate::Client::tx`].
+    pub fn tx(&self, id: u64) -> Tx {
+        Tx {
+            inner: self.inner.tx(id),
+        }
+    }
+
+    /// See [`crate::Client::tx_checks`].
+    pub fn tx_checks(&self) -> TxChecks {
+        TxChecks {
+            inner: self.inner.tx_checks(),
+        }
+    }
+}
+
+/// A blocking [`crate::Tx`].
+#[derive(Debug, Clone)]
+pub struct Tx {
+    inner: crate::Tx,
+}
+
+impl Tx {
+    /// See [`crate::Tx::id`].
+    pub fn id(&self) -> u64 {
+        self.inner.id()
+    }
+
+    /// See [`crate::Tx::hex`].
+    pub fn hex(&self) -> String {
+        self.inner.hex()
+    }
+
+    /// See [`crate::Tx::commit`].
+    pub fn commit(&self) -> Result<crate::Committed, Error> {
+        wait(self.inner.commit())
+    }
+
+    /// See [`crate::Tx::rollback`].
+    pub fn rollback(&self) -> Result<(), Error> {
+        wait(self.inner.rollback())
+    }
+}
+
+/// A blocking [`crate::TxCheck`].
+#[derive(Debug, Clone)]
+pub struct TxCheck {
+    /// The transaction.
+    pub tx: Tx,
+    /// Its topic.
+    pub topic: String,
+    /// 1 for the first check.
+    pub attempt: u32,
+}
+
+/// Blocking [`crate::TxChecks`]; also an iterator.
+#[derive(Debug)]
+pub struct TxChecks {
+    inner: crate::TxChecks,
+}
+
+impl TxChecks {
+    fn wrap(c: crate::TxCheck) -> TxCheck {
+        TxCheck {
+            tx: Tx { inner: c.tx },
+            topic: c.topic,
+            attempt: c.attempt,
+        }
+    }
+
+    /// The next check; `None` once the client is closed.
+    pub fn recv(&mut self) -> Option<TxCheck> {
+        wait(self.inner.next()).map(Self::wrap)
+    }
+
+    /// The next check, waiting at most `timeout`: `Err(Error::Timeout)` if none came.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<TxCheck>, Error> {
+        let c = wait(async { Ok(self.inner.next().await) }.or(async {
+            async_io::Timer::after(timeout).await;
+            Err(Error::Timeout)
+        }))?;
+        Ok(c.map(Self::wrap))
+    }
+}
+
+impl Iterator for TxChecks {
+    type Item = TxCheck;
+    fn next(&mut self) -> Option<TxCheck> {
+        self.recv()
+    }
+}

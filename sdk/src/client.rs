@@ -207,6 +207,8 @@ pub(crate) enum Answer {
     Json(async_channel::Sender<Result<String, Error>>),
     /// A request's reply (protocol 4), and its topic for the errors.
     Reply(async_channel::Sender<Result<crate::Reply, Error>>, Arc<str>),
+    /// A settle's `(offset, time_ms)` (zeros for a rollback).
+    Settled(async_channel::Sender<Result<(u64, u64), Error>>),
 }
 
 impl Answer {
@@ -220,6 +222,9 @@ impl Answer {
                 let _ = tx.try_send(Err(e));
             }
             Answer::Reply(tx, _) => {
+                let _ = tx.try_send(Err(e));
+            }
+            Answer::Settled(tx) => {
                 let _ = tx.try_send(Err(e));
             }
         }
@@ -293,6 +298,8 @@ pub(crate) struct State {
     pub(crate) resend: Vec<u32>,
     /// Confirmed publishes sent again so far.
     pub(crate) resent: u64,
+    /// Where the broker's transaction check-backs go ([`Client::tx_checks`]).
+    pub(crate) tx_checks: Option<async_channel::Sender<crate::tx::Queued>>,
 }
 
 pub(crate) struct Shared {
@@ -427,6 +434,7 @@ impl Client {
                 link_version: 0,
                 resend: Vec::new(),
                 resent: 0,
+                tx_checks: None,
             }),
             queued: Notify::new(),
             room: Notify::new(),

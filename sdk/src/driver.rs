@@ -303,6 +303,8 @@ fn without_subscription_frames(buf: &[u8], version: u16, dropped: &mut Vec<u32>)
             // The inbox is the broker's: a reply still goes after a reconnect, but not to
             // a broker that knows no replies.
             Frame::Reply(_) if version < wire::REQUEST_VERSION => {}
+            Frame::Prepare(p) if version < wire::REQUEST_VERSION => dropped.push(p.req),
+            Frame::Settle(s) if version < wire::REQUEST_VERSION => dropped.push(s.req),
             _ => out.extend_from_slice(&buf[pos..pos + used]),
         }
         pos += used;
@@ -803,6 +805,21 @@ async fn handle(
                 }
             }
         }
+        Frame::Prepared(p) => {
+            if let Some(pending) = shared.lock().pending.remove(&p.req) {
+                if let Answer::Offset(tx) = pending.tx {
+                    let _ = tx.try_send(Ok(p.tx));
+                }
+            }
+        }
+        Frame::Settled(s) => {
+            if let Some(pending) = shared.lock().pending.remove(&s.req) {
+                if let Answer::Settled(tx) = pending.tx {
+                    let _ = tx.try_send(Ok((s.offset, s.time_ms)));
+                }
+            }
+        }
+        Frame::TxCheck(c) => crate::tx::check(shared, &c),
         Frame::Managed(m) => {
             if let Some(pending) = shared.lock().pending.remove(&m.req) {
                 if let Answer::Json(tx) = pending.tx {

@@ -10,6 +10,8 @@
 //!   (protocol 3); the answers are the broker's JSON documents.
 //! - [`Client::request`]: request/reply (protocol 4); [`Client::serve`] and
 //!   [`Client::serve_group`] for responders.
+//! - [`Client::publish_prepared`]: transactional publishes (protocol 4), committed or
+//!   rolled back later ([`Tx`]), with the broker's check-backs ([`Client::tx_checks`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {
@@ -32,6 +34,7 @@ mod link;
 mod request;
 pub mod secure;
 pub mod topic;
+mod tx;
 pub mod wire;
 
 pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
@@ -40,4 +43,5 @@ pub use group::{Delivery, Group, GroupEvent, GroupSubscription};
 pub use link::{Link, LinkWatch};
 pub use request::{Reply, Request, Requests};
 pub use topic::{Filter, Topic, TopicError};
+pub use tx::{Committed, Tx, TxCheck, TxChecks};
 pub use wire::{ErrorCode, ManageOp, Start};

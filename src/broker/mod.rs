@@ -185,6 +185,11 @@ pub async fn run(
         )));
     }
     engine.seed_requests(inbox_key);
+    // Transaction ids are made from the system's randomness: unguessable.
+    let mut tx_key = [0u8; 32];
+    mote_sdk::secure::random(&mut tx_key)
+        .map_err(|e| io::Error::other(format!("no randomness for transaction ids: {e}")))?;
+    engine.set_tx_key(tx_key);
     let wall_now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
@@ -198,6 +203,7 @@ pub async fn run(
     if let Some((log, opened, topics, dir)) = opened {
         let logdir = log.dir().to_path_buf();
         engine.attach_log(log, &opened, topics, wall_now(), 0);
+        engine.restore_txs(&opened.txs, 0);
         threads = Some(Rc::new(
             crate::store::io::Threads::start(&logdir, 0).map_err(|e| {
                 io::Error::other(format!(

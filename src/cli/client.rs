@@ -7,7 +7,7 @@ mod manage;
 mod publish;
 mod reqrep;
 
-pub(crate) use manage::{group, groups, topic, topics};
+pub(crate) use manage::{group, groups, topic, topics, tx};
 pub(crate) use reqrep::{reply, req};
 
 use std::ffi::OsString;
@@ -137,6 +137,11 @@ pub(crate) static PUB: Spec = Spec {
             None,
             "wait for the broker to store each message; print its offset",
         ),
+        switch(
+            "tx",
+            None,
+            "prepare the message as a transaction and print its id; nothing is delivered until mote tx commit ID",
+        ),
         value(
             "qos",
             Some('q'),
@@ -167,7 +172,7 @@ pub(crate) static PUB: Spec = Spec {
             yet confirmed are sent again (the broker may then store one twice).\n\
             With -l, a line the broker refuses ends the run (exit 1) with its line number; the\n\
             lines before it are sent. --skip-bad says it and goes on, then exits 1.\n\
-            Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  seq 1 1000 | mote pub -t lines -l\n  mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5",
+            Examples:\n  mote pub -t home/kitchen/temp -m 21.5\n  mote pub -t home/kitchen/temp -m 21.5 --confirm\n  id=$(mote pub --tx -t orders/new -m '{\"order\":17}') && mote tx commit \"$id\"\n  seq 1 1000 | mote pub -t lines -l\n  mote pub -h pi.local --token-file ~/.mote-token -t home/kitchen/temp -m 21.5",
 };
 
 pub(crate) static SUB: Spec = Spec {
@@ -562,6 +567,18 @@ pub(crate) fn publish(argv: Vec<OsString>) -> Result<(), Exit> {
     } else {
         publish::Input::Lines
     };
+    if p.on("tx") {
+        let publish::Input::One(payload) = input else {
+            return Err(CliError(
+                "--tx prepares one message: give -m, -f, -s or -n, not -l".into(),
+            )
+            .into());
+        };
+        if plan.confirm {
+            return Err(CliError("--tx prints the transaction's id: drop --confirm (mote tx commit prints the offset)".into()).into());
+        }
+        return manage::tx_prepare(opts, plan.timeout, &topic, plan.key, &payload);
+    }
     let addr = opts.addr.clone();
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut skipped = publish::Skipped::default();

@@ -26,6 +26,7 @@ Commands:
   topic   info, show, purge, delete or meta (metadata) of one topic
   groups  list consumer groups
   group   info, seek or delete of one consumer group
+  tx      commit or roll back a transaction (mote pub --tx prepares one)
   token   `mote token new` prints a strong random token
   backup  copy a data directory while a broker runs on it
   bench   measure throughput, latency, CPU and memory
@@ -132,6 +133,10 @@ pub(crate) fn main() -> i32 {
         "group" => {
             init_logging("warn", mote::logging::Output::Direct);
             return client(client::group(argv), "group");
+        }
+        "tx" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::tx(argv), "tx");
         }
         "token" => token(argv),
         "backup" => backup::main(argv),

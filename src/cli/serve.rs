@@ -187,6 +187,41 @@ pub(crate) static SPEC: Spec = Spec {
             "a durable consumer group without members is removed after this ([groups.NAME] expiry sets it per group)",
         ),
         opt(
+            "max-transactions",
+            "N",
+            "MOTE_MAX_TRANSACTIONS",
+            "1000",
+            "most prepared (transactional) publishes held at once; more are refused with pending_limit",
+        ),
+        opt(
+            "max-transaction-bytes",
+            "SIZE",
+            "MOTE_MAX_TRANSACTION_BYTES",
+            "16M",
+            "bytes all prepared transactions may hold together (outside --memory)",
+        ),
+        opt(
+            "tx-check-after",
+            "DURATION",
+            "MOTE_TX_CHECK_AFTER",
+            "5s",
+            "an undecided transaction's producer is asked to commit or roll back after this, and again every this",
+        ),
+        opt(
+            "tx-check-max",
+            "N",
+            "MOTE_TX_CHECK_MAX",
+            "3",
+            "checks of an undecided transaction before --tx-default applies (over HTTP: it waits --tx-check-after times this)",
+        ),
+        opt(
+            "tx-default",
+            "ACTION",
+            "MOTE_TX_DEFAULT",
+            "rollback",
+            "what happens to a transaction nobody settles: rollback or commit",
+        ),
+        opt(
             "max-subscriptions",
             "N",
             "MOTE_MAX_SUBSCRIPTIONS",
@@ -472,6 +507,20 @@ pub(crate) fn config(p: &args::Parsed) -> Result<ServeConfig, CliError> {
         keepalive_ms: ms("keepalive")?.unwrap_or(d.keepalive_ms),
         handshake_ms: ms("handshake-timeout")?.unwrap_or(d.handshake_ms),
         group_expiry_ms: ms("group-expiry")?.unwrap_or(d.group_expiry_ms),
+        max_transactions: count("max-transactions")?.unwrap_or(d.max_transactions),
+        max_transaction_bytes: p
+            .parse_with("max-transaction-bytes", args::parse_size)?
+            .unwrap_or(d.max_transaction_bytes),
+        tx_check_after_ms: ms("tx-check-after")?.unwrap_or(d.tx_check_after_ms),
+        tx_check_max: count("tx-check-max")?
+            .map_or(d.tx_check_max, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        tx_default_commit: p
+            .parse_with("tx-default", |s| match s {
+                "commit" => Ok(true),
+                "rollback" => Ok(false),
+                _ => Err("expected rollback or commit".to_string()),
+            })?
+            .unwrap_or(d.tx_default_commit),
     };
     limits.validate().map_err(|e| CliError(e.to_string()))?;
     let tcp = p

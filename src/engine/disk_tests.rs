@@ -57,6 +57,7 @@ impl Broker {
         let threads = Threads::start(log.dir(), 0).unwrap();
         let mut e = Engine::new(limits, opened.broker_id);
         e.attach_log(log, &opened, patterns, 1_000_000, 0);
+        e.restore_txs(&opened.txs, 0);
         Broker { e, threads, now: 0 }
     }
 

@@ -337,6 +337,9 @@ impl Engine {
         if let Some(d) = self.next_request_deadline() {
             at = at.min(d);
         }
+        if let Some(t) = self.tx_next_due(now_ms) {
+            at = at.min(t);
+        }
         let at = at.max(now_ms.saturating_add(1));
         self.timer_armed_ms = at;
         self.timer_moved = false;

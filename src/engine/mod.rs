@@ -25,6 +25,7 @@ pub mod schemas;
 pub mod settings;
 mod stats;
 mod subscribe;
+mod tx;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -44,6 +45,7 @@ pub use ring::ENTRY_OVERHEAD;
 use ring::Ring;
 pub use stats::{AdminOp, ConnInfo, HISTORY_SLOTS, RateHistory, Rates, Stats, TopicInfo};
 pub use subscribe::Delivery;
+pub use tx::{TxSettled, TxStats, parse_tx, tx_hex};
 
 /// A connection known to the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -331,6 +333,8 @@ pub struct Engine {
     idle_scan: usize,
     /// Requests waiting for replies (protocol 4).
     requests: request::Requests,
+    /// Prepared transactions (see `tx`).
+    tx: tx::TxTable,
 }
 
 impl Engine {
@@ -387,6 +391,7 @@ impl Engine {
             last_offsets: lifecycle::LastOffsets::default(),
             idle_scan: 0,
             requests: request::Requests::default(),
+            tx: tx::TxTable::new(),
         }
     }
 
@@ -632,6 +637,7 @@ impl Engine {
             self.group_gone.retain(|g| g.0 != conn);
         }
         self.drop_requests_of(conn);
+        self.tx_conn_gone(conn);
         self.stats.connections_closed += 1;
     }
 
@@ -691,6 +697,7 @@ impl Engine {
         }
         self.group_timeouts(now_ms);
         self.request_timeouts(now_ms);
+        self.tx_timeouts(now_ms);
         expired.len()
     }
 
@@ -742,3 +749,5 @@ mod lifecycle_tests;
 mod request_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tx_tests;

@@ -23,6 +23,7 @@ mod reply;
 mod routes;
 mod stats;
 mod stream;
+mod tx;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

@@ -250,6 +250,8 @@ pub(crate) struct Summary {
     pub(crate) store: Option<StoreSummary>,
     /// Requests waiting for a reply.
     pub(crate) pending_requests: usize,
+    /// Transactional publishes.
+    pub(crate) tx: crate::engine::TxStats,
 }
 
 /// What `/api/stats` and `/metrics` show of the store.
@@ -485,6 +487,13 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "requests": st.requests, "no_responders": st.requests_no_responders,
             "timeouts": st.request_timeouts, "replies": st.replies,
             "replies_dropped": st.replies_dropped, "pending": s.pending_requests,
+        },
+        "transactions": {
+            "prepared": s.tx.prepared, "committed": s.tx.committed,
+            "rolled_back": s.tx.rolled_back, "checked": s.tx.checked,
+            "timed_out": s.tx.timed_out, "refused": s.tx.refused,
+            "pending": s.tx.pending, "pending_bytes": s.tx.pending_bytes,
+            "max": l.max_transactions,
         },
         "topics_total": s.topics,
         "connections_total": connections,
@@ -809,6 +818,48 @@ pub(crate) fn metrics(
         "gauge",
         "Requests waiting for a reply.",
         &one(s.pending_requests as f64),
+    );
+    let tx = &s.tx;
+    let tx_counters: [(&str, &str, u64); 6] = [
+        (
+            "mote_tx_prepared_total",
+            "Transactional publishes prepared.",
+            tx.prepared,
+        ),
+        (
+            "mote_tx_committed_total",
+            "Transactions committed (by a producer or --tx-default commit).",
+            tx.committed,
+        ),
+        (
+            "mote_tx_rolled_back_total",
+            "Transactions rolled back (by a producer or --tx-default rollback).",
+            tx.rolled_back,
+        ),
+        (
+            "mote_tx_checked_total",
+            "Checks sent to producers of undecided transactions.",
+            tx.checked,
+        ),
+        (
+            "mote_tx_timed_out_total",
+            "Transactions nobody settled in time, settled by --tx-default.",
+            tx.timed_out,
+        ),
+        (
+            "mote_tx_refused_total",
+            "Prepares refused at --max-transactions or --max-transaction-bytes.",
+            tx.refused,
+        ),
+    ];
+    for (name, help, v) in tx_counters {
+        metric(name, "counter", help, &one(v as f64));
+    }
+    metric(
+        "mote_tx_pending",
+        "gauge",
+        "Transactions prepared and not yet committed or rolled back.",
+        &one(tx.pending as f64),
     );
     metric(
         "mote_evicted_total",

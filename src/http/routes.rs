@@ -157,6 +157,7 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
                 _ => Err(HttpError::method_not_allowed("GET, POST, PUT")),
             }
         }
+        ["tx", id, action] => super::tx::route(edge, &req, id, action),
         ["ack"] | ["nack"] => {
             if method != Method::Post {
                 return Err(HttpError::method_not_allowed("POST"));
@@ -480,6 +481,17 @@ fn publish(edge: &Rc<Edge>, req: &mut Request<'_>, topic: &str) -> Result<Outcom
         )
     })?;
     caller.check_publish(topic)?;
+    match req.query.get("tx") {
+        None => {}
+        Some("prepare") => return super::tx::prepare(edge, req, topic),
+        Some(other) => {
+            return Err(HttpError::new(
+                400,
+                "bad_request",
+                format!("tx={other:?}: the only tx is `prepare`"),
+            ));
+        }
+    }
     let wait = match req.query.get("wait") {
         None => None,
         Some("delivered") => {

@@ -46,6 +46,7 @@ fn summary(edge: &Edge, engine: &Engine) -> Summary {
         },
         log_dropped: crate::logging::dropped(),
         pending_requests: engine.pending_requests(),
+        tx: engine.tx_stats(),
         store: engine.log().map(|l| render::StoreSummary {
             sync: l.sync_policy(),
             stats: l.stats(),

@@ -176,6 +176,9 @@ impl Session {
     fn open(&mut self, engine: &mut Engine, out: &mut Vec<u8>, version: u16, client: &str) {
         engine.handle_open(self.conn, client);
         self.version = version;
+        if version >= wire::REQUEST_VERSION {
+            engine.handle_tx_capable(self.conn);
+        }
         let l = engine.limits();
         let welcome = Welcome {
             version,

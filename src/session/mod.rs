@@ -7,6 +7,7 @@
 //! the socket or kept for later, the transport calls [`Session::seal`].
 
 mod handshake;
+mod tx;
 
 use std::sync::Arc;
 
@@ -437,6 +438,8 @@ impl Session {
             },
             Frame::Request(r) => self.handle_request(engine, time_ms, &r, out)?,
             Frame::Reply(r) => engine.handle_reply(r.reply, r.key, r.payload),
+            Frame::Prepare(p) => self.handle_prepare(engine, time_ms, &p, out),
+            Frame::Settle(s) => self.handle_settle(engine, time_ms, &s, out),
             Frame::Ping(p) => self.emit(out, &Frame::Pong(p)),
             Frame::Pong(_) => {}
             Frame::Hello(_) => {
@@ -665,6 +668,9 @@ impl Session {
                 out.len() < high_water
             })
         };
+        if self.version >= REQUEST_VERSION {
+            self.poll_tx_checks(engine, out);
+        }
         let crypto = &mut self.crypto;
         // Version 1 clients know no `Evicted`: they get the same `Lag` as ever.
         let evicted_frame = self.version >= 2;

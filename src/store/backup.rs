@@ -93,6 +93,15 @@ fn backup_passes(
         }
         between();
     }
+    // Pending transactions: appended to, or replaced whole by a rename; a copy is a
+    // prefix of it, whose torn end (if any) the next start cuts.
+    match copy(&super::tx::tx_path(&src), &super::tx::tx_path(&dst)) {
+        Ok(_) => {}
+        Err(StoreError::Io(m)) if m.contains("os error 2") => {
+            let _ = std::fs::remove_file(super::tx::tx_path(&dst));
+        }
+        Err(e) => return Err(e),
+    }
     let mut infos = Vec::with_capacity(copied.len());
     for no in copied {
         // Check what was copied as a start would read it.

@@ -29,6 +29,16 @@ pub(crate) enum WriteCmd {
     Index { no: u64, bytes: Vec<u8> },
     /// Deletes segment `no` and its index.
     Delete { no: u64 },
+    /// Appends `bytes` (whole batches) to the transaction file `tx.log`; `upto` is the
+    /// log position after them (they take a place in the log's positions, so that a
+    /// sync covering `upto` covers them).
+    TxAppend {
+        bytes: std::sync::Arc<Vec<u8>>,
+        upto: u64,
+    },
+    /// Replaces the transaction file by one holding `bytes` (whole batches) after its
+    /// header: written aside, synced, renamed over it.
+    TxRewrite { bytes: Vec<u8> },
     /// Cuts segment `no` back to `len` bytes after a failure (the log position then
     /// being `upto`), makes it the one appended to, and lifts the failure.
     Truncate { no: u64, len: u64, upto: u64 },
@@ -81,6 +91,9 @@ struct Writer {
     dir_dirty: bool,
     /// After a failure nothing is appended until the executor cut the segment back.
     failed: bool,
+    /// The transaction file, once appended to, and whether it has unsynced bytes.
+    tx: Option<File>,
+    tx_dirty: bool,
 }
 
 impl Writer {
@@ -143,6 +156,12 @@ impl Writer {
         if let Some((_, f)) = &self.file {
             f.sync_data()?;
         }
+        if self.tx_dirty {
+            if let Some(f) = &self.tx {
+                f.sync_data()?;
+            }
+            self.tx_dirty = false;
+        }
         if self.dir_dirty {
             sync_dir(&self.dir)?;
             self.dir_dirty = false;
@@ -183,6 +202,42 @@ impl Writer {
                 Ok(())
             }
             WriteCmd::Sync { .. } => Ok(()),
+            WriteCmd::TxAppend { bytes, upto } => {
+                let f = match self.tx.as_mut() {
+                    Some(f) => f,
+                    None => {
+                        let path = super::tx::tx_path(&self.dir);
+                        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+                        if f.metadata()?.len() == 0 {
+                            f.write_all(&super::tx::tx_header())?;
+                            self.dir_dirty = true;
+                        }
+                        self.tx.insert(f)
+                    }
+                };
+                f.write_all(&bytes)?;
+                self.tx_dirty = true;
+                if !self.failed {
+                    self.written = self.written.max(upto);
+                }
+                Ok(())
+            }
+            WriteCmd::TxRewrite { bytes } => {
+                let path = super::tx::tx_path(&self.dir);
+                let tmp = path.with_extension("log.tmp");
+                let mut f = File::create(&tmp)?;
+                f.write_all(&super::tx::tx_header())?;
+                f.write_all(&bytes)?;
+                f.sync_data()?;
+                drop(f);
+                // What was appended to the old file is settled or in `bytes`.
+                self.tx = None;
+                std::fs::rename(&tmp, &path)?;
+                self.dir_dirty = true;
+                self.tx = Some(OpenOptions::new().append(true).open(&path)?);
+                self.tx_dirty = false;
+                Ok(())
+            }
             WriteCmd::Index { no, bytes } => {
                 // An index is only an aid: when it cannot be written, startup scans.
                 let path = index_path(&self.dir, no);
@@ -293,6 +348,8 @@ impl Threads {
             written,
             dir_dirty: false,
             failed: false,
+            tx: None,
+            tx_dirty: false,
         };
         let d2 = dtx.clone();
         let writer = std::thread::Builder::new()

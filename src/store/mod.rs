@@ -28,6 +28,7 @@ pub(crate) mod segment;
 #[cfg(test)]
 mod tests;
 mod time;
+mod tx;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub use backup::{BackupReport, backup};
 use format::{GroupRecord, Record, Records};
 use io::{Done, ReadCmd, WriteCmd};
 use segment::{GroupChange, Noted, SegmentInfo};
+pub use tx::{RecoveredTx, TxRecord};
 
 /// Why the store cannot open or go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +181,8 @@ pub struct Opened {
     pub bad_segments: u64,
     /// What recovery did, one line each, for the log.
     pub notes: Vec<String>,
+    /// Pending transactions (`tx.log`), in the order they were prepared.
+    pub txs: Vec<RecoveredTx>,
 }
 
 /// A message read back from disk.
@@ -379,6 +383,8 @@ pub struct Log {
     compacting: Option<u64>,
     stats: LogStats,
     now_ms: u64,
+    /// The pending transactions' file (see [`tx`]).
+    tx: tx::TxDisk,
 }
 
 /// A topic's retention, as the engine resolves it.
@@ -423,6 +429,7 @@ impl Log {
             .map_err(|e| io_err(&format!("cannot create {}", logdir.display()), e))?;
         let rec = recover::segments(&logdir)?;
         notes.extend(rec.notes);
+        let txr = tx::recover(&logdir, &mut notes)?;
         // Sequence numbers of this run start above every one stored, also when `meta`
         // was damaged or lost (its epoch then starts again at 1).
         let max_seq = rec
@@ -478,6 +485,7 @@ impl Log {
                 ..LogStats::default()
             },
             now_ms: 0,
+            tx: tx::TxDisk::default(),
         };
         // Topic ids are the log's own, never used again once their topic is removed: a
         // name's live id is its newest that was not removed.
@@ -572,6 +580,18 @@ impl Log {
         log.segments.push(SegmentInfo::new(no));
         log.stats.disk_bytes += format::SEGMENT_HEADER as u64;
         log.cmds.push(WriteCmd::Create { no });
+        log.stats.skipped += txr.skipped;
+        log.set_tx_disk(txr.disk);
+        if txr.rewrite {
+            log.rewrite_tx(txr.pending.iter().map(|t| TxRecord {
+                tx: t.tx,
+                time_ms: t.time_ms,
+                topic: &t.topic,
+                client: &t.client,
+                key: t.key.as_deref(),
+                payload: &t.payload,
+            }));
+        }
         let opened = Opened {
             broker_id: meta.broker_id,
             seq_base: meta.epoch << 40,
@@ -597,6 +617,7 @@ impl Log {
             truncated: rec.truncated,
             bad_segments: rec.bad,
             notes,
+            txs: txr.pending,
         };
         Ok((log, opened))
     }

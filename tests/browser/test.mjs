@@ -323,6 +323,16 @@ async function openRun(browser) {
       assert(msg.key === 'key-1', `stored key ${JSON.stringify(msg.key)}`);
     });
 
+    await check('the broker panel counts transactions: one prepared with curl is pending, then committed', async () => {
+      const p = curl(['-d', 'tx', `${base}/t/test/browser/tx?tx=prepare`]);
+      assert(p.status === 200 && /^[0-9a-f]{16}$/.test(p.json?.tx || ''), `prepare: HTTP ${p.status} ${p.text}`);
+      await waitText(page, '#totals', '1 pending', POLL_WAIT);
+      const c = curl(['-X', 'POST', `${base}/tx/${p.json.tx}/commit`]);
+      assert(c.status === 200, `commit: HTTP ${c.status} ${c.text}`);
+      await waitText(page, '#totals', '0 pending', POLL_WAIT);
+      await waitText(page, '#totals', '1 committed');
+    });
+
     await check('after publishing, the messages panel shows that topic, payload as text', async () => {
       await waitText(page, '#messages', formPayload, POLL_WAIT);
       assert((await page.locator('#messages b').count()) === 0, 'the payload was rendered as HTML');

@@ -43,10 +43,12 @@ mod groups;
 mod render;
 mod show;
 mod topics;
+mod tx;
 
 pub(crate) use groups::{group, groups};
 use render::{bytes, duration_ms, num, pairs, rate, setting, source, table, text, yes_no};
 pub(crate) use topics::{topic, topics};
+pub(crate) use tx::{prepare as tx_prepare, tx};
 
 /// Parses `argv` for `spec`; `None` after `--help`.
 fn parse(spec: &'static Spec, argv: Vec<OsString>) -> Result<Option<Parsed>, CliError> {
