@@ -130,6 +130,38 @@ fn tcp_publishes_are_checked_and_valid_ones_stored_unchanged() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Requests and prepared transactions store a message too: their payloads are checked
+/// like a publish's (a prepare at once, not at its commit).
+#[test]
+fn requests_and_prepared_transactions_are_checked_like_publishes() {
+    let (dir, config) = setup("v4", TEMP);
+    let s = serve(&config);
+    let c = client(&s);
+    match c.publish_prepared("sensors/kitchen/temp", r#"{"value":"warm"}"#) {
+        Err(Error::Broker { code, message }) => {
+            assert_eq!(code, ErrorCode::INVALID_PAYLOAD);
+            assert!(message.starts_with("/value: expected number"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let tx = c
+        .publish_prepared("sensors/kitchen/temp", r#"{"value":1}"#)
+        .unwrap();
+    tx.rollback().unwrap();
+    // A responder, so the request is not refused as having none.
+    let _responder = c.serve("sensors/kitchen/temp").unwrap();
+    match c.request("sensors/kitchen/temp", "21.5 C", WAIT) {
+        Err(Error::Broker { code, message }) => {
+            assert_eq!(code, ErrorCode::INVALID_PAYLOAD);
+            assert!(message.starts_with("payload is not JSON: "), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let stats = get_json(&s, "/api/stats");
+    assert_eq!(stats["totals"]["schema_refused"], 2, "{stats}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn http_publishes_answer_422_with_the_message() {
     let (dir, config) = setup("http", TEMP);

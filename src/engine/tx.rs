@@ -283,6 +283,10 @@ impl Engine {
                 format!("bad topic {}: {e}", mote_sdk::topic::shown(topic)),
             )
         })?;
+        // A payload its topic's JSON schema refuses is refused now, not at the commit
+        // (which could not tell the producer).
+        self.check_schema(topic, payload)?;
+        let l = &self.limits;
         let held = self.tx.pending.len();
         if held >= l.max_transactions {
             self.tx.stats.refused += 1;
