@@ -29,9 +29,14 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Everything (`#` both ways).
+    /// Everything (`#` both ways, and `$chan/#`: peer channels, which `#` does not match).
     pub fn all() -> Rules {
-        let all = || vec![Filter::new("#").unwrap_or_else(|_| unreachable!("# is a valid filter"))];
+        let all = || {
+            ["#", "$chan/#"]
+                .iter()
+                .map(|f| Filter::new(f).unwrap_or_else(|_| unreachable!("{f} is a valid filter")))
+                .collect::<Vec<_>>()
+        };
         Rules {
             publish: all(),
             subscribe: all(),

@@ -19,6 +19,7 @@ Commands:
   pub     publish messages (like mosquitto_pub)
   sub     subscribe and print messages (like mosquitto_sub)
   ping    check that a broker answers (exit 0) or not (exit 1)
+  chan    talk on a peer channel: stdin lines sent, the other side's printed
   topics  list topics: name, stored, offsets, bytes, rate, subscribers, settings
   topic   info, show, purge, delete or meta (metadata) of one topic
   groups  list consumer groups
@@ -106,6 +107,10 @@ pub(crate) fn main() -> i32 {
             return client(client::subscribe(argv), "sub");
         }
         "ping" => return client(client::ping(argv), "ping"),
+        "chan" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::chan(argv), "chan");
+        }
         "topics" => {
             init_logging("warn", mote::logging::Output::Direct);
             return client(client::topics(argv), "topics");

@@ -12,6 +12,7 @@
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
 mod admin;
+mod channel;
 mod disk;
 mod edge;
 mod group;

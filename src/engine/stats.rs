@@ -61,6 +61,8 @@ pub struct Stats {
     /// Dead letters kept by their group because the dead-letter topic could not be
     /// created (`--max-topics`): retried later, never dropped.
     pub dead_letters_held: u64,
+    /// Presence messages the broker published for peer channels (`$chan/.../reader`).
+    pub channel_presence: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -130,6 +132,7 @@ impl Default for Stats {
             topics_expired: 0,
             groups_expired: 0,
             dead_letters_held: 0,
+            channel_presence: 0,
             errors: [0; CODE_SLOTS],
         }
     }
