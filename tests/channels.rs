@@ -148,9 +148,18 @@ struct ChanProc {
 
 impl ChanProc {
     fn start(port: &str, args: &[&str]) -> ChanProc {
-        let mut child = Command::new(MOTE)
-            .args(["chan", "-p", port])
-            .args(args)
+        let mut cmd = Command::new(MOTE);
+        cmd.args(["chan", "-p", port]).args(args);
+        ChanProc::spawn(cmd)
+    }
+
+    /// `sh -c LINE` with `mote` on the `PATH`.
+    fn shell(line: &str) -> ChanProc {
+        ChanProc::spawn(shell(&format!("exec {line}")))
+    }
+
+    fn spawn(mut cmd: Command) -> ChanProc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -185,6 +194,15 @@ impl ChanProc {
             .unwrap_or_else(|e| panic!("no line from mote chan: {e}"))
     }
 
+    /// Waits for `want` on stderr, passing over other lines.
+    fn err_until(&self, want: &str) {
+        loop {
+            if self.err_line() == want {
+                return;
+            }
+        }
+    }
+
     fn err_line(&self) -> String {
         self.err
             .recv_timeout(WAIT)
@@ -210,6 +228,61 @@ impl Drop for ChanProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `sh -c LINE` with the directory of the `mote` under test first on the `PATH`.
+fn shell(line: &str) -> Command {
+    let dir = std::path::Path::new(MOTE).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", line]).env("PATH", path);
+    cmd
+}
+
+#[test]
+fn the_readme_channel_examples_work_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## Peer channels\n")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let commands: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("mote chan") || l.starts_with("echo "))
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "mote chan door --listen",
+            "mote chan door",
+            "echo 'lights off' | mote chan door --end"
+        ]
+    );
+    let s = Served::start(&[]);
+    let p = format!(" -p {}", s.port());
+    let mut one = ChanProc::shell(&(commands[0].to_string() + &p));
+    let mut two = ChanProc::shell(&(commands[1].to_string() + &p));
+    one.say("hello from one");
+    assert_eq!(two.line(), "hello from one");
+    two.say("hello from two");
+    assert_eq!(one.line(), "hello from two");
+    one.err_until("remote connected");
+    assert!(two.finish().success());
+    one.err_until("remote disconnected");
+    let status = shell(&(commands[2].to_string() + &p)).status().unwrap();
+    assert!(status.success());
+    assert_eq!(one.line(), "lights off");
+    one.err_until("channel ended by the remote");
+    assert!(one.finish().success());
 }
 
 #[test]

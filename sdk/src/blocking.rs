@@ -177,7 +177,9 @@ impl Iterator for GroupSubscription {
 /// let mut door = Channel::listen(&client, "door")?;
 /// while let Some(event) = door.recv() {
 ///     match event {
-///         ChannelEvent::Message(m) => door.send(m.payload)?, // echo it back
+///         ChannelEvent::Message(m) => {
+///             door.send(m.payload)?; // echo it back
+///         }
 ///         ChannelEvent::Ended => break,
 ///         _ => {}
 ///     }

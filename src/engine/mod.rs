@@ -711,6 +711,8 @@ impl Engine {
 #[cfg(test)]
 mod admin_tests;
 #[cfg(test)]
+mod channel_tests;
+#[cfg(test)]
 mod disk_tests;
 #[cfg(test)]
 mod group_tests;
