@@ -1,6 +1,8 @@
 //! Channel presence on a virtual clock: the broker's `up` / `down` for groups that read
 //! a channel topic, and nothing for any other group.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
 use mote_sdk::Start;
 
 use super::group_tests::{engine, join, open, settings};
