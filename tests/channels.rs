@@ -564,3 +564,33 @@ fn dead_letter_and_presence_topics_stay_unpublishable() {
         assert_eq!(raw(t), ErrorCode::BAD_TOPIC, "{t}");
     }
 }
+
+#[test]
+fn the_cli_says_what_is_wrong_with_a_name_or_roles_before_connecting() {
+    // Port 1: nothing listens there, so an error about the name came first.
+    for (args, want) in [
+        (
+            &["a/b"][..],
+            "bad channel \"a/b\": a channel name is 1 to 32",
+        ),
+        (&[][..], "give the channel's NAME"),
+        (
+            &["door", "--role", "x"][..],
+            "give --role and --remote-role together",
+        ),
+        (
+            &["door", "--role", "x", "--remote-role", "x"][..],
+            "must differ",
+        ),
+    ] {
+        let out = Command::new(MOTE)
+            .args(["chan", "-p", "1"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

@@ -84,6 +84,22 @@ fn check_part(what: &'static str, text: &str, max: usize) -> Result<(), Error> {
     })
 }
 
+/// Checks a channel's name and roles as [`Open::open`] does, without a broker: a name
+/// and roles of 1 to [`MAX_NAME`] / [`MAX_ROLE`] characters of `A-Z a-z 0-9 . _ -`, the
+/// two roles different. Fails with [`Error::Channel`].
+pub fn check(name: &str, mine: &str, theirs: &str) -> Result<(), Error> {
+    check_part("name", name, MAX_NAME)?;
+    check_part("role", mine, MAX_ROLE)?;
+    check_part("role", theirs, MAX_ROLE)?;
+    if mine == theirs {
+        return Err(Error::Channel {
+            name: crate::topic::shown(mine),
+            reason: "the two roles of a channel must differ",
+        });
+    }
+    Ok(())
+}
+
 /// The topic the side with `role` publishes to: `$chan/<name>/<role>`.
 pub fn topic(name: &str, role: &str) -> String {
     format!("{CHANNEL_PREFIX}{name}/{role}")
@@ -150,15 +166,7 @@ impl Open {
     /// like [`Client::subscribe_group`] otherwise (a token needs `subscribe` on
     /// `$chan/<name>/#` and `publish` on `$chan/<name>/<mine>`).
     pub async fn open(self) -> Result<Channel, Error> {
-        check_part("name", &self.name, MAX_NAME)?;
-        check_part("role", &self.mine, MAX_ROLE)?;
-        check_part("role", &self.theirs, MAX_ROLE)?;
-        if self.mine == self.theirs {
-            return Err(Error::Channel {
-                name: crate::topic::shown(&self.mine),
-                reason: "the two roles of a channel must differ",
-            });
-        }
+        check(&self.name, &self.mine, &self.theirs)?;
         let send_topic = topic(&self.name, &self.mine);
         let read_topic = topic(&self.name, &self.theirs);
         // Checked here so that a bad name never reaches the broker.

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::io::{self, BufRead, Write};
 
 use futures_lite::future;
-use mote_sdk::{Channel, ChannelEvent, Client};
+use mote_sdk::{Channel, ChannelEvent, Client, channel};
 
 use super::{
     CliError, Exit, Failure, HOST, ID, Outcome, PORT, Spec, TOKEN, TOKEN_FILE, URL, args, block_on,
@@ -42,12 +42,12 @@ pub(crate) static CHAN: Spec = Spec {
             "at EOF on stdin, end the channel for both sides (default: leave it open)",
         ),
     ],
-    after: "Usage: mote chan NAME [OPTIONS]\n\
-            NAME is 1 to 32 characters of A-Z a-z 0-9 . _ -. What one side sends while the\n\
-            other is away waits for it (across a broker restart with --data). `remote\n\
-            connected`, `remote disconnected` and `channel ended by the remote` are said on\n\
-            stderr. A token needs publish on $chan/NAME/ROLE and subscribe on $chan/NAME/#\n\
-            (manage on $chan/NAME/# too for --end to remove the channel's state).\n\
+    after: "mote chan NAME [OPTIONS]: NAME is 1 to 32 characters of A-Z a-z 0-9 . _ -.\n\
+            What one side sends while the other is away waits for it (across a broker\n\
+            restart with --data). `remote connected`, `remote disconnected` and `channel\n\
+            ended by the remote` are said on stderr. A token needs publish on\n\
+            $chan/NAME/ROLE and subscribe on $chan/NAME/# (manage on $chan/NAME/# too for\n\
+            --end to remove the channel's state; without it the state expires).\n\
             Examples:\n  mote chan door --listen      # terminal 1\n  mote chan door               # terminal 2\n  echo bye | mote chan door --end",
 };
 
@@ -78,6 +78,14 @@ pub(crate) fn chan(argv: Vec<OsString>) -> Result<(), Exit> {
             return Err(CliError("give --role and --remote-role together".into()).into());
         }
     };
+    {
+        let (mine, theirs) = match &roles {
+            Some((m, t)) => (m.as_str(), t.as_str()),
+            None if p.on("listen") => (channel::LISTEN_ROLE, channel::CONNECT_ROLE),
+            None => (channel::CONNECT_ROLE, channel::LISTEN_ROLE),
+        };
+        channel::check(&name, mine, theirs).map_err(|e| CliError(e.to_string()))?;
+    }
     let opts = options(&p, "mote-chan")?;
     let end_at_eof = p.on("end");
     let (listen, addr) = (p.on("listen"), opts.addr.clone());
