@@ -29,9 +29,14 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Everything (`#` both ways).
+    /// Everything (`#` both ways, and `$chan/#`: peer channels, which `#` does not match).
     pub fn all() -> Rules {
-        let all = || vec![Filter::new("#").unwrap_or_else(|_| unreachable!("# is a valid filter"))];
+        let all = || {
+            ["#", "$chan/#"]
+                .iter()
+                .map(|f| Filter::new(f).unwrap_or_else(|_| unreachable!("{f} is a valid filter")))
+                .collect::<Vec<_>>()
+        };
         Rules {
             publish: all(),
             subscribe: all(),
@@ -410,6 +415,30 @@ mod tests {
         let narrow = Rules::new("x", &["home/#".into()], &[]).unwrap();
         assert!(!narrow.may_publish_anywhere("home/a"));
         assert!(narrow.may_publish("home/a"));
+    }
+
+    #[test]
+    fn channels_need_rules_that_name_them_and_the_single_token_has_them() {
+        let chan = Filter::new("$chan/door/#").unwrap();
+        let hash = Rules::new("x", &["#".into()], &["#".into()]).unwrap();
+        assert!(!hash.may_publish("$chan/door/local"));
+        assert!(!hash.may_subscribe(&chan));
+        let all = Rules::all();
+        assert!(all.may_publish("$chan/door/local"));
+        assert!(all.may_subscribe(&chan));
+        assert!(all.may_manage("$chan/door/local"));
+        assert!(all.may_manage_filter(&Filter::new("$chan/door/local").unwrap()));
+        // `$chan/#` is not a way into the other `$` topics.
+        assert!(!all.may_publish("$dead/g/a"));
+        let named = Rules::new(
+            "door",
+            &["$chan/{name}/local".into()],
+            &["$chan/{name}/#".into()],
+        )
+        .unwrap();
+        assert!(named.may_publish("$chan/door/local"));
+        assert!(!named.may_publish("$chan/door/remote"));
+        assert!(named.may_subscribe(&chan));
     }
 
     #[test]

@@ -333,3 +333,81 @@ impl Iterator for TxChecks {
         self.recv()
     }
 }
+
+/// A blocking [`crate::Channel`]: one side of a peer channel.
+///
+/// ```no_run
+/// use mote_sdk::blocking::{Channel, Client};
+/// use mote_sdk::{ChannelEvent, Options};
+/// let client = Client::connect(Options::new("127.0.0.1:7270"))?;
+/// let mut door = Channel::listen(&client, "door")?;
+/// while let Some(event) = door.recv() {
+///     match event {
+///         ChannelEvent::Message(m) => {
+///             door.send(m.payload)?; // echo it back
+///         }
+///         ChannelEvent::Ended => break,
+///         _ => {}
+///     }
+/// }
+/// door.end()?;
+/// # Ok::<(), mote_sdk::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Channel {
+    inner: crate::Channel,
+}
+
+impl Channel {
+    /// See [`crate::Channel::connect`]: this side is `local`.
+    pub fn connect(client: &Client, name: &str) -> Result<Channel, Error> {
+        wait(crate::Channel::connect(&client.inner, name).open()).map(|inner| Channel { inner })
+    }
+
+    /// See [`crate::Channel::listen`]: this side is `remote`.
+    pub fn listen(client: &Client, name: &str) -> Result<Channel, Error> {
+        wait(crate::Channel::listen(&client.inner, name).open()).map(|inner| Channel { inner })
+    }
+
+    /// Opens channel `name` with explicit roles (see [`crate::channel::Open::with_roles`]).
+    pub fn with_roles(
+        client: &Client,
+        name: &str,
+        mine: &str,
+        theirs: &str,
+    ) -> Result<Channel, Error> {
+        let open = crate::Channel::connect(&client.inner, name).with_roles(mine, theirs);
+        wait(open.open()).map(|inner| Channel { inner })
+    }
+
+    /// The async channel underneath.
+    pub fn as_async(&mut self) -> &mut crate::Channel {
+        &mut self.inner
+    }
+
+    /// See [`crate::Channel::send`].
+    pub fn send(&self, payload: impl AsRef<[u8]>) -> Result<u64, Error> {
+        wait(self.inner.send(payload))
+    }
+
+    /// See [`crate::Channel::recv`].
+    pub fn recv(&mut self) -> Option<crate::ChannelEvent> {
+        wait(self.inner.recv())
+    }
+
+    /// The next event, waiting at most `timeout`: `Err(Error::Timeout)` if none came.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<crate::ChannelEvent>, Error> {
+        wait(async { Ok(self.inner.recv().await) }.or(async {
+            async_io::Timer::after(timeout).await;
+            Err(Error::Timeout)
+        }))
+    }
+
+    /// See [`crate::Channel::end`].
+    pub fn end(self) -> Result<(), Error> {
+        wait(self.inner.end())
+    }
+}

@@ -80,6 +80,15 @@ pub enum Error {
         /// What needs it, such as `management`.
         what: &'static str,
     },
+    /// A channel name or role that cannot be used (checked before anything is sent).
+    Channel {
+        /// The name or role, quoted and cut short.
+        name: String,
+        /// What a good one looks like.
+        reason: &'static str,
+    },
+    /// The channel ended (by either side): nothing more can be sent on it.
+    ChannelEnded,
 }
 
 impl fmt::Display for Error {
@@ -118,6 +127,10 @@ impl fmt::Display for Error {
                 f,
                 "the broker speaks protocol {broker}; {what} needs {needed} (upgrade the broker)"
             ),
+            Error::Channel { name, reason } => write!(f, "bad channel {name}: {reason}"),
+            Error::ChannelEnded => {
+                f.write_str("the channel has ended; open it again to start a new one")
+            }
         }
     }
 }

@@ -245,6 +245,18 @@ impl Delivery {
         &self.message
     }
 
+    /// Moves the message out (its topic and offset stay, for the drop warning).
+    pub(crate) fn take_message(&mut self) -> Message {
+        let left = Message {
+            topic: self.message.topic.clone(),
+            offset: self.message.offset,
+            time_ms: self.message.time_ms,
+            key: None,
+            payload: Vec::new(),
+        };
+        std::mem::replace(&mut self.message, left)
+    }
+
     /// Done with the message: the broker will not deliver it again.
     ///
     /// Queued at once; the broker's answer to a late ack (after the ack timeout gave the

@@ -6,6 +6,8 @@
 //! - [`wire`]: the one definition of the TCP protocol (frames, framing, error codes),
 //!   shared with the broker. `PROTOCOL.md` documents it byte by byte.
 //! - [`topic`]: topic and filter validation and matching.
+//! - [`Channel`]: a peer channel, two sides each consuming what the other sends once,
+//!   in order, with presence events (built on `$chan/` topics and durable groups).
 //! - [`Client::manage`]: list, inspect, purge and delete topics, seek and delete groups
 //!   (protocol 3); the answers are the broker's JSON documents.
 //! - [`Client::request`]: request/reply (protocol 4); [`Client::serve`] and
@@ -25,6 +27,7 @@
 extern crate alloc;
 
 pub mod blocking;
+pub mod channel;
 mod client;
 mod driver;
 mod error;
@@ -37,6 +40,7 @@ pub mod topic;
 mod tx;
 pub mod wire;
 
+pub use channel::{Channel, ChannelEvent};
 pub use client::{Client, Confirmation, DEFAULT_TOKEN_NAME, Event, Message, Options, Subscription};
 pub use error::Error;
 pub use group::{Delivery, Group, GroupEvent, GroupSubscription};

@@ -4,7 +4,8 @@
 //! wildcards: `+` matches exactly one level, `#` (last level only) matches the rest,
 //! including nothing (`home/#` matches `home`). Topics starting with `$` are reserved for
 //! the broker (`$dead/...` and friends) and are not matched by a filter whose first level
-//! is a wildcard, as in MQTT.
+//! is a wildcard, as in MQTT. The one exception clients may publish to is a peer
+//! channel's topic `$chan/<name>/<role>` (exactly three levels; see [`is_channel_topic`]).
 
 use core::fmt;
 
@@ -34,7 +35,8 @@ pub enum TopicError {
     BadWildcard,
     /// The name contains a control character (including NUL).
     ControlChar,
-    /// A publish topic starts with `$`, which is reserved for the broker.
+    /// A publish topic starts with `$`, which is reserved for the broker (but for a
+    /// channel's `$chan/<name>/<role>`).
     Reserved,
 }
 
@@ -57,7 +59,7 @@ impl fmt::Display for TopicError {
             }
             TopicError::ControlChar => f.write_str("topic contains a control character"),
             TopicError::Reserved => {
-                f.write_str("topics starting with '$' are reserved for the broker")
+                f.write_str("topics starting with '$' are reserved for the broker (clients may only publish to a channel's $chan/<name>/<role>)")
             }
         }
     }
@@ -96,6 +98,19 @@ fn levels(name: &str) -> Result<heapless::Vec<&str, MAX_DEPTH>, TopicError> {
     Ok(out)
 }
 
+/// First level of the topics of peer channels: `$chan/<name>/<role>` carries what the
+/// side with role `<role>` sends; `$chan/<name>/<role>/reader` is where the broker says
+/// whether that topic's reader (the other side) is there.
+pub const CHANNEL_PREFIX: &str = "$chan/";
+
+/// Whether `name` is a channel topic a client may publish to: `$chan/<name>/<role>`,
+/// exactly three levels (a channel's presence topics have four and stay the broker's).
+pub fn is_channel_topic(name: &str) -> bool {
+    name.strip_prefix(CHANNEL_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(n, r)| !n.is_empty() && !r.is_empty() && !r.contains('/'))
+}
+
 /// A valid publish topic: no wildcards, no empty levels, not reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Topic<'a>(&'a str);
@@ -104,7 +119,7 @@ impl<'a> Topic<'a> {
     /// Checks `name` as a topic a client may publish to.
     pub fn new(name: &'a str) -> Result<Self, TopicError> {
         let t = Self::new_system(name)?;
-        if name.starts_with('$') {
+        if name.starts_with('$') && !is_channel_topic(name) {
             return Err(TopicError::Reserved);
         }
         Ok(t)
@@ -244,11 +259,18 @@ mod tests {
             ("a\0b", TopicError::ControlChar),
             ("a\nb", TopicError::ControlChar),
             ("$sys/x", TopicError::Reserved),
+            ("$chan", TopicError::Reserved),
+            ("$chan/a", TopicError::Reserved),
+            ("$chan/a/b/reader", TopicError::Reserved),
+            ("$dead/chan/a", TopicError::Reserved),
+            ("$chan/a/+", TopicError::Wildcard),
         ];
         for (name, err) in cases {
             assert_eq!(Topic::new(name), Err(*err), "{name:?}");
         }
         assert!(Topic::new_system("$dead/g/a").is_ok());
+        assert!(Topic::new("$chan/door/local").is_ok());
+        assert!(Topic::new_system("$chan/door/local/reader").is_ok());
         assert_eq!(
             TopicError::TooLong { len: 300 }.to_string(),
             "topic is 300 bytes, the limit is 256"
@@ -328,6 +350,10 @@ mod tests {
             ("#", "$dead/g/t", false),
             ("+/g/t", "$dead/g/t", false),
             ("$dead/#", "$dead/g/t", true),
+            ("#", "$chan/a/local", false),
+            ("+/a/local", "$chan/a/local", false),
+            ("$chan/#", "$chan/a/local", true),
+            ("$chan/+/local", "$chan/a/local", true),
         ];
         for (f, t, m) in cases {
             assert_eq!(Filter::new(f).unwrap().matches(t), *m, "{f} vs {t}");

@@ -1,12 +1,14 @@
-//! `mote pub`, `mote sub` and `mote ping`: command-line clients in the manner of
+//! `mote pub`, `mote sub`, `mote chan` and `mote ping`: command-line clients in the manner of
 //! mosquitto_pub and mosquitto_sub (`-h` is the host; `--help` is help).
 
+mod chan;
 mod exec;
 mod follow;
 mod manage;
 mod publish;
 mod reqrep;
 
+pub(crate) use chan::chan;
 pub(crate) use manage::{group, groups, topic, topics, tx};
 pub(crate) use reqrep::{reply, req};
 

@@ -22,6 +22,7 @@ Commands:
   req     send a request and print the reply (exit 1: no responders, no reply in time)
   reply   answer requests with a command (stdin: the request, stdout: the reply)
   ping    check that a broker answers (exit 0) or not (exit 1)
+  chan    talk on a peer channel: stdin lines sent, the other side's printed
   topics  list topics: name, stored, offsets, bytes, rate, subscribers, settings
   topic   info, show, purge, delete or meta (metadata) of one topic
   groups  list consumer groups
@@ -118,6 +119,10 @@ pub(crate) fn main() -> i32 {
             return client(client::reply(argv), "reply");
         }
         "ping" => return client(client::ping(argv), "ping"),
+        "chan" => {
+            init_logging("warn", mote::logging::Output::Direct);
+            return client(client::chan(argv), "chan");
+        }
         "topics" => {
             init_logging("warn", mote::logging::Output::Direct);
             return client(client::topics(argv), "topics");

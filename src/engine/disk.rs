@@ -251,6 +251,8 @@ impl Engine {
                 self.requeue_restored(gid, tid, *offset, *attempt);
             }
         }
+        // Whoever read it before the restart is gone: a channel's peer learns it.
+        self.channel_presence(gid, false);
     }
 
     /// The data directory's log, if the broker has one.

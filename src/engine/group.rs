@@ -565,6 +565,10 @@ impl Engine {
         g.members.push(key);
         g.full = false;
         g.idle_since_ms = None;
+        let first = g.members.len() == 1;
+        if first {
+            self.channel_presence(gid, true);
+        }
         self.pump(gid);
         Ok(self.seq)
     }
@@ -651,6 +655,13 @@ impl Engine {
             .filter(|(_, g)| g.filter.matches(name))
             .map(|(k, _)| GroupId(k as u32))
             .collect()
+    }
+
+    /// The filter of group `gid`, as text.
+    pub(super) fn group_filter(&self, gid: GroupId) -> &str {
+        self.groups
+            .get(gid.0 as usize)
+            .map_or("", |g| g.filter.as_str())
     }
 
     /// The name of group `gid`.
@@ -1167,6 +1178,8 @@ impl Engine {
         let g = &mut self.groups[gid.0 as usize];
         g.members.retain(|&k| k != key);
         if g.members.is_empty() {
+            self.channel_presence(gid, false);
+            let g = &mut self.groups[gid.0 as usize];
             if !g.settings.durable {
                 self.drop_group(gid);
                 return;

@@ -57,6 +57,9 @@ impl Engine {
     /// subscriptions (each member is told, see [`Delivery::GroupGone`]); a durable
     /// group's state leaves the log too.
     pub(super) fn drop_group(&mut self, gid: GroupId) {
+        if !self.groups[gid.0 as usize].members.is_empty() {
+            self.channel_presence(gid, false);
+        }
         let g = self.groups.remove(gid.0 as usize);
         self.group_names.remove(&*g.name);
         for ck in g.cursors {

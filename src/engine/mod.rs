@@ -12,6 +12,7 @@
 //! subscriber never blocks a publisher and never makes the broker hold more.
 
 mod admin;
+mod channel;
 mod disk;
 mod edge;
 mod group;
@@ -737,6 +738,8 @@ impl Engine {
 
 #[cfg(test)]
 mod admin_tests;
+#[cfg(test)]
+mod channel_tests;
 #[cfg(test)]
 mod disk_tests;
 #[cfg(test)]

@@ -285,16 +285,21 @@ impl Engine {
                 return Ok(t);
             }
         }
-        let tid = match self.by_name.get(name) {
-            Some(&t) => t,
-            None => {
+        let found = self.by_name.get(name).copied();
+        let tid = match found {
+            // A `$` topic the broker made (`$dead/...`) exists too: checked below.
+            Some(t) if !name.starts_with('$') => t,
+            _ => {
                 let topic = Topic::new(name).map_err(|e| {
                     Refusal::new(
                         ErrorCode::BAD_TOPIC,
                         format!("bad topic {}: {e}", mote_sdk::topic::shown(name)),
                     )
                 })?;
-                self.create_topic(topic)?
+                match found {
+                    Some(t) => t,
+                    None => self.create_topic(topic)?,
+                }
             }
         };
         if let Some(c) = self.conns.get_mut(conn.index()) {

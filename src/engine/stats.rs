@@ -75,6 +75,8 @@ pub struct Stats {
     /// Replies dropped: their request was answered already, timed out, or its requester
     /// is gone (or the inbox never existed).
     pub replies_dropped: u64,
+    /// Presence messages the broker published for peer channels (`$chan/.../reader`).
+    pub channel_presence: u64,
     errors: [u64; CODE_SLOTS],
 }
 
@@ -150,6 +152,7 @@ impl Default for Stats {
             request_timeouts: 0,
             replies: 0,
             replies_dropped: 0,
+            channel_presence: 0,
             errors: [0; CODE_SLOTS],
         }
     }

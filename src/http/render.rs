@@ -694,7 +694,7 @@ pub(crate) fn metrics(
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 23] = [
+    let counters: [(&str, &str, u64); 24] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -805,6 +805,11 @@ pub(crate) fn metrics(
             "mote_dead_letters_held_total",
             "Dead letters kept by their group because the dead-letter topic could not be created (--max-topics); retried, never dropped.",
             st.dead_letters_held,
+        ),
+        (
+            "mote_channel_presence_total",
+            "Presence messages the broker published for peer channels ($chan/NAME/ROLE/reader).",
+            st.channel_presence,
         ),
     ];
     for (name, help, v) in counters {
