@@ -40,7 +40,8 @@
 //!   `enum`/`const` comparisons (linear in the values). For ordinary schemas that is one
 //!   visit per value of the payload; a schema that applies many subschemas to the same
 //!   values (through `$ref` next to `properties`) multiplies it, so a check stops after
-//!   [`MAX_STEPS`] visits and refuses the payload, saying so.
+//!   [`MAX_STEPS`] visits (or [`STEPS_PER_BYTE`] per payload byte, if more) and refuses the
+//!   payload, saying so.
 
 mod compile;
 mod validate;
@@ -58,8 +59,13 @@ pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
 /// The longest chain of `$ref`s to `$ref`s accepted.
 pub const MAX_REF_CHAIN: usize = 32;
 
-/// The most (payload value, subschema) visits one check makes before it gives up.
-pub const MAX_STEPS: u32 = 1 << 20;
+/// The most (payload value, subschema) visits one check makes before it gives up, or
+/// [`STEPS_PER_BYTE`] per byte of the payload if that is more: a payload holds at most
+/// one value per byte, so an ordinary schema never comes near it, whatever `--max-payload`.
+pub const MAX_STEPS: u64 = 1 << 20;
+
+/// See [`MAX_STEPS`].
+pub const STEPS_PER_BYTE: u64 = 8;
 
 /// The keywords that validate.
 pub const SUPPORTED: &[&str] = &[
@@ -180,12 +186,13 @@ impl Schema {
             path: String::new(),
             rule: format!("payload is not JSON: {e}"),
         })?;
-        self.validate(&value)
+        let budget = MAX_STEPS.max(STEPS_PER_BYTE.saturating_mul(payload.len() as u64));
+        validate::validate(&self.nodes, &value, budget)
     }
 
-    /// Checks a JSON value.
+    /// Checks a JSON value (within [`MAX_STEPS`]).
     pub fn validate(&self, value: &Value) -> Result<(), Invalid> {
-        validate::validate(&self.nodes, value)
+        validate::validate(&self.nodes, value, MAX_STEPS)
     }
 }
 

@@ -8,7 +8,7 @@ use core::cmp::Ordering;
 use serde_json::{Number, Value};
 
 use super::compile::{ARRAY, BOOLEAN, INTEGER, NULL, NUMBER, Node, OBJECT, STRING, TYPE_NAMES};
-use super::{Invalid, MAX_STEPS, push_token};
+use super::{Invalid, push_token};
 
 /// Where in the payload a value is.
 #[derive(Clone, Copy)]
@@ -54,11 +54,17 @@ impl Path<'_> {
 
 struct Checker<'a> {
     nodes: &'a [Node],
-    steps: u32,
+    steps: u64,
+    budget: u64,
 }
 
-pub(super) fn validate(nodes: &[Node], value: &Value) -> Result<(), Invalid> {
-    let mut c = Checker { nodes, steps: 0 };
+/// Checks `value` against node 0, giving up after `budget` (value, subschema) visits.
+pub(super) fn validate(nodes: &[Node], value: &Value, budget: u64) -> Result<(), Invalid> {
+    let mut c = Checker {
+        nodes,
+        steps: 0,
+        budget,
+    };
     c.check(0, value, &Path::Root)
 }
 
@@ -76,11 +82,12 @@ impl Checker<'_> {
         let mut at = Some(start);
         while let Some(i) = at {
             self.steps += 1;
-            if self.steps > MAX_STEPS {
+            if self.steps > self.budget {
                 return fail(
                     path,
                     format!(
-                        "the schema applies more than {MAX_STEPS} subschemas to this payload; it was refused unchecked (simplify the schema)"
+                        "the schema applies more than {} subschemas to this payload; it was refused unchecked (simplify the schema)",
+                        self.budget
                     ),
                 );
             }
