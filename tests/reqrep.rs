@@ -590,3 +590,40 @@ fn the_readme_curl_line_prints_the_reply() {
     let _ = upper.kill();
     let _ = upper.wait();
 }
+
+#[test]
+fn a_command_past_its_time_is_killed_and_answers_nothing() {
+    let s = Served::start(&[]);
+    let port = s.port();
+    let mut slow = Command::new(MOTE)
+        .args([
+            "reply",
+            "-p",
+            &port,
+            "-t",
+            "svc/stuck",
+            "--exec",
+            "sleep 30",
+        ])
+        .args(["--cmd-timeout", "200ms", "-C", "1"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(PATIENCE, "the responder subscribed", || {
+        let out = mote(&["req", "-p", &port, "-t", "svc/stuck", "-m", "x", "-W", "1"]);
+        String::from_utf8_lossy(&out.stderr).contains("no reply within 1 s")
+    });
+    let _ = slow.kill();
+    let mut err = String::new();
+    slow.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = slow.wait();
+    assert!(
+        err.contains("ran past --cmd-timeout (0.2 s) and was killed; no reply sent"),
+        "{err}"
+    );
+}

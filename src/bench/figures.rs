@@ -85,6 +85,7 @@ pub(crate) const ROWS: &[(&str, &str)] = &[
     ("latency p99.9 us", "latency_p999_us"),
     ("request/reply per s", "reqrep_round_trips_per_sec"),
     ("  ping round trips/s", "ping_round_trips_per_sec"),
+    ("  64 in flight, per s", "reqrep_pipelined_per_sec"),
     ("startup ms", "startup_ms"),
     ("idle RSS KiB", "idle_rss_kib"),
     ("RSS per idle sub, B", "rss_bytes_per_idle_subscriber"),

@@ -232,12 +232,15 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
                 continue;
             };
             plan.say(format!(
-                "{}request/reply (64 B, 1 responder)  {:.0} round trips/s  (ping {:.0}/s: {:.0}%)",
+                "{}request/reply (64 B, 1 responder)  {:.0} round trips/s  (ping {:.0}/s: {:.0}%), {:.0}/s with 64 in flight",
                 tag(t),
                 rt.reqrep_per_sec,
                 rt.ping_per_sec,
-                100.0 * rt.reqrep_per_sec / rt.ping_per_sec
+                100.0 * rt.reqrep_per_sec / rt.ping_per_sec,
+                rt.pipelined_per_sec
             ));
+            t.figures
+                .add("reqrep_pipelined_per_sec", rep, rt.pipelined_per_sec);
             t.figures
                 .add("reqrep_round_trips_per_sec", rep, rt.reqrep_per_sec);
             t.figures

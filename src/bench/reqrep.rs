@@ -18,9 +18,14 @@ use super::conn::{Conn, Step, is_timeout};
 const TOPIC: &str = "bench/reqrep";
 const POLL: Duration = Duration::from_millis(100);
 
-/// Round trips per second: request/reply, and the plain ping before it.
+/// Requests in flight in the pipelined run.
+const IN_FLIGHT: u32 = 64;
+
+/// Round trips per second: request/reply one at a time, with [`IN_FLIGHT`] requests in
+/// flight, and the plain ping before them.
 pub(crate) struct RoundTrips {
     pub(crate) reqrep_per_sec: f64,
+    pub(crate) pipelined_per_sec: f64,
     pub(crate) ping_per_sec: f64,
 }
 
@@ -159,9 +164,65 @@ fn ask(addr: SocketAddr, samples: usize, size: usize) -> Result<RoundTrips, Stri
         request(req, &mut c).map_err(fail)?;
     }
     let reqrep_per_sec = samples as f64 / t0.elapsed().as_secs_f64();
+    // Pipelined: IN_FLIGHT requests out, one more sent for each response.
+    let first = 101 + samples as u32;
+    let total = samples as u32;
+    let encode = |req: u32, out: &mut Vec<u8>| {
+        Frame::Request(Request {
+            req,
+            topic: TOPIC,
+            timeout_ms: 10_000,
+            key: None,
+            payload: &payload,
+        })
+        .encode(out);
+    };
+    let t0 = Instant::now();
+    out.clear();
+    let mut sent = 0;
+    while sent < IN_FLIGHT.min(total) {
+        encode(first + sent, &mut out);
+        sent += 1;
+    }
+    c.write(&out).map_err(fail)?;
+    let mut got = 0;
+    while got < total {
+        let mut more = Vec::new();
+        let mut failed = None;
+        c.read_with(|buf, _| match wire::decode(buf, usize::MAX) {
+            Err(e) => Err(io::Error::other(e)),
+            Ok(Decoded::Incomplete { .. }) => Ok(if more.is_empty() && got < total {
+                Step::Need
+            } else {
+                Step::Stop(0)
+            }),
+            Ok(Decoded::Frame(Frame::Response(_), n)) => {
+                got += 1;
+                if sent < total {
+                    encode(first + sent, &mut more);
+                    sent += 1;
+                }
+                Ok(Step::Took(n))
+            }
+            Ok(Decoded::Frame(Frame::Error(e), n)) => {
+                failed = Some(format!("{} ({})", e.message, e.code.name()));
+                Ok(Step::Stop(n))
+            }
+            Ok(Decoded::Frame(_, n)) => Ok(Step::Took(n)),
+        })
+        .map_err(fail)?;
+        if let Some(f) = failed {
+            return Err(format!("requester: {f}"));
+        }
+        if !more.is_empty() {
+            c.write(&more).map_err(fail)?;
+        }
+    }
+    let pipelined_per_sec = f64::from(total) / t0.elapsed().as_secs_f64();
     let _ = c.s.shutdown(Shutdown::Both);
     Ok(RoundTrips {
         reqrep_per_sec,
+        pipelined_per_sec,
         ping_per_sec,
     })
 }

@@ -142,9 +142,9 @@ struct TopicState {
     /// When the idle sweep last found it busy: idle since after a later change that
     /// `touched_ms` did not see (a group gone), counted from when the sweep saw it.
     busy_seen_ms: u64,
-    /// Pending requests stored in this topic (see `request`): delivery looks them up
-    /// only while this is not 0.
-    asks: u32,
+    /// Pending requests stored in this topic, `(offset, inbox)` in offset order (see
+    /// `request`): delivery looks them up only while there are any.
+    asks: Vec<(u64, u64)>,
 }
 
 impl TopicState {
@@ -178,7 +178,7 @@ impl TopicState {
             meta: Vec::new(),
             touched_ms: 0,
             busy_seen_ms: 0,
-            asks: 0,
+            asks: Vec::new(),
         }
     }
 

@@ -2,9 +2,9 @@
 //! `inbox → (owner, req, deadline)`; the first reply to the inbox goes to the owner.
 //!
 //! The plain publish/deliver path does not pay for it: a request is stored as any message
-//! (no field in the ring entry), and a side table `(topic, offset) → inbox` tells delivery
-//! to render it as `Asked`. Delivery consults that table only for topics with pending
-//! requests (`TopicState::asks`), one test per message otherwise. An entry lives until the
+//! (no field in the ring entry), and a side table per topic (`TopicState::asks`, offset →
+//! inbox, sorted by offset) tells delivery to render it as `Asked`. Delivery consults it
+//! only while it is not empty: one test per message otherwise. An entry lives until the
 //! first reply, the deadline, or its owner's disconnect, whichever comes first; after that
 //! the request is delivered (replayed, redelivered) as the plain message it also is.
 //!
@@ -70,8 +70,6 @@ pub(super) struct Requests {
     key: [u8; 32],
     counter: u64,
     pending: HashMap<u64, Entry>,
-    /// The stored request messages of pending entries: `(topic, generation, offset)`.
-    by_message: HashMap<(u32, u32, u64), u64>,
     deadlines: BTreeSet<(u64, u64)>,
     /// Pending entries and undelivered answers per owner.
     per_conn: HashMap<ConnId, usize>,
@@ -79,13 +77,14 @@ pub(super) struct Requests {
     held: usize,
 }
 
-impl Requests {
-    /// The inbox of the request at `(topic, generation, offset)`, if it is pending.
-    #[inline]
-    pub(super) fn inbox_at(&self, tid: TopicId, generation: u32, offset: u64) -> Option<u64> {
-        self.by_message.get(&(tid.0, generation, offset)).copied()
-    }
+/// The inbox of the pending request stored at `offset`, among a topic's `asks`.
+#[inline]
+pub(super) fn inbox_at(asks: &[(u64, u64)], offset: u64) -> Option<u64> {
+    let i = asks.binary_search_by_key(&offset, |a| a.0).ok()?;
+    Some(asks[i].1)
+}
 
+impl Requests {
     fn next_inbox(&mut self) -> u64 {
         loop {
             self.counter += 1;
@@ -205,13 +204,14 @@ impl Engine {
         let Some(&tid) = self.by_name.get(topic) else {
             return Ok(offset);
         };
+        let inbox = self.requests.next_inbox();
         let t = &mut self.topics[tid.0 as usize];
-        t.asks += 1;
+        // Offsets only grow: pushed in order.
+        t.asks.push((offset, inbox));
         let at = (tid, t.generation, offset);
         let timeout_ms = timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS);
         let deadline_ms = self.clock_ms.saturating_add(u64::from(timeout_ms));
         let rq = &mut self.requests;
-        let inbox = rq.next_inbox();
         rq.pending.insert(
             inbox,
             Entry {
@@ -222,7 +222,6 @@ impl Engine {
                 timeout_ms,
             },
         );
-        rq.by_message.insert((at.0.0, at.1, at.2), inbox);
         rq.deadlines.insert((deadline_ms, inbox));
         *rq.per_conn.entry(conn).or_insert(0) += 1;
         rq.held += 1;
@@ -305,10 +304,12 @@ impl Engine {
         let rq = &mut self.requests;
         rq.deadlines.remove(&(e.deadline_ms, inbox));
         let (tid, generation, offset) = e.at;
-        rq.by_message.remove(&(tid.0, generation, offset));
+        // A topic removed since (its slot reused or not) took its asks with it.
         if let Some(t) = self.topics.get_mut(tid.0 as usize) {
             if t.generation == generation {
-                t.asks = t.asks.saturating_sub(1);
+                if let Ok(i) = t.asks.binary_search_by_key(&offset, |a| a.0) {
+                    t.asks.remove(i);
+                }
             }
         }
     }

@@ -66,6 +66,8 @@ fn drain(e: &mut Engine, c: ConnId) -> Vec<Got> {
                 reply: 0,
                 payload: payload.to_vec(),
             },
+            // A topic removed: nothing to compare here.
+            Delivery::Removed { .. } => return true,
             other => panic!("unexpected {other:?}"),
         });
         true
@@ -456,4 +458,30 @@ fn a_group_redelivery_of_a_pending_request_is_asked_again() {
         (0, true),
         "timed out: plain"
     );
+}
+
+#[test]
+fn a_topic_removed_under_a_pending_request_is_no_trouble() {
+    let mut e = engine();
+    let asker = open(&mut e, "asker");
+    let r = open(&mut e, "r");
+    e.handle_subscribe(r, 1, "svc/#", Start::Latest, &[])
+        .unwrap();
+    ask(&mut e, asker, 1, "svc/gone", 5_000).unwrap();
+    let inbox = drain(&mut e, r)[0].reply;
+    e.delete_topic("svc/gone").unwrap();
+    // Another topic takes the slot; its messages are plain.
+    let offset = e
+        .handle_publish(asker, 1_000, "svc/new", None, b"m")
+        .unwrap();
+    let got: Vec<Got> = drain(&mut e, r)
+        .into_iter()
+        .filter(|g| g.payload == b"m")
+        .collect();
+    assert_eq!((got[0].offset, got[0].reply), (offset, 0));
+    // The request still waits for its reply, which reaches its owner.
+    e.handle_reply(inbox, None, b"still");
+    assert_eq!(answers(&mut e, asker).len(), 1);
+    e.handle_timeouts(10_000);
+    assert!(answers(&mut e, asker).is_empty());
 }

@@ -476,10 +476,10 @@ impl Engine {
                                 };
                                 msgs += 1;
                                 bytes += e.payload().len() as u64;
-                                let asked = if t.asks != 0 {
-                                    self.requests.inbox_at(topic, t.generation, offset)
-                                } else {
+                                let asked = if t.asks.is_empty() {
                                     None
+                                } else {
+                                    super::request::inbox_at(&t.asks, offset)
                                 };
                                 match asked {
                                     None => Delivery::GroupMessage {
@@ -589,7 +589,7 @@ impl Engine {
                 }
                 let payload = e.payload();
                 // One test per message for topics without pending requests.
-                let d = if t.asks == 0 {
+                let d = if t.asks.is_empty() {
                     Delivery::Message {
                         sub: cur.sub_id,
                         topic: &t.name,
@@ -599,7 +599,7 @@ impl Engine {
                         payload,
                     }
                 } else {
-                    asked_or_message(&self.requests, tid, t, cur.sub_id, cur.next, e)
+                    asked_or_message(t, cur.sub_id, cur.next, e)
                 };
                 cur.next += 1;
                 n += 1;
@@ -661,14 +661,12 @@ impl Engine {
 #[cold]
 #[inline(never)]
 fn asked_or_message<'a>(
-    requests: &super::request::Requests,
-    tid: TopicId,
     t: &'a super::TopicState,
     sub: u32,
     offset: u64,
     e: &'a super::ring::Entry,
 ) -> Delivery<'a> {
-    match requests.inbox_at(tid, t.generation, offset) {
+    match super::request::inbox_at(&t.asks, offset) {
         Some(reply) => Delivery::Asked {
             sub,
             group: false,

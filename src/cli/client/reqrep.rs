@@ -16,6 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use futures_lite::FutureExt;
 use mote_sdk::{Client, Error, Group};
 use rustix::process::{Pid, Signal};
 
@@ -285,17 +286,22 @@ fn run(
         }
     });
     let mut stdout = child.stdout.take();
-    let (tx, rx) = std::sync::mpsc::channel();
+    // async-channel and a timer, as the rest of the client uses: no std mpsc code in
+    // the binary for this one wait.
+    let (tx, rx) = async_channel::bounded(1);
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
-        let read = stdout.as_mut().map(|s| {
-            s.take(max as u64 + 1).read_to_end(&mut out)?;
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.take(max as u64 + 1).read_to_end(&mut out);
             // Drain the rest so the command does not block on a full pipe.
-            std::io::copy(s, &mut std::io::sink())
-        });
-        let _ = tx.send((out, read.transpose().is_ok()));
+            let _ = std::io::copy(s, &mut std::io::sink());
+        }
+        let _ = tx.send_blocking(out);
     });
-    let got = rx.recv_timeout(limit);
+    let got = async_io::block_on(async { rx.recv().await.map_err(|_| ()) }.or(async {
+        async_io::Timer::after(limit).await;
+        Err(())
+    }));
     let killed = got.is_err();
     if killed {
         if let Some(pid) = pid {
@@ -304,7 +310,7 @@ fn run(
     }
     let status = child.wait();
     let _ = writer.join();
-    let (out, _) = match got {
+    let out = match got {
         Ok(v) => v,
         Err(_) => {
             let _ = reader.join();
