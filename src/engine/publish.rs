@@ -57,7 +57,7 @@ impl Engine {
             );
             return refused(self, r);
         }
-        let tid = match self.topic_for_publish(conn, topic) {
+        let tid = match self.topic_for_publish(conn, topic, payload) {
             Ok(t) => t,
             Err(r) => return refused(self, r),
         };
@@ -278,7 +278,14 @@ impl Engine {
         }
     }
 
-    fn topic_for_publish(&mut self, conn: ConnId, name: &str) -> Result<TopicId, Refusal> {
+    /// The topic a publish goes to, created if new; a payload the new topic's JSON schema
+    /// would refuse is refused before, so refused publishes never take a topic's place.
+    fn topic_for_publish(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<TopicId, Refusal> {
         let last = self.conns.get(conn.index()).and_then(|c| c.last_topic);
         if let Some(t) = last {
             if *self.topics[t.0 as usize].name == *name {
@@ -298,7 +305,10 @@ impl Engine {
                 })?;
                 match found {
                     Some(t) => t,
-                    None => self.create_topic(topic)?,
+                    None => {
+                        self.check_schema(name, payload)?;
+                        self.create_topic(topic)?
+                    }
                 }
             }
         };

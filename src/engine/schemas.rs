@@ -192,6 +192,10 @@ mod tests {
         );
         assert_eq!(e.handle_publish(c, 1, "a/x", None, b"1.5").unwrap(), 1);
         assert!(e.handle_publish(c, 1, "a/y", None, b"{").is_err());
+        // A refused publish creates no topic: it would hold a --max-topics place.
+        assert!(e.topic_schema("a/y").is_none());
+        assert_eq!(e.topic_count(), 1, "a/x only");
+        assert_eq!(e.handle_publish(c, 1, "a/y", None, b"2").unwrap(), 0);
         assert_eq!(e.handle_publish(c, 1, "b", None, b"{").unwrap(), 0);
         assert!(Arc::ptr_eq(
             e.topic_schema("a/x").unwrap(),
