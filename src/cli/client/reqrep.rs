@@ -203,13 +203,10 @@ pub(crate) fn reply(argv: Vec<OsString>) -> Result<(), Exit> {
         while let Some(r) = requests.next().await {
             let max = c.max_payload().unwrap_or(usize::MAX);
             let what = format!("the command for {} offset {}", r.topic, r.offset);
-            // Run on a thread: the client's own thread keeps the connection meanwhile.
-            let job = {
-                let (cmd, payload, key) = (cmd.clone(), r.payload.clone(), r.key.clone());
-                let meta = (r.topic.to_string(), r.offset);
-                blocking(move || run(&cmd, &payload, key.as_deref(), &meta, limit, max))
-            };
-            match job.await {
+            // Run here: the client's own thread keeps the connection meanwhile.
+            let meta = (r.topic.to_string(), r.offset);
+            let job = run(&cmd, &r.payload, r.key.as_deref(), &meta, limit, max);
+            match job {
                 Ok(out) => {
                     r.reply(out)?;
                     answered += 1;
@@ -228,25 +225,6 @@ pub(crate) fn reply(argv: Vec<OsString>) -> Result<(), Exit> {
         Ok::<(), Error>(())
     })?;
     Ok(())
-}
-
-/// Runs `f` on a thread of its own and waits for it without blocking the executor.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = async_channel::bounded(1);
-    let spawned = std::thread::Builder::new()
-        .name("reply-cmd".into())
-        .spawn(move || {
-            let _ = tx.send_blocking(f());
-        });
-    match spawned {
-        Ok(_) => match rx.recv().await {
-            Ok(v) => v,
-            // The thread panicked: nothing sensible to return but to wait forever is
-            // worse; this cannot happen with `run`, which does not panic.
-            Err(_) => futures_lite::future::pending().await,
-        },
-        Err(_) => futures_lite::future::pending().await,
-    }
 }
 
 /// Runs `sh -c cmd` with `payload` on stdin; its stdout if it exits 0 within `limit`
