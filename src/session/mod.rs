@@ -594,6 +594,9 @@ impl Session {
     }
 
     /// Whether this connection's token may publish to `topic`.
+    // Inlined: on the publish path of every message, and (called from two places since
+    // requests) no longer inlined on its own: 21 instructions per message more without.
+    #[inline(always)]
     fn check_publish(&mut self, topic: &str) -> Result<(), String> {
         let Some(rules) = &self.rights else {
             return Ok(());
