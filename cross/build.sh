@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds stripped release binaries of mote for Raspberry Pi class boards with Debian's rustc
 # 1.85 (run cross/setup.sh first), checks each one runs under qemu, prints sizes against the
-# budgets (2 MiB for the static binaries the .debs and the docker image ship; 2.25 MiB for the
-# glibc ones, which carry dynamic linking's tables), and packs the ARM .debs.
+# budgets (2.5 MiB for the static binaries the .debs and the docker image ship; 2.875 MiB for
+# the glibc ones, which carry dynamic linking's tables), and packs the ARM .debs.
 #
 #   cross/build.sh              # gnu + static musl binaries, ARM .debs (if cargo-deb is there)
 #   MUSL=0 cross/build.sh       # gnu only
@@ -31,8 +31,8 @@ set -euo pipefail
 cd "$MOTE_ROOT"
 MUSL=${MUSL:-1}
 DEB=${DEB:-1}
-BUDGET=${BUDGET:-$((2304 * 1024))}                    # bytes, per static (musl) ARM binary (2.25 MiB)
-GLIBC_BUDGET=${GLIBC_BUDGET:-$((2560 * 1024))}        # bytes, per glibc ARM binary (2.5 MiB)
+BUDGET=${BUDGET:-$((2560 * 1024))}                    # bytes, per static (musl) ARM binary (2.5 MiB)
+GLIBC_BUDGET=${GLIBC_BUDGET:-$((2944 * 1024))}        # bytes, per glibc ARM binary (2.875 MiB)
 mkdir -p "$MOTE_DIST"
 $RUSTC --version; $CARGO --version
 
