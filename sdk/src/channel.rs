@@ -111,6 +111,9 @@ pub fn group_name(name: &str, role: &str) -> String {
 }
 
 /// What a channel yields. More kinds may come in later versions: match with a `_` arm.
+/// Messages come in order; presence changes come in order among themselves, but not in
+/// order with the messages (they are read through another subscription): the remote's
+/// first message may come before the `RemoteConnected` of its arrival.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChannelEvent {
