@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod reactor;
 mod shared;
 mod store;
 pub mod systemd;
@@ -99,7 +100,7 @@ pub struct Config {
 pub fn serve(
     listener: TcpListener,
     limits: Limits,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<Stats> {
     serve_with(
         listener,
@@ -116,18 +117,19 @@ pub fn serve(
 pub fn serve_with(
     listener: TcpListener,
     config: Config,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<Stats> {
     let ex = Rc::new(LocalExecutor::new());
-    futures_lite::future::block_on(ex.run(run(ex.clone(), listener, config, shutdown)))
+    reactor::block_on(ex.run(run(ex.clone(), listener, config, shutdown)))?
 }
 
-/// The broker's main task; `ex` is the executor every other task is spawned on.
-pub async fn run(
+/// The broker's main task; `ex` is the executor every other task is spawned on. It runs
+/// under [`reactor::block_on`], whose reactor the connections register with.
+async fn run(
     ex: Rc<LocalExecutor<'static>>,
     listener: TcpListener,
     config: Config,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<Stats> {
     let Config {
         limits,
@@ -246,7 +248,9 @@ pub async fn run(
         })
     });
 
-    shutdown.await;
+    // A task of its own: the main future is polled whenever any task is scheduled, and
+    // the shutdown signal's future may make a system call each time it is polled.
+    ex.spawn(shutdown).await;
 
     log::info!("shutting down");
     drop(tcp);

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use async_io::{Async, Timer};
 use mote_sdk::ErrorCode;
 
+use crate::broker::reactor::Socket;
 use crate::broker::{LINGER, Shared};
 use crate::engine::ConnId;
 use crate::session::Session;
@@ -58,7 +59,7 @@ enum End {
 /// what every idle connection costs, and the state of the rare lingering close is boxed.
 pub(crate) struct ConnTask {
     shared: Rc<Shared>,
-    stream: Async<TcpStream>,
+    stream: Socket,
     io: ConnIo,
     /// Set while draining the peer after our last frame (see [`linger`]).
     linger: Option<Box<Linger>>,
@@ -71,7 +72,8 @@ struct Linger {
 
 impl ConnTask {
     /// The task of connection `id`, or `None` (and the connection dropped) if the system
-    /// has no randomness for the handshake.
+    /// has no randomness for the handshake or the socket cannot join the broker thread's
+    /// reactor.
     pub(crate) fn new(
         shared: Rc<Shared>,
         stream: Async<TcpStream>,
@@ -79,11 +81,21 @@ impl ConnTask {
     ) -> Option<ConnTask> {
         let max_frame = shared.engine.borrow().limits().max_frame();
         let mut nonce = [0u8; 32];
-        if let Err(e) = mote_sdk::secure::random(&mut nonce) {
-            log::error!("conn {}: no randomness for the handshake: {e}", id.index());
-            shared.engine.borrow_mut().handle_disconnect(id);
-            return None;
-        }
+        let stream = match mote_sdk::secure::random(&mut nonce)
+            .map_err(|e| format!("no randomness for the handshake: {e}"))
+            .and_then(|()| {
+                stream
+                    .into_inner()
+                    .and_then(Socket::new)
+                    .map_err(|e| format!("cannot register the socket: {e}"))
+            }) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("conn {}: {e}", id.index());
+                shared.engine.borrow_mut().handle_disconnect(id);
+                return None;
+            }
+        };
         let auth = shared.auth_now();
         Some(ConnTask {
             io: ConnIo {
@@ -136,30 +148,17 @@ impl std::future::Future for ConnTask {
             return Poll::Ready(());
         }
         loop {
-            match this.stream.get_ref().read(&mut l.buf) {
-                Ok(0) => return Poll::Ready(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match this.stream.poll_readable(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => return Poll::Ready(()),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Poll::Ready(()),
+            match read_some(cx, &this.stream, &mut l.buf) {
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
 impl ConnIo {
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        shared: &Shared,
-        stream: &Async<TcpStream>,
-    ) -> Poll<End> {
+    fn poll(&mut self, cx: &mut Context<'_>, shared: &Shared, stream: &Socket) -> Poll<End> {
         let id = self.session.conn();
         shared.set_waker(id, cx.waker());
         let mut scratch = shared.scratch.borrow_mut();
@@ -194,7 +193,7 @@ impl ConnIo {
         &mut self,
         cx: &mut Context<'_>,
         shared: &Shared,
-        stream: &Async<TcpStream>,
+        stream: &Socket,
         rbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Poll<End> {
@@ -258,7 +257,7 @@ impl ConnIo {
         &mut self,
         cx: &mut Context<'_>,
         shared: &Shared,
-        stream: &Async<TcpStream>,
+        stream: &Socket,
         out: &mut Vec<u8>,
     ) -> Poll<Result<bool, ()>> {
         let id = self.session.conn();
@@ -279,7 +278,14 @@ impl ConnIo {
                 self.session.seal(out);
                 &out[..]
             };
-            match stream.get_ref().write(bytes) {
+            if stream.poll_writable(cx).is_pending() {
+                if !from_pending {
+                    self.pending.extend_from_slice(out);
+                    out.clear();
+                }
+                return Poll::Pending;
+            }
+            match (&mut stream.get_ref()).write(bytes) {
                 Ok(n) => {
                     shared.engine.borrow_mut().handle_sent(id, n);
                     wrote = true;
@@ -298,15 +304,8 @@ impl ConnIo {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !from_pending {
-                        self.pending.extend_from_slice(out);
-                        out.clear();
-                    }
-                    match stream.poll_writable(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                        Poll::Pending => return Poll::Pending,
-                    }
+                    // Not writable until the socket's next edge: the check above waits.
+                    stream.write_blocked();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Poll::Ready(Err(())),
@@ -324,7 +323,7 @@ impl ConnIo {
         &mut self,
         cx: &mut Context<'_>,
         shared: &Shared,
-        stream: &Async<TcpStream>,
+        stream: &Socket,
         rbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Poll<Result<bool, ()>> {
@@ -438,21 +437,20 @@ impl ConnIo {
 }
 
 /// One non-blocking read: `Some(n)` bytes, `None` when the peer closed or the socket
-/// failed, `Pending` (waker registered) when there is nothing to read.
-fn read_some(
-    cx: &mut Context<'_>,
-    stream: &Async<TcpStream>,
-    buf: &mut [u8],
-) -> Poll<Option<usize>> {
+/// failed, `Pending` (waker registered) when there is nothing to read. A socket the
+/// reactor knows to be drained is not read at all.
+fn read_some(cx: &mut Context<'_>, stream: &Socket, buf: &mut [u8]) -> Poll<Option<usize>> {
     loop {
-        match stream.get_ref().read(buf) {
+        if stream.poll_readable(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match (&mut stream.get_ref()).read(buf) {
             Ok(0) => return Poll::Ready(None),
-            Ok(n) => return Poll::Ready(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match stream.poll_readable(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            },
+            Ok(n) => {
+                stream.read_done(n, buf.len());
+                return Poll::Ready(Some(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.read_done(0, buf.len()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Poll::Ready(None),
         }
