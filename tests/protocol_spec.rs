@@ -209,6 +209,9 @@ fn the_limits_query_tells_what_the_rings_keep() {
         topic: None,
     };
     assert_eq!(l, want);
+    // What PROTOCOL.md (8.4, 5.36) says of a 64-bit broker.
+    #[cfg(target_pointer_width = "64")]
+    assert_eq!(l.entry_overhead, 112);
     let l = decode_limits(&get_limits(&mut r, 8, Some("sensors/kitchen")));
     let topic = wire::TopicLimits {
         persist: false,
@@ -297,7 +300,10 @@ fn the_sdk_asks_for_limits() {
     let b = Broker::start(small_limits());
     let c = mote_sdk::blocking::Client::connect(b.options()).unwrap();
     let l = c.limits(Some("x/y")).unwrap();
-    assert_eq!((l.ring_messages, l.ring_bytes, l.memory), (40, 10 * 1024, 12 * 1024));
+    assert_eq!(
+        (l.ring_messages, l.ring_bytes, l.memory),
+        (40, 10 * 1024, 12 * 1024)
+    );
     assert_eq!(l.topic.map(|t| t.persist), Some(false));
     let err = c.limits(Some("#")).unwrap_err();
     assert!(

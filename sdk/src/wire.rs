@@ -605,7 +605,7 @@ pub struct Limits {
     /// Longest key the broker accepts.
     pub max_key: u32,
     /// Bytes a stored message counts beyond its key and payload (it depends on the
-    /// broker's machine: 112 on 64-bit, 96 on 32-bit today).
+    /// broker's machine: 112 on 64-bit ones).
     pub entry_overhead: u32,
     /// Most messages one topic's memory ring keeps (`--ring-messages`).
     pub ring_messages: u64,
