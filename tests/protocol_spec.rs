@@ -441,3 +441,61 @@ fn frames_in(bytes: &[u8]) -> usize {
     }
     n
 }
+
+/// PROTOCOL.md section 14: the one frame above `max_frame` a broker sends. A message a
+/// persisted topic stored under `--max-payload 256K` is delivered after a restart with
+/// `--max-payload 16K` as it is, in a frame larger than the new `Welcome.max_frame`.
+#[test]
+fn a_message_stored_under_a_larger_payload_limit_exceeds_max_frame_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("mote-protocol-spec-big-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let serve = |payload: &str| {
+        Served::start(&["--data", data, "--sync", "always", "--max-payload", payload])
+    };
+
+    let mut s = serve("256K");
+    let mut r = Raw::connect(s.addr);
+    r.publish(1, "big", &[7; 200 * 1024]);
+    assert_eq!(r.next(), Some(Got::Published { req: 1, offset: 0 }));
+    drop(r);
+    s.signal("TERM");
+    s.wait_log("stopped:");
+    assert!(s.child.wait().unwrap().success());
+
+    let s = serve("16K");
+    let mut r = Raw::connect_silent(s.addr);
+    r.send(&Frame::Hello(Hello::new("big")));
+    let Some(Got::Welcome { max_frame, .. }) = r.next() else {
+        panic!("no welcome")
+    };
+    assert_eq!(max_frame, 16 * 1024 + 64 * 1024);
+    r.subscribe(1, "big", Start::Earliest);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let len = loop {
+        if let Ok(Some((len, _))) = wire::read_length(&buf) {
+            break len;
+        }
+        let n = r.s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the broker closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(len > max_frame, "a {len}-byte frame, max_frame {max_frame}");
+    let message = loop {
+        if let Ok(Decoded::Frame(f, _)) = wire::decode(&buf, usize::MAX) {
+            break common::own(f);
+        }
+        let n = r.s.read(&mut chunk).unwrap();
+        assert!(n > 0, "the broker closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(
+        matches!(&message, Got::Message { offset: 0, payload, .. } if payload.len() == 200 * 1024),
+        "{:?}",
+        std::mem::discriminant(&message)
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

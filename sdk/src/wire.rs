@@ -1694,6 +1694,38 @@ mod tests {
         );
     }
 
+    /// PROTOCOL.md 3.2: lengths are postcard `usize` varints, read by the rules of the
+    /// machine's `usize`; `u32` fields and variant indexes by the `u32` rules everywhere.
+    #[test]
+    fn lengths_and_variant_indexes_follow_their_integer_types() {
+        // A Publish with topic "a/b", the topic length 3 written
+        // over-long in 6 bytes, which only a 64-bit usize takes.
+        let mut long_len = vec![tag::PUBLISH, 0x00, 0x83, 0x80, 0x80, 0x80, 0x80, 0x00];
+        long_len.extend_from_slice(b"a/b\x00\x00");
+        let got = Frame::decode_body(&long_len);
+        if cfg!(target_pointer_width = "64") {
+            assert!(matches!(&got, Ok(Frame::Publish(p)) if p.topic == "a/b"), "{got:?}");
+        } else {
+            assert_eq!(got, Err(DecodeError::Malformed { tag: tag::PUBLISH }));
+        }
+        // The same six bytes as a `u32` (`req`) are refused on every machine.
+        let mut long_req = vec![tag::PUBLISH, 0x83, 0x80, 0x80, 0x80, 0x80, 0x00];
+        long_req.extend_from_slice(b"\x03a/b\x00\x00");
+        assert_eq!(
+            Frame::decode_body(&long_req),
+            Err(DecodeError::Malformed { tag: tag::PUBLISH })
+        );
+        // A variant index is a `u32` too: `Start` 0 in six bytes is refused.
+        let mut long_variant = vec![tag::SUBSCRIBE, 0x01, 0x01, b'a'];
+        long_variant.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00]);
+        assert_eq!(
+            Frame::decode_body(&long_variant),
+            Err(DecodeError::Malformed {
+                tag: tag::SUBSCRIBE
+            })
+        );
+    }
+
     #[test]
     fn unknown_error_codes_survive() {
         let f = Frame::Error(ErrorFrame {
