@@ -17,9 +17,9 @@ use mote_sdk::Start;
 use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, Asked, DecodeError, Decoded, ErrorFrame, Frame, GetLimits, GroupMessage,
-    LIMITS_VERSION, Lag, MANAGE_VERSION, Manage, ManageOp, Managed, Message, Ping, Published,
-    REQUEST_VERSION, Removed, Response, Subscribed, TopicLimits, Unsubscribe,
+    self, Asked, DecodeError, Decoded, ErrorFrame, Frame, GetLimits, GroupMessage, LIMITS_VERSION,
+    Lag, MANAGE_VERSION, Manage, ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION,
+    Removed, Response, Subscribed, TopicLimits, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
