@@ -499,3 +499,37 @@ fn a_message_stored_under_a_larger_payload_limit_exceeds_max_frame_after_a_resta
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On a broker with tokens, a topic's limits are for a token that may publish to it,
+/// subscribe to it or manage it; others are `forbidden` (the connection stays open).
+#[test]
+fn a_topic_s_limits_need_a_rule_that_matches_it() {
+    const SECRET: &str = "kitchen-secret-0123456789abcdef";
+    let b = Broker::with(|| {
+        let mut auth = mote::auth::Auth::none();
+        let rules = mote::auth::Rules::new("kitchen", &["home/{name}/#".into()], &["cmd/#".into()])
+            .unwrap();
+        auth.insert(
+            "kitchen",
+            mote_sdk::secure::Token::new(SECRET).unwrap(),
+            rules,
+        )
+        .unwrap();
+        mote::broker::Config {
+            auth,
+            ..Default::default()
+        }
+    });
+    let opts = b.options().with_token("kitchen", SECRET).unwrap();
+    let c = mote_sdk::blocking::Client::connect(opts).unwrap();
+    for allowed in ["home/kitchen/temp", "cmd/x"] {
+        let l = c.limits(Some(allowed)).unwrap();
+        assert!(l.topic.is_some(), "{allowed}");
+    }
+    let err = c.limits(Some("home/hall/temp")).unwrap_err();
+    assert!(
+        matches!(&err, mote_sdk::Error::Broker { code, .. } if *code == ErrorCode::FORBIDDEN),
+        "{err}"
+    );
+    assert_eq!(c.limits(None).unwrap().topic, None);
+}
