@@ -1704,7 +1704,10 @@ mod tests {
         long_len.extend_from_slice(b"a/b\x00\x00");
         let got = Frame::decode_body(&long_len);
         if cfg!(target_pointer_width = "64") {
-            assert!(matches!(&got, Ok(Frame::Publish(p)) if p.topic == "a/b"), "{got:?}");
+            assert!(
+                matches!(&got, Ok(Frame::Publish(p)) if p.topic == "a/b"),
+                "{got:?}"
+            );
         } else {
             assert_eq!(got, Err(DecodeError::Malformed { tag: tag::PUBLISH }));
         }
