@@ -91,6 +91,11 @@ impl Client {
         wait(self.inner.manage(op))
     }
 
+    /// See [`crate::Client::limits`].
+    pub fn limits(&self, topic: Option<&str>) -> Result<crate::wire::Limits, Error> {
+        wait(self.inner.limits(topic))
+    }
+
     /// See [`crate::Client::protocol_version`].
     pub fn protocol_version(&self) -> Option<u16> {
         self.inner.protocol_version()

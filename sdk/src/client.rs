@@ -125,7 +125,9 @@ impl Options {
         Ok(self)
     }
 
-    /// Sets the client name.
+    /// Sets the client name, shown in the broker's logs and stats and used to find the
+    /// producer of a transaction again ([`crate::TxCheck`]). The broker keeps its first
+    /// 64 bytes ([`crate::wire::MAX_CLIENT_NAME`]); only those are sent.
     pub fn name(mut self, name: impl Into<String>) -> Options {
         self.name = name.into();
         self
@@ -209,6 +211,8 @@ pub(crate) enum Answer {
     Reply(async_channel::Sender<Result<crate::Reply, Error>>, Arc<str>),
     /// A settle's `(offset, time_ms)` (zeros for a rollback).
     Settled(async_channel::Sender<Result<(u64, u64), Error>>),
+    /// The broker's limits (protocol 5).
+    Limits(async_channel::Sender<Result<wire::Limits, Error>>),
 }
 
 impl Answer {
@@ -225,6 +229,9 @@ impl Answer {
                 let _ = tx.try_send(Err(e));
             }
             Answer::Settled(tx) => {
+                let _ = tx.try_send(Err(e));
+            }
+            Answer::Limits(tx) => {
                 let _ = tx.try_send(Err(e));
             }
         }
@@ -706,6 +713,40 @@ impl Client {
             .encode(&mut st.buf);
             Some(Pending {
                 tx: Answer::Json(tx.clone()),
+                sent: false,
+                frame: None,
+            })
+        })
+        .await?;
+        rx.recv().await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// The broker's limits on what it keeps (protocol 5): frame, payload and key sizes,
+    /// the memory ring of each topic (`ring_messages`, `ring_bytes`, and the bytes a
+    /// message counts beyond its key and payload), all rings together (`memory`) and the
+    /// disk budget, and with `topic` that topic's effective retention (persisted or not,
+    /// max age, what it keeps on disk). With them a publisher can tell how far ahead of
+    /// its subscribers it may run before they lose messages (see `PROTOCOL.md`, 8.4).
+    /// A refusal is [`Error::Broker`] (`bad_topic`, or `forbidden` for a topic the token
+    /// may neither publish to nor inspect); a broker that speaks protocol 4 or older is
+    /// [`Error::Unsupported`], before anything is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: mote_sdk::Client) -> Result<(), mote_sdk::Error> {
+    /// let l = client.limits(Some("sensors/kitchen")).await?;
+    /// let cost = 64 + u64::from(l.entry_overhead); // a 64-byte payload without a key
+    /// let ring = l.ring_messages.min(l.ring_bytes / cost);
+    /// println!("a subscriber may fall {ring} messages behind before it loses any");
+    /// # Ok(()) }
+    /// ```
+    pub async fn limits(&self, topic: Option<&str>) -> Result<wire::Limits, Error> {
+        self.need_version(wire::LIMITS_VERSION, "the limits query")?;
+        let (tx, rx) = async_channel::bounded(1);
+        self.enqueue(|st| {
+            let req = st.take_id();
+            Frame::GetLimits(wire::GetLimits { req, topic }).encode(&mut st.buf);
+            Some(Pending {
+                tx: Answer::Limits(tx.clone()),
                 sent: false,
                 frame: None,
             })

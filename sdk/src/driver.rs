@@ -305,6 +305,7 @@ fn without_subscription_frames(buf: &[u8], version: u16, dropped: &mut Vec<u32>)
             Frame::Reply(_) if version < wire::REQUEST_VERSION => {}
             Frame::Prepare(p) if version < wire::REQUEST_VERSION => dropped.push(p.req),
             Frame::Settle(s) if version < wire::REQUEST_VERSION => dropped.push(s.req),
+            Frame::GetLimits(q) if version < wire::LIMITS_VERSION => dropped.push(q.req),
             _ => out.extend_from_slice(&buf[pos..pos + used]),
         }
         pos += used;
@@ -379,6 +380,7 @@ async fn session(
             if let Some(p) = st.pending.remove(&req) {
                 let (needed, what) = match p.tx {
                     Answer::Reply(..) => (wire::REQUEST_VERSION, "request/reply"),
+                    Answer::Limits(..) => (wire::LIMITS_VERSION, "the limits query"),
                     _ => (wire::MANAGE_VERSION, "management"),
                 };
                 p.tx.fail(Error::Unsupported {
@@ -820,6 +822,13 @@ async fn handle(
             }
         }
         Frame::TxCheck(c) => crate::tx::check(shared, &c),
+        Frame::Limits(l) => {
+            if let Some(pending) = shared.lock().pending.remove(&l.req) {
+                if let Answer::Limits(tx) = pending.tx {
+                    let _ = tx.try_send(Ok(l));
+                }
+            }
+        }
         Frame::Managed(m) => {
             if let Some(pending) = shared.lock().pending.remove(&m.req) {
                 if let Answer::Json(tx) = pending.tx {

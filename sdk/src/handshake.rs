@@ -80,6 +80,15 @@ impl Incoming {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn info(w: &Welcome<'_>) -> BrokerInfo {
     BrokerInfo {
         version: w.version,
@@ -116,7 +125,9 @@ async fn handshake(opts: &Options) -> Result<Connected, Error> {
         addr: addr.clone(),
         reason,
     };
-    let hello = Frame::Hello(Hello::new(&opts.name)).to_vec();
+    // The broker keeps this much of the name; a longer one could pass the limit on
+    // frames before the handshake is over.
+    let hello = Frame::Hello(Hello::new(cut(&opts.name, wire::MAX_CLIENT_NAME))).to_vec();
     let mut s = stream.clone();
     s.write_all(&hello).await.map_err(|e| fail(e.to_string()))?;
     let mut inc = Incoming {

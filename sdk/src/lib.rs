@@ -14,6 +14,8 @@
 //!   [`Client::serve_group`] for responders.
 //! - [`Client::publish_prepared`]: transactional publishes (protocol 4), committed or
 //!   rolled back later ([`Tx`]), with the broker's check-backs ([`Client::tx_checks`]).
+//! - [`Client::limits`]: the broker's ring, memory and disk limits and a topic's retention
+//!   (protocol 5), to tell how far ahead of its subscribers a publisher may run.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mote_sdk::Error> {

@@ -25,14 +25,17 @@ use serde::{Deserialize, Serialize};
 /// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`]; version 4 adds request/reply
 /// ([`Frame::Request`], [`Frame::Asked`], [`Frame::Reply`], [`Frame::Response`]) and
 /// transactional publishes ([`Frame::Prepare`], [`Frame::Prepared`], [`Frame::Settle`],
-/// [`Frame::Settled`], [`Frame::TxCheck`]). Every frame of a version is the same in the next
-/// one, and a connection that agreed on an older version never sees a newer frame.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// [`Frame::Settled`], [`Frame::TxCheck`]); version 5 adds the limits query
+/// ([`Frame::GetLimits`], [`Frame::Limits`]). Every frame of a version is the same in the
+/// next one, and a connection that agreed on an older version never sees a newer frame.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// First protocol version with management ([`Frame::Manage`]), [`Frame::Removed`],
 /// [`Frame::JoinGroup`] and [`Start::Time`] / [`Start::Ago`].
 pub const MANAGE_VERSION: u16 = 3;
 /// First protocol version with request/reply and transactional publishes.
 pub const REQUEST_VERSION: u16 = 4;
+/// First protocol version with the limits query ([`Frame::GetLimits`], [`Frame::Limits`]).
+pub const LIMITS_VERSION: u16 = 5;
 /// Longest request timeout a client may ask for, in milliseconds (5 minutes); a longer
 /// one is cut to this.
 pub const MAX_REQUEST_TIMEOUT_MS: u32 = 300_000;
@@ -46,6 +49,9 @@ pub const DEFAULT_PORT: u16 = 7270;
 pub const MAX_LENGTH_PREFIX: usize = 5;
 /// Longest message key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Bytes of [`Hello::client`] the broker keeps (it cuts a longer name on a character
+/// boundary); the SDK sends at most this many.
+pub const MAX_CLIENT_NAME: usize = 64;
 
 /// Frame tags: the first byte after the length prefix.
 pub mod tag {
@@ -126,6 +132,10 @@ pub mod tag {
     pub const SETTLED: u8 = 0x38;
     /// [`TxCheck`](super::TxCheck), broker → client (the producer), version 4 and later.
     pub const TX_CHECK: u8 = 0x39;
+    /// [`GetLimits`](super::GetLimits), client → broker, version 5 and later.
+    pub const GET_LIMITS: u8 = 0x3a;
+    /// [`Limits`](super::Limits), broker → client, version 5 and later.
+    pub const LIMITS: u8 = 0x3b;
 }
 
 /// First frame from a client: who it is and which protocol versions it speaks.
@@ -137,7 +147,8 @@ pub struct Hello<'a> {
     pub min_version: u16,
     /// Newest protocol version the client speaks.
     pub max_version: u16,
-    /// Free-form client name for logs and stats, at most 64 bytes.
+    /// Free-form client name for logs, stats and transaction checks; may be empty. The
+    /// broker keeps the first [`MAX_CLIENT_NAME`] bytes.
     pub client: &'a str,
 }
 
@@ -568,6 +579,67 @@ pub struct TxCheck<'a> {
     pub attempt: u32,
 }
 
+/// Version 5 and later: asks the broker for the limits that bound what it keeps, and,
+/// with `topic`, that topic's own retention. Answered with [`Limits`] (or an
+/// [`ErrorFrame`]: `bad_topic`, `forbidden`) carrying the same `req`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetLimits<'a> {
+    /// Request id, echoed in the answer.
+    pub req: u32,
+    /// A topic name (not a filter) whose effective settings to include, or none.
+    #[serde(borrow)]
+    pub topic: Option<&'a str>,
+}
+
+/// Version 5 and later: the answer to [`GetLimits`]: how much the broker keeps, so that
+/// a publisher can tell how far ahead of its subscribers it may run before they lose
+/// messages (each loss is still told by a `Lag`). See `sdk/PROTOCOL.md`, section 8.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The `req` of the query.
+    pub req: u32,
+    /// Largest frame the broker accepts (as in `Welcome`).
+    pub max_frame: u32,
+    /// Largest payload the broker accepts (as in `Welcome`).
+    pub max_payload: u32,
+    /// Longest key the broker accepts.
+    pub max_key: u32,
+    /// Bytes a stored message counts beyond its key and payload (it depends on the
+    /// broker's machine: 112 on 64-bit ones).
+    pub entry_overhead: u32,
+    /// Most messages one topic's memory ring keeps (`--ring-messages`).
+    pub ring_messages: u64,
+    /// Most bytes (key + payload + `entry_overhead` per message) one topic's memory ring
+    /// keeps (`--ring-bytes`).
+    pub ring_bytes: u64,
+    /// Bytes all memory rings together keep (`--memory`); past it the oldest messages of
+    /// all topics are evicted first.
+    pub memory: u64,
+    /// Bytes the data directory may take (`--disk`); 0 when the broker has none.
+    pub disk: u64,
+    /// The named topic's effective settings; none when no topic was named.
+    pub topic: Option<TopicLimits>,
+}
+
+/// A topic's effective retention settings, in [`Limits`] (the `[topics."pattern"]`
+/// tables of the broker's config file, else the broker's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicLimits {
+    /// Whether the topic is kept on disk: a subscriber behind its memory ring reads
+    /// from disk, and loses messages only to the retention below and the disk budget.
+    pub persist: bool,
+    /// Messages older than this (ms) are dropped, in memory and on disk; none: no age
+    /// limit.
+    pub max_age_ms: Option<u64>,
+    /// Most messages kept on disk (persisted topics); none: no bound of its own.
+    pub retain_messages: Option<u64>,
+    /// Most bytes kept on disk (persisted topics); none: no bound of its own.
+    pub retain_bytes: Option<u64>,
+    /// At the disk budget: `false` drops the oldest data, `true` refuses new publishes
+    /// with `storage_full` (`discard = "new"`).
+    pub discard_new: bool,
+}
+
 /// A topic the subscription resumes at a known offset, overriding `from` for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resume<'a> {
@@ -803,9 +875,10 @@ pub struct Nack {
     pub delay_ms: u32,
 }
 
-/// Every frame of protocol versions 1 to 4 (version 2 adds [`Frame::Evicted`], version 3
+/// Every frame of protocol versions 1 to 5 (version 2 adds [`Frame::Evicted`], version 3
 /// [`Frame::Manage`], [`Frame::Managed`], [`Frame::Removed`] and [`Frame::JoinGroup`],
-/// version 4 request/reply and transactions: see [`PROTOCOL_VERSION`]).
+/// version 4 request/reply and transactions, version 5 the limits query: see
+/// [`PROTOCOL_VERSION`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame<'a> {
@@ -880,6 +953,10 @@ pub enum Frame<'a> {
     Settled(Settled),
     /// Version 4 and later: see [`TxCheck`].
     TxCheck(TxCheck<'a>),
+    /// Version 5 and later: see [`GetLimits`].
+    GetLimits(GetLimits<'a>),
+    /// Version 5 and later: see [`Limits`].
+    Limits(Limits),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -1141,6 +1218,8 @@ impl<'a> Frame<'a> {
             Frame::Settle(_) => tag::SETTLE,
             Frame::Settled(_) => tag::SETTLED,
             Frame::TxCheck(_) => tag::TX_CHECK,
+            Frame::GetLimits(_) => tag::GET_LIMITS,
+            Frame::Limits(_) => tag::LIMITS,
         }
     }
 
@@ -1203,6 +1282,8 @@ impl<'a> Frame<'a> {
             Frame::Settle(b) => encode_with(t, b, None, out),
             Frame::Settled(b) => encode_with(t, b, None, out),
             Frame::TxCheck(b) => encode_with(t, b, None, out),
+            Frame::GetLimits(b) => encode_with(t, b, None, out),
+            Frame::Limits(b) => encode_with(t, b, None, out),
         }
     }
 
@@ -1251,6 +1332,8 @@ impl<'a> Frame<'a> {
             tag::SETTLE => Frame::Settle(exact(t, rest)?),
             tag::SETTLED => Frame::Settled(exact(t, rest)?),
             tag::TX_CHECK => Frame::TxCheck(exact(t, rest)?),
+            tag::GET_LIMITS => Frame::GetLimits(exact(t, rest)?),
+            tag::LIMITS => Frame::Limits(exact(t, rest)?),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -1353,6 +1436,36 @@ mod tests {
         for f in frames {
             roundtrip(f);
         }
+    }
+
+    #[test]
+    fn version_5_frames_roundtrip() {
+        for topic in [None, Some("sensors/kitchen")] {
+            roundtrip(Frame::GetLimits(GetLimits { req: 3, topic }));
+        }
+        let limits = Limits {
+            req: 3,
+            max_frame: 1_114_112,
+            max_payload: 1 << 20,
+            max_key: MAX_KEY_LEN as u32,
+            entry_overhead: 112,
+            ring_messages: 10_000,
+            ring_bytes: 8 << 20,
+            memory: 64 << 20,
+            disk: 0,
+            topic: None,
+        };
+        roundtrip(Frame::Limits(limits));
+        roundtrip(Frame::Limits(Limits {
+            topic: Some(TopicLimits {
+                persist: true,
+                max_age_ms: Some(u64::MAX),
+                retain_messages: None,
+                retain_bytes: Some(1 << 30),
+                discard_new: true,
+            }),
+            ..limits
+        }));
     }
 
     #[test]
@@ -1578,6 +1691,41 @@ mod tests {
         assert_eq!(
             decode(&[0x03, tag::PING, 0x01, 0x00], 1000),
             Err(DecodeError::Trailing { tag: tag::PING })
+        );
+    }
+
+    /// PROTOCOL.md 3.2: lengths are postcard `usize` varints, read by the rules of the
+    /// machine's `usize`; `u32` fields and variant indexes by the `u32` rules everywhere.
+    #[test]
+    fn lengths_and_variant_indexes_follow_their_integer_types() {
+        // A Publish with topic "a/b", the topic length 3 written
+        // over-long in 6 bytes, which only a 64-bit usize takes.
+        let mut long_len = vec![tag::PUBLISH, 0x00, 0x83, 0x80, 0x80, 0x80, 0x80, 0x00];
+        long_len.extend_from_slice(b"a/b\x00\x00");
+        let got = Frame::decode_body(&long_len);
+        if cfg!(target_pointer_width = "64") {
+            assert!(
+                matches!(&got, Ok(Frame::Publish(p)) if p.topic == "a/b"),
+                "{got:?}"
+            );
+        } else {
+            assert_eq!(got, Err(DecodeError::Malformed { tag: tag::PUBLISH }));
+        }
+        // The same six bytes as a `u32` (`req`) are refused on every machine.
+        let mut long_req = vec![tag::PUBLISH, 0x83, 0x80, 0x80, 0x80, 0x80, 0x00];
+        long_req.extend_from_slice(b"\x03a/b\x00\x00");
+        assert_eq!(
+            Frame::decode_body(&long_req),
+            Err(DecodeError::Malformed { tag: tag::PUBLISH })
+        );
+        // A variant index is a `u32` too: `Start` 0 in six bytes is refused.
+        let mut long_variant = vec![tag::SUBSCRIBE, 0x01, 0x01, b'a'];
+        long_variant.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x00]);
+        assert_eq!(
+            Frame::decode_body(&long_variant),
+            Err(DecodeError::Malformed {
+                tag: tag::SUBSCRIBE
+            })
         );
     }
 

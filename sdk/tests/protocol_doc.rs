@@ -31,10 +31,10 @@ use mote_sdk::secure::{self, Opener, Record, Sealer, SessionKeys, Token};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
     self, Ack, Asked, AuthChallenge, AuthInit, AuthProof, DecodeError, Decoded, Durability,
-    ErrorCode, ErrorFrame, Frame, GroupMessage, GroupSettings, Hello, JoinGroup, JoinSettings, Lag,
-    MAGIC, Manage, ManageOp, Managed, Message, Nack, Ping, Prepare, Prepared, Publish, Published,
-    Removed, Reply, Request, Response, Resume, Settle, Settled, Start, Subscribe, SubscribeGroup,
-    Subscribed, TxCheck, Unsubscribe, Welcome,
+    ErrorCode, ErrorFrame, Frame, GetLimits, GroupMessage, GroupSettings, Hello, JoinGroup,
+    JoinSettings, Lag, Limits, MAGIC, Manage, ManageOp, Managed, Message, Nack, Ping, Prepare,
+    Prepared, Publish, Published, Removed, Reply, Request, Response, Resume, Settle, Settled,
+    Start, Subscribe, SubscribeGroup, Subscribed, TopicLimits, TxCheck, Unsubscribe, Welcome,
 };
 use sha2::Sha256;
 
@@ -131,7 +131,14 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 ..Hello::new("sensor-1")
             }),
         ),
-        ("hello-v4", Frame::Hello(Hello::new("sensor-1"))),
+        (
+            "hello-v4",
+            Frame::Hello(Hello {
+                max_version: 4,
+                ..Hello::new("sensor-1")
+            }),
+        ),
+        ("hello-v5", Frame::Hello(Hello::new("sensor-1"))),
         (
             "welcome",
             Frame::Welcome(Welcome {
@@ -635,7 +642,52 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 attempt: 1,
             }),
         ),
+        (
+            "get-limits",
+            Frame::GetLimits(GetLimits {
+                req: 12,
+                topic: None,
+            }),
+        ),
+        (
+            "get-limits-topic",
+            Frame::GetLimits(GetLimits {
+                req: 13,
+                topic: Some("logs/app"),
+            }),
+        ),
+        ("limits", Frame::Limits(default_limits(12, None))),
+        (
+            "limits-topic",
+            Frame::Limits(default_limits(
+                13,
+                Some(TopicLimits {
+                    persist: true,
+                    max_age_ms: Some(7 * 24 * 3_600_000),
+                    retain_messages: Some(1_000_000),
+                    retain_bytes: None,
+                    discard_new: false,
+                }),
+            )),
+        ),
     ]
+}
+
+/// The broker's default limits on a 64-bit machine with `--data` (and `--disk` 1 GiB),
+/// as a `Limits` answer to `req`.
+fn default_limits(req: u32, topic: Option<TopicLimits>) -> Limits {
+    Limits {
+        req,
+        max_frame: DEFAULT_MAX_FRAME as u32,
+        max_payload: 1024 * 1024,
+        max_key: 1024,
+        entry_overhead: 112,
+        ring_messages: 10_000,
+        ring_bytes: 8 * 1024 * 1024,
+        memory: 64 * 1024 * 1024,
+        disk: 1 << 30,
+        topic,
+    }
 }
 
 /// A `Manage` frame.
@@ -707,6 +759,39 @@ fn bad_examples() -> Vec<Bad> {
     .to_vec();
     let short_nonce = framed(&challenge[1..challenge.len() - 1]);
 
+    // `body` of example `name` (tag included, no length prefix), with `at..at + len`
+    // replaced by `with`, behind a new length prefix.
+    let edit = |name: &str, at: usize, len: usize, with: &[u8]| {
+        let whole = example(name);
+        let (_, prefix) = wire::read_length(&whole).unwrap().unwrap();
+        let mut body = whole[prefix..].to_vec();
+        body.splice(at..at + len, with.iter().copied());
+        framed(&body)
+    };
+    // `publish-confirmed` (body: tag, req 07, topic 03 "a/b", ...): its topic length made
+    // u32 max, far past the end of the body.
+    let past_end = edit("publish-confirmed", 2, 1, &[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    // `subscribe-latest` (body: tag, sub, filter 0b + 11 bytes, from, resume): `Start`
+    // variant 7, which no version has.
+    let variant = edit("subscribe-latest", 14, 1, &[0x07]);
+    // `publish-confirmed` with its `req` (a u32) as five bytes whose last is above 0x0f.
+    let long_varint = edit("publish-confirmed", 1, 1, &[0x87, 0x80, 0x80, 0x80, 0x10]);
+    // Broker -> client. `welcome` with its version (a u16) as 80 80 04: beyond 16 bits.
+    let welcome_version = edit("welcome", 1, 1, &[0x80, 0x80, 0x04]);
+    // `error-empty-frame` with its code (a u16) as 80 80 04.
+    let error_code = edit("error-empty-frame", 1, 1, &[0x80, 0x80, 0x04]);
+    // `message` with the last byte of its payload cut off: the length says 4, 3 follow.
+    let message = example("message");
+    let short_payload = framed(&message[1..message.len() - 1]);
+    // `lag` with a byte after its body.
+    let mut lag = example("lag")[1..].to_vec();
+    lag.push(0);
+    // `settled` (body: tag, req 0a, committed 01, ...) with `committed` = 02.
+    let settled_bool = edit("settled", 2, 1, &[0x02]);
+    // `limits` with its last field, the `topic` option, = 02.
+    let limits = example("limits");
+    let limits_option = edit("limits", limits.len() - 2, 1, &[0x02]);
+
     let bad = |name, bytes, err, answer| Bad {
         name,
         bytes,
@@ -771,6 +856,78 @@ fn bad_examples() -> Vec<Bad> {
             utf8,
             DecodeError::Malformed {
                 tag: wire::tag::PUBLISH,
+            },
+            None,
+        ),
+        bad(
+            "bad-length-past-end",
+            past_end,
+            DecodeError::Malformed {
+                tag: wire::tag::PUBLISH,
+            },
+            None,
+        ),
+        bad(
+            "bad-variant-index",
+            variant,
+            DecodeError::Malformed {
+                tag: wire::tag::SUBSCRIBE,
+            },
+            None,
+        ),
+        bad(
+            "bad-long-varint",
+            long_varint,
+            DecodeError::Malformed {
+                tag: wire::tag::PUBLISH,
+            },
+            None,
+        ),
+        bad(
+            "bad-welcome-version",
+            welcome_version,
+            DecodeError::Malformed {
+                tag: wire::tag::WELCOME,
+            },
+            None,
+        ),
+        bad(
+            "bad-error-code",
+            error_code,
+            DecodeError::Malformed {
+                tag: wire::tag::ERROR,
+            },
+            None,
+        ),
+        bad(
+            "bad-message-short-payload",
+            short_payload,
+            DecodeError::Malformed {
+                tag: wire::tag::MESSAGE,
+            },
+            None,
+        ),
+        bad(
+            "bad-lag-trailing-byte",
+            framed(&lag),
+            DecodeError::Trailing {
+                tag: wire::tag::LAG,
+            },
+            None,
+        ),
+        bad(
+            "bad-settled-bool",
+            settled_bool,
+            DecodeError::Malformed {
+                tag: wire::tag::SETTLED,
+            },
+            None,
+        ),
+        bad(
+            "bad-limits-option",
+            limits_option,
+            DecodeError::Malformed {
+                tag: wire::tag::LIMITS,
             },
             None,
         ),
@@ -1586,6 +1743,51 @@ fn fields(frame: &Frame<'_>) -> Vec<Part> {
             seq(&mut p, "topic", x.topic.as_bytes());
             num(&mut p, "attempt", x.attempt);
         }
+        Frame::GetLimits(x) => {
+            num(&mut p, "req", x.req);
+            match x.topic {
+                None => p.push(Part(vec![0], "topic: none".into())),
+                Some(t) => {
+                    p.push(Part(vec![1], "topic: some".into()));
+                    seq(&mut p, "topic", t.as_bytes());
+                }
+            }
+        }
+        Frame::Limits(x) => {
+            num(&mut p, "req", x.req);
+            num(&mut p, "max_frame", x.max_frame);
+            num(&mut p, "max_payload", x.max_payload);
+            num(&mut p, "max_key", x.max_key);
+            num(&mut p, "entry_overhead", x.entry_overhead);
+            num(&mut p, "ring_messages", x.ring_messages);
+            num(&mut p, "ring_bytes", x.ring_bytes);
+            num(&mut p, "memory", x.memory);
+            num(&mut p, "disk", x.disk);
+            match x.topic {
+                None => p.push(Part(vec![0], "topic: none".into())),
+                Some(t) => {
+                    p.push(Part(vec![1], "topic: some".into()));
+                    p.push(Part(enc(&t.persist), format!("  persist: {}", t.persist)));
+                    for (name, v) in [
+                        ("max_age_ms", t.max_age_ms),
+                        ("retain_messages", t.retain_messages),
+                        ("retain_bytes", t.retain_bytes),
+                    ] {
+                        match v {
+                            None => p.push(Part(vec![0], format!("  {name}: none"))),
+                            Some(v) => {
+                                p.push(Part(vec![1], format!("  {name}: some")));
+                                num(&mut p, &format!("  {name}"), v);
+                            }
+                        }
+                    }
+                    p.push(Part(
+                        enc(&t.discard_new),
+                        format!("  discard_new: {}", t.discard_new),
+                    ));
+                }
+            }
+        }
         other => panic!("no annotation for {other:?}"),
     }
     p
@@ -1713,6 +1915,9 @@ fn line(b: &[u8], note: &str) -> String {
 fn print_examples() {
     for (name, frame) in examples() {
         println!("{}", annotate(name, &frame));
+    }
+    for b in bad_examples() {
+        println!("```hex-bad {}\n{}```\n", b.name, line(&b.bytes, ""));
     }
     for v in vectors() {
         println!("```hex-vector {}", v.name);

@@ -179,6 +179,15 @@ impl Engine {
         s
     }
 
+    /// The settings topic `name` has (an existing topic's, which a reload may have kept
+    /// longer) or would get if it were created now.
+    pub fn effective_settings(&self, name: &str) -> TopicSettings {
+        match self.by_name.get(name) {
+            Some(&tid) => self.topics[tid.0 as usize].settings,
+            None => self.settings_for(name),
+        }
+    }
+
     /// Every key of topic `name`'s settings with the pattern it came from.
     pub fn topic_settings(&self, name: &str) -> Resolved {
         let defaults = if self.log.is_some() {

@@ -13,7 +13,11 @@ use crate::auth::Auth;
 use crate::engine::Engine;
 
 /// Largest frame accepted before the handshake is over: these frames are small.
-const MAX_HANDSHAKE_FRAME: usize = 512;
+pub(crate) const MAX_HANDSHAKE_FRAME: usize = 512;
+
+/// The longest client name a `Hello` can carry within [`MAX_HANDSHAKE_FRAME`] whatever
+/// its versions: tag, magic, two three-byte `u16` varints and a two-byte length.
+pub(crate) const MAX_HELLO_NAME: usize = MAX_HANDSHAKE_FRAME - 1 - 4 - 3 - 3 - 2;
 
 /// The one answer to every failed proof, so a prober learns nothing from it.
 const AUTH_FAILED: &str = "authentication failed";
@@ -68,6 +72,28 @@ impl Phase {
 }
 
 impl Session {
+    /// A frame of the handshake that does not decode: an oversized one is refused with
+    /// the limit that applies before the handshake is over, and what to shorten.
+    pub(super) fn handshake_decode_failed(
+        &mut self,
+        engine: &mut Engine,
+        out: &mut Vec<u8>,
+        e: &wire::DecodeError,
+    ) -> ErrorCode {
+        let wire::DecodeError::TooLarge { .. } = e else {
+            return self.decode_failed(engine, out, e);
+        };
+        let what = match self.phase.as_deref() {
+            Some(Phase::AuthInit { .. }) => "a token name is at most 64 bytes".to_string(),
+            _ => format!(
+                "a hello's client name may be at most {MAX_HELLO_NAME} bytes, and the broker keeps the first {}: shorten the client name",
+                wire::MAX_CLIENT_NAME
+            ),
+        };
+        let msg = format!("{e} before the handshake is over ({what})");
+        self.fail(engine, out, ErrorCode::FRAME_TOO_LARGE, &msg)
+    }
+
     /// Handles a frame of the handshake; `raw` is its bytes as received.
     pub(super) fn handle_handshake(
         &mut self,
@@ -94,7 +120,7 @@ impl Session {
                     );
                     return Err(self.fail(engine, out, ErrorCode::UNSUPPORTED_VERSION, &msg));
                 }
-                let client = truncate(h.client, 64).to_string();
+                let client = truncate(h.client, wire::MAX_CLIENT_NAME).to_string();
                 if !auth.enabled() {
                     self.open(engine, out, version, &client);
                     return Ok(());

@@ -17,9 +17,9 @@ use mote_sdk::Start;
 use mote_sdk::secure::{Opener, RECORD_TARGET, Record, Sealer};
 use mote_sdk::topic::shown;
 use mote_sdk::wire::{
-    self, Asked, DecodeError, Decoded, ErrorFrame, Frame, GroupMessage, Lag, MANAGE_VERSION,
-    Manage, ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION, Removed, Response,
-    Subscribed, Unsubscribe,
+    self, Asked, DecodeError, Decoded, ErrorFrame, Frame, GetLimits, GroupMessage, LIMITS_VERSION,
+    Lag, MANAGE_VERSION, Manage, ManageOp, Managed, Message, Ping, Published, REQUEST_VERSION,
+    Removed, Response, Subscribed, TopicLimits, Unsubscribe,
 };
 
 use crate::auth::{Auth, Rules};
@@ -267,7 +267,7 @@ impl Session {
                             need: total,
                         });
                     }
-                    Err(e) => return Err(self.decode_failed(engine, out, &e)),
+                    Err(e) => return Err(self.handshake_decode_failed(engine, out, &e)),
                 }
                 continue;
             }
@@ -442,6 +442,7 @@ impl Session {
             Frame::Settle(s) => self.handle_settle(engine, time_ms, &s, out),
             Frame::Ping(p) => self.emit(out, &Frame::Pong(p)),
             Frame::Pong(_) => {}
+            Frame::GetLimits(q) => self.handle_get_limits(engine, &q, out),
             Frame::Hello(_) => {
                 return Err(self.fail(engine, out, ErrorCode::PROTOCOL, "hello sent twice"));
             }
@@ -527,6 +528,12 @@ impl Session {
     /// version 3 frame (or `Start` variant) is a protocol violation, as it is for a
     /// broker that only speaks version 2.
     fn newer_than_agreed(&self, frame: &Frame<'_>) -> Option<(&'static str, u16)> {
+        if self.version >= LIMITS_VERSION {
+            return None;
+        }
+        if let Frame::GetLimits(_) = frame {
+            return Some(("a limits query (tag 0x3a)", LIMITS_VERSION));
+        }
         if self.version >= REQUEST_VERSION {
             return None;
         }
@@ -591,6 +598,55 @@ impl Session {
                 self.emit_error(out, r.code, m.req, &r.message);
             }
         }
+    }
+
+    /// A limits query (version 5): the broker's bounds on what it keeps and, for a named
+    /// topic the token may publish to or inspect, that topic's effective retention.
+    #[inline(never)]
+    fn handle_get_limits(&mut self, engine: &mut Engine, q: &GetLimits<'_>, out: &mut Vec<u8>) {
+        let mut topic = None;
+        if let Some(name) = q.topic {
+            if let Err(e) = mote_sdk::Topic::new_system(name) {
+                let msg = format!("bad topic {}: {e}", shown(name));
+                engine.count_error(ErrorCode::BAD_TOPIC);
+                self.emit_error(out, ErrorCode::BAD_TOPIC, q.req, &msg);
+                return;
+            }
+            if let Some(rules) = &self.rights {
+                if !rules.may_publish(name) && !rules.may_inspect(name) {
+                    let msg = format!(
+                        "token {:?} may not see the limits of {} (it needs a publish, subscribe or manage rule matching it)",
+                        self.token_name.as_deref().unwrap_or(""),
+                        shown(name)
+                    );
+                    engine.count_error(ErrorCode::FORBIDDEN);
+                    self.emit_error(out, ErrorCode::FORBIDDEN, q.req, &msg);
+                    return;
+                }
+            }
+            let s = engine.effective_settings(name);
+            topic = Some(TopicLimits {
+                persist: s.persist,
+                max_age_ms: s.max_age_ms,
+                retain_messages: s.retain_messages,
+                retain_bytes: s.retain_bytes,
+                discard_new: s.discard == crate::engine::settings::Discard::New,
+            });
+        }
+        let l = engine.limits();
+        let answer = wire::Limits {
+            req: q.req,
+            max_frame: l.max_frame() as u32,
+            max_payload: l.max_payload as u32,
+            max_key: wire::MAX_KEY_LEN as u32,
+            entry_overhead: crate::engine::ENTRY_OVERHEAD as u32,
+            ring_messages: l.ring_messages as u64,
+            ring_bytes: l.ring_bytes as u64,
+            memory: l.memory as u64,
+            disk: engine.log().map_or(0, |log| log.disk_budget()),
+            topic,
+        };
+        self.emit(out, &Frame::Limits(answer));
     }
 
     /// Whether this connection's token may publish to `topic`.

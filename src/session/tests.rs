@@ -57,7 +57,9 @@ fn handshake_then_publish_confirmed() {
     let p = input(&mut s, &mut e, &bytes, &mut out).unwrap();
     assert_eq!(p.consumed, bytes.len());
     let f = frames(&out);
-    assert!(matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == 4));
+    assert!(
+        matches!(&f[0], Frame::Welcome(w) if w.broker_id == 42 && w.version == wire::PROTOCOL_VERSION)
+    );
     assert_eq!(f[1], Frame::Published(Published { req: 5, offset: 0 }));
     assert!(!s.encrypted());
 }
