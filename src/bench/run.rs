@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::conn::{Client, PATIENCE, is_timeout};
+use super::conn::{Client, Conn, PATIENCE, is_timeout};
 use super::proc::{cpu_ns, process_cpu_ns, status_kib, thread_cpu_ns};
 
 /// How long a subscriber's read waits before it checks on the run.
@@ -331,16 +331,54 @@ pub(crate) fn latency<C: Client>(
     }
     let mut frame = Vec::new();
     C::encode_publish(&topic, &[b'l'; 64], &mut frame);
+    round_trips(&mut publisher, &mut sub, &frame, pid, samples, wait)
+}
+
+/// What the latency runs do with a connected client, as one type for every protocol:
+/// their loop is compiled once, not once per client (the broker binary carries two of
+/// mote's).
+trait Endpoint {
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Reads one delivery.
+    fn read_one(&mut self) -> io::Result<()>;
+    fn keepalive(&mut self) -> io::Result<()>;
+    fn conn(&mut self) -> &mut Conn;
+}
+
+impl<C: Client> Endpoint for C {
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame)
+    }
+    fn read_one(&mut self) -> io::Result<()> {
+        self.read(|_| false)
+    }
+    fn keepalive(&mut self) -> io::Result<()> {
+        self.tick()
+    }
+    fn conn(&mut self) -> &mut Conn {
+        Client::conn(self)
+    }
+}
+
+/// The latency run's round trips, after a tenth as many to warm up.
+fn round_trips(
+    publisher: &mut dyn Endpoint,
+    sub: &mut dyn Endpoint,
+    frame: &[u8],
+    pid: Option<u32>,
+    samples: usize,
+    wait: Wait,
+) -> Result<Latency, String> {
     // The first tenth warms up caches and the scheduler.
     for i in 0..samples / 10 {
-        round_trip(&mut publisher, &mut sub, &frame, wait, i)?;
+        round_trip(publisher, sub, frame, wait, i)?;
     }
     let mut rtts = Vec::with_capacity(samples);
     let broker0 = pid.and_then(process_cpu_ns);
     let client0 = thread_cpu_ns();
     for i in 0..samples {
         let t0 = Instant::now();
-        round_trip(&mut publisher, &mut sub, &frame, wait, i)?;
+        round_trip(publisher, sub, frame, wait, i)?;
         rtts.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     let per_trip = |before: Option<u64>, after: Option<u64>| {
@@ -358,9 +396,9 @@ pub(crate) fn latency<C: Client>(
 }
 
 /// The `i`th round trip of a latency run: publishes `frame` and waits for its delivery.
-fn round_trip<C: Client>(
-    publisher: &mut C,
-    sub: &mut C,
+fn round_trip(
+    publisher: &mut dyn Endpoint,
+    sub: &mut dyn Endpoint,
     frame: &[u8],
     wait: Wait,
     i: usize,
@@ -371,11 +409,23 @@ fn round_trip<C: Client>(
         keep_up(publisher, sub).map_err(|e| format!("between round trips: {e}"))?;
     }
     publisher
-        .send(frame)
+        .send_frame(frame)
         .map_err(|e| format!("publisher: {e}"))?;
-    let delivered = match wait {
-        Wait::Block => sub.read(|_| false),
-        Wait::Spin => spin_read(sub),
+    // Spinning, the socket does not block: a read finding nothing to read is tried again
+    // at once, for PATIENCE at most.
+    let t0 = Instant::now();
+    let mut tries = 0u32;
+    let delivered = loop {
+        match sub.read_one() {
+            Err(e) if wait == Wait::Spin && is_timeout(&e) => {
+                tries = tries.wrapping_add(1);
+                if tries % 4096 == 0 && t0.elapsed() > PATIENCE {
+                    break Err(e);
+                }
+                std::hint::spin_loop();
+            }
+            r => break r,
+        }
     };
     delivered.map_err(|e| {
         if is_timeout(&e) {
@@ -386,33 +436,15 @@ fn round_trip<C: Client>(
     })
 }
 
-/// Reads one delivery from a non-blocking socket, trying again at once while there is
-/// nothing to read, for [`PATIENCE`] at most.
-fn spin_read<C: Client>(sub: &mut C) -> io::Result<()> {
-    let t0 = Instant::now();
-    let mut tries = 0u32;
-    loop {
-        match sub.read(|_| false) {
-            Err(e) if is_timeout(&e) => {
-                tries = tries.wrapping_add(1);
-                if tries % 4096 == 0 && t0.elapsed() > PATIENCE {
-                    return Err(e);
-                }
-                std::hint::spin_loop();
-            }
-            r => return r,
-        }
-    }
-}
-
 /// Sends both connections' keepalives and reads what the broker sent the publisher
 /// (a NATS `PING`, an MQTT `PINGRESP`), without waiting for anything.
-fn keep_up<C: Client>(publisher: &mut C, sub: &mut C) -> io::Result<()> {
-    publisher.tick()?;
-    sub.tick()?;
+#[cold]
+fn keep_up(publisher: &mut dyn Endpoint, sub: &mut dyn Endpoint) -> io::Result<()> {
+    publisher.keepalive()?;
+    sub.keepalive()?;
     publisher.conn().s.set_nonblocking(true)?;
     let drained = loop {
-        match publisher.read(|_| true) {
+        match publisher.read_one() {
             Ok(()) => {}
             Err(e) if is_timeout(&e) => break Ok(()),
             Err(e) => break Err(e),
