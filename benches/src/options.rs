@@ -63,6 +63,7 @@ is better for mote in throughput, below 1 in CPU, latency and memory.
 Examples:
   cargo run -p mote-bench --release -- --compare nats,redis,mosquitto --token new --repeat 3
   cargo run -p mote-bench --release -- --compare nats --only 64b,1k --json
+  cargo run -p mote-bench --release -- --compare mosquitto --only latency,latency-spin --pin --repeat 3
   cargo run -p mote-bench --release -- --compare jetstream --persist --repeat 3
   cargo run -p mote-bench --release -- --persist --data /var/tmp --only p64b,confirm,paced,gib
   cargo run -p mote-bench --release -- --topics 10000 --repeat 3

@@ -120,10 +120,11 @@ pub trait Client: Sized + Send + 'static {
     /// where the protocol has a place for it.
     fn connect(addr: SocketAddr, name: &str) -> io::Result<Self>;
 
-    /// The client for the latency run: one connection that publishes to a topic it is
-    /// subscribed to.
-    fn connect_for_latency(addr: SocketAddr) -> io::Result<Self> {
-        Self::connect(addr, "bench-latency")
+    /// The publisher of the latency runs: a connection that only publishes, fire and
+    /// forget, and is never read while it does (a protocol that answers every publish
+    /// turns that off here).
+    fn connect_publisher(addr: SocketAddr) -> io::Result<Self> {
+        Self::connect(addr, "bench-latency-pub")
     }
 
     /// The topic (subject, channel) of the run called `run`, in the protocol's syntax.

@@ -12,7 +12,7 @@ use super::durable;
 use super::group;
 use super::mote::TOKEN;
 use super::proc::{self, start_five};
-use super::run::{self, Load, Throughput};
+use super::run::{self, Load, Throughput, Wait};
 use super::target::{ENCRYPTED, MOTE, Role, Target};
 
 /// The throughput runs: `--only` name, label, JSON suffix, payload size, messages
@@ -21,6 +21,18 @@ const RUNS: [(&str, &str, &str, usize, u64, usize); 3] = [
     ("64b", "1->1 64 B", "64b", 64, 1, 1),
     ("1k", "1->1 1 KiB", "1kib", 1024, 4, 1),
     ("fanout", "1->4 64 B", "fanout4", 64, 4, 4),
+];
+
+/// The latency runs: `--only` name, what the report calls it, the prefix of its JSON
+/// names, how its subscriber waits.
+const LATENCY_RUNS: [(&str, &str, &str, Wait); 2] = [
+    ("latency", "latency", "latency", Wait::Block),
+    (
+        "latency-spin",
+        "latency, spinning",
+        "latency_spin",
+        Wait::Spin,
+    ),
 ];
 
 /// Runs the plan: starts mote from the binary `mote` (unless the plan names a running
@@ -33,6 +45,10 @@ pub fn run(
     mote: Option<&Path>,
     others: impl FnOnce() -> Vec<Target>,
 ) -> Result<Vec<Target>, String> {
+    if plan.pin {
+        // Before any broker starts: each is pinned once it accepts connections.
+        proc::pin_bench()?;
+    }
     let (broker, addr, startup) = match plan.running {
         None => {
             let exe = mote.ok_or("cannot find the mote binary to start")?;
@@ -52,6 +68,7 @@ pub fn run(
         (Role::Mote, MOTE)
     };
     let mut first = Target::new(role, driver, addr, broker, None);
+    first.given_pid = plan.pid;
     if let Some(s) = startup {
         first.figures.add("startup_ms", 0, s);
     }
@@ -105,7 +122,11 @@ pub fn run(
             format!("{} {version}in the persisted runs only", t.name())
         });
     }
-    for t in targets.iter().filter(|t| t.driver.divisor() > 1) {
+    let throughput = RUNS.iter().any(|r| plan.wanted(r.0));
+    for t in targets
+        .iter()
+        .filter(|t| throughput && t.driver.divisor() > 1)
+    {
         plan.say(format!(
             "{} runs send 1/{} of the messages (it is much slower)",
             t.name(),
@@ -151,7 +172,7 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
                 window: plan.window,
             };
             let Some(tp) = t.attempt(plan, &tag(t), name, |t| {
-                t.driver.throughput(t.addr, t.pid(), load)
+                t.driver.throughput(t.addr, t.cpu_pid(), load)
             })?
             else {
                 continue;
@@ -170,7 +191,7 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
             let name = "group x3 acked 64 B";
             let count = (plan.count / 2).max(1);
             let Some(tp) = t.attempt(plan, &tag(t), name, |t| {
-                group::group_throughput(t.addr, t.pid(), 64, count, 3, plan.window)
+                group::group_throughput(t.addr, t.cpu_pid(), 64, count, 3, plan.window)
             })?
             else {
                 continue;
@@ -192,30 +213,24 @@ fn repetition(targets: &mut [Target], plan: &Plan, rep: usize) -> Result<(), Str
             }
         }
     }
-    if plan.wanted("latency") {
+    for (run, what, prefix, wait) in LATENCY_RUNS {
+        if !plan.wanted(run) {
+            continue;
+        }
         for &i in &order {
             let t = &mut targets[i];
             if !t.memory_runs() {
                 continue;
             }
-            let Some(lat) = t.attempt(plan, &tag(t), "latency", |t| {
-                t.driver.latency(t.addr, plan.samples)
+            let Some(lat) = t.attempt(plan, &tag(t), what, |t| {
+                t.driver.latency(t.addr, t.cpu_pid(), plan.samples, wait)
             })?
             else {
                 continue;
             };
-            let (p50, p99, p999) = (
-                run::percentile(&lat, 0.5),
-                run::percentile(&lat, 0.99),
-                run::percentile(&lat, 0.999),
-            );
-            plan.say(format!(
-                "{}latency (64 B round trip)  p50 {p50:.1} us  p99 {p99:.1} us  p99.9 {p999:.1} us",
-                tag(t)
-            ));
-            t.figures.add("latency_p50_us", rep, p50);
-            t.figures.add("latency_p99_us", rep, p99);
-            t.figures.add("latency_p999_us", rep, p999);
+            let hint = t.cpu_pid().is_none();
+            plan.say(format!("{}{}", tag(t), latency_line(what, &lat, hint)));
+            record_latency(t, rep, prefix, &lat);
         }
     }
     // Request/reply is mote's own (protocol 4): one responder, one request in flight.
@@ -319,4 +334,42 @@ fn record_run(t: &mut Target, rep: usize, suffix: &str, size: usize, subs: usize
         f.add(format!("broker_cpu_sec_per_million_{suffix}"), rep, c);
     }
     t.missed += tp.missed;
+}
+
+/// The line printed after a latency run; `hint` says how to get the broker's CPU time
+/// when it is unknown.
+fn latency_line(what: &str, lat: &run::Latency, hint: bool) -> String {
+    let p = |q| run::percentile(&lat.rtts, q);
+    let cpu = |c: Option<f64>| c.map_or("unavailable".to_string(), |c| format!("{c:.1} us"));
+    format!(
+        "{:<18} p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  per round trip: broker CPU {}{}, client CPU {}",
+        format!("{what}:"),
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        cpu(lat.broker_cpu_us),
+        if lat.broker_cpu_us.is_none() && hint {
+            " (give the broker's --pid)"
+        } else {
+            ""
+        },
+        cpu(lat.client_cpu_us),
+    )
+}
+
+fn record_latency(t: &mut Target, rep: usize, prefix: &str, lat: &run::Latency) {
+    let f = &mut t.figures;
+    for (q, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+        f.add(
+            format!("{prefix}_{name}_us"),
+            rep,
+            run::percentile(&lat.rtts, q),
+        );
+    }
+    if let Some(c) = lat.broker_cpu_us {
+        f.add(format!("{prefix}_broker_cpu_us_per_rt"), rep, c);
+    }
+    if let Some(c) = lat.client_cpu_us {
+        f.add(format!("{prefix}_client_cpu_us_per_rt"), rep, c);
+    }
 }

@@ -93,7 +93,7 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("N"),
         default: Some("20000"),
-        help: "round trips for the latency run",
+        help: "round trips for each latency run, after a tenth more to warm up",
     },
     Flag {
         long: "idle-connections",
@@ -107,7 +107,21 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         value: Some("RUNS"),
         default: None,
-        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, reqrep, idle (for profiling)",
+        help: "comma-separated subset of: 64b, 1k, fanout, group, latency, reqrep, idle; and latency-spin, run only when named (its client spins on a core of its own)",
+    },
+    Flag {
+        long: "pin",
+        short: None,
+        value: None,
+        default: None,
+        help: "pin the brokers started here to CPU 0 and the bench's clients to CPU 1 (needs 2 CPUs)",
+    },
+    Flag {
+        long: "pid",
+        short: None,
+        value: Some("PID"),
+        default: None,
+        help: "with -h: the running broker's process id, to read its CPU time (else CPU figures are not given)",
     },
     Flag {
         long: "token",
@@ -132,6 +146,11 @@ pub const FLAGS: &[Flag] = &[
     },
 ];
 
+/// The runs made only when `--only` names them. A busy-polling client takes a core for
+/// itself: on a one-core device (where `mote bench` runs as often as anywhere) it would
+/// starve the broker it measures, and the figure would be the scheduler's time slice.
+const ON_REQUEST: &[&str] = &["latency-spin"];
+
 /// What to measure, and how: the [`FLAGS`] read.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -153,6 +172,10 @@ pub struct Plan {
     pub running: Option<SocketAddr>,
     /// The token of the encrypted runs.
     pub token: Option<String>,
+    /// The process of the running broker (`--pid`), to read its CPU time.
+    pub pid: Option<u32>,
+    /// Brokers on CPU 0, the bench's clients on CPU 1 (`--pin`).
+    pub pin: bool,
     /// The persisted runs, if they are made ([`Plan::with_persisted`]).
     #[cfg(feature = "bench-persist")]
     pub persist: Option<Persist>,
@@ -205,6 +228,38 @@ impl Plan {
         if let Some(t) = &token {
             mote_sdk::secure::Token::new(t).map_err(|e| format!("--token: {e}"))?;
         }
+        let pid = match value("pid") {
+            None => None,
+            Some(_) if running.is_none() => {
+                return Err(
+                    "--pid is for a running broker (-h/-p): the bench knows the process \
+                            of a broker it starts"
+                        .into(),
+                );
+            }
+            Some(p) => {
+                let pid = p
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("invalid value {p:?} for --pid: expected a process id"))?;
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(format!("--pid {pid}: there is no such process"));
+                }
+                Some(pid)
+            }
+        };
+        let pin = on("pin");
+        if pin {
+            if running.is_some() {
+                return Err(
+                    "--pin is for brokers the bench starts; pin a running broker \
+                            yourself (taskset -c 0 mote serve) and the bench \
+                            (taskset -c 1 mote bench -h ...)"
+                        .into(),
+                );
+            }
+            proc::check_pinnable()?;
+        }
         Ok(Plan {
             count,
             window,
@@ -215,16 +270,20 @@ impl Plan {
             json: on("json"),
             running,
             token,
+            pid,
+            pin,
             #[cfg(feature = "bench-persist")]
             persist: None,
         })
     }
 
-    /// Whether the run called `run` (`64b`, `group`, `idle`...) is to be made.
+    /// Whether the run called `run` (`64b`, `group`, `idle`...) is to be made: every one
+    /// but those in [`ON_REQUEST`] when `--only` is not given.
     fn wanted(&self, run: &str) -> bool {
-        self.only
-            .as_deref()
-            .is_none_or(|o| o.split(',').any(|x| x.trim() == run))
+        match self.only.as_deref() {
+            None => !ON_REQUEST.contains(&run),
+            Some(o) => o.split(',').any(|x| x.trim() == run),
+        }
     }
 
     /// The figures the report shows and compares: label, JSON name.

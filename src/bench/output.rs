@@ -69,7 +69,7 @@ fn json_report(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) -> s
             let settings = &t.persisted.settings;
             report.insert(format!("{prefix}persisted_settings"), json!(settings));
         }
-        if t.driver.divisor() > 1 {
+        if t.divided() {
             report.insert(
                 format!("{prefix}count_fraction"),
                 num(1.0 / t.driver.divisor() as f64),
@@ -132,7 +132,7 @@ fn summary(targets: &[Target], skipped: &[(&str, String)], plan: &Plan) {
         }
     }
     for t in targets {
-        if t.driver.divisor() > 1 {
+        if t.divided() {
             plan.say(format!(
                 "{} runs sent 1/{} of the messages",
                 t.name(),

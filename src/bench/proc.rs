@@ -6,8 +6,12 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::process::Pid;
+use rustix::thread::{CpuSet, sched_setaffinity};
 
 use super::conn::PATIENCE;
 use super::figures::median;
@@ -90,7 +94,12 @@ impl Broker {
         let deadline = t0 + Duration::from_secs(5);
         loop {
             if TcpStream::connect_timeout(&self.addr, PATIENCE).is_ok() {
-                return Ok(t0.elapsed());
+                let took = t0.elapsed();
+                if PIN.load(Ordering::Relaxed) {
+                    pin_process(self.pid(), BROKER_CPU)
+                        .map_err(|e| format!("cannot pin {what} to CPU {BROKER_CPU}: {e}"))?;
+                }
+                return Ok(took);
             }
             if let Some(status) = self.exited() {
                 return Err(format!(
@@ -172,16 +181,117 @@ pub fn start_five(
     Ok((b, median))
 }
 
-/// Nanoseconds of CPU (user + system) used by every thread of `pid`.
+/// Nanoseconds of CPU (user + system) used by every thread of `pid`; 0 if it cannot be
+/// read.
 pub(crate) fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    process_cpu_ns(pid).unwrap_or(0)
+}
+
+/// Nanoseconds of CPU used by every thread of `pid`, if its threads can be read: each
+/// thread's time on CPU from `schedstat` (in nanoseconds), or where a kernel has no
+/// schedstat, its user and system time from `stat` (in clock ticks, 10 ms: too coarse
+/// for a short run, but never wrong in sum).
+pub(crate) fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = None;
+    for t in tasks.flatten() {
+        if let Some(ns) = task_cpu_ns(&t.path()) {
+            *sum.get_or_insert(0) += ns;
+        }
+    }
+    sum
+}
+
+/// Nanoseconds of CPU used so far by the calling thread.
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
+    task_cpu_ns(Path::new("/proc/thread-self"))
+}
+
+/// A thread's CPU time from its /proc directory `task`.
+fn task_cpu_ns(task: &Path) -> Option<u64> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).ok();
+    if let Some(ns) = schedstat.and_then(|s| s.split_whitespace().next()?.parse().ok()) {
+        return Some(ns);
+    }
+    // `pid (comm) state ...`: utime and stime are the 12th and 13th fields after the
+    // command, which may hold spaces and parentheses of its own.
+    let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every architecture mote is built for.
+    Some(ticks * 10_000_000)
+}
+
+/// The CPU the brokers are pinned to with `--pin`.
+pub(crate) const BROKER_CPU: usize = 0;
+/// The CPU the bench's own threads are pinned to with `--pin`.
+pub(crate) const CLIENT_CPU: usize = 1;
+
+/// Whether every broker that becomes ready is pinned to [`BROKER_CPU`] (`--pin`).
+static PIN: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--pin` can be done here: both CPUs exist and this process may use them.
+pub(crate) fn check_pinnable() -> Result<(), String> {
+    let cpus = rustix::thread::sched_getaffinity(None)
+        .map_err(|e| format!("--pin: cannot read this process's CPUs: {e}"))?;
+    if !cpus.is_set(BROKER_CPU) || !cpus.is_set(CLIENT_CPU) {
+        return Err(format!(
+            "--pin needs CPUs {BROKER_CPU} and {CLIENT_CPU}, and this process may run on {} \
+             CPU(s) only",
+            cpus.count()
+        ));
+    }
+    Ok(())
+}
+
+/// For `--pin`: pins the calling thread (and so every thread and broker it starts from
+/// now) to [`CLIENT_CPU`], and every broker that becomes ready from now on to
+/// [`BROKER_CPU`] ([`Broker::wait_ready`]).
+pub(crate) fn pin_bench() -> Result<(), String> {
+    sched_setaffinity(None, &cpu_set(CLIENT_CPU))
+        .map_err(|e| format!("cannot pin the bench to CPU {CLIENT_CPU}: {e}"))?;
+    PIN.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn cpu_set(cpu: usize) -> CpuSet {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    set
+}
+
+/// Pins every thread of process `pid` to `cpu`. A thread started by a pinned thread is
+/// pinned from its start; one started by a thread not pinned yet is found in the next
+/// pass, until a pass finds no new thread.
+fn pin_process(pid: u32, cpu: usize) -> io::Result<()> {
+    let set = cpu_set(cpu);
+    let mut pinned = Vec::new();
+    loop {
+        let mut new = false;
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if pinned.contains(&tid) {
+                continue;
+            }
+            // A thread that ended since the listing is not an error.
+            if let Some(p) = Pid::from_raw(tid) {
+                match sched_setaffinity(Some(p), &set) {
+                    Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            pinned.push(tid);
+            new = true;
+        }
+        if !new {
+            return Ok(());
+        }
+    }
 }
 
 /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).

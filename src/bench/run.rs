@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::conn::{Client, PATIENCE, is_timeout};
-use super::proc::{cpu_ns, status_kib};
+use super::conn::{Client, Conn, PATIENCE, is_timeout};
+use super::proc::{cpu_ns, process_cpu_ns, status_kib, thread_cpu_ns};
 
 /// How long a subscriber's read waits before it checks on the run.
 const POLL: Duration = Duration::from_millis(100);
@@ -283,31 +283,176 @@ fn publish<C: Client>(
     Ok(())
 }
 
-/// Publish-to-delivery round trips, in microseconds and sorted, on one connection
-/// subscribed to the topic it publishes to.
-pub(crate) fn latency<C: Client>(addr: SocketAddr, samples: usize) -> Result<Vec<f64>, String> {
-    let mut c = C::connect_for_latency(addr).map_err(|e| e.to_string())?;
-    let topic = C::topic("latency");
-    c.subscribe(&topic).map_err(|e| e.to_string())?;
+/// What one latency run measured.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Latency {
+    /// Publish-to-delivery round trips, in microseconds, sorted.
+    pub(crate) rtts: Vec<f64>,
+    /// The broker's CPU (every thread) per round trip, in microseconds, when its process
+    /// is known.
+    pub(crate) broker_cpu_us: Option<f64>,
+    /// The bench's own CPU per round trip, in microseconds (both connections are served
+    /// by the one thread that measures).
+    pub(crate) client_cpu_us: Option<f64>,
+}
+
+/// How the latency run's subscriber waits for a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A read that blocks until bytes arrive.
+    Block,
+    /// A non-blocking socket, read again and again until bytes arrive.
+    Spin,
+}
+
+/// Sparse traffic: `samples` round trips, each a 64 B message published fire-and-forget
+/// on one connection and received by a second one subscribed to its topic, the next
+/// sent only once it arrived (one message in flight), after a tenth as many to warm up.
+/// `pid` is the broker's, to read its CPU time over the measured round trips alone.
+pub(crate) fn latency<C: Client>(
+    addr: SocketAddr,
+    pid: Option<u32>,
+    samples: usize,
+    wait: Wait,
+) -> Result<Latency, String> {
+    let topic = C::topic(match wait {
+        Wait::Block => "latency",
+        Wait::Spin => "latency-spin",
+    });
+    let mut sub = C::connect(addr, "bench-latency-sub").map_err(|e| format!("subscriber: {e}"))?;
+    sub.subscribe(&topic)
+        .map_err(|e| format!("subscriber: {e}"))?;
+    let mut publisher = C::connect_publisher(addr).map_err(|e| format!("publisher: {e}"))?;
+    if wait == Wait::Spin {
+        sub.conn()
+            .s
+            .set_nonblocking(true)
+            .map_err(|e| format!("subscriber: {e}"))?;
+    }
     let mut frame = Vec::new();
     C::encode_publish(&topic, &[b'l'; 64], &mut frame);
-    let mut rtts = Vec::with_capacity(samples + samples / 10);
-    for _ in 0..samples + samples / 10 {
+    round_trips(&mut publisher, &mut sub, &frame, pid, samples, wait)
+}
+
+/// What the latency runs do with a connected client, as one type for every protocol:
+/// their loop is compiled once, not once per client (the broker binary carries two of
+/// mote's).
+trait Endpoint {
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// Reads one delivery.
+    fn read_one(&mut self) -> io::Result<()>;
+    fn keepalive(&mut self) -> io::Result<()>;
+    fn conn(&mut self) -> &mut Conn;
+}
+
+impl<C: Client> Endpoint for C {
+    fn send_frame(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame)
+    }
+    fn read_one(&mut self) -> io::Result<()> {
+        self.read(|_| false)
+    }
+    fn keepalive(&mut self) -> io::Result<()> {
+        self.tick()
+    }
+    fn conn(&mut self) -> &mut Conn {
+        Client::conn(self)
+    }
+}
+
+/// The latency run's round trips, after a tenth as many to warm up.
+fn round_trips(
+    publisher: &mut dyn Endpoint,
+    sub: &mut dyn Endpoint,
+    frame: &[u8],
+    pid: Option<u32>,
+    samples: usize,
+    wait: Wait,
+) -> Result<Latency, String> {
+    // The first tenth warms up caches and the scheduler.
+    for i in 0..samples / 10 {
+        round_trip(publisher, sub, frame, wait, i)?;
+    }
+    let mut rtts = Vec::with_capacity(samples);
+    let broker0 = pid.and_then(process_cpu_ns);
+    let client0 = thread_cpu_ns();
+    for i in 0..samples {
         let t0 = Instant::now();
-        c.send(&frame).map_err(|e| e.to_string())?;
-        c.read(|_| false).map_err(|e| {
-            if is_timeout(&e) {
-                format!("no delivery within {} s", PATIENCE.as_secs())
-            } else {
-                e.to_string()
-            }
-        })?;
+        round_trip(publisher, sub, frame, wait, i)?;
         rtts.push(t0.elapsed().as_secs_f64() * 1e6);
     }
-    // The first tenth warms up caches and the scheduler.
-    rtts.drain(..samples / 10);
+    let per_trip = |before: Option<u64>, after: Option<u64>| {
+        let ns = after?.checked_sub(before?)?;
+        Some(ns as f64 / 1e3 / samples as f64)
+    };
+    let client_cpu_us = per_trip(client0, thread_cpu_ns());
+    let broker_cpu_us = per_trip(broker0, pid.and_then(process_cpu_ns));
     rtts.sort_by(f64::total_cmp);
-    Ok(rtts)
+    Ok(Latency {
+        rtts,
+        broker_cpu_us,
+        client_cpu_us,
+    })
+}
+
+/// The `i`th round trip of a latency run: publishes `frame` and waits for its delivery.
+fn round_trip(
+    publisher: &mut dyn Endpoint,
+    sub: &mut dyn Endpoint,
+    frame: &[u8],
+    wait: Wait,
+    i: usize,
+) -> Result<(), String> {
+    // Keepalives, and whatever the broker said to the publisher, now and then: rarely
+    // enough to cost nothing per round trip.
+    if i % 1024 == 1023 {
+        keep_up(publisher, sub).map_err(|e| format!("between round trips: {e}"))?;
+    }
+    publisher
+        .send_frame(frame)
+        .map_err(|e| format!("publisher: {e}"))?;
+    // Spinning, the socket does not block: a read finding nothing to read is tried again
+    // at once, for PATIENCE at most.
+    let t0 = Instant::now();
+    let mut tries = 0u32;
+    let delivered = loop {
+        match sub.read_one() {
+            Err(e) if wait == Wait::Spin && is_timeout(&e) => {
+                tries = tries.wrapping_add(1);
+                if tries % 4096 == 0 && t0.elapsed() > PATIENCE {
+                    break Err(e);
+                }
+                std::hint::spin_loop();
+            }
+            r => break r,
+        }
+    };
+    delivered.map_err(|e| {
+        if is_timeout(&e) {
+            format!("no delivery within {} s", PATIENCE.as_secs())
+        } else {
+            format!("subscriber: {e}")
+        }
+    })
+}
+
+/// Sends both connections' keepalives and reads what the broker sent the publisher
+/// (a NATS `PING`, an MQTT `PINGRESP`), without waiting for anything.
+#[cold]
+fn keep_up(publisher: &mut dyn Endpoint, sub: &mut dyn Endpoint) -> io::Result<()> {
+    publisher.keepalive()?;
+    sub.keepalive()?;
+    publisher.conn().s.set_nonblocking(true)?;
+    let drained = loop {
+        match publisher.read_one() {
+            Ok(()) => {}
+            Err(e) if is_timeout(&e) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    publisher.conn().s.set_nonblocking(false)?;
+    drained?;
+    publisher.conn().flush_replies()
 }
 
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -10,7 +10,7 @@ use super::durable::{DurableDriver, Persisted};
 use super::figures::Figures;
 use super::mote::{Mote, SecureMote};
 use super::proc::Broker;
-use super::run::{self, Load, Throughput};
+use super::run::{self, Latency, Load, Throughput, Wait};
 
 /// How the bench speaks to one kind of broker: its name in reports, and the measurements
 /// built for its protocol's [`Client`].
@@ -19,7 +19,7 @@ pub struct Driver {
     name: &'static str,
     divisor: u64,
     throughput: fn(SocketAddr, Option<u32>, Load) -> Result<Throughput, String>,
-    latency: fn(SocketAddr, usize) -> Result<Vec<f64>, String>,
+    latency: fn(SocketAddr, Option<u32>, usize, Wait) -> Result<Latency, String>,
     idle_cost: fn(SocketAddr, u32, usize) -> Result<f64, String>,
 }
 
@@ -56,8 +56,14 @@ impl Driver {
         (self.throughput)(addr, pid, load)
     }
 
-    pub(crate) fn latency(&self, addr: SocketAddr, samples: usize) -> Result<Vec<f64>, String> {
-        (self.latency)(addr, samples)
+    pub(crate) fn latency(
+        &self,
+        addr: SocketAddr,
+        pid: Option<u32>,
+        samples: usize,
+        wait: Wait,
+    ) -> Result<Latency, String> {
+        (self.latency)(addr, pid, samples, wait)
     }
 
     pub(crate) fn idle_cost(&self, addr: SocketAddr, pid: u32, n: usize) -> Result<f64, String> {
@@ -88,6 +94,8 @@ pub struct Target {
     pub(crate) addr: SocketAddr,
     /// Set when the bench started it.
     pub(crate) broker: Option<Broker>,
+    /// The process of a running broker, given with `--pid`.
+    pub(crate) given_pid: Option<u32>,
     pub(crate) version: Option<String>,
     pub(crate) figures: Figures,
     pub(crate) missed: u64,
@@ -115,6 +123,7 @@ impl Target {
             driver,
             addr,
             broker,
+            given_pid: None,
             version,
             figures: Figures::default(),
             missed: 0,
@@ -155,6 +164,12 @@ impl Target {
         self.driver.name
     }
 
+    /// Whether throughput runs were made of it with a fraction of the messages.
+    pub(crate) fn divided(&self) -> bool {
+        let counted = |k: &str| k.starts_with("messages_") || k.starts_with("persisted_");
+        self.driver.divisor > 1 && self.figures.keys().any(counted)
+    }
+
     /// The broker process, when the bench started it.
     pub fn broker(&self) -> Option<&Broker> {
         self.broker.as_ref()
@@ -189,8 +204,15 @@ impl Target {
         }
     }
 
+    /// The process of the broker the bench started.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.broker.as_ref().map(Broker::pid)
+    }
+
+    /// The process whose CPU time is the broker's: the one the bench started, or the
+    /// one `--pid` named.
+    pub(crate) fn cpu_pid(&self) -> Option<u32> {
+        self.pid().or(self.given_pid)
     }
 
     /// Runs one measurement `what` of this broker, unless it died. A peer's failure is

@@ -32,8 +32,10 @@ static OPTS: [Opt; FLAGS.len()] = {
 pub(crate) static SPEC: Spec = Spec {
     name: "bench",
     about: "Measure a broker: 1->1 throughput at 64 B and 1 KiB, 1->4 fan-out, a consumer\n\
-            group of 3 acking members, ping-pong latency, and (when it starts the broker\n\
-            itself) startup time, CPU per million messages, idle and per-connection memory.\n\
+            group of 3 acking members, latency of sparse traffic (one connection publishes\n\
+            64 B fire-and-forget, a second one receives it, then the next: p50/p99/p99.9\n\
+            and CPU per round trip), and (when it starts the broker itself) startup time,\n\
+            CPU per million messages, idle and per-connection memory.\n\
             The same runs side by side with NATS, Redis and mosquitto, and persisted runs\n\
             on fresh data directories (also against NATS JetStream), are a tool of the\n\
             source tree, mote-bench (cargo run -p mote-bench --release -- --help):\n  \
@@ -43,7 +45,9 @@ pub(crate) static SPEC: Spec = Spec {
             one repetition.\n\n\
             Examples:\n  mote bench                  # starts its own broker on a free loopback port\n  \
             mote bench --json\n  mote bench -h 127.0.0.1 -p 7270 -n 1000000\n  \
-            mote bench --token new --repeat 3",
+            mote bench --token new --repeat 3\n  \
+            mote bench --only latency,latency-spin --pin --repeat 3\n  \
+            mote bench -h 127.0.0.1 -p 7270 --pid $(pidof -s mote) --only latency",
 };
 
 pub(crate) fn main(argv: Vec<OsString>) -> Result<(), CliError> {
