@@ -1,14 +1,30 @@
-//! Embeds the OpenAPI document without its indentation: the checked-in file stays easy to
-//! read and review, the binary carries 44 KB less.
+//! Embeds the status page and the OpenAPI document deflated: the binary carries them
+//! compressed (187 KB of files, 140 KB of it the OpenAPI document without its indentation,
+//! in 30 KB)
+//! and the HTTP edge inflates one when it is asked for (src/http/routes.rs). The checked-in
+//! files stay easy to read and review.
 
 use std::{env, fs, path::Path};
 
 fn main() {
-    let src = "src/http/openapi.json";
-    println!("cargo::rerun-if-changed={src}");
-    let pretty = fs::read_to_string(src).expect("src/http/openapi.json is readable");
-    let out = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("openapi.json");
-    fs::write(out, compact(&pretty)).expect("OUT_DIR is writable");
+    let out = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let files = [
+        ("src/http/openapi.json", "openapi.json.deflate"),
+        ("web/index.html", "index.html.deflate"),
+        ("web/app.js", "app.js.deflate"),
+        ("web/style.css", "style.css.deflate"),
+    ];
+    for (src, name) in files {
+        println!("cargo::rerun-if-changed={src}");
+        let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let text = if src.ends_with(".json") {
+            compact(&text)
+        } else {
+            text
+        };
+        let deflated = miniz_oxide::deflate::compress_to_vec(text.as_bytes(), 10);
+        fs::write(Path::new(&out).join(name), deflated).expect("OUT_DIR is writable");
+    }
 }
 
 /// JSON without the whitespace between tokens; strings (escapes included) are kept as

@@ -4,7 +4,7 @@
 #   2. cross/test.sh       under qemu-user: aarch64, the unit tests and the end-to-end suites
 #                          (protocol, security, groups, HTTP, durable topics); armv7 (32-bit),
 #                          the unit tests of the broker and the SDK (engine, store, protocol)
-#   3. cross/build.sh      release builds against the size budgets (2.25 MiB static, 2.875 MiB
+#   3. cross/build.sh      release builds against the size budgets (2.25 MiB static, 2 MiB
 #                          glibc): armv7 glibc, aarch64 static musl
 #   4. docker/check.sh     compose file valid, Dockerfile linted (hadolint), the image's run
 #                          stage imitated with the static aarch64 binary
