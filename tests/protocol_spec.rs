@@ -442,11 +442,16 @@ fn frames_in(bytes: &[u8]) -> usize {
     n
 }
 
-/// PROTOCOL.md section 14: the one frame above `max_frame` a broker sends. A message a
-/// persisted topic stored under `--max-payload 256K` is delivered after a restart with
-/// `--max-payload 16K` as it is, in a frame larger than the new `Welcome.max_frame`.
+/// PROTOCOL.md section 14: a message a persisted topic stored under `--max-payload 256K`
+/// no longer fits the `Welcome.max_frame` of a restart with `--max-payload 16K`. Every
+/// reader skips it with a `Lag` and gets the messages around it, in frames that fit: a
+/// subscriber over the SDK (without the reconnect loop a frame past `max_frame` made),
+/// a replay from its offset, a consumer group, an HTTP stream. The broker counts it once
+/// and logs it once. It is skipped, not deleted: a restart with the larger limit
+/// delivers it again.
 #[test]
-fn a_message_stored_under_a_larger_payload_limit_exceeds_max_frame_after_a_restart() {
+fn a_message_stored_under_a_larger_payload_limit_is_skipped_with_a_lag_after_a_restart() {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     let dir = std::env::temp_dir().join(format!("mote-protocol-spec-big-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data = dir.join("data");
@@ -454,48 +459,142 @@ fn a_message_stored_under_a_larger_payload_limit_exceeds_max_frame_after_a_resta
     let serve = |payload: &str| {
         Served::start(&["--data", data, "--sync", "always", "--max-payload", payload])
     };
+    let metric = |s: &Served, name: &str| -> f64 {
+        let r = common::http::request(s.http.unwrap(), "GET", "/metrics", &[], b"");
+        assert_eq!(r.status, 200);
+        r.text()
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let big = vec![7u8; 200 * 1024];
 
     let mut s = serve("256K");
     let mut r = Raw::connect(s.addr);
-    r.publish(1, "big", &[7; 200 * 1024]);
-    assert_eq!(r.next(), Some(Got::Published { req: 1, offset: 0 }));
+    for (req, payload) in [(1, &b"a"[..]), (2, &big), (3, b"c")] {
+        r.publish(req, "big", payload);
+        assert_eq!(
+            r.next(),
+            Some(Got::Published {
+                req,
+                offset: u64::from(req - 1)
+            })
+        );
+    }
     drop(r);
     s.signal("TERM");
     s.wait_log("stopped:");
     assert!(s.child.wait().unwrap().success());
 
-    let s = serve("16K");
+    let mut s = serve("16K");
     let mut r = Raw::connect_silent(s.addr);
     r.send(&Frame::Hello(Hello::new("big")));
     let Some(Got::Welcome { max_frame, .. }) = r.next() else {
         panic!("no welcome")
     };
     assert_eq!(max_frame, 16 * 1024 + 64 * 1024);
-    r.subscribe(1, "big", Start::Earliest);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let len = loop {
-        if let Ok(Some((len, _))) = wire::read_length(&buf) {
-            break len;
-        }
-        let n = r.s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the broker closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
+    drop(r);
+    let accepted = metric(&s, "mote_connections_accepted_total");
+
+    // A subscriber from the start, over the SDK: it decodes against `max_frame`.
+    let mut opts = mote_sdk::Options::new(s.addr.to_string());
+    opts.reconnect_min = std::time::Duration::from_millis(20);
+    opts.reconnect_max = std::time::Duration::from_millis(100);
+    let c = mote_sdk::blocking::Client::connect(opts).unwrap();
+    let mut sub = c.subscribe("big", Start::Earliest).unwrap();
+    let events = |sub: &mut mote_sdk::blocking::Subscription, n: usize| {
+        (0..n)
+            .map(|_| match sub.recv_timeout(WAIT) {
+                Ok(Some(mote_sdk::Event::Message(m))) => {
+                    format!("{} {}", m.offset, String::from_utf8_lossy(&m.payload))
+                }
+                Ok(Some(mote_sdk::Event::Lag { missed, next, .. })) => {
+                    format!("lag {missed} next {next}")
+                }
+                other => panic!("expected a message or a lag, got {other:?}"),
+            })
+            .collect::<Vec<_>>()
     };
-    assert!(len > max_frame, "a {len}-byte frame, max_frame {max_frame}");
-    let message = loop {
-        if let Ok(Decoded::Frame(f, _)) = wire::decode(&buf, usize::MAX) {
-            break common::own(f);
+    assert_eq!(events(&mut sub, 3), ["0 a", "lag 1 next 2", "2 c"]);
+
+    // A replay from the big message's offset.
+    let mut replay = c.subscribe("big", Start::Offset(1)).unwrap();
+    assert_eq!(events(&mut replay, 2), ["lag 1 next 2", "2 c"]);
+
+    // A consumer group: the big message never blocks it.
+    let group = mote_sdk::Group::new("g").from(Start::Earliest);
+    let mut g = c.subscribe_group("big", group).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match g.recv_timeout(WAIT) {
+            Ok(Some(mote_sdk::GroupEvent::Message(d))) => {
+                got.push(format!("{}", d.offset));
+                d.ack().unwrap();
+            }
+            Ok(Some(mote_sdk::GroupEvent::Lag { missed, next, .. })) => {
+                got.push(format!("lag {missed} next {next}"));
+            }
+            other => panic!("expected a group message or a lag, got {other:?}"),
         }
-        let n = r.s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the broker closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    assert!(
-        matches!(&message, Got::Message { offset: 0, payload, .. } if payload.len() == 200 * 1024),
-        "{:?}",
-        std::mem::discriminant(&message)
+    }
+    assert_eq!(got, ["0", "lag 1 next 2", "2"]);
+
+    // An HTTP stream from the start.
+    let mut st =
+        common::http::Stream::open(s.http.unwrap(), "/t/big/json?since=earliest", &[]).unwrap();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let v = st.event().unwrap();
+        events.push(match v["event"].as_str() {
+            Some("lag") => format!("lag {} next {}", v["missed"], v["next"]),
+            _ => format!("{} {}", v["offset"], v["payload"]),
+        });
+    }
+    assert_eq!(events, ["0 \"a\"", "lag 1 next 2", "2 \"c\""]);
+
+    // No reconnect loop: the SDK's one connection, and the HTTP stream's. Counted
+    // once, logged once.
+    c.flush().unwrap();
+    assert!(c.is_connected());
+    assert_eq!(
+        metric(&s, "mote_connections_accepted_total"),
+        accepted + 2.0
     );
+    assert_eq!(metric(&s, "mote_oversize_skipped_total"), 1.0);
+    let line = s.wait_log("too large for the frame limit");
+    assert!(
+        line.contains("big") && line.contains("--max-payload"),
+        "{line}"
+    );
+    assert_eq!(
+        s.seen
+            .iter()
+            .filter(|l| l.contains("too large for the frame limit"))
+            .count(),
+        1,
+        "{:?}",
+        s.seen
+    );
+    drop(c);
+    drop(st);
+    drop(s);
+
+    // Skipped, not deleted: the larger limit again delivers it.
+    let s = serve("256K");
+    let c =
+        mote_sdk::blocking::Client::connect(mote_sdk::Options::new(s.addr.to_string())).unwrap();
+    let mut sub = c.subscribe("big", Start::Offset(1)).unwrap();
+    match sub.recv_timeout(WAIT) {
+        Ok(Some(mote_sdk::Event::Message(m))) => assert_eq!((m.offset, m.payload), (1, big)),
+        other => panic!(
+            "expected the big message, got {:?}",
+            other.map(|o| o.map(|_| ()))
+        ),
+    }
+    drop(c);
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }

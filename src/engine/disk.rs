@@ -355,6 +355,13 @@ impl Engine {
     pub(super) fn want(&mut self, tid: TopicId, offset: u64, ck: Option<CursorId>) {
         let t = &mut self.topics[tid.0 as usize];
         if let Some(ck) = ck {
+            if super::holes::hole_end_in(&t.holes, offset).is_some() {
+                // A hole the read that stopped the cursor found after what it cached
+                // (a message too large for the frame limit): the cursor's next turn
+                // passes it, told as lag; nothing to read.
+                self.queue_cursor(ck);
+                return;
+            }
             if !t.waiting.contains(&ck) {
                 t.waiting.push(ck);
             }
@@ -383,7 +390,7 @@ impl Engine {
                         "store: {} offsets {offset}..{end} are not on disk (damaged or set aside); skipped",
                         mote_sdk::topic::shown(&t.name)
                     );
-                    t.holes.push((offset, end));
+                    super::holes::add_hole(&mut t.holes, offset, end);
                 }
                 _ => t.disk_first = t.disk_first.max(t.ring.first().min(offset + 1)),
             }
@@ -493,11 +500,27 @@ impl Engine {
                 "store: {} offsets {from}..{to} could not be read back (damaged); skipped",
                 mote_sdk::topic::shown(topic)
             );
-            t.holes.push((from, to));
+            super::holes::add_hole(&mut t.holes, from, to);
+        }
+        // The cache window ends before the first message no frame within today's limit
+        // can carry (stored under a larger one): those become holes, and what follows
+        // them is read again when a cursor gets there.
+        let max_frame = self.limits.max_frame();
+        let fit = messages
+            .iter()
+            .position(|m| !super::holes::fits(topic.len(), m, max_frame))
+            .unwrap_or(messages.len());
+        if fit < messages.len() {
+            self.skip_oversize(tid, &messages[fit..]);
         }
         if !messages.is_empty() {
+            self.stats.disk_reads += 1;
+        }
+        let t = &mut self.topics[tid.0 as usize];
+        if fit > 0 {
             let entries: VecDeque<Entry> = messages
                 .into_iter()
+                .take(fit)
                 .map(|m| {
                     let key = m.key.as_deref().unwrap_or_default();
                     Entry::new(Vec::new(), m.seq, m.time_ms, key, &m.payload)
@@ -505,7 +528,6 @@ impl Engine {
                 .collect();
             let (added, dropped) = t.cache.insert(from, entries, tick);
             self.cache_bytes = self.cache_bytes + added - dropped.min(self.cache_bytes + added);
-            self.stats.disk_reads += 1;
             self.trim_cache();
         }
         self.wake_waiting(tid);
@@ -535,11 +557,7 @@ impl Engine {
     /// Where offsets of topic `tid` starting at `offset` are lost to damage: the end of
     /// that hole.
     pub(super) fn hole_end(&self, tid: TopicId, offset: u64) -> Option<u64> {
-        self.topics[tid.0 as usize]
-            .holes
-            .iter()
-            .find(|&&(a, b)| a <= offset && offset < b)
-            .map(|&(_, b)| b)
+        super::holes::hole_end_in(&self.topics[tid.0 as usize].holes, offset)
     }
 
     /// Applies retention on disk (each topic's own, then the disk budget) and moves
@@ -573,6 +591,8 @@ impl Engine {
                 self.stats.evicted_disk += t.evicted;
                 let freed = ts.cache.trim(ts.disk_first);
                 self.cache_bytes = self.cache_bytes.saturating_sub(freed);
+                let below = ts.holes.partition_point(|&(_, end)| end <= ts.disk_first);
+                ts.holes.drain(..below);
                 // A ring holding messages below the new first drops them too.
                 while ts.ring.first() < ts.disk_first {
                     let Some(old) = ts.ring.evict() else { break };

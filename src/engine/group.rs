@@ -916,6 +916,12 @@ impl Engine {
         } else {
             format!("$dead/{}", g.name)
         };
+        let max_frame = self.limits.max_frame();
+        if !super::holes::fits_frame(name.len(), key.len(), payload.len(), max_frame) {
+            self.groups[gid.0 as usize].counters.lag_missed += 1;
+            self.dead_letter_too_large(topic, offset, &name);
+            return true;
+        }
         match self.publish_system(&name, time_ms, &key, &payload) {
             Ok(_) => {
                 let g = &mut self.groups[gid.0 as usize];

@@ -17,6 +17,7 @@ mod disk;
 mod edge;
 mod group;
 mod group_admin;
+mod holes;
 mod lifecycle;
 mod pool;
 mod publish;
@@ -119,8 +120,11 @@ struct TopicState {
     reading: Option<u64>,
     /// Cursors waiting for that read.
     waiting: Vec<CursorId>,
-    /// Offset ranges lost to damage on disk: cursors skip them, told so.
+    /// Offset ranges lost to damage on disk, or holding messages too large for today's
+    /// frame limit: cursors skip them, told so. Sorted, disjoint (see `holes`).
     holes: Vec<(u64, u64)>,
+    /// Messages read back from disk that were too large for the frame limit (skipped).
+    oversize: u64,
     /// Messages dropped by retention (count, bytes or age), and by the disk budget.
     expired: u64,
     evicted_disk: u64,
@@ -170,6 +174,7 @@ impl TopicState {
             reading: None,
             waiting: Vec::new(),
             holes: Vec::new(),
+            oversize: 0,
             expired: 0,
             evicted_disk: 0,
             visible: next,
@@ -748,6 +753,8 @@ mod group_tests;
 mod lifecycle_disk_tests;
 #[cfg(test)]
 mod lifecycle_tests;
+#[cfg(test)]
+mod oversize_tests;
 #[cfg(test)]
 mod request_tests;
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub struct Stats {
     pub evicted_disk: u64,
     /// Reads of messages back from disk, for cursors behind the memory rings.
     pub disk_reads: u64,
+    /// Messages read back from disk that no frame within today's `max_frame` can carry
+    /// (stored under a larger `--max-payload`): skipped for every reader, told as lag.
+    pub oversize_skipped: u64,
     /// Management operations done, by kind (see [`AdminOp`]).
     pub admin_ops: [u64; AdminOp::COUNT],
     /// Topics removed after `idle-expiry` with nothing stored, no subscriber and no group.
@@ -142,6 +145,7 @@ impl Default for Stats {
             expired: 0,
             evicted_disk: 0,
             disk_reads: 0,
+            oversize_skipped: 0,
             admin_ops: [0; AdminOp::COUNT],
             topics_expired: 0,
             groups_expired: 0,

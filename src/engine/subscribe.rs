@@ -543,12 +543,8 @@ impl Engine {
                 cur.next = first;
             }
             if cur.next < t.ring.first() {
-                if let Some(&(_, end)) = t
-                    .holes
-                    .iter()
-                    .find(|&&(a, b)| a <= cur.next && cur.next < b)
-                {
-                    // Lost to damage on disk.
+                if let Some(end) = super::holes::hole_end_in(&t.holes, cur.next) {
+                    // Lost to damage on disk, or too large for the frame limit.
                     cur.lag += end - cur.next;
                     cur.next = end;
                 }

@@ -462,7 +462,7 @@ pub(crate) fn stats_head(s: &Summary, info: &Info) -> Map<String, Value> {
             "connections_closed": st.connections_closed, "auth_failures": st.auth_failures,
             "auth_blocked": st.auth_blocked, "records_rejected": st.records_rejected,
             "expired": st.expired, "evicted_disk": st.evicted_disk, "disk_reads": st.disk_reads,
-            "schema_refused": st.schema_refused,
+            "schema_refused": st.schema_refused, "oversize_skipped": st.oversize_skipped,
             "errors": errors,
         },
         "rates": {
@@ -694,7 +694,7 @@ pub(crate) fn metrics(
         "Bytes held for frames and HTTP requests still arriving (capped by --max-partial).",
         &one(s.partial_bytes as f64),
     );
-    let counters: [(&str, &str, u64); 24] = [
+    let counters: [(&str, &str, u64); 25] = [
         ("mote_published_total", "Messages stored.", st.published),
         (
             "mote_published_bytes_total",
@@ -785,6 +785,11 @@ pub(crate) fn metrics(
             "mote_disk_reads_total",
             "Reads of messages back from disk for subscribers behind the memory rings.",
             st.disk_reads,
+        ),
+        (
+            "mote_oversize_skipped_total",
+            "Stored messages too large for the frame limit (stored under a larger --max-payload): skipped for every reader, told as lag.",
+            st.oversize_skipped,
         ),
         (
             "mote_records_rejected_total",
