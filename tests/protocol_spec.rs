@@ -170,7 +170,7 @@ fn get_limits(r: &mut Raw, req: u32, topic: Option<&str>) -> Vec<u8> {
 
 fn decode_limits(bytes: &[u8]) -> wire::Limits {
     match wire::decode(bytes, usize::MAX) {
-        Ok(Decoded::Frame(Frame::Limits(l), _)) => l,
+        Ok(Decoded::Frame(Frame::Limits(l), _)) => *l,
         other => panic!("expected limits, got {other:?}"),
     }
 }

@@ -825,7 +825,7 @@ async fn handle(
         Frame::Limits(l) => {
             if let Some(pending) = shared.lock().pending.remove(&l.req) {
                 if let Answer::Limits(tx) = pending.tx {
-                    let _ = tx.try_send(Ok(l));
+                    let _ = tx.try_send(Ok(*l));
                 }
             }
         }

@@ -955,8 +955,10 @@ pub enum Frame<'a> {
     TxCheck(TxCheck<'a>),
     /// Version 5 and later: see [`GetLimits`].
     GetLimits(GetLimits<'a>),
-    /// Version 5 and later: see [`Limits`].
-    Limits(Limits),
+    /// Version 5 and later: see [`Limits`]. Boxed: it is the largest body, and every
+    /// frame moved on the message path would otherwise carry its size (the encoding is
+    /// the same).
+    Limits(Box<Limits>),
 }
 
 /// Why bytes could not be decoded into a frame. Any of these ends the connection.
@@ -1455,8 +1457,8 @@ mod tests {
             disk: 0,
             topic: None,
         };
-        roundtrip(Frame::Limits(limits));
-        roundtrip(Frame::Limits(Limits {
+        roundtrip(Frame::Limits(Box::new(limits)));
+        roundtrip(Frame::Limits(Box::new(Limits {
             topic: Some(TopicLimits {
                 persist: true,
                 max_age_ms: Some(u64::MAX),
@@ -1465,7 +1467,7 @@ mod tests {
                 discard_new: true,
             }),
             ..limits
-        }));
+        })));
     }
 
     #[test]

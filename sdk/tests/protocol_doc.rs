@@ -656,10 +656,10 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                 topic: Some("logs/app"),
             }),
         ),
-        ("limits", Frame::Limits(default_limits(12, None))),
+        ("limits", Frame::Limits(Box::new(default_limits(12, None)))),
         (
             "limits-topic",
-            Frame::Limits(default_limits(
+            Frame::Limits(Box::new(default_limits(
                 13,
                 Some(TopicLimits {
                     persist: true,
@@ -668,7 +668,7 @@ fn examples() -> Vec<(&'static str, Frame<'static>)> {
                     retain_bytes: None,
                     discard_new: false,
                 }),
-            )),
+            ))),
         ),
     ]
 }

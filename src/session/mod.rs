@@ -646,7 +646,7 @@ impl Session {
             disk: engine.log().map_or(0, |log| log.disk_budget()),
             topic,
         };
-        self.emit(out, &Frame::Limits(answer));
+        self.emit(out, &Frame::Limits(Box::new(answer)));
     }
 
     /// Whether this connection's token may publish to `topic`.
