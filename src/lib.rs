@@ -20,6 +20,7 @@ pub mod manage;
 pub mod schema;
 pub mod server;
 pub mod session;
+pub mod sort;
 pub mod store;
 pub mod units;
 

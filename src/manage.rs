@@ -156,7 +156,7 @@ pub fn run(engine: &mut Engine, caller: Caller<'_>, op: &ManageOp<'_>) -> Result
                 .into_iter()
                 .filter(|g| caller.may_see_group(&g.filter))
                 .collect();
-            groups.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            crate::sort::sort_by(&mut groups, |a, b| a.name.cmp(&b.name));
             Ok(json!({"groups": groups.iter().map(group).collect::<Vec<_>>()}))
         }
         ManageOp::GroupInfo { group: name } => {

@@ -387,7 +387,7 @@ fn round_trips(
     };
     let client_cpu_us = per_trip(client0, thread_cpu_ns());
     let broker_cpu_us = per_trip(broker0, pid.and_then(process_cpu_ns));
-    rtts.sort_by(f64::total_cmp);
+    crate::sort::sort_by(&mut rtts, f64::total_cmp);
     Ok(Latency {
         rtts,
         broker_cpu_us,

@@ -761,7 +761,7 @@ mod tests {
             .parse()
             .unwrap();
         let mut g = groups(table.get("groups")).unwrap();
-        g.sort_by(|a, b| a.name.cmp(&b.name));
+        mote::sort::sort_by(&mut g, |a, b| a.name.cmp(&b.name));
         assert_eq!(
             (g[0].durable, g[0].expiry_ms),
             (None, None),

@@ -116,7 +116,7 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        groups.sort_unstable();
+        crate::sort::sort(&mut groups);
         groups.dedup();
         Some(TopicDetail {
             info,

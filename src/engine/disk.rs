@@ -146,7 +146,7 @@ impl Engine {
         }
         let mut topics = opened.topics.clone();
         // By name, so that a restart lists them the same each time.
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::sort::sort_by(&mut topics, |a, b| a.name.cmp(&b.name));
         for t in topics {
             let Ok(topic) = mote_sdk::Topic::new_system(&t.name) else {
                 continue;
@@ -161,7 +161,7 @@ impl Engine {
                         .iter()
                         .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
                         .collect();
-                    ts.meta.sort_unstable();
+                    crate::sort::sort(&mut ts.meta);
                 }
                 Err(r) => log::warn!("store: topic {:?} not restored: {}", t.name, r.message),
             }

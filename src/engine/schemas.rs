@@ -39,7 +39,9 @@ impl SchemaPatterns {
         patterns: impl IntoIterator<Item = (Filter, Arc<TopicSchema>)>,
     ) -> Result<SchemaPatterns, DuplicatePattern> {
         let mut entries: Vec<_> = patterns.into_iter().collect();
-        entries.sort_by(|a, b| by_specificity(a.0.as_str(), b.0.as_str()));
+        crate::sort::sort_by(&mut entries, |a, b| {
+            by_specificity(a.0.as_str(), b.0.as_str())
+        });
         if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(DuplicatePattern(w[0].0.as_str().to_string()));
         }

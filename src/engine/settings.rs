@@ -394,7 +394,7 @@ impl TopicPatterns {
                 settings,
             })
             .collect();
-        entries.sort_by(|a, b| by_specificity(&a.text, &b.text));
+        crate::sort::sort_by(&mut entries, |a, b| by_specificity(&a.text, &b.text));
         if let Some(w) = entries.windows(2).find(|w| w[0].text == w[1].text) {
             return Err(DuplicatePattern(w[0].text.to_string()));
         }
@@ -433,7 +433,7 @@ impl TopicPatterns {
         self.root
             .matches(topic.split('/'), topic.starts_with('$'), &mut matching);
         // Indices in the ranked list: ascending is most specific first.
-        matching.sort_unstable();
+        crate::sort::sort(&mut matching);
         for e in matching.into_iter().map(|i| &self.entries[i]) {
             let s = &e.settings;
             take(&mut persist, s.persist, &e.text);

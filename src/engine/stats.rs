@@ -618,18 +618,6 @@ impl Engine {
 
 /// Puts the first `n` of `order` by `cmp` at its front, sorted, and drops the rest:
 /// a partial selection, so the cost grows with `n log n`, not with the whole list's sort.
-fn busiest_first<T>(
-    order: &mut Vec<T>,
-    n: usize,
-    mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering,
-) {
-    if n == 0 {
-        order.clear();
-        return;
-    }
-    if order.len() > n {
-        order.select_nth_unstable_by(n - 1, &mut cmp);
-        order.truncate(n);
-    }
-    order.sort_unstable_by(cmp);
+fn busiest_first<T>(order: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    crate::sort::first_n_by(order, n, cmp);
 }

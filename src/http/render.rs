@@ -979,7 +979,7 @@ pub(crate) fn metrics(
 
     // Per consumer group, bounded like topics.
     let mut groups: Vec<&GroupInfo> = groups.iter().collect();
-    groups.sort_by(|a, b| {
+    crate::sort::sort_by(&mut groups, |a, b| {
         b.counters
             .delivered
             .cmp(&a.counters.delivered)

@@ -91,7 +91,7 @@ pub(crate) fn stats(edge: &Edge, q: &Query) -> Result<Outcome, HttpError> {
     let conns = engine.busiest_conns(n, None);
     render::push_items(&mut out, &mut written, conns.iter().map(render::connection));
     let mut groups = engine.group_infos();
-    groups.sort_by(|a, b| {
+    crate::sort::sort_by(&mut groups, |a, b| {
         b.counters
             .delivered
             .cmp(&a.counters.delivered)

@@ -148,7 +148,7 @@ impl Compiler<'_> {
                         let i = self.node(s, loc)?;
                         n.properties.push((name.as_str().into(), i));
                     }
-                    n.properties.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    crate::sort::sort_by(&mut n.properties, |a, b| a.0.cmp(&b.0));
                 }
                 "required" => {
                     let Value::Array(names) = v else {

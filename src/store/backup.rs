@@ -167,7 +167,7 @@ fn list_segments(dir: &Path, after: Option<u64>) -> Result<Vec<u64>, StoreError>
         })
         .filter(|&no| after.is_none_or(|a| no > a))
         .collect();
-    nos.sort_unstable();
+    crate::sort::sort(&mut nos);
     Ok(nos)
 }
 

@@ -147,7 +147,7 @@ fn segment_numbers(log: &Path) -> Result<Vec<u64>, StoreError> {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    nos.sort_unstable();
+    crate::sort::sort(&mut nos);
     Ok(nos)
 }
 

@@ -46,7 +46,7 @@ impl Log {
                         }
                     }
                 }
-                runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+                crate::sort::sort_by_key(&mut runs, |r| std::cmp::Reverse(r.0));
                 for (rf, rl, rb, rt) in runs {
                     if rl < new_first {
                         break;

@@ -72,7 +72,7 @@ pub(super) fn confirmed<C: Durable>(
     if let Some(f) = failure {
         return Err(f);
     }
-    latencies.sort_by(f64::total_cmp);
+    crate::sort::sort_by(&mut latencies, f64::total_cmp);
     Ok(Confirmed {
         messages,
         seconds,
@@ -164,6 +164,6 @@ pub(super) fn pinger<C: Durable>(
         rtts.push(t.elapsed().as_secs_f64() * 1e6);
         thread::sleep(Duration::from_millis(2));
     }
-    rtts.sort_by(f64::total_cmp);
+    crate::sort::sort_by(&mut rtts, f64::total_cmp);
     Ok(rtts)
 }
