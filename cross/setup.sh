@@ -32,7 +32,7 @@ VER=$MOTE_RUST_VER
 pkgs=(rustc-web="$VER" cargo-web="$VER" libstd-rust-web-dev="$VER" libstd-rust-web-1.85="$VER"
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
       qemu-user-static ca-certificates file binutils)
-[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER" musl-tools musl-dev libunwind-14-dev)
+[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER" musl-tools musl-dev libunwind-14-dev lld-14)
 missing=()
 for p in "${pkgs[@]}"; do
   n=${p%%=*}; want=${p#*=}; [ "$want" = "$p" ] && want=
@@ -92,6 +92,12 @@ for t in "${MOTE_GNU_TARGETS[@]}"; do
 done
 
 # ------------------------------------------------------------------ 4. musl sysroots
+# LLVM's linker for the static binaries (see env.sh): gcc finds it as ld.lld in this
+# directory, which env.sh passes with -B.
+if [ "$MUSL" = 1 ]; then
+  mkdir -p "$MOTE_CROSS_HOME/lld"
+  ln -sfn /usr/bin/ld.lld-14 "$MOTE_CROSS_HOME/lld/ld.lld"
+fi
 if [ "$MUSL" = 1 ]; then
   declare -A MD=([arm64]=aarch64-linux-musl [armhf]=arm-linux-musleabihf)
   declare -A GCC=([arm64]=aarch64-linux-gnu-gcc [armhf]=arm-linux-gnueabihf-gcc)
