@@ -3,11 +3,16 @@
 //! in 30 KB)
 //! and the HTTP edge inflates one when it is asked for (src/http/routes.rs). The checked-in
 //! files stay easy to read and review.
+//!
+//! It is mote-core's build script (src/Cargo.toml), so paths are taken from the repository's
+//! root, one level above that package.
 
 use std::{env, fs, path::Path};
 
 fn main() {
     let out = env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    let manifest = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("..");
     let files = [
         ("src/http/openapi.json", "openapi.json.deflate"),
         ("web/index.html", "index.html.deflate"),
@@ -15,8 +20,9 @@ fn main() {
         ("web/style.css", "style.css.deflate"),
     ];
     for (src, name) in files {
-        println!("cargo::rerun-if-changed={src}");
-        let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let path = root.join(src);
+        println!("cargo::rerun-if-changed={}", path.display());
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{src}: {e}"));
         let text = if src.ends_with(".json") {
             compact(&text)
         } else {

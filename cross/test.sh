@@ -49,10 +49,10 @@ done
 what=("$@"); ((${#what[@]})) || what=(aarch64 armv7)
 for w in "${what[@]}"; do
   case $w in
-    aarch64)      run aarch64-unknown-linux-gnu -p mote-sdk -p mote --lib --bins \
-                    "${ARM_SUITES[@]}" ;;
+    aarch64)      run aarch64-unknown-linux-gnu -p mote-sdk -p mote-core -p mote-cli -p mote \
+                    --lib --bins "${ARM_SUITES[@]}" ;;
     aarch64-full) run aarch64-unknown-linux-gnu --workspace ;;
-    armv7)        run armv7-unknown-linux-gnueabihf -p mote-sdk -p mote --lib ;;
+    armv7)        run armv7-unknown-linux-gnueabihf -p mote-sdk -p mote-core -p mote-cli --lib ;;
     armv7-full)   run armv7-unknown-linux-gnueabihf --workspace ;;
     aarch64-musl) run aarch64-unknown-linux-musl --workspace ;;
     armv7-musl)   run armv7-unknown-linux-musleabihf --workspace ;;

@@ -1,7 +1,5 @@
 //! The `mote` binary: broker, publisher, subscriber and benchmark in one.
 
-mod cli;
-
 fn main() {
-    std::process::exit(cli::main());
+    std::process::exit(mote_cli::main());
 }

@@ -7,6 +7,7 @@
 //! due and cannot be acted on waits for the event that makes it actionable.
 //!
 //! ```no_run
+//! # extern crate mote_core as mote; // the `mote` package re-exports it
 //! # fn main() -> std::io::Result<()> {
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let (stop, stopped) = async_channel::bounded::<()>(1);

@@ -75,7 +75,7 @@ pub(crate) fn init_logging(default: &str, output: mote::logging::Output) {
 const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the command line; returns the process exit code.
-pub(crate) fn main() -> i32 {
+pub fn main() -> i32 {
     let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     if argv.is_empty() {
         eprint!("{USAGE}");

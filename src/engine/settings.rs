@@ -44,6 +44,7 @@
 //! letters are configured by naming them: `$dead/#`.
 //!
 //! ```
+//! # extern crate mote_core as mote; // the `mote` package re-exports it
 //! use mote::engine::settings::{PatternSettings, Source, TopicPatterns, TopicSettings};
 //! use mote_sdk::Filter;
 //!

@@ -67,12 +67,19 @@ impl Filter {
     }
 
     /// Whether lines of `level` from `target` pass.
+    #[cfg(test)]
     pub(crate) fn enabled(&self, level: Level, target: &str) -> bool {
+        self.enabled_in(level, ("", target))
+    }
+
+    /// Whether lines of `level` pass from the target that is `head` followed by `tail` (see
+    /// [`super::public_target`]).
+    pub(crate) fn enabled_in(&self, level: Level, (head, tail): (&str, &str)) -> bool {
         let mut best: Option<&Directive> = None;
         for d in &self.directives {
             let len = d.name.as_ref().map_or(0, String::len);
             let longer = best.is_none_or(|b| len >= b.name.as_ref().map_or(0, String::len));
-            if longer && d.name.as_deref().is_none_or(|n| target.starts_with(n)) {
+            if longer && d.name.as_deref().is_none_or(|n| starts_with(head, tail, n)) {
                 best = Some(d);
             }
         }
@@ -89,6 +96,14 @@ impl Filter {
     }
 }
 
+/// Whether `head` followed by `tail` starts with `prefix`, without joining them.
+fn starts_with(head: &str, tail: &str, prefix: &str) -> bool {
+    match prefix.strip_prefix(head) {
+        Some(rest) => tail.starts_with(rest),
+        None => head.starts_with(prefix),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +112,26 @@ mod tests {
         let (f, errors) = Filter::parse(spec);
         assert!(errors.is_empty(), "{errors:?}");
         f
+    }
+
+    #[test]
+    fn a_split_target_matches_as_the_joined_name() {
+        let f = filter("warn,mote::server=debug,mote::cli=error");
+        // mote-core's module mote_core::server is shown and filtered as mote::server.
+        let server = super::super::public_target("mote_core::server::conn");
+        assert_eq!(server, ("mote", "::server::conn"));
+        assert!(f.enabled_in(Level::Debug, server));
+        let engine = super::super::public_target("mote_core::engine");
+        assert!(!f.enabled_in(Level::Info, engine));
+        assert!(f.enabled_in(Level::Warn, engine));
+        let cli = super::super::public_target("mote_cli::serve");
+        assert_eq!(cli, ("mote::cli", "::serve"));
+        assert!(!f.enabled_in(Level::Warn, cli));
+        assert!(f.enabled_in(Level::Error, cli));
+        // Other crates are matched as they are.
+        assert!(!f.enabled_in(Level::Info, super::super::public_target("mote_sdk::client")));
+        assert!(super::starts_with("mote", "::server", "mo"));
+        assert!(!super::starts_with("mote", "::server", "mote_sdk"));
     }
 
     #[test]

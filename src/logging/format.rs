@@ -55,7 +55,7 @@ pub(crate) fn line(
     out: &mut String,
     style: Style,
     level: Level,
-    target: &str,
+    (head, tail): (&str, &str),
     message: fmt::Arguments<'_>,
 ) {
     let start = out.len();
@@ -76,7 +76,7 @@ pub(crate) fn line(
         timestamp(out, since_epoch);
         out.push(' ');
     }
-    let _ = write!(out, "{level:<5} {target}] {message}");
+    let _ = write!(out, "{level:<5} {head}{tail}] {message}");
     if out.len() - start >= MAX_LINE {
         let mut end = start + MAX_LINE - "…\n".len();
         while !out.is_char_boundary(end) {
@@ -148,7 +148,7 @@ mod tests {
             &mut s,
             plain,
             Level::Info,
-            "mote::server",
+            ("mote", "::server"),
             format_args!("hi {}", 1),
         );
         assert_eq!(s, "[INFO  mote::server] hi 1\n");
@@ -158,7 +158,13 @@ mod tests {
             priority: true,
         };
         s.clear();
-        line(&mut s, journald, Level::Warn, "mote", format_args!("x"));
+        line(
+            &mut s,
+            journald,
+            Level::Warn,
+            ("", "mote"),
+            format_args!("x"),
+        );
         assert_eq!(s, "<4>[WARN  mote] x\n");
 
         let stamped = Style {
@@ -166,7 +172,13 @@ mod tests {
             priority: false,
         };
         s.clear();
-        line(&mut s, stamped, Level::Error, "mote", format_args!("x"));
+        line(
+            &mut s,
+            stamped,
+            Level::Error,
+            ("", "mote"),
+            format_args!("x"),
+        );
         // [YYYY-MM-DDTHH:MM:SS.mmmZ ERROR mote] x
         assert_eq!(s.len(), 1 + 24 + 1 + "ERROR mote] x\n".len(), "{s}");
         assert!(s.ends_with("Z ERROR mote] x\n"), "{s}");
@@ -180,7 +192,13 @@ mod tests {
         };
         let long = "é".repeat(MAX_LINE);
         let mut s = String::from("kept");
-        line(&mut s, style, Level::Info, "t", format_args!("{long}"));
+        line(
+            &mut s,
+            style,
+            Level::Info,
+            ("", "t"),
+            format_args!("{long}"),
+        );
         assert!(s.len() - "kept".len() <= MAX_LINE, "{}", s.len());
         assert!(s.starts_with("kept[INFO  t] éé"));
         assert!(s.ends_with("é…\n"));

@@ -15,6 +15,7 @@
 //! env_logger: `debug`, `warn,mote::server=debug`, `mote=trace`.
 //!
 //! ```
+//! # extern crate mote_core as mote; // the `mote` package re-exports it
 //! mote::logging::init("info", mote::logging::Output::Direct);
 //! log::info!("hello");
 //! assert_eq!(mote::logging::dropped(), 0);
@@ -188,12 +189,11 @@ impl Logger {
                 return;
             };
             if dropped > 0 {
-                let target = module_path!();
                 format::line(
                     &mut notes,
                     self.style,
                     Level::Warn,
-                    target,
+                    public_target(module_path!()),
                     format_args!("{dropped} log lines dropped: stderr was not being read"),
                 );
             }
@@ -209,9 +209,24 @@ impl Logger {
     }
 }
 
+/// The name a log target is shown and filtered by, as a head and the rest of the module
+/// path: the broker's library is the crate `mote_core` and the command line `mote_cli`, so
+/// their lines say `mote::server` and `mote::cli::serve`, the modules' names in the `mote`
+/// package (and `RUST_LOG=mote::server=debug` selects them).
+pub(crate) fn public_target(target: &str) -> (&'static str, &str) {
+    if let Some(rest) = target.strip_prefix("mote_core") {
+        ("mote", rest)
+    } else if let Some(rest) = target.strip_prefix("mote_cli") {
+        ("mote::cli", rest)
+    } else {
+        ("", target)
+    }
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.filter.enabled(metadata.level(), metadata.target())
+        self.filter
+            .enabled_in(metadata.level(), public_target(metadata.target()))
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -246,7 +261,7 @@ impl log::Log for Logger {
             &mut out,
             self.style,
             record.level(),
-            record.target(),
+            public_target(record.target()),
             *record.args(),
         );
         self.emit(&out);
@@ -262,7 +277,7 @@ fn summary(out: &mut String, style: Style, level: Level, site: Site, count: u64)
         out,
         style,
         level,
-        site.module,
+        public_target(site.module),
         format_args!("{count} similar lines suppressed ({file}:{line})"),
     );
 }

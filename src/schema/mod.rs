@@ -9,6 +9,7 @@
 //! ignored silently:
 //!
 //! ```
+//! # extern crate mote_core as mote; // the `mote` package re-exports it
 //! use mote::schema::Schema;
 //!
 //! let schema = Schema::from_slice(br#"{
