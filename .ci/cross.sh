@@ -4,8 +4,8 @@
 #   2. cross/test.sh       under qemu-user: aarch64, the unit tests and the end-to-end suites
 #                          (protocol, security, groups, HTTP, durable topics); armv7 (32-bit),
 #                          the unit tests of the broker and the SDK (engine, store, protocol)
-#   3. cross/build.sh      release builds against the size budgets (2.25 MiB static, 2 MiB
-#                          glibc): armv7 glibc, aarch64 static musl
+#   3. cross/build.sh      release builds against the size budget (2 MiB per ARM binary):
+#                          armv7 glibc, aarch64 static musl
 #   4. docker/check.sh     compose file valid, Dockerfile linted (hadolint), the image's run
 #                          stage imitated with the static aarch64 binary
 # MOTE_CI_MUSL_TESTS=1 also runs the whole suite for both static musl targets (about +11 min:

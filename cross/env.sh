@@ -33,6 +33,14 @@ MOTE_DIST=${MOTE_DIST:-$CARGO_TARGET_DIR/cross}
 export CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
+# Every cross binary is linked by LLVM's lld (Debian's lld-14, which gcc finds through -B),
+# not GNU ld: ld 2.40 pads the file so that the read-only-after-relocation part (RELRO) ends
+# on a 64 KiB page, which cost the static aarch64 binary 61,720 bytes of zeros (the glibc one
+# 11,900); lld gives RELRO a segment of its own, unpadded. The binaries still load on 4, 16
+# and 64 KiB page kernels, keep RELRO, and their constants are no longer executable.
+MOTE_LLD="-C link-arg=-B$MOTE_CROSS_HOME/lld -C link-arg=-fuse-ld=lld"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$MOTE_LLD"
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="$MOTE_LLD"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
@@ -40,12 +48,9 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER="qemu-arm-static -L /us
 
 # Static musl: std rebuilt with -Zbuild-std from Debian's rust-web-src, linked by the gnu
 # (cross) gcc with musl's specs file and LLVM's libunwind (see setup.sh).
-# Linked by LLVM's lld (Debian's lld-14), not GNU ld: ld 2.40 pads the file so that the
-# read-only-after-relocation part (RELRO) ends on a 64 KiB page, which cost the aarch64 binary
-# 61,720 bytes of zeros; lld puts it in a segment of its own, unpadded. The binaries stay
-# loadable on 4, 16 and 64 KiB page kernels, keep RELRO, and rodata is no longer executable.
-# (--no-dynamic-linker: musl's specs file names its loader, which lld would otherwise keep.)
-_lld="-C link-arg=-B$MOTE_CROSS_HOME/lld -C link-arg=-fuse-ld=lld -C link-arg=-Wl,--no-dynamic-linker"
+# (--no-dynamic-linker: musl's specs file names its loader, which lld would otherwise keep in
+# a static binary.)
+_lld="$MOTE_LLD -C link-arg=-Wl,--no-dynamic-linker"
 for _t in "${MOTE_MUSL_TARGETS[@]}" "$MOTE_HOST_MUSL"; do
   _a=${MOTE_DEBARCH[$_t]}; _s=$MOTE_CROSS_HOME/musl-$_a; _u=$(echo "$_t" | tr 'a-z-' 'A-Z_')
   export "CARGO_TARGET_${_u}_LINKER=$_s/cc"

@@ -31,8 +31,8 @@ VER=$MOTE_RUST_VER
 # ------------------------------------------------------------------ 1. host packages
 pkgs=(rustc-web="$VER" cargo-web="$VER" libstd-rust-web-dev="$VER" libstd-rust-web-1.85="$VER"
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
-      qemu-user-static ca-certificates file binutils)
-[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER" musl-tools musl-dev libunwind-14-dev lld-14)
+      qemu-user-static ca-certificates file binutils lld-14)
+[ "$MUSL" = 1 ] && pkgs+=(rust-web-src="$VER" musl-tools musl-dev libunwind-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   n=${p%%=*}; want=${p#*=}; [ "$want" = "$p" ] && want=
@@ -53,6 +53,10 @@ else
 fi
 $RUSTC --version | grep -q "^rustc ${VER%%+*} " \
   || { echo "ERROR: $RUSTC is not ${VER%%+*} (an unpinned rustc-web from bookworm-security?)" >&2; exit 1; }
+# LLVM's linker for every cross binary (see env.sh): gcc finds it as ld.lld in this
+# directory, which env.sh passes with -B.
+mkdir -p "$MOTE_CROSS_HOME/lld"
+ln -sfn /usr/bin/ld.lld-14 "$MOTE_CROSS_HOME/lld/ld.lld"
 
 # ------------------------------------------------------------------ 2. private apt state
 MIRROR=${MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
@@ -92,12 +96,6 @@ for t in "${MOTE_GNU_TARGETS[@]}"; do
 done
 
 # ------------------------------------------------------------------ 4. musl sysroots
-# LLVM's linker for the static binaries (see env.sh): gcc finds it as ld.lld in this
-# directory, which env.sh passes with -B.
-if [ "$MUSL" = 1 ]; then
-  mkdir -p "$MOTE_CROSS_HOME/lld"
-  ln -sfn /usr/bin/ld.lld-14 "$MOTE_CROSS_HOME/lld/ld.lld"
-fi
 if [ "$MUSL" = 1 ]; then
   declare -A MD=([arm64]=aarch64-linux-musl [armhf]=arm-linux-musleabihf)
   declare -A GCC=([arm64]=aarch64-linux-gnu-gcc [armhf]=arm-linux-gnueabihf-gcc)
