@@ -437,7 +437,7 @@ impl Engine {
             .filter(|(_, t)| t.live)
             .map(|(i, t)| (t.published, i as u32))
             .collect();
-        busiest_first(&mut keys, n, |a, b| {
+        crate::sort::first_n_by(&mut keys, n, |a, b| {
             let (ta, tb) = (&self.topics[a.1 as usize], &self.topics[b.1 as usize]);
             b.0.cmp(&a.0).then(ta.name.cmp(&tb.name))
         });
@@ -467,7 +467,7 @@ impl Engine {
                 .filter(|(_, t)| t.live)
                 .map(|(i, t)| (t.rates.0 + t.rates.1, t.published + t.delivered, i as u32))
                 .collect();
-            busiest_first(&mut keys, n, |a, b| {
+            crate::sort::first_n_by(&mut keys, n, |a, b| {
                 b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
             });
             let order = keys.into_iter().map(|(_, _, i)| i).collect();
@@ -500,7 +500,7 @@ impl Engine {
             .filter(|&(k, _)| Some(ConnId(k as u32)) != skip)
             .map(|(k, c)| (c.msgs_per_s, c.msgs_in + c.msgs_out, k as u32))
             .collect();
-        busiest_first(&mut keys, n, |a, b| {
+        crate::sort::first_n_by(&mut keys, n, |a, b| {
             b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
         });
         keys.into_iter()
@@ -614,10 +614,4 @@ impl Engine {
         (r.published, r.delivered, r.at_ms) = (p, d, Some(now_ms));
         r.samples += 1;
     }
-}
-
-/// Puts the first `n` of `order` by `cmp` at its front, sorted, and drops the rest:
-/// a partial selection, so the cost grows with `n log n`, not with the whole list's sort.
-fn busiest_first<T>(order: &mut Vec<T>, n: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
-    crate::sort::first_n_by(order, n, cmp);
 }
