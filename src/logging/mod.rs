@@ -230,7 +230,8 @@ impl log::Log for Logger {
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
+        let target = public_target(record.target());
+        if !self.filter.enabled_in(record.level(), target) {
             return;
         }
         let mut out = String::new();
@@ -257,13 +258,7 @@ impl log::Log for Logger {
                 }
             }
         }
-        format::line(
-            &mut out,
-            self.style,
-            record.level(),
-            public_target(record.target()),
-            *record.args(),
-        );
+        format::line(&mut out, self.style, record.level(), target, *record.args());
         self.emit(&out);
     }
 
