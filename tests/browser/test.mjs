@@ -387,6 +387,15 @@ async function openRun(browser) {
         await stop(dl);
       }
       for (let i = 0; i < 60; i++) curlPublish(base, busyTopic, `busy ${i}`);
+      // The page ranks by the rates of the broker's last 2 s sample. A sample taken
+      // between dl/x's message and busy's would rank dl/x first until the next one,
+      // so wait for the sample that holds busy's (the broker's own order, as the page's).
+      await until('/api/stats rates test/browser/busy busiest', () => {
+        const ts = curl([`${base}/api/stats`]).json?.topics?.filter((t) => !t.name.startsWith('$')) || [];
+        const load = (t) => t.publish_per_s + t.deliver_per_s;
+        const busy = ts.find((t) => t.name === busyTopic);
+        return busy && load(busy) > 0 && ts.every((t) => t === busy || load(t) <= load(busy));
+      }, POLL_WAIT);
     });
 
     await check('user topics come first, busiest first; $-topics are folded under their own heading; the messages open on the busiest user topic', async () => {
