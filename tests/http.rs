@@ -1388,6 +1388,88 @@ fn health_static_files_and_the_api_description() {
     assert_eq!(doc["components"]["securitySchemes"]["auth"]["in"], "query");
 }
 
+/// The built-in files are the work tree's. A client that accepts `deflate` gets them as the
+/// binary stores them (zlib); any other gets them inflated. Both answers say `Vary`.
+#[test]
+fn static_files_are_sent_deflated_to_clients_that_accept_it() {
+    let edge = Edge::start();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |file: &str| std::fs::read(format!("{root}/{file}")).unwrap();
+    let openapi: Value = serde_json::from_slice(&read("src/http/openapi.json")).unwrap();
+    // The page's files byte for byte; the API description as a document (it is stored
+    // without its indentation).
+    let same = |file: &str, body: &[u8]| {
+        if file.ends_with(".json") {
+            serde_json::from_slice::<Value>(body).unwrap() == openapi
+        } else {
+            body == read(file).as_slice()
+        }
+    };
+    let accepting = [
+        "deflate",
+        "gzip, deflate, br, zstd",
+        "br;q=1.0, deflate;q=0.5",
+        "DEFLATE ; Q=0.1",
+        "*",
+        "gzip;q=0, *;q=0.2",
+    ];
+    let refusing = [
+        "",
+        "gzip, br",
+        "identity",
+        "deflate;q=0",
+        "deflate;q=0.000",
+        "*;q=0",
+        "*, deflate;q=0",
+        "deflate;q=zero",
+        "deflated",
+    ];
+    for (path, file) in [
+        ("/", "web/index.html"),
+        ("/index.html", "web/index.html"),
+        ("/app.js", "web/app.js"),
+        ("/style.css", "web/style.css"),
+        ("/api/openapi.json", "src/http/openapi.json"),
+    ] {
+        let plain = edge.get(path);
+        assert_eq!(plain.status, 200, "{path}");
+        assert_eq!(plain.header("Content-Encoding"), None, "{path}");
+        assert_eq!(plain.header("Vary"), Some("Accept-Encoding"), "{path}");
+        assert!(same(file, &plain.body), "{path} is not {file}");
+        for accept in refusing {
+            let r = edge.req("GET", path, &[("Accept-Encoding", accept)], b"");
+            assert_eq!(r.header("Content-Encoding"), None, "{path}, {accept:?}");
+            assert_eq!(r.body, plain.body, "{path}, {accept:?}");
+        }
+        let mut stored = None;
+        for accept in accepting {
+            let r = edge.req("GET", path, &[("Accept-Encoding", accept)], b"");
+            assert_eq!(r.status, 200, "{path}, {accept:?}");
+            assert_eq!(
+                r.header("Content-Encoding"),
+                Some("deflate"),
+                "{path}, {accept:?}"
+            );
+            assert_eq!(r.header("Vary"), Some("Accept-Encoding"), "{path}");
+            let inflated = miniz_oxide::inflate::decompress_to_vec_zlib(&r.body)
+                .unwrap_or_else(|e| panic!("{path}: not zlib: {e:?}"));
+            assert_eq!(inflated, plain.body, "{path}, {accept:?}");
+            assert!(
+                r.body.len() * 2 < plain.body.len(),
+                "{path}: {} of {} bytes",
+                r.body.len(),
+                plain.body.len()
+            );
+            stored = Some(r.body);
+        }
+        // HEAD says the length GET would send, in the same coding.
+        let head = edge.req("HEAD", path, &[("Accept-Encoding", "deflate")], b"");
+        assert_eq!(head.header("Content-Encoding"), Some("deflate"), "{path}");
+        let len = stored.unwrap().len().to_string();
+        assert_eq!(head.header("Content-Length"), Some(len.as_str()), "{path}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // micro-mq's producer form.
 

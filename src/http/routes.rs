@@ -26,9 +26,10 @@ const WAIT_MAX: Duration = Duration::from_secs(60);
 /// Largest body of `POST /ack` and `/nack`.
 const SETTLE_MAX: usize = 64 * 1024;
 
-/// The status page and the API description, built into the binary deflated (build.rs):
-/// 187 KB of files take 30 KB, and a request for one inflates it (a few milliseconds on a
-/// Pi; these are asked for once per page load).
+/// The status page and the API description, built into the binary deflated in zlib format
+/// (build.rs): 187 KB of files take 30 KB. A client that accepts `deflate` (every browser,
+/// `curl --compressed`) gets the stored bytes; for any other the file is inflated per
+/// request (a few milliseconds on a Pi).
 struct Static {
     index: &'static [u8],
     app: &'static [u8],
@@ -114,15 +115,23 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let answer = |a: Answer| Ok(Outcome::Answer(a));
     match segments.as_slice() {
-        [""] | ["index.html"] if get => answer(statik(STATIC.index, "text/html; charset=utf-8")),
-        ["app.js"] if get => answer(statik(STATIC.app, "text/javascript; charset=utf-8")),
-        ["style.css"] if get => answer(statik(STATIC.style, "text/css; charset=utf-8")),
+        [""] | ["index.html"] if get => {
+            answer(statik(req.head, STATIC.index, "text/html; charset=utf-8"))
+        }
+        ["app.js"] if get => answer(statik(
+            req.head,
+            STATIC.app,
+            "text/javascript; charset=utf-8",
+        )),
+        ["style.css"] if get => answer(statik(req.head, STATIC.style, "text/css; charset=utf-8")),
         ["favicon.ico"] if get => answer(Answer::empty(204)),
         ["healthz"] if get => answer(Answer::json(
             200,
             &json!({"status": "ok", "version": edge.info.version, "uptime_s": edge.shared.uptime().as_secs_f64()}),
         )),
-        ["api", "openapi.json"] if get => answer(statik(STATIC.openapi, "application/json")),
+        ["api", "openapi.json"] if get => {
+            answer(statik(req.head, STATIC.openapi, "application/json"))
+        }
         ["api", "stats"] if get => {
             authenticate(edge, &req)?.check_admin()?;
             stats::stats(edge, req.query)
@@ -191,16 +200,50 @@ fn route(edge: &Rc<Edge>, mut req: Request<'_>) -> Result<Outcome, HttpError> {
 }
 
 #[cold]
-fn statik(deflated: &'static [u8], content_type: &str) -> Answer {
-    match miniz_oxide::inflate::decompress_to_vec(deflated) {
-        Ok(body) => Answer::new(200, content_type, Body::Owned(body)),
-        // build.rs deflated it: not reachable, but never a panic.
-        Err(_) => Answer::error(&HttpError::new(
-            500,
-            "internal",
-            "the built-in file does not inflate; rebuild mote",
-        )),
+fn statik(head: &Head, deflated: &'static [u8], content_type: &str) -> Answer {
+    // Either answer depends on the request's Accept-Encoding, so caches must key on it.
+    let answer = if accepts_deflate(head.header("accept-encoding")) {
+        Answer::new(200, content_type, Body::Static(deflated))
+            .with_header("Content-Encoding", "deflate")
+    } else {
+        match miniz_oxide::inflate::decompress_to_vec_zlib(deflated) {
+            Ok(body) => Answer::new(200, content_type, Body::Owned(body)),
+            // build.rs deflated it: not reachable, but never a panic.
+            Err(_) => {
+                return Answer::error(&HttpError::new(
+                    500,
+                    "internal",
+                    "the built-in file does not inflate; rebuild mote",
+                ));
+            }
+        }
+    };
+    answer.with_header("Vary", "Accept-Encoding")
+}
+
+/// Whether an `Accept-Encoding` value takes the `deflate` coding (RFC 9110 §12.5.3): named,
+/// or covered by `*` when not named, with a weight above 0. A weight that does not parse
+/// counts as 0: the identity answer is never wrong.
+fn accepts_deflate(value: Option<&[u8]>) -> bool {
+    let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return false;
+    };
+    let (mut named, mut any) = (None, None);
+    for item in value.split(',') {
+        let mut params = item.split(';');
+        let coding = params.next().unwrap_or_default().trim();
+        let weight = params.find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+        });
+        let accepted = weight.is_none_or(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0));
+        if coding.eq_ignore_ascii_case("deflate") {
+            named = Some(accepted);
+        } else if coding == "*" {
+            any = Some(accepted);
+        }
     }
+    named.or(any).unwrap_or(false)
 }
 
 /// The HTTP status and code for an engine refusal.

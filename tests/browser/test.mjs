@@ -248,11 +248,18 @@ async function openRun(browser) {
     page.setDefaultTimeout(WAIT);
     const errors = watch(page, [/status of 400 .*\/t\/bad\/%2B\/topic/]);
 
-    await check('the page loads and shows the broker healthy', async () => {
+    await check('the page loads and shows the broker healthy; its files came deflate-coded', async () => {
+      const coding = new Map();
+      const seen = (r) => coding.set(new URL(r.url()).pathname, r.headers()['content-encoding']);
+      page.on('response', seen);
       const res = await page.goto(base + '/', { timeout: WAIT });
       assert(res && res.status() === 200, `GET /: ${res && res.status()}`);
       assert((await page.title()) === 'mote status', `title ${await page.title()}`);
       await page.locator('#health[data-state="ok"]').waitFor({ timeout: WAIT });
+      page.off('response', seen);
+      for (const f of ['/', '/app.js', '/style.css']) {
+        assert(coding.get(f) === 'deflate', `${f}: content-encoding ${coding.get(f)}, not deflate`);
+      }
       await waitText(page, '#version', 'mote');
       assert(await page.locator('#auth').isHidden(), 'the token prompt is shown without tokens');
     });
