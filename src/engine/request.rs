@@ -210,7 +210,9 @@ impl Engine {
         t.asks.push((offset, inbox));
         let at = (tid, t.generation, offset);
         let timeout_ms = timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS);
-        let deadline_ms = self.clock_ms.saturating_add(u64::from(timeout_ms));
+        // The clock counts whole milliseconds, so the request may have come up to 1 ms
+        // after `clock_ms`: as for an ack deadline, the whole timeout, not a millisecond less.
+        let deadline_ms = self.clock_ms.saturating_add(u64::from(timeout_ms) + 1);
         let rq = &mut self.requests;
         rq.pending.insert(
             inbox,
