@@ -308,6 +308,13 @@ fn check_name(name: &str) -> Result<(), Refusal> {
     }
 }
 
+/// The earliest time at which a wait of `ms` that began with input at `clock_ms` is surely
+/// over: the clock counts whole milliseconds and the input may have come late within
+/// `clock_ms`, so one more (the whole wait, not a millisecond less).
+pub(super) fn deadline_after(clock_ms: u64, ms: u64) -> u64 {
+    clock_ms.saturating_add(ms).saturating_add(1)
+}
+
 impl Engine {
     /// Called by the broker's timer before it sleeps: returns when it should wake
     /// (monotonic ms), at most `max_ms` after `now_ms`, sooner for a group deadline, and
@@ -795,10 +802,8 @@ impl Engine {
             }
             return;
         }
-        // The clock counts whole milliseconds: one more makes sure the full delay has
-        // passed since the nack arrived, however late within its millisecond.
         let not_before_ms = if delay_ms > 0 {
-            self.clock_ms.saturating_add(delay_ms + 1)
+            deadline_after(self.clock_ms, delay_ms)
         } else {
             self.clock_ms
         };
@@ -1001,8 +1006,7 @@ impl Engine {
             if attempt > 1 {
                 g.counters.redelivered += 1;
             }
-            // As for a nack's delay: the whole timeout, not a millisecond less.
-            let deadline_ms = self.clock_ms.saturating_add(g.settings.ack_timeout_ms + 1);
+            let deadline_ms = deadline_after(self.clock_ms, g.settings.ack_timeout_ms);
             self.note_deadline(deadline_ms);
             let Some(m) = self.subs[member.0 as usize].member.as_mut() else {
                 return;

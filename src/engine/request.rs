@@ -210,9 +210,7 @@ impl Engine {
         t.asks.push((offset, inbox));
         let at = (tid, t.generation, offset);
         let timeout_ms = timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS);
-        // The clock counts whole milliseconds, so the request may have come up to 1 ms
-        // after `clock_ms`: as for an ack deadline, the whole timeout, not a millisecond less.
-        let deadline_ms = self.clock_ms.saturating_add(u64::from(timeout_ms) + 1);
+        let deadline_ms = super::group::deadline_after(self.clock_ms, u64::from(timeout_ms));
         let rq = &mut self.requests;
         rq.pending.insert(
             inbox,
